@@ -1,0 +1,185 @@
+package buffer_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/buffer"
+)
+
+// BenchmarkDurableAppend measures group-committed appends of 128-byte events
+// from 1, 8 and 64 goroutines, each appending one event per call, against
+// the same run's baseline: one goroutine appending the same bytes to a plain
+// file with one fsync per batch of as many records as there are appenders.
+//
+//	go test -run '^$' -bench DurableAppend -benchtime 3s ./buffer/
+func BenchmarkDurableAppend(b *testing.B) {
+	rec := make([]byte, 128)
+	for _, appenders := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
+			dir := b.TempDir()
+			base := fileBaseline(b, filepath.Join(dir, "plain.log"), rec, appenders, b.N)
+
+			q, err := buffer.Open(filepath.Join(dir, "buf.db"), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			var left atomic.Int64
+			left.Store(int64(b.N))
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range appenders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for left.Add(-1) >= 0 {
+						if _, err := q.Append(context.Background(), rec); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			rate := float64(b.N) / time.Since(start).Seconds()
+			b.ReportMetric(rate, "rec/s")
+			b.ReportMetric(base, "baseline-rec/s")
+			b.ReportMetric(rate/base, "x-baseline")
+		})
+	}
+}
+
+// fileBaseline appends n records to a plain file, fsyncing every batch
+// records, and returns records/s.
+func fileBaseline(b *testing.B, path string, rec []byte, batch, n int) float64 {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 0, batch*len(rec))
+	start := time.Now()
+	for done := 0; done < n; {
+		buf = buf[:0]
+		for i := 0; i < batch && done < n; i++ {
+			buf = append(buf, rec...)
+			done++
+		}
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+const backlog = 1_000_000
+
+// fillBacklog appends n 128-byte events in large batches.
+func fillBacklog(b *testing.B, q *buffer.Queue, n int) {
+	b.Helper()
+	rec := make([]byte, 128)
+	batch := make([][]byte, 10_000)
+	for i := range batch {
+		batch[i] = rec
+	}
+	for n > 0 {
+		k := min(n, len(batch))
+		if _, err := q.Append(context.Background(), batch[:k]...); err != nil {
+			b.Fatal(err)
+		}
+		n -= k
+	}
+}
+
+// BenchmarkDrain reads and acks a 1,000,000-event backlog, 1000 events per
+// read, and reports events/s and the file size before and after.
+//
+//	go test -run '^$' -bench Drain -benchtime 1x ./buffer/
+func BenchmarkDrain(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		path := filepath.Join(b.TempDir(), "buf.db")
+		q, err := buffer.Open(path, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fillBacklog(b, q, backlog)
+		before := q.Stats().FileBytes
+		b.StartTimer()
+		start := time.Now()
+		var from uint64
+		n := 0
+		for {
+			recs, err := q.Read(from, 1000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			n += len(recs)
+			from = recs[len(recs)-1].Seq + 1
+			if err := q.Ack(from - 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := q.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		el := time.Since(start)
+		b.StopTimer()
+		st := q.Stats()
+		if n != backlog || st.Events != 0 {
+			b.Fatalf("drained %d, %d left", n, st.Events)
+		}
+		b.ReportMetric(float64(n)/el.Seconds(), "events/s")
+		b.ReportMetric(float64(before)/1e6, "MB-before")
+		b.ReportMetric(float64(st.FileBytes)/1e6, "MB-after")
+		q.Close()
+	}
+}
+
+// BenchmarkBacklogHeap reports the Go heap in use with a 10,000- and a
+// 1,000,000-event backlog held in the queue: the data stays in the file,
+// so the heap must not grow with the backlog.
+//
+//	go test -run '^$' -bench BacklogHeap -benchtime 1x ./buffer/
+func BenchmarkBacklogHeap(b *testing.B) {
+	for range b.N {
+		q, err := buffer.Open(filepath.Join(b.TempDir(), "buf.db"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fillBacklog(b, q, 10_000)
+		small := heapInuse()
+		fillBacklog(b, q, backlog-10_000)
+		if _, err := q.Read(backlog/2, 1000); err != nil { // a reader mid-backlog
+			b.Fatal(err)
+		}
+		large := heapInuse()
+		b.ReportMetric(float64(small)/(1<<20), "heap-MiB@10k")
+		b.ReportMetric(float64(large)/(1<<20), "heap-MiB@1M")
+		b.ReportMetric(float64(q.Stats().FileBytes)/1e6, "file-MB@1M")
+		q.Close()
+	}
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}

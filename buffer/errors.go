@@ -1,0 +1,44 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrFull is returned by Append under the Reject policy when the events
+	// would take the queue past MaxBytes. Nothing of that append is stored;
+	// retry once the forwarder has drained some of the backlog.
+	ErrFull = errors.New("buffer: full (max_bytes reached, when_full is reject)")
+	// ErrTooLarge is returned by Append when one append alone is larger than
+	// MaxBytes; it can never be stored.
+	ErrTooLarge = errors.New("buffer: append larger than max_bytes")
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("buffer: closed")
+	// ErrLocked is returned by Open when another process holds the file.
+	ErrLocked = errors.New("buffer: file is locked by another process")
+	// ErrForeign is returned by Open for a valid bbolt file that is not an
+	// edgegw buffer. It is left untouched.
+	ErrForeign = errors.New("buffer: file is a bbolt database but not an edgegw buffer")
+)
+
+// CorruptError reports a buffer file that could not be used and was moved
+// aside. Open returns it together with a usable, fresh Queue.
+type CorruptError struct {
+	Path    string // the configured buffer path, now a fresh buffer
+	MovedTo string // where the unusable file was moved
+	Err     error  // why it was unusable
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("buffer: %s was unusable (%v); moved it to %s and started a fresh buffer; the events in it are not forwarded (inspect or delete the moved file)", e.Path, e.Err, e.MovedTo)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// errCorrupt marks errors that mean the file's contents are unusable.
+var errCorrupt = errors.New("corrupt")
+
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errCorrupt}, args...)...)
+}

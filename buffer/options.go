@@ -1,0 +1,97 @@
+package buffer
+
+import (
+	"fmt"
+	"time"
+)
+
+// Policy says what Append does when the queue is at MaxBytes.
+type Policy int
+
+const (
+	// DropOldest deletes the oldest events to make room, counting them in
+	// Stats.DroppedFull. It suits telemetry, where the newest reading matters
+	// most. It is the default.
+	DropOldest Policy = iota
+	// Reject refuses the append with ErrFull, so the caller can push back
+	// (an MQTT source leaves the message unacknowledged at the broker).
+	Reject
+)
+
+func (p Policy) String() string {
+	switch p {
+	case DropOldest:
+		return "drop_oldest"
+	case Reject:
+		return "reject"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// ParsePolicy parses the config spelling of a Policy.
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "", "drop_oldest":
+		return DropOldest, nil
+	case "reject":
+		return Reject, nil
+	}
+	return 0, fmt.Errorf("when_full %q is not drop_oldest or reject", s)
+}
+
+// Options configure a Queue. The zero value is valid: no size or age limit,
+// drop_oldest, and the defaults below.
+type Options struct {
+	// MaxBytes bounds the bytes held (each event counts its data plus 16
+	// bytes of key and timestamp). 0 means no limit. The file on disk is
+	// larger than this by bbolt's page overhead: see docs/buffer.md.
+	MaxBytes int64
+	// MaxAge drops events older than this (by the time they were appended),
+	// counting them in Stats.DroppedAge. 0 means no limit.
+	MaxAge time.Duration
+	// WhenFull is the policy at MaxBytes.
+	WhenFull Policy
+	// LockTimeout is how long Open waits for another process to release the
+	// file before it returns ErrLocked. Default 2s.
+	LockTimeout time.Duration
+	// MaxBatch caps the events committed in one transaction. Default 4096.
+	MaxBatch int
+	// VerifyOnOpen walks every stored event on open, even after a clean
+	// shutdown. After an unclean one (power cut, SIGKILL) the walk always
+	// happens.
+	VerifyOnOpen bool
+}
+
+const (
+	defaultLockTimeout = 2 * time.Second
+	defaultMaxBatch    = 4096
+	// maxDeletesPerTx bounds the work one commit does for acks and expiry,
+	// so a huge ack never stalls appends behind one giant transaction.
+	maxDeletesPerTx = 50_000
+	// recordOverhead is what each event costs beyond its data: the 8-byte
+	// key and the 8-byte append time.
+	recordOverhead = 16
+)
+
+func (o *Options) withDefaults() (Options, error) {
+	var v Options
+	if o != nil {
+		v = *o
+	}
+	if v.MaxBytes < 0 {
+		return v, fmt.Errorf("buffer: max_bytes %d is negative; use 0 for no limit", v.MaxBytes)
+	}
+	if v.MaxAge < 0 {
+		return v, fmt.Errorf("buffer: max_age %s is negative; use 0 for no limit", v.MaxAge)
+	}
+	if v.WhenFull != DropOldest && v.WhenFull != Reject {
+		return v, fmt.Errorf("buffer: when_full %s is not drop_oldest or reject", v.WhenFull)
+	}
+	if v.LockTimeout <= 0 {
+		v.LockTimeout = defaultLockTimeout
+	}
+	if v.MaxBatch <= 0 {
+		v.MaxBatch = defaultMaxBatch
+	}
+	return v, nil
+}

@@ -1,0 +1,432 @@
+// Package buffer is edgegw's durable FIFO queue: every reading is committed
+// here (fsync'd in a bbolt transaction) before its source is acknowledged,
+// and stays here until the forwarder's upstream has acknowledged it.
+//
+// Appends from many goroutines are group-committed by one writer goroutine:
+// each transaction takes every append that queued up while the previous one
+// was committing, so the cost of an fsync is shared without waiting out a
+// timer. Readers use their own read transactions and never block appends.
+//
+// The queue stores bytes and knows nothing of MQTT, NATS or the event type.
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketEvents = []byte("events")
+	bucketMeta   = []byte("meta")
+
+	keyFormat      = []byte("format")
+	keyNext        = []byte("next_seq")
+	keyBytes       = []byte("bytes")
+	keyAppended    = []byte("appended_total")
+	keyAcked       = []byte("acked_total")
+	keyDroppedFull = []byte("dropped_full_total")
+	keyDroppedAge  = []byte("dropped_age_total")
+	keyClean       = []byte("clean_shutdown")
+)
+
+const formatVersion = 1
+
+// Record is one stored event.
+type Record struct {
+	Seq  uint64
+	Time time.Time // when it was appended
+	Data []byte
+}
+
+// Stats is a snapshot of the queue.
+type Stats struct {
+	Events    uint64        // events held
+	Bytes     int64         // bytes held (data + 16 per event)
+	FirstSeq  uint64        // seq of the oldest event held; NextSeq when empty
+	NextSeq   uint64        // seq the next appended event gets
+	Oldest    time.Time     // append time of the oldest event; zero when empty
+	OldestAge time.Duration // age of the oldest event when Stats was taken
+	FileBytes int64         // size of the file on disk
+
+	// Totals over the life of the file (they survive restarts).
+	Appended    uint64
+	Acked       uint64
+	DroppedFull uint64 // dropped by drop_oldest at max_bytes
+	DroppedAge  uint64 // dropped at max_age
+	Rejected    uint64 // appends refused with ErrFull since Open
+}
+
+// state is what the writer keeps in memory; it mirrors the meta bucket.
+type state struct {
+	first, next uint64
+	bytes       int64
+	oldest      time.Time
+	appended    uint64
+	acked       uint64
+	droppedFull uint64
+	droppedAge  uint64
+}
+
+type appendReq struct {
+	data  [][]byte
+	first uint64
+	err   error
+	done  chan struct{}
+}
+
+// Queue is a durable FIFO of byte records. It is safe for concurrent use.
+type Queue struct {
+	db   *bolt.DB
+	path string
+	opts Options
+
+	reqs chan *appendReq
+	wake chan struct{} // an ack is waiting to be applied
+	quit chan struct{} // closed by Close
+	done chan struct{} // closed when the writer has exited
+
+	verified bool // Open walked the file because the last shutdown was unclean
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu       sync.Mutex
+	st       state // committed state
+	ackTo    uint64
+	horizon  uint64 // next seq of the newest transaction readers may see
+	rejected uint64
+	closed   bool
+	changed  chan struct{} // closed and replaced after each commit that adds events
+}
+
+// Open opens or creates the buffer file at path and starts its writer.
+//
+// A file locked by another process gives ErrLocked after
+// Options.LockTimeout. A file that is not a bbolt database, or whose
+// contents are corrupt or truncated, is renamed to
+// "<path>.corrupt-<UTC timestamp>" and a fresh buffer is created in its
+// place: Open then returns the fresh Queue together with a *CorruptError
+// describing what happened, so a caller can log it and carry on. Any other
+// error returns a nil Queue.
+func Open(path string, opts *Options) (*Queue, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	q, err := open(path, o)
+	if err == nil || !errors.Is(err, errCorrupt) {
+		return q, err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000Z"))
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return nil, fmt.Errorf("buffer: %s is unusable (%v) and could not be moved aside: %w", path, err, rerr)
+	}
+	q, err2 := open(path, o)
+	if err2 != nil {
+		return nil, fmt.Errorf("buffer: %s was unusable (%v), moved to %s, but a fresh buffer could not be created: %w", path, err, aside, err2)
+	}
+	return q, &CorruptError{Path: path, MovedTo: aside, Err: err}
+}
+
+func open(path string, o Options) (*Queue, error) {
+	clean, err := verify(path, o)
+	if err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        o.LockTimeout,
+		NoFreelistSync: true, // no freelist write per commit; rebuilt on open
+		FreelistType:   bolt.FreelistMapType,
+		// 16 KiB pages: a commit of a few dozen events touches one or two
+		// pages instead of four or five (+25% appends/s at 64 appenders).
+		// An existing file keeps the page size it was created with.
+		PageSize: 16 << 10,
+	})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	q := &Queue{
+		db:      db,
+		path:    path,
+		opts:    o,
+		reqs:    make(chan *appendReq), // unbuffered: a handed-over append is always committed
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+	q.verified = !clean
+	if err := db.Update(q.load); err != nil {
+		db.Close()
+		if errors.Is(err, errCorrupt) || errors.Is(err, ErrForeign) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("buffer: open %s: %w", path, err)
+	}
+	q.ackTo = q.st.first - 1
+	q.horizon = q.st.next
+	go q.writer()
+	return q, nil
+}
+
+// load reads (or initialises) the meta bucket and marks the file in use, so
+// that an unclean shutdown is noticed on the next open.
+func (q *Queue) load(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	events := tx.Bucket(bucketEvents)
+	if meta == nil {
+		empty := true
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return fmt.Errorf("%w: %s has other buckets; point buffer.path at a file of its own", ErrForeign, q.path)
+		}
+		var err error
+		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+			return err
+		}
+		if events, err = tx.CreateBucket(bucketEvents); err != nil {
+			return err
+		}
+		q.st = state{first: 1, next: 1}
+		if err := putUint(meta, keyFormat, formatVersion); err != nil {
+			return err
+		}
+	} else {
+		if events == nil {
+			return corruptf("meta bucket without events bucket")
+		}
+		if v := getUint(meta, keyFormat); v != formatVersion {
+			return fmt.Errorf("buffer: %s has format %d; this edgegw reads format %d (use the edgegw version that wrote it to drain it)", q.path, v, formatVersion)
+		}
+		st := state{
+			next:        getUint(meta, keyNext),
+			bytes:       int64(getUint(meta, keyBytes)),
+			appended:    getUint(meta, keyAppended),
+			acked:       getUint(meta, keyAcked),
+			droppedFull: getUint(meta, keyDroppedFull),
+			droppedAge:  getUint(meta, keyDroppedAge),
+		}
+		if st.next == 0 {
+			st.next = 1
+		}
+		c := events.Cursor()
+		if k, v := c.First(); k != nil {
+			if len(k) != 8 || len(v) < 8 {
+				return corruptf("bad first record")
+			}
+			st.first = binary.BigEndian.Uint64(k)
+			st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			lk, _ := c.Last()
+			if last := binary.BigEndian.Uint64(lk); last >= st.next {
+				return corruptf("last seq %d not below next seq %d", last, st.next)
+			}
+		} else {
+			st.first = st.next
+			st.bytes = 0
+		}
+		q.st = st
+	}
+	return putUint(meta, keyClean, 0)
+}
+
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return fmt.Errorf("%w: %s (is another edgegw running with the same buffer.path?)", ErrLocked, path)
+	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+		return corruptf("%v", err)
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("buffer: open %s: %w (check that the directory exists and is writable by this user)", path, err)
+	}
+	return fmt.Errorf("buffer: open %s: %w", path, err)
+}
+
+// Append stores data as consecutive events and returns the seq of the first
+// once the transaction holding them has committed to disk. Either all of
+// data is stored or none is. Once the append is handed to the writer it is
+// waited for even if ctx ends, so a nil error always means committed and an
+// error means not stored.
+func (q *Queue) Append(ctx context.Context, data ...[]byte) (first uint64, err error) {
+	if len(data) == 0 {
+		return 0, nil
+	}
+	return q.submit(ctx, data)
+}
+
+// Flush commits pending acknowledgements and returns when they are on disk.
+func (q *Queue) Flush(ctx context.Context) error {
+	_, err := q.submit(ctx, nil)
+	return err
+}
+
+func (q *Queue) submit(ctx context.Context, data [][]byte) (uint64, error) {
+	r := &appendReq{data: data, done: make(chan struct{})}
+	select {
+	case q.reqs <- r:
+	case <-q.quit:
+		return 0, ErrClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	<-r.done
+	return r.first, r.err
+}
+
+// Read returns up to max events with seq >= from, in order. Events below
+// the oldest held (acknowledged or dropped) are skipped: a gap in the seqs
+// returned means events were dropped. It never blocks appends.
+func (q *Queue) Read(from uint64, max int) ([]Record, error) {
+	if q.isClosed() {
+		return nil, ErrClosed
+	}
+	var out []Record
+	err := q.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		var key [8]byte
+		binary.BigEndian.PutUint64(key[:], from)
+		for k, v := c.Seek(key[:]); k != nil && len(out) < max; k, v = c.Next() {
+			if len(k) != 8 || len(v) < 8 {
+				return corruptf("bad record at key %x", k)
+			}
+			out = append(out, Record{
+				Seq:  binary.BigEndian.Uint64(k),
+				Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
+				Data: append([]byte(nil), v[8:]...),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer: read from %d: %w", from, err)
+	}
+	return out, nil
+}
+
+// Wait blocks until an event with seq > after is held (or was appended and
+// since dropped), ctx is done, or the queue is closed.
+func (q *Queue) Wait(ctx context.Context, after uint64) error {
+	for {
+		q.mu.Lock()
+		next, ch, closed := q.st.next, q.changed, q.closed
+		q.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if next > after+1 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-q.quit:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Ack marks every event with seq <= upTo as delivered. The writer deletes
+// them in its next transactions, in batches; Flush (or Close) waits for
+// that. Acking a seq that was never appended is an error.
+func (q *Queue) Ack(upTo uint64) error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return ErrClosed
+	}
+	if upTo >= q.horizon {
+		next := q.horizon
+		q.mu.Unlock()
+		return fmt.Errorf("buffer: ack up to %d, but the last appended seq is %d", upTo, next-1)
+	}
+	if upTo > q.ackTo {
+		q.ackTo = upTo
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the queue.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	st, rejected := q.st, q.rejected
+	q.mu.Unlock()
+	s := Stats{
+		Events:      st.next - st.first,
+		Bytes:       st.bytes,
+		FirstSeq:    st.first,
+		NextSeq:     st.next,
+		Oldest:      st.oldest,
+		Appended:    st.appended,
+		Acked:       st.acked,
+		DroppedFull: st.droppedFull,
+		DroppedAge:  st.droppedAge,
+		Rejected:    rejected,
+	}
+	if !st.oldest.IsZero() {
+		s.OldestAge = time.Since(st.oldest)
+	}
+	if fi, err := os.Stat(q.path); err == nil {
+		s.FileBytes = fi.Size()
+	}
+	return s
+}
+
+// Path returns the file the queue lives in.
+func (q *Queue) Path() string { return q.path }
+
+// Close commits what is pending (appends already handed over and acks),
+// marks the file cleanly shut down and closes it. Appends that were not yet
+// handed to the writer get ErrClosed.
+func (q *Queue) Close() error {
+	q.closeOnce.Do(func() {
+		close(q.quit)
+		<-q.done
+		q.mu.Lock()
+		q.closed = true
+		q.mu.Unlock()
+		err := q.db.Update(func(tx *bolt.Tx) error {
+			return putUint(tx.Bucket(bucketMeta), keyClean, 1)
+		})
+		if cerr := q.db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			q.closeErr = fmt.Errorf("buffer: close %s: %w", q.path, err)
+		}
+	})
+	return q.closeErr
+}
+
+func (q *Queue) isClosed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
+}
+
+func getUint(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putUint(b *bolt.Bucket, k []byte, v uint64) error {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], v)
+	return b.Put(k, buf[:])
+}

@@ -1,0 +1,112 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// verify checks an existing file before it is opened for writing, through a
+// read-only handle, and reports whether the last shutdown was clean.
+//
+// It always checks that the file is as long as its meta page says (a
+// truncated file would otherwise fault deep inside bbolt). After an unclean
+// shutdown, or with VerifyOnOpen, it also walks every event and runs bbolt's
+// page check. Faults and panics while reading are turned into errors, so a
+// bad file is moved aside instead of crashing the process in a loop.
+func verify(path string, o Options) (clean bool, err error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("buffer: %w", err)
+	}
+	if fi.Size() == 0 {
+		return true, nil // bbolt initialises an empty file
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		ReadOnly:     true,
+		Timeout:      o.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if oe := openError(path, err); errors.Is(oe, ErrLocked) || errors.Is(oe, errCorrupt) {
+			return false, oe
+		}
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return false, openError(path, err)
+		}
+		// bbolt returns plain errors for some damage ("file size too small").
+		return false, corruptf("%v", err)
+	}
+	defer db.Close()
+
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptf("reading it failed: %v", r)
+		}
+	}()
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return corruptf("the file is %d bytes but its pages reach %d: it was truncated", fi.Size(), tx.Size())
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			clean = true
+			return nil // foreign or empty: open decides
+		}
+		clean = getUint(meta, keyClean) == 1
+		if clean && !o.VerifyOnOpen {
+			return nil
+		}
+		return walk(tx, meta)
+	})
+	return clean, err
+}
+
+// walk reads every event and checks the file against its meta bucket, then
+// runs bbolt's own consistency check.
+func walk(tx *bolt.Tx, meta *bolt.Bucket) error {
+	events := tx.Bucket(bucketEvents)
+	if events == nil {
+		return corruptf("no events bucket")
+	}
+	next := getUint(meta, keyNext)
+	var prev uint64
+	var bytes int64
+	err := events.ForEach(func(k, v []byte) error {
+		if len(k) != 8 || len(v) < 8 {
+			return corruptf("record with a %d-byte key and a %d-byte value", len(k), len(v))
+		}
+		seq := binary.BigEndian.Uint64(k)
+		if prev != 0 && seq != prev+1 {
+			return corruptf("seq %d follows %d", seq, prev)
+		}
+		if seq >= next {
+			return corruptf("seq %d is not below next seq %d", seq, next)
+		}
+		prev = seq
+		bytes += int64(len(v)) - 8 + recordOverhead
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if want := int64(getUint(meta, keyBytes)); bytes != want {
+		return corruptf("events hold %d bytes, meta says %d", bytes, want)
+	}
+	var first error
+	for err := range tx.Check() { // drain it all: the checker is a goroutine
+		if first == nil {
+			first = corruptf("bbolt check: %v", err)
+		}
+	}
+	return first
+}

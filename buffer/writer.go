@@ -1,0 +1,320 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// writer is the only goroutine that writes to the file. It owns every
+// bbolt read-write transaction; Close stops it and waits for it.
+func (q *Queue) writer() {
+	defer close(q.done)
+	var tick <-chan time.Time
+	if q.opts.MaxAge > 0 {
+		t := time.NewTicker(expiryInterval(q.opts.MaxAge))
+		defer t.Stop()
+		tick = t.C
+	}
+	batch := make([]*appendReq, 0, 64)
+	// Natural batching alone alternates big and small transactions: when a
+	// commit ends, its appenders wake one by one and the first to come back
+	// would start the next commit nearly alone. So the writer lingers a
+	// little (a quarter of the last commit's time at most) until as many
+	// appends are waiting as the last transaction held.
+	var lastReqs int
+	var lastDur time.Duration
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-q.reqs:
+			batch = append(batch, r)
+		case <-q.wake:
+		case <-tick:
+		case <-q.quit:
+			q.drainOnQuit(batch)
+			return
+		}
+		if len(batch) > 0 {
+			batch = q.collect(batch, lastReqs, min(lastDur/4, 2*time.Millisecond))
+		}
+		if len(batch) == 0 && !q.hasWork() {
+			continue
+		}
+		start := time.Now()
+		more := q.commit(batch)
+		lastReqs, lastDur = len(batch), time.Since(start)
+		if more {
+			select {
+			case q.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// collect adds every append already waiting, up to MaxBatch events, and
+// while fewer than target appends are in, yields the processor to let more
+// arrive, for up to linger.
+func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []*appendReq {
+	n := 0
+	for _, r := range batch {
+		n += len(r.data)
+	}
+	var deadline time.Time
+	for n < q.opts.MaxBatch {
+		select {
+		case r := <-q.reqs:
+			batch = append(batch, r)
+			n += len(r.data)
+			continue
+		default:
+		}
+		if len(batch) >= target || linger <= 0 {
+			return batch
+		}
+		// Yielding rather than blocking on the channel: a blocked writer
+		// would be woken once per arriving append.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(linger)
+		} else if time.Now().After(deadline) {
+			return batch
+		}
+		runtime.Gosched()
+	}
+	return batch
+}
+
+// drainOnQuit commits the appends that were handed over before Close, and
+// all pending acks.
+func (q *Queue) drainOnQuit(batch []*appendReq) {
+	for {
+		batch = q.collect(batch[:0], 0, 0)
+		if len(batch) == 0 && !q.hasWork() {
+			return
+		}
+		q.commit(batch)
+	}
+}
+
+// hasWork reports whether acks or expiry are waiting for a transaction.
+func (q *Queue) hasWork() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.st.first == q.st.next {
+		return false
+	}
+	if q.ackTo >= q.st.first {
+		return true
+	}
+	return q.opts.MaxAge > 0 && time.Since(q.st.oldest) > q.opts.MaxAge
+}
+
+func expiryInterval(maxAge time.Duration) time.Duration {
+	d := maxAge / 20
+	return min(max(d, 10*time.Millisecond), time.Minute)
+}
+
+// commit runs one transaction: pending acks, expiry, then the appends in
+// order. It reports whether deletions are left for another transaction.
+func (q *Queue) commit(batch []*appendReq) (more bool) {
+	q.mu.Lock()
+	st, ackTo := q.st, q.ackTo
+	q.mu.Unlock()
+
+	now := time.Now()
+	var rejected uint64
+	err := q.update(func(tx *bolt.Tx) error {
+		events := tx.Bucket(bucketEvents)
+		events.FillPercent = 1.0 // keys only ever grow: pack pages full
+		budget := maxDeletesPerTx
+
+		// Acknowledged events.
+		for st.first <= ackTo && st.first < st.next && budget > 0 {
+			if err := q.deleteFirst(events, &st); err != nil {
+				return err
+			}
+			st.acked++
+			budget--
+		}
+		more = st.first <= ackTo && st.first < st.next
+
+		// Expired events.
+		if q.opts.MaxAge > 0 {
+			cutoff := now.Add(-q.opts.MaxAge)
+			for st.first < st.next && budget > 0 && st.oldest.Before(cutoff) {
+				if err := q.deleteFirst(events, &st); err != nil {
+					return err
+				}
+				st.droppedAge++
+				budget--
+			}
+			more = more || (st.first < st.next && st.oldest.Before(cutoff))
+		}
+
+		// Appends, in the order they arrived.
+		var key [8]byte
+		var slab []byte // bbolt keeps value slices until commit: no reuse
+		for _, r := range batch {
+			r.err = nil
+			if len(r.data) == 0 {
+				continue
+			}
+			var size int64
+			for _, d := range r.data {
+				size += int64(len(d)) + recordOverhead
+			}
+			if limit := q.opts.MaxBytes; limit > 0 {
+				if size > limit {
+					r.err = fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, limit)
+					continue
+				}
+				if st.bytes+size > limit && q.opts.WhenFull == Reject {
+					r.err = ErrFull
+					rejected++
+					continue
+				}
+				for st.bytes+size > limit && st.first < st.next {
+					if err := q.deleteFirst(events, &st); err != nil {
+						return err
+					}
+					st.droppedFull++
+				}
+			}
+			r.first = st.next
+			ts := uint64(now.UnixNano())
+			for _, d := range r.data {
+				binary.BigEndian.PutUint64(key[:], st.next)
+				if cap(slab)-len(slab) < 8+len(d) {
+					slab = make([]byte, 0, max(64<<10, 8+len(d)))
+				}
+				off := len(slab)
+				slab = binary.BigEndian.AppendUint64(slab, ts)
+				slab = append(slab, d...)
+				val := slab[off:len(slab):len(slab)]
+				if err := events.Put(key[:], val); err != nil {
+					return err
+				}
+				if st.first == st.next {
+					st.oldest = now
+				}
+				st.next++
+				st.bytes += int64(len(d)) + recordOverhead
+				st.appended++
+			}
+		}
+		if err := q.writeMeta(tx.Bucket(bucketMeta), &st); err != nil {
+			return err
+		}
+		// Readers may see these events as soon as bbolt commits, before
+		// q.st is updated below: let Ack accept them from now on.
+		q.mu.Lock()
+		q.horizon = st.next
+		q.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		q.mu.Lock()
+		q.horizon = q.st.next
+		q.ackTo = min(q.ackTo, q.st.next-1) // nothing beyond was ever visible
+		q.mu.Unlock()
+		err = writeError(q.path, err)
+		for _, r := range batch {
+			r.err, r.first = err, 0
+			close(r.done)
+		}
+		return false
+	}
+
+	q.mu.Lock()
+	grew := st.next != q.st.next
+	q.st = st
+	q.rejected += rejected
+	if grew {
+		close(q.changed)
+		q.changed = make(chan struct{})
+	}
+	q.mu.Unlock()
+	for _, r := range batch {
+		close(r.done)
+	}
+	return more
+}
+
+// update runs fn in a read-write transaction. bbolt panics on pages it
+// cannot make sense of (storage that corrupted them at rest); the panic is
+// turned into an error for the appenders, the transaction is rolled back by
+// bbolt, and the file stays marked as not cleanly shut down so the next Open
+// walks it and moves it aside.
+func (q *Queue) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptf("the file is damaged (%v); restart edgegw to move it aside and start a fresh buffer", r)
+		}
+	}()
+	return q.db.Update(fn)
+}
+
+// deleteFirst deletes the oldest event and advances st past it.
+func (q *Queue) deleteFirst(events *bolt.Bucket, st *state) error {
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], st.first)
+	v := events.Get(key[:])
+	if v == nil {
+		return corruptf("event %d missing (first %d, next %d)", st.first, st.first, st.next)
+	}
+	st.bytes -= int64(len(v)) - 8 + recordOverhead
+	if err := events.Delete(key[:]); err != nil {
+		return err
+	}
+	st.first++
+	st.oldest = time.Time{}
+	if st.first < st.next {
+		binary.BigEndian.PutUint64(key[:], st.first)
+		nv := events.Get(key[:])
+		if len(nv) < 8 {
+			return corruptf("event %d missing or short", st.first)
+		}
+		st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(nv)))
+	}
+	return nil
+}
+
+func (q *Queue) writeMeta(meta *bolt.Bucket, st *state) error {
+	for _, kv := range []struct {
+		k []byte
+		v uint64
+	}{
+		{keyNext, st.next},
+		{keyBytes, uint64(st.bytes)},
+		{keyAppended, st.appended},
+		{keyAcked, st.acked},
+		{keyDroppedFull, st.droppedFull},
+		{keyDroppedAge, st.droppedAge},
+	} {
+		if err := putUint(meta, kv.k, kv.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeError names the usual causes of a failed commit.
+func writeError(path string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("buffer: commit to %s: disk full: %w (free space on the volume or lower buffer.max_bytes)", path, err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("buffer: commit to %s: file system is read-only: %w", path, err)
+	case errors.Is(err, syscall.EIO):
+		return fmt.Errorf("buffer: commit to %s: I/O error, the storage may be failing: %w", path, err)
+	}
+	return fmt.Errorf("buffer: commit to %s: %w", path, err)
+}

@@ -1,0 +1,118 @@
+// Package event defines the reading that flows through every stage of the
+// gateway: sources produce it, the buffer stores its encoding, the forwarder
+// publishes it. It is a leaf package: it imports nothing of edgegw, so every
+// other package may import it.
+package event
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Event is one reading.
+type Event struct {
+	// Seq is the buffer's sequence number, assigned when the event is
+	// committed; it is zero before that and is not part of the encoding.
+	Seq uint64
+	// Subject is the NATS subject the event is published to.
+	Subject string
+	// Source names where the reading came from: the MQTT topic or the
+	// sensor's name.
+	Source string
+	// Time is when the reading was taken (not when it was forwarded).
+	Time time.Time
+	// Payload is the reading, byte for byte as it was ingested.
+	Payload []byte
+}
+
+// EmitFunc hands an event to the buffer. It returns once the event is
+// durably committed; while it blocks, the source is pushed back on.
+type EmitFunc func(ctx context.Context, e Event) error
+
+// A Source produces events until ctx is done; Run returns nil on a clean
+// shutdown.
+type Source interface {
+	Name() string
+	Run(ctx context.Context, emit EmitFunc) error
+}
+
+// encodingV1 is the first byte of every encoded event.
+const encodingV1 = 1
+
+// MaxFieldLen bounds Subject and Source. NATS subjects and MQTT topics are
+// far shorter in practice; the bound keeps a corrupt length from allocating.
+const MaxFieldLen = 64 << 10
+
+// ErrMalformed is returned (wrapped) by Unmarshal for bytes that are not an
+// encoded event.
+var ErrMalformed = errors.New("malformed event encoding")
+
+// Marshal appends the binary encoding of e (without Seq) to dst.
+//
+// Layout: version byte, uvarint len + subject, uvarint len + source,
+// varint unix nanoseconds (0 for a zero time), then the payload to the end.
+func (e *Event) Marshal(dst []byte) ([]byte, error) {
+	if len(e.Subject) > MaxFieldLen {
+		return dst, fmt.Errorf("event: subject is %d bytes, more than %d", len(e.Subject), MaxFieldLen)
+	}
+	if len(e.Source) > MaxFieldLen {
+		return dst, fmt.Errorf("event: source is %d bytes, more than %d", len(e.Source), MaxFieldLen)
+	}
+	var ns int64
+	if !e.Time.IsZero() {
+		ns = e.Time.UnixNano()
+	}
+	dst = append(dst, encodingV1)
+	dst = binary.AppendUvarint(dst, uint64(len(e.Subject)))
+	dst = append(dst, e.Subject...)
+	dst = binary.AppendUvarint(dst, uint64(len(e.Source)))
+	dst = append(dst, e.Source...)
+	dst = binary.AppendVarint(dst, ns)
+	dst = append(dst, e.Payload...)
+	return dst, nil
+}
+
+// Unmarshal decodes b into e. e.Payload aliases b; copy b first if it is
+// only valid for a while (as bbolt values are).
+func (e *Event) Unmarshal(b []byte) error {
+	if len(b) == 0 || b[0] != encodingV1 {
+		if len(b) == 0 {
+			return fmt.Errorf("%w: empty", ErrMalformed)
+		}
+		return fmt.Errorf("%w: version byte %d, want %d", ErrMalformed, b[0], encodingV1)
+	}
+	b = b[1:]
+	subject, b, err := field(b, "subject")
+	if err != nil {
+		return err
+	}
+	source, b, err := field(b, "source")
+	if err != nil {
+		return err
+	}
+	ns, n := binary.Varint(b)
+	if n <= 0 {
+		return fmt.Errorf("%w: bad time", ErrMalformed)
+	}
+	b = b[n:]
+	*e = Event{Seq: e.Seq, Subject: subject, Source: source, Payload: b}
+	if ns != 0 {
+		e.Time = time.Unix(0, ns)
+	}
+	return nil
+}
+
+func field(b []byte, name string) (string, []byte, error) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 {
+		return "", nil, fmt.Errorf("%w: bad %s length", ErrMalformed, name)
+	}
+	b = b[n:]
+	if l > MaxFieldLen || l > uint64(len(b)) {
+		return "", nil, fmt.Errorf("%w: %s length %d out of range", ErrMalformed, name, l)
+	}
+	return string(b[:l]), b[l:], nil
+}
