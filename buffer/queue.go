@@ -262,10 +262,20 @@ func (q *Queue) Append(ctx context.Context, data ...[]byte) (first uint64, err e
 	return q.submit(ctx, data)
 }
 
-// Flush commits pending acknowledgements and returns when they are on disk.
+// Flush commits pending acknowledgements and expiry, and returns when they
+// are on disk.
 func (q *Queue) Flush(ctx context.Context) error {
-	_, err := q.submit(ctx, nil)
-	return err
+	for {
+		if _, err := q.submit(ctx, nil); err != nil {
+			return err
+		}
+		q.mu.Lock()
+		done := q.ackTo < q.st.first || q.st.first == q.st.next
+		q.mu.Unlock()
+		if done {
+			return nil
+		}
+	}
 }
 
 func (q *Queue) submit(ctx context.Context, data [][]byte) (uint64, error) {

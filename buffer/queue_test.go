@@ -484,3 +484,25 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 		}
 	}
 }
+
+// max_bytes bounds the file, not only the count: appending ten times the
+// limit under drop_oldest leaves a file under twice the limit.
+func TestMaxBytesBoundsTheFile(t *testing.T) {
+	ctx := context.Background()
+	const limit = 4 << 20
+	q := openT(t, filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{MaxBytes: limit})
+	batch := make([][]byte, 100)
+	for i := range batch {
+		batch[i] = bytes.Repeat([]byte{byte(i)}, 128)
+	}
+	for written := 0; written < 10*limit; written += 100 * 144 {
+		if _, err := q.Append(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := q.Stats()
+	if st.Bytes > limit || st.FileBytes > 2*limit+1<<20 {
+		t.Fatalf("held %d bytes in a %d-byte file; max_bytes %d", st.Bytes, st.FileBytes, limit)
+	}
+	t.Logf("max_bytes %d: %d held, file %d bytes, %d dropped", limit, st.Bytes, st.FileBytes, st.DroppedFull)
+}
