@@ -60,6 +60,10 @@ type Options struct {
 	// shutdown. After an unclean one (power cut, SIGKILL) the walk always
 	// happens.
 	VerifyOnOpen bool
+	// FirstSeq is the seq of the first event of a new file (default 1). The
+	// gateway seeds it from the clock, so a buffer that had to be replaced
+	// never reuses the seqs of its predecessor upstream.
+	FirstSeq uint64
 }
 
 const (

@@ -194,8 +194,12 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		if events, err = tx.CreateBucket(bucketEvents); err != nil {
 			return err
 		}
-		q.st = state{first: 1, next: 1}
+		first := max(q.opts.FirstSeq, 1)
+		q.st = state{first: first, next: first}
 		if err := putUint(meta, keyFormat, formatVersion); err != nil {
+			return err
+		}
+		if err := putUint(meta, keyNext, first); err != nil {
 			return err
 		}
 	} else {
@@ -319,6 +323,14 @@ func (q *Queue) Read(from uint64, max int) ([]Record, error) {
 		return nil, fmt.Errorf("buffer: read from %d: %w", from, err)
 	}
 	return out, nil
+}
+
+// Changed returns a channel that is closed when events are next appended.
+// Take it before checking Stats().NextSeq and no append is missed.
+func (q *Queue) Changed() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.changed
 }
 
 // Wait blocks until an event with seq > after is held (or was appended and

@@ -1,0 +1,160 @@
+package forward
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ConnOptions say how to reach the upstream NATS servers.
+type ConnOptions struct {
+	Servers []string // nats://host:4222, tls://host:4222; tried in turn
+	Name    string   // connection name shown by the server (default "edgegw")
+
+	// One of these authenticates; secrets are never logged.
+	User, Password string
+	Token          string
+	NKeySeedFile   string // a file holding an NKey user seed
+	CredsFile      string // a .creds file (JWT and seed)
+
+	// TLS: CAFile verifies the servers; CertFile and KeyFile are this
+	// gateway's client certificate for mutual TLS.
+	CAFile, CertFile, KeyFile string
+
+	// ReconnectWait is the base delay between reconnect attempts (default
+	// 2s); each attempt adds up to 1s of jitter, so a fleet does not
+	// reconnect in lockstep.
+	ReconnectWait time.Duration
+}
+
+// Connect dials the upstream. It never gives up: with no server reachable it
+// returns a connection that keeps retrying in the background, and one that
+// drops reconnects forever. nats.go's reconnect buffer is disabled, so a
+// publish while disconnected fails at once instead of living only in
+// memory: the buffer is the only store.
+func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
+	if len(o.Servers) == 0 {
+		return nil, errors.New("upstream: servers is empty; list at least one nats:// URL")
+	}
+	for i, s := range o.Servers {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("upstream: servers[%d] %q is not a URL like nats://host:4222", i, redact(s))
+		}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	name := o.Name
+	if name == "" {
+		name = "edgegw"
+	}
+	wait := o.ReconnectWait
+	if wait <= 0 {
+		wait = 2 * time.Second
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectBufSize(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return wait + rand.N(time.Second)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("upstream disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("upstream reconnected", "server", redact(nc.ConnectedUrl()))
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("upstream connected", "server", redact(nc.ConnectedUrl()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("upstream error", "err", err)
+		}),
+	}
+	switch {
+	case o.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	case o.NKeySeedFile != "":
+		nk, err := nats.NkeyOptionFromSeed(o.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: nkey_seed_file %s: %w", o.NKeySeedFile, err)
+		}
+		opts = append(opts, nk)
+	case o.Token != "":
+		opts = append(opts, nats.Token(o.Token))
+	case o.User != "":
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.CAFile != "" {
+		opts = append(opts, nats.RootCAs(o.CAFile))
+	}
+	if o.CertFile != "" || o.KeyFile != "" {
+		if o.CertFile == "" || o.KeyFile == "" {
+			return nil, errors.New("upstream: tls needs both cert_file and key_file for a client certificate")
+		}
+		opts = append(opts, nats.ClientCert(o.CertFile, o.KeyFile))
+	}
+	urls := strings.Join(o.Servers, ",")
+	// A first attempt that may fail, so that a wrong credential or
+	// certificate is an error now rather than a silent retry loop.
+	nc, err := nats.Connect(urls, opts...)
+	if err == nil {
+		return nc, nil
+	}
+	if permanent(err) {
+		return nil, fmt.Errorf("upstream: connect to %s: %w (check upstream credentials and TLS settings)", redactAll(o.Servers), err)
+	}
+	log.Warn("upstream unreachable; buffering and retrying in the background", "servers", redactAll(o.Servers), "err", err)
+	nc, err = nats.Connect(urls, append(opts, nats.RetryOnFailedConnect(true))...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: connect to %s: %w", redactAll(o.Servers), err)
+	}
+	return nc, nil
+}
+
+// permanent reports connect errors that retrying will not fix.
+func permanent(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return true
+	}
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "authorization violation") || strings.Contains(msg, "no such file") ||
+		strings.Contains(msg, "tls") && strings.Contains(msg, "required")
+}
+
+// redact drops the user info from a URL, so passwords never reach a log.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = nil
+	return u.String()
+}
+
+func redactAll(ss []string) string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = redact(s)
+	}
+	return strings.Join(out, ",")
+}

@@ -1,0 +1,527 @@
+// Package forward drains the buffer into a NATS JetStream stream: exactly
+// once, in order, through outages.
+//
+// Each event is published asynchronously with Nats-Msg-Id
+// "<gateway id>-<seq>", so the stream's duplicate window drops re-sends; the
+// buffer is acknowledged only on the stream's PubAck, in seq order. On any
+// failure the forwarder goes back to the lowest unacknowledged seq (go-back-N)
+// after asking the stream for the highest seq of this gateway it already
+// holds, so a message stored before a crash is not sent again even after the
+// duplicate window has passed.
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
+)
+
+// Header names set on every published message.
+const (
+	HeaderGateway = "Edgegw-Gateway"
+	HeaderSource  = "Edgegw-Source"
+	HeaderTime    = "Edgegw-Time" // RFC 3339 with nanoseconds
+)
+
+// StreamOptions describe the upstream stream.
+type StreamOptions struct {
+	Name string
+	// Subjects the stream captures when the forwarder creates it.
+	Subjects []string
+	// Create makes the forwarder create the stream (file storage) when it
+	// is missing. Without it a missing stream is an error.
+	Create bool
+	// Duplicates is the duplicate window of a created stream (default 2m).
+	Duplicates time.Duration
+	// Replicas of a created stream (default 1).
+	Replicas int
+}
+
+// Options configure a Forwarder.
+type Options struct {
+	GatewayID string
+	Stream    StreamOptions
+	// Filters match every subject this gateway publishes to and no other
+	// gateway's (e.g. "telemetry.lobby-pi-01.>"). The forwarder reads the
+	// last message on them to learn what the stream already holds.
+	// Default: Stream.Subjects.
+	Filters []string
+	// Window is the number of publishes awaiting a PubAck (default 1024).
+	Window int
+	// AckTimeout bounds the wait for one PubAck (default 5s).
+	AckTimeout time.Duration
+	// RateEvents and RateBytes cap the drain rate per second, for metered
+	// links. 0 means no cap.
+	RateEvents float64
+	RateBytes  float64
+	// StopTimeout bounds how long Run waits for in-flight PubAcks when its
+	// context ends (default 5s).
+	StopTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Stats are the forwarder's counters since New.
+type Stats struct {
+	Connected bool
+	Published uint64 // publishes sent, re-sends included
+	Acked     uint64 // events the stream acknowledged
+	Resent    uint64 // publishes sent again after a go-back
+	Skipped   uint64 // events found already in the stream on (re)connect
+	Rejected  uint64 // events the stream can never take, set aside
+	LastSeq   uint64 // highest seq acknowledged
+}
+
+// Forwarder moves events from a buffer.Queue to a JetStream stream.
+type Forwarder struct {
+	q    *buffer.Queue
+	nc   *nats.Conn
+	o    Options
+	log  *slog.Logger
+	evLm *rate.Limiter
+	byLm *rate.Limiter
+
+	published, acked, resent, skipped, rejected, lastSeq atomic.Uint64
+}
+
+// ErrConfig wraps errors that retrying cannot fix: a missing stream, a
+// subject no stream captures. Run returns them.
+var ErrConfig = errors.New("upstream misconfigured")
+
+// New checks o and returns a Forwarder; it starts nothing.
+func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
+	if o.GatewayID == "" || strings.ContainsAny(o.GatewayID, " \t\r\n.*>") {
+		return nil, fmt.Errorf("forward: gateway id %q must be non-empty without spaces, '.', '*' or '>'", o.GatewayID)
+	}
+	if o.Stream.Name == "" {
+		return nil, errors.New("forward: upstream.stream.name is empty")
+	}
+	if len(o.Filters) == 0 {
+		o.Filters = o.Stream.Subjects
+	}
+	if len(o.Filters) == 0 {
+		return nil, errors.New("forward: no subject filter for this gateway's messages; set upstream.stream.subjects")
+	}
+	if o.Window <= 0 {
+		o.Window = 1024
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 5 * time.Second
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 5 * time.Second
+	}
+	if o.Stream.Duplicates <= 0 {
+		o.Stream.Duplicates = 2 * time.Minute
+	}
+	if o.Stream.Replicas <= 0 {
+		o.Stream.Replicas = 1
+	}
+	if o.RateEvents < 0 || o.RateBytes < 0 {
+		return nil, errors.New("forward: rate limits must not be negative")
+	}
+	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	f.log = f.log.With("component", "forward")
+	if o.RateEvents > 0 {
+		f.evLm = rate.NewLimiter(rate.Limit(o.RateEvents), max(1, int(o.RateEvents/10)))
+	}
+	if o.RateBytes > 0 {
+		// The burst must hold the largest message or WaitN fails.
+		f.byLm = rate.NewLimiter(rate.Limit(o.RateBytes), max(int(o.RateBytes/10), 1<<20))
+	}
+	return f, nil
+}
+
+// Stats returns the forwarder's counters.
+func (f *Forwarder) Stats() Stats {
+	return Stats{
+		Connected: f.nc.IsConnected(),
+		Published: f.published.Load(),
+		Acked:     f.acked.Load(),
+		Resent:    f.resent.Load(),
+		Skipped:   f.skipped.Load(),
+		Rejected:  f.rejected.Load(),
+		LastSeq:   f.lastSeq.Load(),
+	}
+}
+
+// Run forwards until ctx ends, then waits (up to StopTimeout) for in-flight
+// PubAcks and returns nil; what is not acknowledged stays in the buffer.
+// It returns early only for an ErrConfig error or a closed buffer.
+func (f *Forwarder) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		if err := f.waitConnected(ctx); err != nil {
+			return nil
+		}
+		progressed, err := f.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrConfig) || errors.Is(err, buffer.ErrClosed) {
+			return err
+		}
+		if progressed {
+			backoff = 100 * time.Millisecond
+		}
+		f.log.Warn("upstream publish failed; going back to the oldest unacknowledged event", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff + rand.N(backoff/2+1)):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// waitConnected returns when the connection is up, checking every 100ms.
+func (f *Forwarder) waitConnected(ctx context.Context) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for !f.nc.IsConnected() {
+		if f.nc.IsClosed() {
+			return errors.New("upstream connection closed")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+type inflight struct {
+	seq uint64
+	fut jetstream.PubAckFuture
+}
+
+// session publishes from the oldest unacknowledged event until a publish
+// fails or ctx ends. It reports whether any event was acknowledged.
+func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
+	js, err := jetstream.New(f.nc,
+		jetstream.WithPublishAsyncMaxPending(f.o.Window),
+		jetstream.WithPublishAsyncTimeout(f.o.AckTimeout))
+	if err != nil {
+		return false, err
+	}
+	defer js.CleanupPublisher()
+
+	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	stream, err := f.ensureStream(reqCtx, js)
+	if err != nil {
+		cancel()
+		return false, err
+	}
+	held, err := f.heldUpstream(reqCtx, stream)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	captured := stream.CachedInfo().Config.Subjects
+
+	st := f.q.Stats()
+	next := max(st.FirstSeq, f.lastSeq.Load()+1)
+	switch {
+	case held >= st.NextSeq:
+		f.log.Error("the stream holds a later seq of this gateway than its buffer has ever had: another gateway uses the same id, or this buffer was replaced; forwarding everything held", "stream_seq", held, "buffer_next_seq", st.NextSeq)
+	case held >= next:
+		if err := f.q.Ack(held); err != nil {
+			return false, err
+		}
+		f.skipped.Add(held - next + 1)
+		f.lastSeq.Store(held)
+		f.log.Info("events already in the stream skipped", "up_to_seq", held, "count", held-next+1)
+		next = held + 1
+	}
+
+	var (
+		window  = make([]inflight, 0, f.o.Window) // publishes in seq order
+		pending []buffer.Record                   // read, not yet published
+		toAck   uint64
+		okSubj  = map[string]bool{}
+		stopC   <-chan time.Time
+	)
+	ackBuffer := func() error {
+		if toAck == 0 {
+			return nil
+		}
+		err := f.q.Ack(toAck)
+		toAck = 0
+		return err
+	}
+	defer func() {
+		if aerr := ackBuffer(); err == nil && aerr != nil {
+			err = aerr
+		}
+	}()
+
+	for {
+		// Fill the window, in seq order.
+		for len(window) < f.o.Window && ctx.Err() == nil {
+			if len(pending) == 0 {
+				if pending, err = f.q.Read(next, f.o.Window-len(window)); err != nil {
+					return progressed, err
+				}
+				if len(pending) == 0 {
+					break
+				}
+				next = pending[len(pending)-1].Seq + 1
+			}
+			rec := pending[0]
+			msg, bad := f.message(rec)
+			var fut jetstream.PubAckFuture // nil: set aside, acked in its turn
+			if bad != nil {
+				f.rejected.Add(1)
+				f.log.Error("event set aside: it can never be published", "seq", rec.Seq, "err", bad)
+			} else {
+				if !okSubj[msg.Subject] {
+					if !covered(captured, msg.Subject) {
+						return progressed, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s); add the subject to the stream or change the subject template", ErrConfig, f.o.Stream.Name, msg.Subject, strings.Join(captured, ", "))
+					}
+					if len(okSubj) > 10_000 {
+						clear(okSubj)
+					}
+					okSubj[msg.Subject] = true
+				}
+				if f.limit(ctx, len(msg.Data)) != nil {
+					break // ctx ended; rec stays pending
+				}
+				if fut, err = js.PublishMsgAsync(msg); err != nil {
+					f.resent.Add(uint64(len(window)))
+					return progressed, fmt.Errorf("publish seq %d: %w", rec.Seq, err)
+				}
+				f.published.Add(1)
+			}
+			pending = pending[1:]
+			window = append(window, inflight{seq: rec.Seq, fut: fut})
+		}
+
+		if len(window) == 0 {
+			if err := ackBuffer(); err != nil {
+				return progressed, err
+			}
+			if ctx.Err() != nil {
+				return progressed, nil
+			}
+			changed := f.q.Changed()
+			if len(pending) > 0 || f.q.Stats().NextSeq > next {
+				continue
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+				if !f.nc.IsConnected() {
+					return progressed, errors.New("upstream disconnected")
+				}
+			}
+			continue
+		}
+
+		// Wait for the oldest publish; after ctx ends, for StopTimeout.
+		head := window[0]
+		done := ctx.Done()
+		if ctx.Err() != nil {
+			if stopC == nil {
+				t := time.NewTimer(f.o.StopTimeout)
+				defer t.Stop()
+				stopC = t.C
+			}
+			done = nil
+		}
+		var okC <-chan *jetstream.PubAck
+		var errC <-chan error
+		if head.fut == nil {
+			c := make(chan *jetstream.PubAck, 1)
+			c <- nil
+			okC = c
+		} else {
+			okC, errC = head.fut.Ok(), head.fut.Err()
+		}
+		select {
+		case <-okC:
+			window = window[1:]
+			toAck = head.seq
+			if head.fut != nil {
+				f.acked.Add(1)
+			}
+			f.lastSeq.Store(head.seq)
+			progressed = true
+			if len(window) == 0 || head.seq%256 == 0 {
+				if err := ackBuffer(); err != nil {
+					return progressed, err
+				}
+			}
+		case err := <-errC:
+			f.resent.Add(uint64(len(window)))
+			return progressed, fmt.Errorf("seq %d: %w", head.seq, err)
+		case <-stopC:
+			f.log.Warn("stopped with publishes unacknowledged; they stay in the buffer", "count", len(window), "from_seq", head.seq)
+			return progressed, nil
+		case <-done:
+			// Stop filling; wait for the window with the stop timer.
+		}
+	}
+}
+
+// message builds the NATS message for rec; an error means the event can
+// never be published.
+func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
+	var e event.Event
+	if err := e.Unmarshal(rec.Data); err != nil {
+		return nil, err
+	}
+	if !validSubject(e.Subject) {
+		return nil, fmt.Errorf("subject %q is not a valid NATS subject to publish to", e.Subject)
+	}
+	h := nats.Header{}
+	h.Set(jetstream.MsgIDHeader, f.o.GatewayID+"-"+strconv.FormatUint(rec.Seq, 10))
+	h.Set(HeaderGateway, f.o.GatewayID)
+	if e.Source != "" {
+		h.Set(HeaderSource, e.Source)
+	}
+	if !e.Time.IsZero() {
+		h.Set(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
+	}
+	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Payload}, nil
+}
+
+func (f *Forwarder) limit(ctx context.Context, size int) error {
+	if f.evLm != nil {
+		if err := f.evLm.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	if f.byLm != nil {
+		if err := f.byLm.WaitN(ctx, min(size, f.byLm.Burst())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureStream finds the stream, or creates it when allowed.
+func (f *Forwarder) ensureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, f.o.Stream.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if !f.o.Stream.Create {
+			return nil, fmt.Errorf("%w: stream %s not found on the upstream server; create it (see deploy/) or set upstream.stream.create: true", ErrConfig, f.o.Stream.Name)
+		}
+		if len(f.o.Stream.Subjects) == 0 {
+			return nil, fmt.Errorf("%w: cannot create stream %s: upstream.stream.subjects is empty", ErrConfig, f.o.Stream.Name)
+		}
+		s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       f.o.Stream.Name,
+			Subjects:   f.o.Stream.Subjects,
+			Storage:    jetstream.FileStorage,
+			Duplicates: f.o.Stream.Duplicates,
+			Replicas:   f.o.Stream.Replicas,
+		})
+		if err == nil {
+			f.log.Info("stream created", "stream", f.o.Stream.Name, "subjects", f.o.Stream.Subjects)
+		}
+	}
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return nil, fmt.Errorf("%w: JetStream is not enabled on the upstream server for this account", ErrConfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", f.o.Stream.Name, err)
+	}
+	for _, flt := range f.o.Filters {
+		if !covered(s.CachedInfo().Config.Subjects, flt) {
+			return nil, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s)", ErrConfig, f.o.Stream.Name, flt, strings.Join(s.CachedInfo().Config.Subjects, ", "))
+		}
+	}
+	return s, nil
+}
+
+// heldUpstream returns the highest seq of this gateway the stream holds,
+// from the last message on each filter subject.
+func (f *Forwarder) heldUpstream(ctx context.Context, s jetstream.Stream) (uint64, error) {
+	var held uint64
+	prefix := f.o.GatewayID + "-"
+	for _, flt := range f.o.Filters {
+		m, err := s.GetLastMsgForSubject(ctx, flt)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("last message on %s in stream %s: %w", flt, f.o.Stream.Name, err)
+		}
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		seq, err := strconv.ParseUint(strings.TrimPrefix(id, prefix), 10, 64)
+		if !strings.HasPrefix(id, prefix) || err != nil {
+			f.log.Warn("last message on this gateway's subjects was not sent by it; check that filters match only this gateway", "subject", m.Subject, "msg_id", id)
+			continue
+		}
+		held = max(held, seq)
+	}
+	return held, nil
+}
+
+// validSubject reports whether s can be published to: non-empty tokens, no
+// wildcards, no whitespace or control bytes.
+func validSubject(s string) bool {
+	if s == "" || len(s) > 4096 {
+		return false
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if c := tok[i]; c <= ' ' || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// covered reports whether some stream subject pattern matches every subject
+// that filter matches.
+func covered(patterns []string, filter string) bool {
+	for _, p := range patterns {
+		if subsumes(p, filter) {
+			return true
+		}
+	}
+	return false
+}
+
+func subsumes(pattern, filter string) bool {
+	pt, ft := strings.Split(pattern, "."), strings.Split(filter, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return len(ft) > i
+		}
+		if i >= len(ft) {
+			return false
+		}
+		switch {
+		case p == "*":
+			if ft[i] == ">" {
+				return false
+			}
+		case p != ft[i]:
+			return false
+		}
+	}
+	return len(pt) == len(ft)
+}

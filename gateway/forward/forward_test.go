@@ -1,0 +1,337 @@
+package forward_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/internal/natstest"
+)
+
+const gw = "gw1"
+
+var t0 = time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+
+// testEvent is the i-th event of a test: its subject, source, time and
+// payload all derive from i, so what arrives can be checked.
+func testEvent(i int) event.Event {
+	return event.Event{
+		Subject: fmt.Sprintf("telemetry.%s.room%d", gw, i%7),
+		Source:  fmt.Sprintf("sensors/room%d", i%7),
+		Time:    t0.Add(time.Duration(i) * time.Millisecond),
+		Payload: []byte(fmt.Sprintf(`{"i":%d,"t":%d.5}`, i, i%40)),
+	}
+}
+
+// fillQueue opens a buffer at path and appends events [from, to).
+func fillQueue(t testing.TB, path string, from, to int) *buffer.Queue {
+	t.Helper()
+	q, err := buffer.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch [][]byte
+	for i := from; i < to; i++ {
+		e := testEvent(i)
+		b, err := e.Marshal(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, b)
+		if len(batch) == 5000 || i == to-1 {
+			if _, err := q.Append(context.Background(), batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	return q
+}
+
+func options() forward.Options {
+	return forward.Options{
+		GatewayID: gw,
+		Stream: forward.StreamOptions{
+			Name:     "TELEMETRY",
+			Subjects: []string{"telemetry.>"},
+			Create:   true,
+		},
+		Filters:    []string{"telemetry." + gw + ".>"},
+		AckTimeout: 2 * time.Second,
+	}
+}
+
+func connect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{url}, ReconnectWait: 50 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// runForwarder runs f until the queue is drained (n events acked), then
+// stops it and checks Run returned nil.
+func runForwarder(t testing.TB, f *forward.Forwarder, q *buffer.Queue, during func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	if during != nil {
+		during()
+	}
+	deadline := time.After(2 * time.Minute)
+	for q.Stats().Events > 0 || q.Flush(context.Background()) != nil || q.Stats().Events > 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		case <-deadline:
+			t.Fatalf("not drained in 2 minutes: buffer %+v, forwarder %+v", q.Stats(), f.Stats())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// checkStream reads the whole stream with an ordered consumer and checks
+// that events [0, n) are there exactly once, in order, byte for byte, with
+// their headers.
+func checkStream(t testing.TB, url string, n int) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := s.Info(ctx)
+	if info.State.Msgs != uint64(n) {
+		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, n)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var firstSeq uint64
+	for i := 0; i < int(info.State.Msgs); {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			h := m.Headers()
+			seq, err := strconv.ParseUint(strings.TrimPrefix(h.Get(jetstream.MsgIDHeader), gw+"-"), 10, 64)
+			if err != nil {
+				t.Fatalf("message %d: msg id %q", i, h.Get(jetstream.MsgIDHeader))
+			}
+			if i == 0 {
+				firstSeq = seq
+			}
+			if seq != firstSeq+uint64(i) {
+				t.Fatalf("message %d has buffer seq %d, want %d: out of order or duplicated", i, seq, firstSeq+uint64(i))
+			}
+			want := testEvent(i)
+			if m.Subject() != want.Subject || !bytes.Equal(m.Data(), want.Payload) {
+				t.Fatalf("message %d: %s %q, want %s %q", i, m.Subject(), m.Data(), want.Subject, want.Payload)
+			}
+			if h.Get(forward.HeaderGateway) != gw || h.Get(forward.HeaderSource) != want.Source ||
+				h.Get(forward.HeaderTime) != want.Time.Format(time.RFC3339Nano) {
+				t.Fatalf("message %d headers: %v", i, h)
+			}
+			i++
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if got == 0 {
+			t.Fatalf("ordered consumer stalled at %d of %d", i, info.State.Msgs)
+		}
+	}
+}
+
+func TestForwards100kOnceInOrderWithHeaders(t *testing.T) {
+	const n = 100_000
+	srv := natstest.Start(t, nil)
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, n)
+	defer q.Close()
+	f, err := forward.New(q, connect(t, srv.URL()), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, nil)
+	st := f.Stats()
+	if st.Acked != n || st.Rejected != 0 {
+		t.Fatalf("forwarder stats: %+v", st)
+	}
+	checkStream(t, srv.URL(), n)
+}
+
+// The server goes away three times mid-drain and comes back on the same
+// port and store: every event arrives exactly once, in order.
+func TestServerRestartsMidDrain(t *testing.T) {
+	const n = 60_000
+	srv := natstest.Start(t, nil)
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, n)
+	defer q.Close()
+	o := options()
+	o.RateEvents = 20_000 // slow enough that the restarts land mid-drain
+	f, err := forward.New(q, connect(t, srv.URL()), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, func() {
+		for k := 1; k <= 3; k++ {
+			waitFor(t, func() bool { return f.Stats().Acked >= uint64(k*n/5) })
+			srv.Shutdown()
+			time.Sleep(300 * time.Millisecond) // an outage, not a blip
+			srv.Restart()
+			t.Logf("restart %d at %d acked", k, f.Stats().Acked)
+		}
+	})
+	st := f.Stats()
+	t.Logf("forwarder: %+v", st)
+	if st.Resent == 0 && st.Skipped == 0 {
+		t.Log("note: no publish was in flight at any restart")
+	}
+	checkStream(t, srv.URL(), n)
+}
+
+func TestMissingStreamWithoutCreateIsAClearError(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 10)
+	defer q.Close()
+	o := options()
+	o.Stream.Create = false
+	f, err := forward.New(q, connect(t, srv.URL()), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = f.Run(ctx)
+	if !errors.Is(err, forward.ErrConfig) || !strings.Contains(err.Error(), "stream TELEMETRY not found") {
+		t.Fatalf("Run with a missing stream: %v", err)
+	}
+	if q.Stats().Events != 10 {
+		t.Fatal("events left the buffer")
+	}
+}
+
+func TestSubjectNoStreamCapturesIsAClearError(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	nc := connect(t, srv.URL())
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The stream exists but captures only room0's subject.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.gw1.room0", "telemetry.gw1.room0.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 10)
+	defer q.Close()
+	o := options()
+	o.Stream.Create = false
+	o.Filters = []string{"telemetry.gw1.room0"}
+	f, err := forward.New(q, nc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = f.Run(ctx)
+	if !errors.Is(err, forward.ErrConfig) || !strings.Contains(err.Error(), `"telemetry.gw1.room1"`) {
+		t.Fatalf("Run with an uncaptured subject: %v", err)
+	}
+	if st := q.Stats(); st.Events < 9 {
+		t.Fatalf("events after the uncaptured one left the buffer: %+v", st)
+	}
+	s, _ := js.Stream(ctx, "TELEMETRY")
+	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d messages, want the one captured event", info.State.Msgs)
+	}
+}
+
+// An event that can never be published (here: a subject with a wildcard)
+// is set aside and counted; the events around it flow.
+func TestUnpublishableEventIsSetAside(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	q, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for i, subj := range []string{"telemetry.gw1.a", "telemetry.gw1.*", "telemetry.gw1.b"} {
+		e := event.Event{Subject: subj, Payload: []byte{byte(i)}}
+		b, _ := e.Marshal(nil)
+		q.Append(context.Background(), b)
+	}
+	q.Append(context.Background(), []byte("not an event"))
+	f, err := forward.New(q, connect(t, srv.URL()), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, nil)
+	if st := f.Stats(); st.Acked != 2 || st.Rejected != 2 {
+		t.Fatalf("stats: %+v, want 2 acked and 2 set aside", st)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	q, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for _, mod := range []func(*forward.Options){
+		func(o *forward.Options) { o.GatewayID = "" },
+		func(o *forward.Options) { o.GatewayID = "a.b" },
+		func(o *forward.Options) { o.Stream.Name = "" },
+		func(o *forward.Options) { o.Filters, o.Stream.Subjects = nil, nil },
+		func(o *forward.Options) { o.RateEvents = -1 },
+	} {
+		o := options()
+		mod(&o)
+		if _, err := forward.New(q, nil, o); err == nil {
+			t.Errorf("New(%+v): no error", o)
+		}
+	}
+	if _, err := forward.Connect(forward.ConnOptions{}, nil); err == nil {
+		t.Error("Connect with no servers: no error")
+	}
+	if _, err := forward.Connect(forward.ConnOptions{Servers: []string{"::nope"}}, nil); err == nil {
+		t.Error("Connect with a bad URL: no error")
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
