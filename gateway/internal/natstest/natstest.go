@@ -7,6 +7,7 @@ package natstest
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -81,4 +82,64 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Name is the server's name (unique within a cluster).
+func (s *Server) Name() string { return s.opts.ServerName }
+
+// StartCluster runs an n-node JetStream cluster on loopback, every node
+// routed to every other.
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	clusterPorts := make([]int, n)
+	for i := range clusterPorts {
+		clusterPorts[i] = freePort(t)
+	}
+	var routes []*url.URL
+	for _, p := range clusterPorts {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	servers := make([]*Server, n)
+	opts := make([]server.Options, n)
+	for i := range n {
+		opts[i] = server.Options{
+			ServerName: fmt.Sprintf("node%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       freePort(t),
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster: server.ClusterOpts{
+				Name: "edgegw-test",
+				Host: "127.0.0.1",
+				Port: clusterPorts[i],
+			},
+			Routes: routes,
+		}
+	}
+	// Start all before waiting: JetStream needs a quorum to be ready.
+	for i := range n {
+		o := opts[i]
+		ns, err := server.NewServer(&o)
+		if err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		ns.Start()
+		servers[i] = &Server{t: t, opts: opts[i], s: ns}
+		t.Cleanup(servers[i].Shutdown)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range servers {
+		if !s.s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("natstest: cluster node not ready")
+		}
+		for !s.s.JetStreamIsCurrent() || s.s.NumRoutes() < n-1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("natstest: cluster not formed in 30s (%s has %d routes)", s.Name(), s.s.NumRoutes())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return servers
 }

@@ -1,0 +1,79 @@
+package forward_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/internal/natstest"
+)
+
+// A 3-node JetStream cluster with an R3 stream; the stream leader's server
+// is shut down mid-drain. No loss, no duplicate.
+func TestClusterLeaderLossMidDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	const n = 30_000
+	nodes := natstest.StartCluster(t, 3)
+	var urls []string
+	for _, s := range nodes {
+		urls = append(urls, s.URL())
+	}
+	nc, err := forward.Connect(forward.ConnOptions{Servers: urls, ReconnectWait: 50 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, n)
+	defer q.Close()
+	o := options()
+	o.Stream.Replicas = 3
+	o.RateEvents = 10_000
+	f, err := forward.New(q, nc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var survivor string
+	runForwarder(t, f, q, func() {
+		waitFor(t, func() bool { return f.Stats().Acked >= n/3 })
+		leader := streamLeader(t, urls)
+		for _, s := range nodes {
+			if s.Name() == leader {
+				s.Shutdown()
+				t.Logf("shut down stream leader %s at %d acked", leader, f.Stats().Acked)
+			} else {
+				survivor = s.URL()
+			}
+		}
+	})
+	t.Logf("forwarder: %+v", f.Stats())
+	checkStream(t, survivor, n)
+}
+
+func streamLeader(t *testing.T, urls []string) string {
+	t.Helper()
+	nc, err := nats.Connect(urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+		t.Fatalf("stream leader: %v %+v", err, info)
+	}
+	return info.Cluster.Leader
+}

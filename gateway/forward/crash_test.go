@@ -1,0 +1,144 @@
+package forward_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/internal/natstest"
+)
+
+const (
+	childBuf = "EDGEGW_FORWARD_CHILD_BUFFER"
+	childURL = "EDGEGW_FORWARD_CHILD_URL"
+)
+
+// TestForwarderChild is the child of TestSIGKILLMidDrain: it forwards the
+// buffer until it is empty, then exits 0, unless it is killed first.
+func TestForwarderChild(t *testing.T) {
+	path := os.Getenv(childBuf)
+	if path == "" {
+		t.Skip("child process only")
+	}
+	q, err := buffer.Open(path, nil)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(3)
+	}
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{os.Getenv(childURL)}}, nil)
+	if err != nil {
+		fmt.Println("connect:", err)
+		os.Exit(3)
+	}
+	o := options()
+	o.Stream.Create = false
+	o.RateEvents = 15_000
+	f, err := forward.New(q, nc, o)
+	if err != nil {
+		fmt.Println("new:", err)
+		os.Exit(3)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	for q.Stats().Events > 0 {
+		select {
+		case err := <-done:
+			fmt.Println("run:", err)
+			os.Exit(4)
+		case <-time.After(10 * time.Millisecond):
+			q.Flush(ctx)
+		}
+	}
+	cancel()
+	<-done
+	st := f.Stats()
+	fmt.Printf("drained: acked %d skipped %d resent %d\n", st.Acked, st.Skipped, st.Resent)
+	q.Close()
+	os.Exit(0)
+}
+
+func TestSIGKILLMidDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-execs the test binary")
+	}
+	tests := []struct {
+		name       string
+		duplicates time.Duration
+		kills      int
+		pause      time.Duration // between the kill and the restart
+	}{
+		{"default duplicate window", 2 * time.Minute, 3, 0},
+		// The restart comes after the duplicate window has passed: only the
+		// last-seq check on connect keeps the stream free of duplicates.
+		{"restart after the duplicate window", time.Second, 1, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const n = 40_000
+			srv := natstest.Start(t, nil)
+			nc, err := nats.Connect(srv.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			ctx := context.Background()
+			stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
+				Name: "TELEMETRY", Subjects: []string{"telemetry.>"},
+				Storage: jetstream.FileStorage, Duplicates: tt.duplicates,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "buf.db")
+			fillQueue(t, path, 0, n).Close()
+
+			stored := func() uint64 {
+				info, err := stream.Info(ctx)
+				if err != nil {
+					return 0
+				}
+				return info.State.Msgs
+			}
+			for k := 0; k <= tt.kills; k++ {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestForwarderChild$")
+				cmd.Env = append(os.Environ(), childBuf+"="+path, childURL+"="+srv.URL())
+				out := &lockedBuffer{}
+				cmd.Stdout, cmd.Stderr = out, out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				if k == tt.kills { // the last run drains to the end
+					if err := cmd.Wait(); err != nil {
+						t.Fatalf("final run: %v\n%s", err, out)
+					}
+					t.Logf("final run: %s", out)
+					var acked, skipped uint64
+					fmt.Sscanf(out.String(), "drained: acked %d skipped %d", &acked, &skipped)
+					if skipped == 0 {
+						t.Fatal("no event was found already in the stream on restart: the kill did not land between a store and its buffer ack, so this run proves nothing")
+					}
+					break
+				}
+				target := uint64(n * (k + 1) / (tt.kills + 2))
+				waitFor(t, func() bool { return stored() >= target })
+				cmd.Process.Signal(syscall.SIGKILL)
+				cmd.Wait()
+				t.Logf("killed run %d with %d messages in the stream", k, stored())
+				time.Sleep(tt.pause)
+			}
+			checkStream(t, srv.URL(), n)
+		})
+	}
+}
