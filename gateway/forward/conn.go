@@ -136,9 +136,15 @@ func permanent(err error) bool {
 	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
 		return true
 	}
+	// nats.go reports a server that drops the connection after the TLS
+	// handshake (a client certificate it does not accept) as a "tls error".
 	msg := strings.ToLower(err.Error())
-	return strings.Contains(msg, "authorization violation") || strings.Contains(msg, "no such file") ||
-		strings.Contains(msg, "tls") && strings.Contains(msg, "required")
+	for _, s := range []string{"authorization violation", "no such file", "tls:", "tls error", "certificate"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // redact drops the user info from a URL, so passwords never reach a log.

@@ -94,6 +94,15 @@ type Forwarder struct {
 	byLm *rate.Limiter
 
 	published, acked, resent, skipped, rejected, lastSeq atomic.Uint64
+
+	// Owned by the Run goroutine. After a failure that left a gap (a later
+	// publish stored, an earlier one not, as when a cluster's stream leader
+	// dies with publishes in flight), storedAhead holds the seqs known to be
+	// stored beyond the gap and noSkipFrom the first seq of the gap: the
+	// last message upstream no longer proves that everything below it is
+	// there, so the gap is re-sent and the stored ones are not.
+	storedAhead map[uint64]bool
+	noSkipFrom  uint64
 }
 
 // ErrConfig wraps errors that retrying cannot fix: a missing stream, a
@@ -132,7 +141,7 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 	if o.RateEvents < 0 || o.RateBytes < 0 {
 		return nil, errors.New("forward: rate limits must not be negative")
 	}
-	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger}
+	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, storedAhead: map[uint64]bool{}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -237,6 +246,17 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 
 	st := f.q.Stats()
 	next := max(st.FirstSeq, f.lastSeq.Load()+1)
+	for seq := range f.storedAhead {
+		if seq < next {
+			delete(f.storedAhead, seq)
+		}
+	}
+	if len(f.storedAhead) == 0 {
+		f.noSkipFrom = 0
+	}
+	if f.noSkipFrom != 0 && held >= f.noSkipFrom {
+		held = f.noSkipFrom - 1
+	}
 	switch {
 	case held >= st.NextSeq:
 		f.log.Error("the stream holds a later seq of this gateway than its buffer has ever had: another gateway uses the same id, or this buffer was replaced; forwarding everything held", "stream_seq", held, "buffer_next_seq", st.NextSeq)
@@ -285,8 +305,14 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 			}
 			rec := pending[0]
 			msg, bad := f.message(rec)
-			var fut jetstream.PubAckFuture // nil: set aside, acked in its turn
-			if bad != nil {
+			var fut jetstream.PubAckFuture // nil: not published, acked in its turn
+			if f.storedAhead[rec.Seq] {
+				delete(f.storedAhead, rec.Seq)
+				if len(f.storedAhead) == 0 {
+					f.noSkipFrom = 0
+				}
+				f.skipped.Add(1)
+			} else if bad != nil {
 				f.rejected.Add(1)
 				f.log.Error("event set aside: it can never be published", "seq", rec.Seq, "err", bad)
 			} else {
@@ -369,6 +395,7 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				}
 			}
 		case err := <-errC:
+			f.settle(head.seq, window[1:])
 			f.resent.Add(uint64(len(window)))
 			return progressed, fmt.Errorf("seq %d: %w", head.seq, err)
 		case <-stopC:
@@ -377,6 +404,30 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 		case <-done:
 			// Stop filling; wait for the window with the stop timer.
 		}
+	}
+}
+
+// settle waits for every publish in a failed window (each resolves within
+// AckTimeout) and records those stored after the first failure.
+func (f *Forwarder) settle(failed uint64, window []inflight) {
+	for _, w := range window {
+		if w.fut == nil {
+			continue
+		}
+		select {
+		case <-w.fut.Ok():
+			if failed != 0 {
+				f.storedAhead[w.seq] = true
+			}
+		case <-w.fut.Err():
+		case <-time.After(f.o.AckTimeout + time.Second):
+		}
+	}
+	if len(f.storedAhead) > 0 {
+		if f.noSkipFrom == 0 || failed < f.noSkipFrom {
+			f.noSkipFrom = failed
+		}
+		f.log.Warn("upstream stored publishes after one that failed: the failed ones are re-sent and will follow them in the stream", "first_failed_seq", failed, "stored_after", len(f.storedAhead))
 	}
 }
 
