@@ -72,6 +72,9 @@ const (
 	// maxDeletesPerTx bounds the work one commit does for acks and expiry,
 	// so a huge ack never stalls appends behind one giant transaction.
 	maxDeletesPerTx = 50_000
+	// ackBatch and ackDelay: see the writer.
+	ackBatch = 4096
+	ackDelay = 100 * time.Millisecond
 	// recordOverhead is what each event costs beyond its data: the 8-byte
 	// key and the 8-byte append time.
 	recordOverhead = 16

@@ -298,7 +298,7 @@ func (q *Queue) submit(ctx context.Context, data [][]byte) (uint64, error) {
 // Read returns up to max events with seq >= from, in order. Events below
 // the oldest held (acknowledged or dropped) are skipped: a gap in the seqs
 // returned means events were dropped. It never blocks appends.
-func (q *Queue) Read(from uint64, max int) ([]Record, error) {
+func (q *Queue) Read(from uint64, limit int) ([]Record, error) {
 	if q.isClosed() {
 		return nil, ErrClosed
 	}
@@ -307,14 +307,21 @@ func (q *Queue) Read(from uint64, max int) ([]Record, error) {
 		c := tx.Bucket(bucketEvents).Cursor()
 		var key [8]byte
 		binary.BigEndian.PutUint64(key[:], from)
-		for k, v := c.Seek(key[:]); k != nil && len(out) < max; k, v = c.Next() {
+		var slab []byte // one allocation for many records' data
+		for k, v := c.Seek(key[:]); k != nil && len(out) < limit; k, v = c.Next() {
 			if len(k) != 8 || len(v) < 8 {
 				return corruptf("bad record at key %x", k)
 			}
+			d := v[8:]
+			if cap(slab)-len(slab) < len(d) {
+				slab = make([]byte, 0, max(32<<10, len(d)))
+			}
+			off := len(slab)
+			slab = append(slab, d...)
 			out = append(out, Record{
 				Seq:  binary.BigEndian.Uint64(k),
 				Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
-				Data: append([]byte(nil), v[8:]...),
+				Data: slab[off:len(slab):len(slab)],
 			})
 		}
 		return nil

@@ -30,12 +30,31 @@ func (q *Queue) writer() {
 	// appends are waiting as the last transaction held.
 	var lastReqs int
 	var lastDur time.Duration
+	// Acks alone are committed once ackBatch are pending or ackDelay after
+	// the first, so a forwarder acking as PubAcks arrive does not cost an
+	// fsync each time (appends commit pending acks with them anyway).
+	var ackTimer *time.Timer
+	var ackC <-chan time.Time
+	defer func() {
+		if ackTimer != nil {
+			ackTimer.Stop()
+		}
+	}()
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-q.reqs:
 			batch = append(batch, r)
 		case <-q.wake:
+			if !q.acksDue() {
+				if ackC == nil {
+					ackTimer = time.NewTimer(ackDelay)
+					ackC = ackTimer.C
+				}
+				continue
+			}
+		case <-ackC:
+			ackC = nil
 		case <-tick:
 		case <-q.quit:
 			q.drainOnQuit(batch)
@@ -46,6 +65,10 @@ func (q *Queue) writer() {
 		}
 		if len(batch) == 0 && !q.hasWork() {
 			continue
+		}
+		if ackC != nil {
+			ackTimer.Stop()
+			ackC = nil
 		}
 		start := time.Now()
 		more := q.commit(batch)
@@ -103,6 +126,13 @@ func (q *Queue) drainOnQuit(batch []*appendReq) {
 	}
 }
 
+// acksDue reports whether enough acks are pending to commit them alone.
+func (q *Queue) acksDue() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ackTo >= q.st.first && q.ackTo-q.st.first+1 >= ackBatch
+}
+
 // hasWork reports whether acks or expiry are waiting for a transaction.
 func (q *Queue) hasWork() bool {
 	q.mu.Lock()
@@ -136,12 +166,16 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		budget := maxDeletesPerTx
 
 		// Acknowledged events.
+		c := events.Cursor()
 		for st.first <= ackTo && st.first < st.next && budget > 0 {
-			if err := q.deleteFirst(events, &st); err != nil {
+			if err := deleteFirst(c, &st); err != nil {
 				return err
 			}
 			st.acked++
 			budget--
+		}
+		if err := refreshOldest(c, &st); err != nil {
+			return err
 		}
 		more = st.first <= ackTo && st.first < st.next
 
@@ -149,7 +183,10 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		if q.opts.MaxAge > 0 {
 			cutoff := now.Add(-q.opts.MaxAge)
 			for st.first < st.next && budget > 0 && st.oldest.Before(cutoff) {
-				if err := q.deleteFirst(events, &st); err != nil {
+				if err := deleteFirst(c, &st); err != nil {
+					return err
+				}
+				if err := refreshOldest(c, &st); err != nil {
 					return err
 				}
 				st.droppedAge++
@@ -180,11 +217,15 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 					rejected++
 					continue
 				}
+				dc := events.Cursor()
 				for st.bytes+size > limit && st.first < st.next {
-					if err := q.deleteFirst(events, &st); err != nil {
+					if err := deleteFirst(dc, &st); err != nil {
 						return err
 					}
 					st.droppedFull++
+				}
+				if err := refreshOldest(dc, &st); err != nil {
+					return err
 				}
 			}
 			r.first = st.next
@@ -262,28 +303,38 @@ func (q *Queue) update(fn func(*bolt.Tx) error) (err error) {
 	return q.db.Update(fn)
 }
 
-// deleteFirst deletes the oldest event and advances st past it.
-func (q *Queue) deleteFirst(events *bolt.Bucket, st *state) error {
+// deleteFirst deletes the oldest event through c and advances st past it;
+// st.oldest is left for refreshOldest. It seeks by key: First would walk
+// over every leaf already emptied in this transaction (they are only
+// removed at commit), which is quadratic in a large ack.
+func deleteFirst(c *bolt.Cursor, st *state) error {
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], st.first)
-	v := events.Get(key[:])
-	if v == nil {
-		return corruptf("event %d missing (first %d, next %d)", st.first, st.first, st.next)
+	k, v := c.Seek(key[:])
+	if len(k) != 8 || binary.BigEndian.Uint64(k) != st.first || len(v) < 8 {
+		return corruptf("oldest event is not seq %d (first %d, next %d)", st.first, st.first, st.next)
 	}
 	st.bytes -= int64(len(v)) - 8 + recordOverhead
-	if err := events.Delete(key[:]); err != nil {
+	if err := c.Delete(); err != nil {
 		return err
 	}
 	st.first++
+	return nil
+}
+
+// refreshOldest sets st.oldest from the oldest event held.
+func refreshOldest(c *bolt.Cursor, st *state) error {
 	st.oldest = time.Time{}
-	if st.first < st.next {
-		binary.BigEndian.PutUint64(key[:], st.first)
-		nv := events.Get(key[:])
-		if len(nv) < 8 {
-			return corruptf("event %d missing or short", st.first)
-		}
-		st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(nv)))
+	if st.first == st.next {
+		return nil
 	}
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], st.first)
+	k, v := c.Seek(key[:])
+	if len(k) != 8 || binary.BigEndian.Uint64(k) != st.first || len(v) < 8 {
+		return corruptf("oldest event %d missing or short", st.first)
+	}
+	st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 	return nil
 }
 

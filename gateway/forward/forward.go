@@ -103,6 +103,8 @@ type Forwarder struct {
 	// there, so the gap is re-sent and the stored ones are not.
 	storedAhead map[uint64]bool
 	noSkipFrom  uint64
+
+	gwHeader []string // shared by every message; nobody modifies it
 }
 
 // ErrConfig wraps errors that retrying cannot fix: a missing stream, a
@@ -141,7 +143,7 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 	if o.RateEvents < 0 || o.RateBytes < 0 {
 		return nil, errors.New("forward: rate limits must not be negative")
 	}
-	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, storedAhead: map[uint64]bool{}}
+	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, storedAhead: map[uint64]bool{}, gwHeader: []string{o.GatewayID}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -295,7 +297,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 		// Fill the window, in seq order.
 		for len(window) < f.o.Window && ctx.Err() == nil {
 			if len(pending) == 0 {
-				if pending, err = f.q.Read(next, f.o.Window-len(window)); err != nil {
+				// Read a whole window's worth: many small reads cost a
+				// read transaction each.
+				if pending, err = f.q.Read(next, f.o.Window); err != nil {
 					return progressed, err
 				}
 				if len(pending) == 0 {
@@ -441,14 +445,15 @@ func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
 	if !validSubject(e.Subject) {
 		return nil, fmt.Errorf("subject %q is not a valid NATS subject to publish to", e.Subject)
 	}
-	h := nats.Header{}
-	h.Set(jetstream.MsgIDHeader, f.o.GatewayID+"-"+strconv.FormatUint(rec.Seq, 10))
-	h.Set(HeaderGateway, f.o.GatewayID)
+	// The keys are already in canonical form: no need for Header.Set.
+	h := make(nats.Header, 4)
+	h[jetstream.MsgIDHeader] = []string{f.o.GatewayID + "-" + strconv.FormatUint(rec.Seq, 10)}
+	h[HeaderGateway] = f.gwHeader
 	if e.Source != "" {
-		h.Set(HeaderSource, e.Source)
+		h[HeaderSource] = []string{e.Source}
 	}
 	if !e.Time.IsZero() {
-		h.Set(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
+		h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
 	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Payload}, nil
 }
