@@ -25,15 +25,7 @@ type Server struct {
 // TLS) before the first start.
 func Start(t testing.TB, mod func(*server.Options)) *Server {
 	t.Helper()
-	o := server.Options{
-		Host:       "127.0.0.1",
-		Port:       freePort(t),
-		JetStream:  true,
-		StoreDir:   t.TempDir(),
-		NoLog:      true,
-		NoSigs:     true,
-		MaxPayload: 1 << 20,
-	}
+	o := loopback(t)
 	if mod != nil {
 		mod(&o)
 	}
@@ -74,6 +66,20 @@ func (s *Server) Restart() {
 // Server returns the running server.
 func (s *Server) Server() *server.Server { return s.s }
 
+// loopback is a JetStream server on a free loopback port with its store in
+// a temp dir, silent, without signal handlers.
+func loopback(t testing.TB) server.Options {
+	return server.Options{
+		Host:       "127.0.0.1",
+		Port:       freePort(t),
+		JetStream:  true,
+		StoreDir:   t.TempDir(),
+		NoLog:      true,
+		NoSigs:     true,
+		MaxPayload: 1 << 20,
+	}
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -102,21 +108,10 @@ func StartCluster(t testing.TB, n int) []*Server {
 	servers := make([]*Server, n)
 	opts := make([]server.Options, n)
 	for i := range n {
-		opts[i] = server.Options{
-			ServerName: fmt.Sprintf("node%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       freePort(t),
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster: server.ClusterOpts{
-				Name: "edgegw-test",
-				Host: "127.0.0.1",
-				Port: clusterPorts[i],
-			},
-			Routes: routes,
-		}
+		opts[i] = loopback(t)
+		opts[i].ServerName = fmt.Sprintf("node%d", i+1)
+		opts[i].Cluster = server.ClusterOpts{Name: "edgegw-test", Host: "127.0.0.1", Port: clusterPorts[i]}
+		opts[i].Routes = routes
 	}
 	// Start all before waiting: JetStream needs a quorum to be ready.
 	for i := range n {
