@@ -25,6 +25,7 @@ import (
 var (
 	bucketEvents = []byte("events")
 	bucketMeta   = []byte("meta")
+	bucketMarks  = []byte("marks")
 
 	keyFormat      = []byte("format")
 	keyNext        = []byte("next_seq")
@@ -76,6 +77,8 @@ type state struct {
 
 type appendReq struct {
 	data  [][]byte
+	marks []*Mark // nil, or one per data (entries may be nil)
+	seqs  []uint64
 	first uint64
 	err   error
 	done  chan struct{}
@@ -194,6 +197,9 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		if events, err = tx.CreateBucket(bucketEvents); err != nil {
 			return err
 		}
+		if _, err = tx.CreateBucket(bucketMarks); err != nil {
+			return err
+		}
 		first := max(q.opts.FirstSeq, 1)
 		q.st = state{first: first, next: first}
 		if err := putUint(meta, keyFormat, formatVersion); err != nil {
@@ -266,6 +272,39 @@ func (q *Queue) Append(ctx context.Context, data ...[]byte) (first uint64, err e
 	return q.submit(ctx, data)
 }
 
+// A Mark lets a source whose transport redelivers (MQTT QoS 1 after a
+// reconnect) have copies it already committed dropped, in the same
+// transaction as the append: the queue remembers the last Token stored in
+// each Slot, and an entry with SkipIfSame whose Token equals it is not
+// stored. Slots are few and reused (an MQTT source uses its packet ids), so
+// the marks stay small.
+type Mark struct {
+	Slot, Token []byte
+	SkipIfSame  bool
+}
+
+// An Entry is one event to append, with an optional Mark.
+type Entry struct {
+	Data []byte
+	Mark *Mark
+}
+
+// AppendEntries is Append with marks. It returns each entry's seq, or 0 for
+// an entry dropped as a copy of one already stored.
+func (q *Queue) AppendEntries(ctx context.Context, entries []Entry) ([]uint64, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	r := &appendReq{data: make([][]byte, len(entries)), marks: make([]*Mark, len(entries)), done: make(chan struct{})}
+	for i, e := range entries {
+		r.data[i], r.marks[i] = e.Data, e.Mark
+	}
+	if err := q.hand(ctx, r); err != nil {
+		return nil, err
+	}
+	return r.seqs, r.err
+}
+
 // Flush commits pending acknowledgements and expiry, and returns when they
 // are on disk.
 func (q *Queue) Flush(ctx context.Context) error {
@@ -284,15 +323,23 @@ func (q *Queue) Flush(ctx context.Context) error {
 
 func (q *Queue) submit(ctx context.Context, data [][]byte) (uint64, error) {
 	r := &appendReq{data: data, done: make(chan struct{})}
+	if err := q.hand(ctx, r); err != nil {
+		return 0, err
+	}
+	return r.first, r.err
+}
+
+// hand gives r to the writer and waits for its commit.
+func (q *Queue) hand(ctx context.Context, r *appendReq) error {
 	select {
 	case q.reqs <- r:
 	case <-q.quit:
-		return 0, ErrClosed
+		return ErrClosed
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return ctx.Err()
 	}
 	<-r.done
-	return r.first, r.err
+	return nil
 }
 
 // Read returns up to max events with seq >= from, in order. Events below

@@ -506,3 +506,42 @@ func TestMaxBytesBoundsTheFile(t *testing.T) {
 	}
 	t.Logf("max_bytes %d: %d held, file %d bytes, %d dropped", limit, st.Bytes, st.FileBytes, st.DroppedFull)
 }
+
+func TestMarksDropRedeliveredCopies(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buf.db")
+	q := openT(t, path, nil)
+	mark := func(slot, token string, redelivered bool) *buffer.Mark {
+		return &buffer.Mark{Slot: []byte(slot), Token: []byte(token), SkipIfSame: redelivered}
+	}
+	seqs, err := q.AppendEntries(ctx, []buffer.Entry{
+		{Data: []byte("a"), Mark: mark("pid1", "hashA", false)},
+		{Data: []byte("b"), Mark: mark("pid2", "hashB", false)},
+		{Data: []byte("plain")},
+	})
+	if err != nil || len(seqs) != 3 || seqs[0] != 1 || seqs[1] != 2 || seqs[2] != 3 {
+		t.Fatalf("first append: %v %v", seqs, err)
+	}
+	q.Close()
+	q = openT(t, path, nil) // marks survive a restart: that is the point
+
+	seqs, err = q.AppendEntries(ctx, []buffer.Entry{
+		{Data: []byte("a"), Mark: mark("pid1", "hashA", true)},  // a redelivered copy: dropped
+		{Data: []byte("c"), Mark: mark("pid2", "hashC", true)},  // redelivered, but not what pid2 held: kept
+		{Data: []byte("a2"), Mark: mark("pid1", "hashA", false)}, // a fresh message that happens to match: kept
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seqs[0] != 0 || seqs[1] != 4 || seqs[2] != 5 {
+		t.Fatalf("seqs %v, want [0 4 5]", seqs)
+	}
+	recs := readAll(t, q, 0)
+	var got []string
+	for _, r := range recs {
+		got = append(got, string(r.Data))
+	}
+	if strings.Join(got, ",") != "a,b,plain,c,a2" {
+		t.Fatalf("held %v", got)
+	}
+}

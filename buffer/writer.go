@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -203,8 +204,25 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 			if len(r.data) == 0 {
 				continue
 			}
+			var marks *bolt.Bucket
+			if r.marks != nil {
+				if marks = tx.Bucket(bucketMarks); marks == nil {
+					var err error
+					if marks, err = tx.CreateBucket(bucketMarks); err != nil {
+						return err
+					}
+				}
+				r.seqs = make([]uint64, len(r.data))
+			}
+			skip := func(i int) bool {
+				m := r.marks[i]
+				return m != nil && m.SkipIfSame && bytes.Equal(marks.Get(m.Slot), m.Token)
+			}
 			var size int64
-			for _, d := range r.data {
+			for i, d := range r.data {
+				if marks != nil && skip(i) {
+					continue
+				}
 				size += int64(len(d)) + recordOverhead
 			}
 			if limit := q.opts.MaxBytes; limit > 0 {
@@ -230,7 +248,18 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 			}
 			r.first = st.next
 			ts := uint64(now.UnixNano())
-			for _, d := range r.data {
+			for i, d := range r.data {
+				if marks != nil {
+					if skip(i) {
+						continue // a copy of an event already stored
+					}
+					if m := r.marks[i]; m != nil {
+						if err := marks.Put(m.Slot, append([]byte(nil), m.Token...)); err != nil {
+							return err
+						}
+					}
+					r.seqs[i] = st.next
+				}
 				binary.BigEndian.PutUint64(key[:], st.next)
 				if cap(slab)-len(slab) < 8+len(d) {
 					slab = make([]byte, 0, max(64<<10, 8+len(d)))

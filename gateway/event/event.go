@@ -26,11 +26,25 @@ type Event struct {
 	Time time.Time
 	// Payload is the reading, byte for byte as it was ingested.
 	Payload []byte
+	// Once, if set, lets the buffer drop a redelivered copy of an event it
+	// already committed. It is not part of the encoding.
+	Once *Once
 }
 
-// EmitFunc hands an event to the buffer. It returns once the event is
-// durably committed; while it blocks, the source is pushed back on.
-type EmitFunc func(ctx context.Context, e Event) error
+// Once identifies a message whose transport may deliver it again: MQTT
+// redelivers an unacknowledged QoS 1 message after a reconnect, with the
+// same packet id and the DUP flag set. The buffer remembers the last Token
+// committed in each Slot, in the same transaction as the event.
+type Once struct {
+	Slot        string // e.g. the source and the MQTT packet id
+	Token       string // e.g. a hash of the topic and payload
+	Redelivered bool   // the transport says this may be a copy (DUP)
+}
+
+// EmitFunc hands events to the buffer, in order. It returns once they are
+// durably committed (or dropped as redelivered copies); while it blocks,
+// the source is pushed back on. An error means none of them was stored.
+type EmitFunc func(ctx context.Context, events ...Event) error
 
 // A Source produces events until ctx is done; Run returns nil on a clean
 // shutdown.
