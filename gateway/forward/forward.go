@@ -321,7 +321,7 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				f.log.Error("event set aside: it can never be published", "seq", rec.Seq, "err", bad)
 			} else {
 				if !okSubj[msg.Subject] {
-					if !covered(captured, msg.Subject) {
+					if !Covers(captured, msg.Subject) {
 						return progressed, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s); add the subject to the stream or change the subject template", ErrConfig, f.o.Stream.Name, msg.Subject, strings.Join(captured, ", "))
 					}
 					if len(okSubj) > 10_000 {
@@ -450,7 +450,7 @@ func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
 	h[jetstream.MsgIDHeader] = []string{f.o.GatewayID + "-" + strconv.FormatUint(rec.Seq, 10)}
 	h[HeaderGateway] = f.gwHeader
 	if e.Source != "" {
-		h[HeaderSource] = []string{e.Source}
+		h[HeaderSource] = []string{EscapeHeader(e.Source)}
 	}
 	if !e.Time.IsZero() {
 		h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
@@ -500,7 +500,7 @@ func (f *Forwarder) ensureStream(ctx context.Context, js jetstream.JetStream) (j
 		return nil, fmt.Errorf("stream %s: %w", f.o.Stream.Name, err)
 	}
 	for _, flt := range f.o.Filters {
-		if !covered(s.CachedInfo().Config.Subjects, flt) {
+		if !Covers(s.CachedInfo().Config.Subjects, flt) {
 			return nil, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s)", ErrConfig, f.o.Stream.Name, flt, strings.Join(s.CachedInfo().Config.Subjects, ", "))
 		}
 	}
@@ -531,6 +531,36 @@ func (f *Forwarder) heldUpstream(ctx context.Context, s jetstream.Stream) (uint6
 	return held, nil
 }
 
+// EscapeHeader makes s safe as a NATS header value: control bytes (CR and
+// LF would start a new header line), '%', and leading or trailing spaces
+// become %XX. Printable text, spaces inside and UTF-8 pass unchanged, so a
+// normal MQTT topic reads as itself.
+func EscapeHeader(s string) string {
+	esc := func(i int) bool {
+		c := s[i]
+		return c < 0x20 || c == 0x7f || c == '%' || c == ' ' && (i == 0 || i == len(s)-1)
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if esc(i) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		if esc(i) {
+			b = append(b, '%', hex[s[i]>>4], hex[s[i]&15])
+		} else {
+			b = append(b, s[i])
+		}
+	}
+	return string(b)
+}
+
 // validSubject reports whether s can be published to: non-empty tokens, no
 // wildcards, no whitespace or control bytes.
 func validSubject(s string) bool {
@@ -550,9 +580,9 @@ func validSubject(s string) bool {
 	return true
 }
 
-// covered reports whether some stream subject pattern matches every subject
+// Covers reports whether some stream subject pattern matches every subject
 // that filter matches.
-func covered(patterns []string, filter string) bool {
+func Covers(patterns []string, filter string) bool {
 	for _, p := range patterns {
 		if subsumes(p, filter) {
 			return true

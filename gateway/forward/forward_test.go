@@ -370,3 +370,18 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+func TestEscapeHeader(t *testing.T) {
+	for in, want := range map[string]string{
+		"sensors/lobby/temp":      "sensors/lobby/temp",
+		"a b/ünï":                 "a b/ünï",
+		"x\r\nNats-Msg-Id: gw1-1": "x%0D%0ANats-Msg-Id: gw1-1",
+		" lead/trail ":            "%20lead/trail%20",
+		"100%":                    "100%25",
+		"tab\there\x00\x7f":       "tab%09here%00%7F",
+	} {
+		if got := forward.EscapeHeader(in); got != want {
+			t.Errorf("EscapeHeader(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,502 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+)
+
+// Config is the gateway's configuration file. docs/config.md documents every
+// key; configs/ holds examples that the tests load.
+type Config struct {
+	Gateway  GatewayConfig  `yaml:"gateway"`
+	Buffer   BufferConfig   `yaml:"buffer"`
+	MQTT     *MQTTConfig    `yaml:"mqtt"`
+	Upstream UpstreamConfig `yaml:"upstream"`
+	Log      LogConfig      `yaml:"log"`
+}
+
+type GatewayConfig struct {
+	ID      string `yaml:"id"`
+	DataDir string `yaml:"data_dir"`
+}
+
+type BufferConfig struct {
+	Path     string        `yaml:"path"`
+	MaxBytes ByteSize      `yaml:"max_bytes"`
+	MaxAge   time.Duration `yaml:"max_age"`
+	WhenFull string        `yaml:"when_full"`
+}
+
+type TLSConfig struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+type MQTTConfig struct {
+	Broker        string               `yaml:"broker"`
+	ClientID      string               `yaml:"client_id"`
+	Username      string               `yaml:"username"`
+	Password      string               `yaml:"password"`
+	TLS           TLSConfig            `yaml:"tls"`
+	MaxPayload    ByteSize             `yaml:"max_payload"`
+	Subscriptions []SubscriptionConfig `yaml:"subscriptions"`
+}
+
+type SubscriptionConfig struct {
+	Topic   string `yaml:"topic"`
+	QoS     *int   `yaml:"qos"`
+	Subject string `yaml:"subject"`
+}
+
+type UpstreamConfig struct {
+	Servers      []string      `yaml:"servers"`
+	User         string        `yaml:"user"`
+	Password     string        `yaml:"password"`
+	Token        string        `yaml:"token"`
+	NKeySeedFile string        `yaml:"nkey_seed_file"`
+	CredsFile    string        `yaml:"creds_file"`
+	TLS          TLSConfig     `yaml:"tls"`
+	Stream       StreamConfig  `yaml:"stream"`
+	Window       int           `yaml:"window"`
+	AckTimeout   time.Duration `yaml:"ack_timeout"`
+	Rate         RateConfig    `yaml:"rate"`
+}
+
+type StreamConfig struct {
+	Name       string        `yaml:"name"`
+	Subjects   []string      `yaml:"subjects"`
+	Create     bool          `yaml:"create"`
+	Duplicates time.Duration `yaml:"duplicates"`
+	Replicas   int           `yaml:"replicas"`
+}
+
+type RateConfig struct {
+	EventsPerSecond float64  `yaml:"events_per_second"`
+	BytesPerSecond  ByteSize `yaml:"bytes_per_second"`
+}
+
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// ByteSize is a size in bytes, written as 1048576, 512KiB, 1GiB or 100MB.
+type ByteSize int64
+
+var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$`)
+
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	m := sizeRE.FindStringSubmatch(n.Value)
+	if m == nil {
+		return fmt.Errorf("line %d: %q is not a size like 512MiB, 1GiB or 100MB", n.Line, n.Value)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[m[2]]
+	*b = ByteSize(v * mult)
+	return nil
+}
+
+// Problem is one thing wrong with a config: the key path, the line in the
+// file when known, and what to do.
+type Problem struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", p.Path, p.Line, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s", p.Path, p.Msg)
+}
+
+// ConfigError lists every problem found in a config.
+type ConfigError struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %s: %d problem(s)", e.File, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// LoadConfig reads, expands, checks and completes a config file. Every
+// problem is reported at once, in a *ConfigError.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(path, data, os.LookupEnv)
+}
+
+// ParseConfig is LoadConfig on bytes; lookup resolves ${VAR} references.
+func ParseConfig(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	ce := &ConfigError{File: name}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: err.Error()})
+		return nil, ce
+	}
+	if len(root.Content) == 0 {
+		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: "empty config; see configs/edgegw.yaml"})
+		return nil, ce
+	}
+	lines := map[string]int{}
+	walk(root.Content[0], "", reflect.TypeOf(Config{}), lines, lookup, ce)
+	var cfg Config
+	if err := root.Content[0].Decode(&cfg); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, m := range te.Errors {
+				ce.Problems = append(ce.Problems, Problem{Path: "(value)", Msg: m})
+			}
+		} else {
+			ce.Problems = append(ce.Problems, Problem{Path: "(value)", Msg: err.Error()})
+		}
+	}
+	cfg.complete()
+	cfg.check(ce, lines)
+	if len(ce.Problems) > 0 {
+		return nil, ce
+	}
+	return &cfg, nil
+}
+
+var envRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// walk records each key's line, reports unknown keys, and expands
+// ${VAR} and ${VAR:-default} in scalar values (never in keys, and never
+// into YAML structure: a value stays one value).
+func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, lookup func(string) (string, bool), ce *ConfigError) {
+	for t != nil && (t.Kind() == reflect.Pointer) {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			lines[p] = k.Line
+			var ft reflect.Type
+			if t != nil && t.Kind() == reflect.Struct {
+				f, ok := fieldByTag(t, k.Value)
+				if !ok {
+					ce.Problems = append(ce.Problems, Problem{Path: p, Line: k.Line, Msg: "unknown key; see docs/config.md"})
+					continue
+				}
+				ft = f
+			}
+			walk(v, p, ft, lines, lookup, ce)
+		}
+	case yaml.SequenceNode:
+		var et reflect.Type
+		if t != nil && t.Kind() == reflect.Slice {
+			et = t.Elem()
+		}
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			lines[p] = c.Line
+			walk(c, p, et, lines, lookup, ce)
+		}
+	case yaml.ScalarNode:
+		lines[path] = n.Line
+		if !strings.Contains(n.Value, "${") {
+			return
+		}
+		n.Value = envRE.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			m := envRE.FindStringSubmatch(ref)
+			if v, ok := lookup(m[1]); ok {
+				return v
+			}
+			if m[2] != "" {
+				return m[3]
+			}
+			ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, Msg: fmt.Sprintf("environment variable %s is not set (use ${%s:-default} for a default)", m[1], m[1])})
+			return ""
+		})
+		if n.Tag == "!!str" && n.Style == 0 {
+			n.Tag = "" // let the expanded value resolve as a number or bool
+		}
+	}
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] == key {
+			return t.Field(i).Type, true
+		}
+	}
+	return nil, false
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// Defaults.
+const (
+	DefaultDataDir    = "/var/lib/edgegw"
+	DefaultMaxBytes   = 1 << 30
+	DefaultMaxAge     = 168 * time.Hour
+	DefaultSubject    = "telemetry.{gateway}.{topic}"
+	DefaultStreamName = "TELEMETRY"
+)
+
+func (c *Config) complete() {
+	if c.Gateway.DataDir == "" {
+		c.Gateway.DataDir = DefaultDataDir
+	}
+	if c.Buffer.Path == "" {
+		c.Buffer.Path = filepath.Join(c.Gateway.DataDir, "buffer.db")
+	}
+	if c.Buffer.MaxBytes == 0 {
+		c.Buffer.MaxBytes = DefaultMaxBytes
+	}
+	if c.Buffer.MaxAge == 0 {
+		c.Buffer.MaxAge = DefaultMaxAge
+	}
+	if c.Buffer.WhenFull == "" {
+		c.Buffer.WhenFull = "drop_oldest"
+	}
+	if m := c.MQTT; m != nil {
+		if m.ClientID == "" && c.Gateway.ID != "" {
+			m.ClientID = "edgegw-" + c.Gateway.ID
+		}
+		if m.MaxPayload == 0 {
+			m.MaxPayload = mqttsource.DefaultMaxPayload
+		}
+		for i := range m.Subscriptions {
+			s := &m.Subscriptions[i]
+			if s.QoS == nil {
+				one := 1
+				s.QoS = &one
+			}
+			if s.Subject == "" {
+				s.Subject = DefaultSubject
+			}
+		}
+	}
+	if c.Upstream.Stream.Name == "" {
+		c.Upstream.Stream.Name = DefaultStreamName
+	}
+	if len(c.Upstream.Stream.Subjects) == 0 && c.MQTT != nil {
+		// One wildcard per first token: the fleet's stream, e.g. telemetry.>
+		seen := map[string]bool{}
+		for _, s := range c.MQTT.Subscriptions {
+			first := strings.Split(s.Subject, ".")[0]
+			if first != "" && !strings.Contains(first, "{") && !seen[first] {
+				seen[first] = true
+				c.Upstream.Stream.Subjects = append(c.Upstream.Stream.Subjects, first+".>")
+			}
+		}
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+// check appends every problem to ce; lines gives key paths their lines.
+func (c *Config) check(ce *ConfigError, lines map[string]int) {
+	bad := func(path, format string, args ...any) {
+		ce.Problems = append(ce.Problems, Problem{Path: path, Line: lines[path], Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Gateway.ID == "" {
+		bad("gateway.id", "missing; give each gateway a unique id such as lobby-pi-01")
+	} else if !validID(c.Gateway.ID) {
+		bad("gateway.id", "%q may hold only letters, digits, '-' and '_' (it becomes a NATS subject token and part of message ids)", c.Gateway.ID)
+	}
+	if c.Buffer.MaxBytes < 0 {
+		bad("buffer.max_bytes", "must not be negative")
+	}
+	if c.Buffer.MaxAge < 0 {
+		bad("buffer.max_age", "must not be negative")
+	}
+	if _, err := buffer.ParsePolicy(c.Buffer.WhenFull); err != nil {
+		bad("buffer.when_full", "%q is not drop_oldest or reject", c.Buffer.WhenFull)
+	}
+	var filters []string
+	if m := c.MQTT; m != nil {
+		if m.Broker == "" {
+			bad("mqtt.broker", "missing; e.g. tcp://127.0.0.1:1883")
+		} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" || !oneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss") {
+			bad("mqtt.broker", "%q is not a broker URL like tcp://127.0.0.1:1883 or ssl://host:8883", m.Broker)
+		}
+		if m.MaxPayload < 0 {
+			bad("mqtt.max_payload", "must not be negative")
+		}
+		checkTLS(bad, "mqtt.tls", m.TLS)
+		if len(m.Subscriptions) == 0 {
+			bad("mqtt.subscriptions", "missing; subscribe to at least one topic filter such as sensors/#")
+		}
+		for i, s := range m.Subscriptions {
+			p := fmt.Sprintf("mqtt.subscriptions[%d]", i)
+			if s.Topic == "" {
+				bad(p+".topic", "missing")
+			} else if err := mqttsource.ValidFilter(s.Topic); err != nil {
+				bad(p+".topic", "%v", err)
+			}
+			if *s.QoS < 0 || *s.QoS > 2 {
+				bad(p+".qos", "%d is not 0, 1 or 2", *s.QoS)
+			}
+			if t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID); err != nil {
+				if validID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
+					bad(p+".subject", "%v", err)
+				}
+			} else {
+				filters = append(filters, t.Filter())
+			}
+		}
+	}
+	up := c.Upstream
+	if len(up.Servers) == 0 {
+		bad("upstream.servers", "missing; list the NATS servers, e.g. [nats://hub.example.com:4222]")
+	}
+	for i, s := range up.Servers {
+		if u, err := url.Parse(s); err != nil || u.Host == "" || !oneOf(u.Scheme, "nats", "tls", "ws", "wss") {
+			bad(fmt.Sprintf("upstream.servers[%d]", i), "%q is not a NATS URL like nats://host:4222", redactURL(s))
+		}
+	}
+	auth := 0
+	for _, set := range []bool{up.User != "", up.Token != "", up.NKeySeedFile != "", up.CredsFile != ""} {
+		if set {
+			auth++
+		}
+	}
+	if auth > 1 {
+		bad("upstream", "set only one of user/password, token, nkey_seed_file and creds_file")
+	}
+	checkTLS(bad, "upstream.tls", up.TLS)
+	if !validStreamName(up.Stream.Name) {
+		bad("upstream.stream.name", "%q may not contain spaces, '.', '*', '>', '/' or '\\'", up.Stream.Name)
+	}
+	if len(up.Stream.Subjects) == 0 {
+		bad("upstream.stream.subjects", "missing; the subjects the stream captures, e.g. [telemetry.>]")
+	}
+	for _, f := range filters {
+		if !forward.Covers(up.Stream.Subjects, f) {
+			bad("upstream.stream.subjects", "%v do not capture %q, where this gateway's subject template publishes", up.Stream.Subjects, f)
+		}
+	}
+	if up.Stream.Duplicates < 0 {
+		bad("upstream.stream.duplicates", "must not be negative")
+	}
+	if up.Stream.Replicas < 0 || up.Stream.Replicas > 5 {
+		bad("upstream.stream.replicas", "%d is not between 1 and 5", up.Stream.Replicas)
+	}
+	if up.Window < 0 {
+		bad("upstream.window", "must not be negative")
+	}
+	if up.AckTimeout < 0 {
+		bad("upstream.ack_timeout", "must not be negative")
+	}
+	if up.Rate.EventsPerSecond < 0 {
+		bad("upstream.rate.events_per_second", "must not be negative")
+	}
+	if up.Rate.BytesPerSecond < 0 {
+		bad("upstream.rate.bytes_per_second", "must not be negative")
+	}
+	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	if !oneOf(c.Log.Format, "text", "json") {
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+}
+
+func checkTLS(bad func(string, string, ...any), path string, t TLSConfig) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad(path, "cert_file and key_file go together")
+	}
+}
+
+func validID(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func validStreamName(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t\r\n.*>/\\")
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, v := range set {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = nil
+	return u.String()
+}
+
+// Summary prints the effective config without secrets.
+func (c *Config) Summary() string {
+	cp := *c
+	if cp.MQTT != nil {
+		m := *cp.MQTT
+		if m.Password != "" {
+			m.Password = "(set)"
+		}
+		cp.MQTT = &m
+	}
+	for _, p := range []*string{&cp.Upstream.Password, &cp.Upstream.Token} {
+		if *p != "" {
+			*p = "(set)"
+		}
+	}
+	servers := make([]string, len(cp.Upstream.Servers))
+	for i, s := range cp.Upstream.Servers {
+		servers[i] = redactURL(s)
+	}
+	cp.Upstream.Servers = servers
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	enc.Encode(cp)
+	return b.String()
+}

@@ -1,0 +1,225 @@
+// Package gateway wires edgegw together: config → sources → buffer →
+// forwarder, and runs them under one context.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+)
+
+// Gateway is one running edgegw.
+type Gateway struct {
+	cfg *Config
+	log *slog.Logger
+
+	mu   sync.Mutex // guards the parts below, set by Run
+	q    *buffer.Queue
+	fwd  *forward.Forwarder
+	mqtt *mqttsource.Source
+
+	duplicates atomic.Uint64 // redelivered copies the buffer dropped
+}
+
+// Stats is a snapshot of the whole gateway.
+type Stats struct {
+	Buffer     buffer.Stats
+	Forward    forward.Stats
+	MQTT       mqttsource.Stats
+	Duplicates uint64 // redelivered MQTT copies dropped at commit
+}
+
+// New checks cfg; it opens and starts nothing.
+func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
+	if cfg == nil {
+		return nil, errors.New("gateway: no config")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Gateway{cfg: cfg, log: log}, nil
+}
+
+// Stats returns a snapshot; parts that are not running yet are zero.
+func (g *Gateway) Stats() Stats {
+	g.mu.Lock()
+	q, fwd, m := g.q, g.fwd, g.mqtt
+	g.mu.Unlock()
+	var s Stats
+	if q != nil {
+		s.Buffer = q.Stats()
+	}
+	if fwd != nil {
+		s.Forward = fwd.Stats()
+	}
+	if m != nil {
+		s.MQTT = m.Stats()
+	}
+	s.Duplicates = g.duplicates.Load()
+	return s
+}
+
+// Run opens the buffer, connects upstream, and runs the sources and the
+// forwarder until ctx ends; then it stops ingest, lets the forwarder wait
+// for its in-flight acks, and closes the buffer. It returns nil on a clean
+// shutdown, or the error that stopped it (a refused credential, a missing
+// stream, a buffer that cannot be opened).
+func (g *Gateway) Run(ctx context.Context) (err error) {
+	c := g.cfg
+	policy, _ := buffer.ParsePolicy(c.Buffer.WhenFull)
+	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
+		return fmt.Errorf("gateway: buffer directory: %w", err)
+	}
+	q, err := buffer.Open(c.Buffer.Path, &buffer.Options{
+		MaxBytes: int64(c.Buffer.MaxBytes),
+		MaxAge:   c.Buffer.MaxAge,
+		WhenFull: policy,
+		// A fresh file counts on from the clock, so a buffer that had to be
+		// replaced never reuses message ids upstream.
+		FirstSeq: uint64(time.Now().UnixMicro()),
+	})
+	var ce *buffer.CorruptError
+	if errors.As(err, &ce) {
+		g.log.Error("buffer file was unusable and has been replaced", "err", err)
+	} else if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := q.Close(); err == nil {
+			err = cerr
+		}
+	}()
+
+	nc, err := forward.Connect(forward.ConnOptions{
+		Servers:      c.Upstream.Servers,
+		Name:         "edgegw " + c.Gateway.ID,
+		User:         c.Upstream.User,
+		Password:     c.Upstream.Password,
+		Token:        c.Upstream.Token,
+		NKeySeedFile: c.Upstream.NKeySeedFile,
+		CredsFile:    c.Upstream.CredsFile,
+		CAFile:       c.Upstream.TLS.CAFile,
+		CertFile:     c.Upstream.TLS.CertFile,
+		KeyFile:      c.Upstream.TLS.KeyFile,
+	}, g.log.With("component", "upstream"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	var filters []string
+	var subs []mqttsource.Subscription
+	if c.MQTT != nil {
+		for _, s := range c.MQTT.Subscriptions {
+			t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID)
+			if err != nil {
+				return err // LoadConfig checked it
+			}
+			filters = append(filters, t.Filter())
+			subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t})
+		}
+	}
+	fwd, err := forward.New(q, nc, forward.Options{
+		GatewayID: c.Gateway.ID,
+		Stream: forward.StreamOptions{
+			Name:       c.Upstream.Stream.Name,
+			Subjects:   c.Upstream.Stream.Subjects,
+			Create:     c.Upstream.Stream.Create,
+			Duplicates: c.Upstream.Stream.Duplicates,
+			Replicas:   c.Upstream.Stream.Replicas,
+		},
+		Filters:    filters,
+		Window:     c.Upstream.Window,
+		AckTimeout: c.Upstream.AckTimeout,
+		RateEvents: c.Upstream.Rate.EventsPerSecond,
+		RateBytes:  float64(c.Upstream.Rate.BytesPerSecond),
+		Logger:     g.log,
+	})
+	if err != nil {
+		return err
+	}
+	var sources []event.Source
+	var msrc *mqttsource.Source
+	if c.MQTT != nil {
+		msrc, err = mqttsource.New(mqttsource.Options{
+			Broker:        c.MQTT.Broker,
+			ClientID:      c.MQTT.ClientID,
+			Username:      c.MQTT.Username,
+			Password:      c.MQTT.Password,
+			CAFile:        c.MQTT.TLS.CAFile,
+			CertFile:      c.MQTT.TLS.CertFile,
+			KeyFile:       c.MQTT.TLS.KeyFile,
+			Subscriptions: subs,
+			MaxPayload:    int(c.MQTT.MaxPayload),
+			Logger:        g.log,
+		})
+		if err != nil {
+			return err
+		}
+		sources = append(sources, msrc)
+	}
+	g.mu.Lock()
+	g.q, g.fwd, g.mqtt = q, fwd, msrc
+	g.mu.Unlock()
+
+	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
+		"buffered", q.Stats().Events, "sources", len(sources))
+	grp, gctx := errgroup.WithContext(ctx)
+	emit := g.emitter(q)
+	for _, s := range sources {
+		grp.Go(func() error {
+			if err := s.Run(gctx, emit); err != nil {
+				return fmt.Errorf("source %s: %w", s.Name(), err)
+			}
+			return nil
+		})
+	}
+	grp.Go(func() error { return fwd.Run(gctx) })
+	err = grp.Wait()
+	st := q.Stats()
+	g.log.Info("edgegw stopped", "buffered", st.Events, "err", err)
+	return err
+}
+
+// emitter commits events to q, each with its redelivery mark.
+func (g *Gateway) emitter(q *buffer.Queue) event.EmitFunc {
+	return func(ctx context.Context, events ...event.Event) error {
+		if len(events) == 0 {
+			return nil
+		}
+		entries := make([]buffer.Entry, len(events))
+		for i := range events {
+			data, err := events[i].Marshal(nil)
+			if err != nil {
+				return err
+			}
+			entries[i].Data = data
+			if o := events[i].Once; o != nil {
+				entries[i].Mark = &buffer.Mark{Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
+			}
+		}
+		seqs, err := q.AppendEntries(ctx, entries)
+		if err != nil {
+			return err
+		}
+		for _, s := range seqs {
+			if s == 0 {
+				g.duplicates.Add(1)
+			}
+		}
+		return nil
+	}
+}

@@ -1,0 +1,354 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/internal/mqtttest"
+	"github.com/edgegw/edgegw/gateway/internal/natstest"
+)
+
+// configFor writes a config for one gateway between broker and server.
+func configFor(t testing.TB, brokerURL, natsURL string, extra string) (*gateway.Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	text := fmt.Sprintf(`
+gateway:
+  id: gw1
+  data_dir: %s
+mqtt:
+  broker: %s
+  subscriptions:
+    - topic: sensors/#
+      qos: 1
+      subject: telemetry.{gateway}.{topic}
+upstream:
+  servers: [%s]
+  ack_timeout: 2s
+  stream:
+    name: TELEMETRY
+    subjects: [telemetry.>]
+    create: true
+%s`, dir, brokerURL, natsURL, extra)
+	path := filepath.Join(dir, "edgegw.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, path
+}
+
+// startGateway runs a gateway until the test ends.
+func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
+	t.Helper()
+	g, err := gateway.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("gateway Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("gateway did not stop within 30s")
+		}
+	})
+	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Connected })
+	return g
+}
+
+// publisher is a paho client publishing numbered QoS 1 messages.
+type publisher struct {
+	c        paho.Client
+	mu       sync.Mutex
+	accepted map[int]bool // PUBACKed by the broker
+}
+
+func newPublisher(t testing.TB, brokerURL, id string, clean bool) *publisher {
+	t.Helper()
+	o := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(id).SetCleanSession(clean).
+		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(200 * time.Millisecond).
+		SetConnectRetryInterval(100 * time.Millisecond).SetWriteTimeout(5 * time.Second)
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return &publisher{c: c, accepted: map[int]bool{}}
+}
+
+func topicOf(i int) string { return fmt.Sprintf("sensors/room%d/temp", i%10) }
+
+func payloadOf(i int) []byte {
+	// Binary bytes and text: what arrives must be byte-identical.
+	return append([]byte(fmt.Sprintf(`{"n":%d,"t":%d.25}`, i, i%30)), 0, 0xff, byte(i))
+}
+
+// publish sends messages [from, to) with QoS 1, at most window unacked,
+// and records each one the broker acknowledged.
+func (p *publisher) publish(from, to, window int, pace time.Duration) {
+	type pending struct {
+		i   int
+		tok paho.Token
+	}
+	var inflight []pending
+	settle := func(keep int) {
+		for len(inflight) > keep {
+			pd := inflight[0]
+			inflight = inflight[1:]
+			if pd.tok.WaitTimeout(30*time.Second) && pd.tok.Error() == nil {
+				p.mu.Lock()
+				p.accepted[pd.i] = true
+				p.mu.Unlock()
+			}
+		}
+	}
+	for i := from; i < to; i++ {
+		inflight = append(inflight, pending{i, p.c.Publish(topicOf(i), 1, false, payloadOf(i))})
+		settle(window)
+		if pace > 0 {
+			time.Sleep(pace)
+		}
+	}
+	settle(0)
+}
+
+func (p *publisher) acceptedSet() map[int]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[int]bool, len(p.accepted))
+	for k := range p.accepted {
+		out[k] = true
+	}
+	return out
+}
+
+// streamContents reads every message in the stream: for each message
+// number, how many times it is there, and the order they came in.
+func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count = map[int]int{}
+	if info.State.Msgs == 0 {
+		return count, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(order) < int(info.State.Msgs) {
+		batch, err := c.Fetch(2000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var n, tt int
+			if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &n, &tt); err != nil {
+				t.Fatalf("message %q on %s is not one of ours", m.Data(), m.Subject())
+			}
+			if want := "telemetry.gw1." + strings.ReplaceAll(topicOf(n), "/", "."); m.Subject() != want {
+				t.Fatalf("message %d on subject %q, want %q", n, m.Subject(), want)
+			}
+			if !bytes.Equal(m.Data(), payloadOf(n)) {
+				t.Fatalf("message %d payload %q, want %q", n, m.Data(), payloadOf(n))
+			}
+			if h := m.Headers(); h.Get("Edgegw-Source") != topicOf(n) || h.Get("Edgegw-Gateway") != "gw1" || h.Get("Edgegw-Time") == "" {
+				t.Fatalf("message %d headers %v", n, h)
+			}
+			count[n]++
+			order = append(order, n)
+		}
+		if got == 0 {
+			t.Fatalf("stream read stalled at %d of %d", len(order), info.State.Msgs)
+		}
+	}
+	return count, order
+}
+
+func streamMsgs(t testing.TB, url string) uint64 {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+// checkExactlyOnce: every accepted message is in the stream once; nothing
+// is there twice.
+func checkExactlyOnce(t testing.TB, url string, accepted map[int]bool) map[int]int {
+	t.Helper()
+	count, _ := streamContents(t, url)
+	missing, dups := 0, 0
+	for n := range accepted {
+		if count[n] == 0 {
+			missing++
+			if missing <= 5 {
+				t.Errorf("message %d accepted by the broker is not in the stream", n)
+			}
+		}
+	}
+	for n, c := range count {
+		if c > 1 {
+			dups++
+			if dups <= 5 {
+				t.Errorf("message %d is in the stream %d times", n, c)
+			}
+		}
+	}
+	if missing > 0 || dups > 0 {
+		t.Fatalf("%d accepted messages missing, %d duplicated (of %d accepted, %d in the stream)", missing, dups, len(accepted), len(count))
+	}
+	return count
+}
+
+func TestEndToEnd50kQoS1(t *testing.T) {
+	const n = 50_000
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	g := startGateway(t, cfg)
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	pub.publish(0, n, 500, 0)
+	if len(pub.acceptedSet()) != n {
+		t.Fatalf("broker accepted %d of %d", len(pub.acceptedSet()), n)
+	}
+	waitFor(t, 2*time.Minute, "all messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= n })
+	count, order := streamContents(t, srv.URL())
+	if len(order) != n || len(count) != n {
+		t.Fatalf("stream holds %d messages, %d distinct; want %d", len(order), len(count), n)
+	}
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("stream position %d holds message %d: out of order", i, v)
+		}
+	}
+	st := g.Stats()
+	t.Logf("gateway: mqtt %+v, forward %+v, duplicates %d", st.MQTT, st.Forward, st.Duplicates)
+}
+
+func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.MQTT.MaxPayload = 1024
+	g := startGateway(t, cfg)
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	send := func(topic string, payload []byte) {
+		tok := pub.c.Publish(topic, 1, false, payload)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %q: %v", topic, tok.Error())
+		}
+	}
+	hostile := map[string]string{ // topic -> the subject it must map to
+		"sensors/x\r\nNats-Msg-Id: gw1-1": "telemetry.gw1.sensors.x%0D%0ANats-Msg-Id:%20gw1-1",
+		"sensors/a.b/c":                   "telemetry.gw1.sensors.a%2Eb.c",
+		"sensors/*/x":                     "telemetry.gw1.sensors.%2A.x",
+		"sensors/>":                       "telemetry.gw1.sensors.%3E",
+		"sensors//empty":                  "telemetry.gw1.sensors.%.empty",
+		"sensors/with space/tab\t":        "telemetry.gw1.sensors.with%20space.tab%09",
+		"sensors/ctl\x01/x":               "telemetry.gw1.sensors.ctl%01.x",
+		"sensors/trailing/":               "telemetry.gw1.sensors.trailing.%",
+	}
+	for topic := range hostile {
+		send(topic, []byte("h:"+topic))
+	}
+	send("sensors/big", make([]byte, 4096)) // over max_payload: dropped
+	send("sensors/big", make([]byte, 2048)) // logged once per topic, still dropped
+	send("sensors/after", []byte("after"))  // and the next message flows
+
+	want := len(hostile) + 1
+	waitFor(t, time.Minute, "the well-formed messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(want) })
+	nc, _ := nats.Connect(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, _ := js.Stream(ctx, "TELEMETRY")
+	for topic, subj := range hostile {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			t.Errorf("topic %q: nothing on subject %q: %v", topic, subj, err)
+			continue
+		}
+		if string(m.Data) != "h:"+topic || m.Header.Get("Edgegw-Source") != forward.EscapeHeader(topic) {
+			t.Errorf("topic %q: got %q from %q", topic, m.Data, m.Header.Get("Edgegw-Source"))
+		}
+	}
+	if _, err := s.GetLastMsgForSubject(ctx, "telemetry.gw1.sensors.after"); err != nil {
+		t.Errorf("the message after the oversized ones: %v", err)
+	}
+	if _, err := s.GetLastMsgForSubject(ctx, "telemetry.gw1.sensors.big"); err == nil {
+		t.Error("an oversized message reached the stream")
+	}
+	if info, _ := s.Info(ctx); info.State.Msgs != uint64(want) {
+		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, want)
+	}
+	if st := g.Stats().MQTT; st.TooLarge != 2 {
+		t.Errorf("TooLarge = %d, want 2", st.TooLarge)
+	}
+}
+
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

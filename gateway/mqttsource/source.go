@@ -1,0 +1,373 @@
+// Package mqttsource ingests readings from an MQTT broker with paho.
+//
+// The session is persistent (clean session off, a stable client id), so the
+// broker keeps QoS 1/2 messages while the gateway is down, and acks are
+// manual: a message is PUBACKed only after the buffer has committed it, in
+// the order the messages arrived. Messages are taken in batches, one buffer
+// commit per batch, so the fsync is shared. A redelivered copy of a message
+// that was committed but whose PUBACK never reached the broker (a crash in
+// between) is recognised by its packet id and a hash of its topic and
+// payload, in the buffer's own transaction, and not stored twice.
+package mqttsource
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/edgegw/edgegw/gateway/event"
+)
+
+// DefaultMaxPayload is the payload size limit when Options.MaxPayload is 0.
+const DefaultMaxPayload = 256 << 10
+
+// Subscription is one topic filter and where its messages go.
+type Subscription struct {
+	Topic   string // an MQTT topic filter, e.g. sensors/#
+	QoS     byte   // 0, 1 or 2
+	Subject *Template
+}
+
+// Options configure a Source.
+type Options struct {
+	Broker   string // tcp://host:1883 or ssl://host:8883
+	ClientID string // stable across restarts; the broker keeps the session under it
+	Username string
+	Password string
+	// TLS: CAFile verifies the broker, CertFile/KeyFile is a client cert.
+	CAFile, CertFile, KeyFile string
+
+	Subscriptions []Subscription
+	MaxPayload    int // bytes; larger messages are acked, dropped and counted
+	// BatchSize caps the messages committed together (default 512).
+	BatchSize int
+	Logger    *slog.Logger
+}
+
+// Stats are the source's counters since New.
+type Stats struct {
+	Connected  bool
+	Received   uint64 // messages taken from the broker
+	Committed  uint64 // events handed to the buffer and acked
+	TooLarge   uint64 // over MaxPayload, dropped
+	Unmappable uint64 // no subject for the topic, dropped
+	Retries    uint64 // commits that failed and were retried (buffer full, disk)
+}
+
+// Source subscribes to an MQTT broker and emits its messages as events.
+type Source struct {
+	o      Options
+	log    *slog.Logger
+	tlsCfg *tls.Config
+
+	connected                                          atomic.Bool
+	received, committed, tooLarge, unmappable, retries atomic.Uint64
+}
+
+var _ event.Source = (*Source)(nil)
+
+// New checks o; it connects nothing.
+func New(o Options) (*Source, error) {
+	if o.Broker == "" {
+		return nil, errors.New("mqtt: broker is empty; e.g. tcp://127.0.0.1:1883")
+	}
+	if o.ClientID == "" {
+		return nil, errors.New("mqtt: client_id is empty; it must be stable so the broker keeps the session")
+	}
+	if len(o.Subscriptions) == 0 {
+		return nil, errors.New("mqtt: no subscriptions")
+	}
+	for i, s := range o.Subscriptions {
+		if err := ValidFilter(s.Topic); err != nil {
+			return nil, fmt.Errorf("mqtt: subscriptions[%d].topic: %w", i, err)
+		}
+		if s.QoS > 2 {
+			return nil, fmt.Errorf("mqtt: subscriptions[%d].qos: %d is not 0, 1 or 2", i, s.QoS)
+		}
+		if s.Subject == nil {
+			return nil, fmt.Errorf("mqtt: subscriptions[%d].subject is missing", i)
+		}
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 512
+	}
+	s := &Source{o: o, log: o.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("source", "mqtt", "broker", o.Broker)
+	if o.CAFile != "" || o.CertFile != "" {
+		cfg, err := tlsConfig(o.CAFile, o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		s.tlsCfg = cfg
+	}
+	return s, nil
+}
+
+// Name is "mqtt".
+func (s *Source) Name() string { return "mqtt" }
+
+// Stats returns the counters.
+func (s *Source) Stats() Stats {
+	return Stats{
+		Connected:  s.connected.Load(),
+		Received:   s.received.Load(),
+		Committed:  s.committed.Load(),
+		TooLarge:   s.tooLarge.Load(),
+		Unmappable: s.unmappable.Load(),
+		Retries:    s.retries.Load(),
+	}
+}
+
+// Run connects, subscribes and emits until ctx ends. It returns an error
+// only when the broker refuses the credentials or client id; a broker that
+// is down is retried forever.
+func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
+	msgs := make(chan mqtt.Message, s.o.BatchSize)
+	handler := func(_ mqtt.Client, m mqtt.Message) {
+		// Runs on paho's router goroutine, one message at a time, in
+		// order. Blocking here is the backpressure: paho stops reading and
+		// the broker holds the rest.
+		select {
+		case msgs <- m:
+		case <-ctx.Done(): // not acked: the broker sends it again
+		}
+	}
+	subscribe := func(c mqtt.Client) {
+		filters := make(map[string]byte, len(s.o.Subscriptions))
+		for _, sub := range s.o.Subscriptions {
+			filters[sub.Topic] = sub.QoS
+		}
+		t := c.SubscribeMultiple(filters, nil) // messages go to the default handler
+		go func() {                            // paho's OnConnect must not block on a token
+			if t.WaitTimeout(30*time.Second) && t.Error() != nil {
+				s.log.Error("subscribe failed", "err", t.Error())
+			}
+		}()
+	}
+	opts := mqtt.NewClientOptions().
+		AddBroker(s.o.Broker).
+		SetClientID(s.o.ClientID).
+		SetCleanSession(false).
+		SetAutoAckDisabled(true).
+		SetOrderMatters(true).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(10 * time.Second).
+		SetConnectRetryInterval(2 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetDefaultPublishHandler(handler).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			s.connected.Store(true)
+			s.log.Info("connected to the broker")
+			subscribe(c)
+		}).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			s.connected.Store(false)
+			s.log.Warn("lost the broker; reconnecting", "err", err)
+		})
+	if s.o.Username != "" {
+		opts.SetUsername(s.o.Username).SetPassword(s.o.Password)
+	}
+	if s.tlsCfg != nil {
+		opts.SetTLSConfig(s.tlsCfg)
+	}
+
+	// First attempt without retry, so a refused login is an error now.
+	c := mqtt.NewClient(opts)
+	t := c.Connect()
+	t.WaitTimeout(10 * time.Second)
+	if err := t.Error(); err != nil {
+		if refused(err) {
+			return fmt.Errorf("mqtt: broker %s refused the connection: %w (check mqtt.username, mqtt.password and mqtt.client_id)", s.o.Broker, err)
+		}
+		s.log.Warn("broker unreachable; retrying in the background", "err", err)
+		c = mqtt.NewClient(opts.SetConnectRetry(true))
+		c.Connect()
+	}
+	defer func() {
+		c.Disconnect(250)
+		s.connected.Store(false)
+	}()
+	return s.ingest(ctx, msgs, emit)
+}
+
+// ingest commits messages in batches and acks them, in arrival order, once
+// their batch is on disk.
+func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit event.EmitFunc) error {
+	batch := make([]mqtt.Message, 0, s.o.BatchSize)
+	events := make([]event.Event, 0, s.o.BatchSize)
+	logged := map[string]bool{} // topics already logged as dropped
+	for {
+		batch = batch[:0]
+		select {
+		case m := <-msgs:
+			batch = append(batch, m)
+		case <-ctx.Done():
+			return nil
+		}
+	fill:
+		for len(batch) < s.o.BatchSize {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		s.received.Add(uint64(len(batch)))
+		now := time.Now()
+		events = events[:0]
+		for _, m := range batch {
+			e, err := s.event(m, now)
+			if err != nil {
+				if len(logged) < 1000 && !logged[m.Topic()] {
+					logged[m.Topic()] = true
+					s.log.Warn("message dropped (logged once per topic)", "topic", m.Topic(), "err", err)
+				}
+				continue
+			}
+			events = append(events, e)
+		}
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			err := emit(ctx, events...)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil // not acked: the broker keeps them
+			}
+			s.retries.Add(1)
+			s.log.Warn("buffer refused the batch; holding it unacknowledged and retrying", "events", len(events), "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff + rand.N(backoff/2)):
+			}
+		}
+		s.committed.Add(uint64(len(events)))
+		for _, m := range batch {
+			m.Ack()
+		}
+	}
+}
+
+// event maps m to an event, or says why it is dropped.
+func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
+	if n := len(m.Payload()); n > s.o.MaxPayload {
+		s.tooLarge.Add(1)
+		return event.Event{}, fmt.Errorf("payload of %d bytes is over mqtt.max_payload (%d)", n, s.o.MaxPayload)
+	}
+	sub := s.match(m.Topic())
+	if sub == nil {
+		s.unmappable.Add(1)
+		return event.Event{}, errors.New("no subscription matches the topic")
+	}
+	subj, err := sub.Subject.Subject(m.Topic())
+	if err != nil {
+		s.unmappable.Add(1)
+		return event.Event{}, err
+	}
+	e := event.Event{Subject: subj, Source: m.Topic(), Time: now, Payload: m.Payload()}
+	if m.Qos() > 0 {
+		h := sha256.New()
+		h.Write([]byte(m.Topic()))
+		h.Write([]byte{0, m.Qos()})
+		h.Write(m.Payload())
+		id := m.MessageID()
+		e.Once = &event.Once{
+			Slot:        "mqtt/" + s.o.ClientID + "/" + string([]byte{byte(id >> 8), byte(id)}),
+			Token:       string(h.Sum(nil)[:16]),
+			Redelivered: m.Duplicate(),
+		}
+	}
+	return e, nil
+}
+
+func (s *Source) match(topic string) *Subscription {
+	for i := range s.o.Subscriptions {
+		if Match(s.o.Subscriptions[i].Topic, topic) {
+			return &s.o.Subscriptions[i]
+		}
+	}
+	return nil
+}
+
+// Match reports whether the MQTT topic filter matches topic.
+func Match(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {
+		return false // wildcards at the start never match $SYS-like topics
+	}
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, l := range f {
+		if l == "#" {
+			return true
+		}
+		if i >= len(t) || l != "+" && l != t[i] {
+			return false
+		}
+	}
+	return len(f) == len(t)
+}
+
+// ValidFilter checks an MQTT topic filter: + and # must be whole levels, # the last.
+func ValidFilter(f string) error {
+	if f == "" {
+		return errors.New("empty topic filter")
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+			return fmt.Errorf("%q: '#' must be a whole level and the last", f)
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return fmt.Errorf("%q: '+' must be a whole level", f)
+		}
+	}
+	return nil
+}
+
+func refused(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
+		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected) ||
+		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
+}
+
+func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: tls.ca_file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt: tls.ca_file %s holds no PEM certificate", caFile)
+		}
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: tls.cert_file/key_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
