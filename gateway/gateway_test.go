@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,11 @@ upstream:
 // startGateway runs a gateway until the test ends.
 func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 	t.Helper()
-	g, err := gateway.New(cfg, nil)
+	var log *slog.Logger
+	if os.Getenv("EDGEGW_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	g, err := gateway.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,12 @@
-// Package mqtttest runs a real MQTT broker (mochi-mqtt) in-process for
-// tests, on a random loopback port. With Persist its sessions and queued
-// messages live in a bbolt file, so the broker can be stopped and started
-// again like a real one that restarts.
+// Package mqtttest runs a real MQTT broker for tests, on a random loopback
+// port: mochi-mqtt in-process, or, when EDGEGW_TEST_MOSQUITTO names a
+// mosquitto binary, a mosquitto process (the interop run in .ci/run). With
+// Persist the broker keeps sessions and queued messages across Restart.
+//
+// mochi's own persistence (its bolt hook) cannot restore in-flight messages
+// ("resend inflight: protocol violation: missing packet id"), so Persist
+// with mochi keeps nothing: tests that need a broker to keep its queue
+// across a restart run against mosquitto.
 package mqtttest
 
 import (
@@ -9,15 +14,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	bbolt "go.etcd.io/bbolt"
 )
 
 // Options for Start.
@@ -34,7 +40,11 @@ type Broker struct {
 	addr string
 	dir  string
 	s    *mqtt.Server
+	cmd  *exec.Cmd // mosquitto
 }
+
+// Mosquitto reports whether tests run against mosquitto.
+func Mosquitto() bool { return os.Getenv("EDGEGW_TEST_MOSQUITTO") != "" }
 
 // Start runs a broker and stops it when the test ends.
 func Start(t testing.TB, o Options) *Broker {
@@ -56,6 +66,11 @@ func (b *Broker) URL() string { return "tcp://" + b.addr }
 
 // Shutdown stops the broker.
 func (b *Broker) Shutdown() {
+	if b.cmd != nil {
+		b.cmd.Process.Signal(syscall.SIGTERM) // mosquitto saves its persistence file
+		b.cmd.Wait()
+		b.cmd = nil
+	}
 	if b.s != nil {
 		b.s.Close()
 		b.s = nil
@@ -66,12 +81,16 @@ func (b *Broker) Shutdown() {
 func (b *Broker) Restart() {
 	b.t.Helper()
 	b.Shutdown()
+	if Mosquitto() {
+		b.startMosquitto()
+		return
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumInflight = 65535              // hold a long backlog for a persistent subscriber
 	caps.MaximumClientWritesPending = 1 << 20 // never drop for a slow reader
 	s := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:       logger(),
 		InlineClient: false,
 	})
 	var err error
@@ -87,15 +106,6 @@ func (b *Broker) Restart() {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	if b.o.Persist {
-		err := s.AddHook(new(bolt.Hook), &bolt.Options{
-			Path:    filepath.Join(b.dir, "broker.db"),
-			Options: &bbolt.Options{Timeout: 5 * time.Second},
-		})
-		if err != nil {
-			b.t.Fatal(err)
-		}
-	}
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr})); err != nil {
 		b.t.Fatal(fmt.Errorf("mqtttest: listen on %s: %w", b.addr, err))
 	}
@@ -103,4 +113,97 @@ func (b *Broker) Restart() {
 		b.t.Fatal(err)
 	}
 	b.s = s
+}
+
+// logger is silent unless EDGEGW_TEST_LOG is set.
+func logger() *slog.Logger {
+	if os.Getenv("EDGEGW_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "mochi")
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startMosquitto runs mosquitto on b.addr with a config that keeps every
+// message for a persistent subscriber (max_queued_messages 0: the default
+// 1000 silently drops the rest).
+func (b *Broker) startMosquitto() {
+	b.t.Helper()
+	host, port, _ := net.SplitHostPort(b.addr)
+	conf := fmt.Sprintf(`listener %s %s
+allow_anonymous %t
+max_queued_messages 0
+max_inflight_messages 0
+persistence %t
+persistence_location %s/
+autosave_interval 1
+log_dest stderr
+log_type error
+log_type warning
+`, port, host, len(b.o.Users) == 0, b.o.Persist, b.dir)
+	if len(b.o.Users) > 0 {
+		pw := filepath.Join(b.dir, "passwd")
+		var lines []byte
+		for u, p := range b.o.Users {
+			lines = append(lines, u+":"+p+"\n"...)
+		}
+		if err := os.WriteFile(pw, lines, 0o600); err != nil {
+			b.t.Fatal(err)
+		}
+		if out, err := exec.Command("mosquitto_passwd", "-U", pw).CombinedOutput(); err != nil {
+			b.t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+		}
+		conf += "password_file " + pw + "\n"
+	}
+	if os.Geteuid() == 0 {
+		// Started as root, mosquitto drops to user "mosquitto", which cannot
+		// write its persistence file in the test's temp dir.
+		conf += "user root\n"
+	}
+	cf := filepath.Join(b.dir, "mosquitto.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
+		b.t.Fatal(err)
+	}
+	cmd := exec.Command(os.Getenv("EDGEGW_TEST_MOSQUITTO"), "-c", cf)
+	if os.Getenv("EDGEGW_TEST_LOG") != "" {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		b.t.Fatalf("mqtttest: start mosquitto: %v", err)
+	}
+	b.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", b.addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("mqtttest: mosquitto not listening on %s: %v", b.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitGone waits until the broker has noticed that client id's connection
+// is gone. mochi loses messages published while it is still taking over a
+// session whose old connection it has not yet closed; a real gateway that
+// restarts after a crash takes seconds, so the test waits for that too.
+// mosquitto needs no wait.
+func (b *Broker) WaitGone(id string) {
+	b.t.Helper()
+	if b.s == nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cl, ok := b.s.Clients.Get(id)
+		if !ok || cl.Closed() {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("mqtttest: client %s still connected after 10s", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -1,0 +1,232 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/internal/mqtttest"
+	"github.com/edgegw/edgegw/gateway/internal/natstest"
+)
+
+const childConfig = "EDGEGW_GATEWAY_CHILD_CONFIG"
+
+// TestGatewayChild is the child of TestSIGKILLWhilePublishing: a whole
+// gateway process, run from a config file until it is killed or told to
+// stop with SIGTERM.
+func TestGatewayChild(t *testing.T) {
+	path := os.Getenv(childConfig)
+	if path == "" {
+		t.Skip("child process only")
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	var log *slog.Logger
+	if os.Getenv("EDGEGW_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid", os.Getpid())
+	}
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if log != nil {
+		go func() {
+			for ctx.Err() == nil {
+				time.Sleep(time.Second)
+				st := g.Stats()
+				log.Info("stats", "mqtt", fmt.Sprintf("%+v", st.MQTT), "buffer_events", st.Buffer.Events, "next", st.Buffer.NextSeq, "fwd", fmt.Sprintf("%+v", st.Forward), "dups", st.Duplicates)
+			}
+		}()
+	}
+	if err := g.Run(ctx); err != nil {
+		fmt.Println("run:", err)
+		os.Exit(4)
+	}
+	os.Exit(0)
+}
+
+func startChild(t *testing.T, cfgPath string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGatewayChild$")
+	cmd.Env = append(os.Environ(), childConfig+"="+cfgPath)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// The gateway process is SIGKILLed at random moments while a publisher
+// keeps publishing with QoS 1, and restarted, 10 times: every message the
+// broker accepted is in the stream exactly once.
+func TestSIGKILLWhilePublishing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-execs the test binary 11 times")
+	}
+	if !mqtttest.Mosquitto() {
+		// Measured: mochi-mqtt v2.7.9 loses 16-60 of 40,000 messages queued
+		// for a persistent session across these reconnects (the gateway
+		// received and forwarded everything mochi sent it); mosquitto loses
+		// none. .ci/run runs this test against mosquitto.
+		t.Skip("needs a broker that keeps a persistent session's queue across reconnects: set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto")
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	_, cfgPath := configFor(t, broker.URL(), srv.URL(), "")
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	child := startChild(t, cfgPath)
+	waitSubscribed(t, pub, srv.URL())
+
+	const total = 40_000
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		pub.publish(0, total, 200, 50*time.Microsecond)
+	}()
+	for k := 0; k < 10; k++ {
+		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
+		child.Process.Signal(syscall.SIGKILL)
+		child.Wait()
+		broker.WaitGone("edgegw-gw1")
+		t.Logf("kill %d: %d accepted by the broker, %d in the stream", k+1, len(pub.acceptedSet()), streamMsgs(t, srv.URL()))
+		child = startChild(t, cfgPath)
+	}
+	<-published
+	accepted := pub.acceptedSet()
+	t.Logf("publisher done: %d accepted", len(accepted))
+	for range 10 {
+		if os.Getenv("EDGEGW_TEST_LOG") == "" {
+			break
+		}
+		t.Logf("stream: %d", streamMsgs(t, srv.URL()))
+		time.Sleep(time.Second)
+	}
+	if os.Getenv("EDGEGW_TEST_LOG") != "" {
+		checkExactlyOnce(t, srv.URL(), accepted)
+	}
+	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
+		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
+	})
+	// Let anything extra (a duplicate) arrive before counting.
+	time.Sleep(500 * time.Millisecond)
+	child.Process.Signal(syscall.SIGTERM)
+	if err := child.Wait(); err != nil {
+		t.Errorf("gateway did not exit 0 on SIGTERM: %v", err)
+	}
+	count := checkExactlyOnce(t, srv.URL(), accepted)
+	t.Logf("%d accepted, %d in the stream, each once", len(accepted), len(count))
+}
+
+// The uplink goes away and comes back, twice, while messages flow:
+// everything the broker accepted arrives once.
+func TestUplinkOutagesDuringIngest(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	g := startGateway(t, cfg)
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	waitSubscribed(t, pub, srv.URL())
+
+	const total = 20_000
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		pub.publish(0, total, 100, 100*time.Microsecond)
+	}()
+	for k := 1; k <= 2; k++ {
+		waitFor(t, time.Minute, "progress", func() bool { return g.Stats().MQTT.Committed > uint64(k*total/3) })
+		srv.Shutdown()
+		waitFor(t, time.Minute, "a backlog", func() bool { return g.Stats().Buffer.Events > 1000 })
+		t.Logf("uplink down: %d events buffered", g.Stats().Buffer.Events)
+		srv.Restart()
+	}
+	<-published
+	accepted := pub.acceptedSet()
+	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
+		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
+	})
+	checkExactlyOnce(t, srv.URL(), accepted)
+	st := g.Stats()
+	t.Logf("%d accepted; gateway: mqtt %+v forward %+v", len(accepted), st.MQTT, st.Forward)
+}
+
+// The broker restarts twice while messages flow; it keeps its queue
+// (mosquitto with persistence) and the gateway reconnects to the same
+// session: everything the broker accepted arrives once.
+func TestBrokerRestartsDuringIngest(t *testing.T) {
+	if !mqtttest.Mosquitto() {
+		t.Skip("needs a broker that keeps in-flight messages across a restart (mochi's persistence cannot): set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto")
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{Persist: true})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	g := startGateway(t, cfg)
+	pub := newPublisher(t, broker.URL(), "pub", false)
+	waitSubscribed(t, pub, srv.URL())
+
+	const total = 20_000
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		pub.publish(0, total, 100, 100*time.Microsecond)
+	}()
+	for k := 1; k <= 2; k++ {
+		waitFor(t, time.Minute, "progress", func() bool { return g.Stats().MQTT.Committed > uint64(k*total/3) })
+		broker.Restart()
+		t.Logf("broker restarted at %d committed", g.Stats().MQTT.Committed)
+	}
+	<-published
+	accepted := pub.acceptedSet()
+	if os.Getenv("EDGEGW_TEST_LOG") != "" {
+		time.Sleep(5 * time.Second)
+		st := g.Stats()
+		t.Logf("%d accepted; gateway: mqtt %+v forward %+v duplicates %d", len(accepted), st.MQTT, st.Forward, st.Duplicates)
+		checkExactlyOnce(t, srv.URL(), accepted)
+	}
+	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
+		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
+	})
+	checkExactlyOnce(t, srv.URL(), accepted)
+	st := g.Stats()
+	t.Logf("%d accepted; gateway: mqtt %+v forward %+v duplicates %d", len(accepted), st.MQTT, st.Forward, st.Duplicates)
+}
+
+// probeBase numbers the probe messages, outside the range of the ones a
+// test counts.
+const probeBase = 1_000_000
+
+// waitSubscribed publishes probes until one reaches the stream: then the
+// gateway's subscription is in place at the broker, and its session will
+// keep what follows.
+func waitSubscribed(t testing.TB, p *publisher, natsURL string) {
+	t.Helper()
+	start := streamMsgs(t, natsURL)
+	for k := 0; ; k++ {
+		p.c.Publish(topicOf(probeBase+k), 1, false, payloadOf(probeBase+k)).WaitTimeout(5 * time.Second)
+		deadline := time.Now().Add(200 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if streamMsgs(t, natsURL) > start {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if k > 300 {
+			t.Fatal("the gateway never subscribed")
+		}
+	}
+}
