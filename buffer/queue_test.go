@@ -526,8 +526,8 @@ func TestMarksDropRedeliveredCopies(t *testing.T) {
 	q = openT(t, path, nil) // marks survive a restart: that is the point
 
 	seqs, err = q.AppendEntries(ctx, []buffer.Entry{
-		{Data: []byte("a"), Mark: mark("pid1", "hashA", true)},  // a redelivered copy: dropped
-		{Data: []byte("c"), Mark: mark("pid2", "hashC", true)},  // redelivered, but not what pid2 held: kept
+		{Data: []byte("a"), Mark: mark("pid1", "hashA", true)},   // a redelivered copy: dropped
+		{Data: []byte("c"), Mark: mark("pid2", "hashC", true)},   // redelivered, but not what pid2 held: kept
 		{Data: []byte("a2"), Mark: mark("pid1", "hashA", false)}, // a fresh message that happens to match: kept
 	})
 	if err != nil {
