@@ -1,0 +1,129 @@
+package gateway_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway"
+)
+
+var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment"}
+
+func lookup(k string) (string, bool) { v, ok := testEnv[k]; return v, ok }
+
+// Every file in configs/ loads: none can rot.
+func TestExampleConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../configs/*.yaml")
+	if len(files) < 3 {
+		t.Fatalf("found %d example configs", len(files))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := gateway.ParseConfig(f, data, lookup)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		t.Logf("%s: gateway %s, stream %s %v", filepath.Base(f), cfg.Gateway.ID, cfg.Upstream.Stream.Name, cfg.Upstream.Stream.Subjects)
+	}
+}
+
+func TestDefaultsAndExpansion(t *testing.T) {
+	data, _ := os.ReadFile("../configs/minimal.yaml")
+	cfg, err := gateway.ParseConfig("minimal.yaml", data, lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.MQTT.Subscriptions[0]
+	if cfg.Buffer.Path != "/var/lib/edgegw/buffer.db" || cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.MaxAge != 168*time.Hour ||
+		cfg.Buffer.WhenFull != "drop_oldest" || cfg.MQTT.ClientID != "edgegw-shed-01" || *s.QoS != 1 ||
+		s.Subject != "telemetry.{gateway}.{topic}" || cfg.Upstream.Stream.Name != "TELEMETRY" ||
+		strings.Join(cfg.Upstream.Stream.Subjects, ",") != "telemetry.>" || cfg.Log.Level != "info" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	data, _ = os.ReadFile("../configs/fleet-secure.yaml")
+	cfg, err = gateway.ParseConfig("fleet-secure.yaml", data, lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.ID != "van-07" || cfg.MQTT.Password != testEnv["MQTT_PASSWORD"] || cfg.Upstream.CredsFile != "/etc/edgegw/van-07.creds" ||
+		cfg.Upstream.Rate.BytesPerSecond != 64<<10 || cfg.MQTT.MaxPayload != 64<<10 {
+		t.Fatalf("expansion: id %q password %q creds %q", cfg.Gateway.ID, cfg.MQTT.Password, cfg.Upstream.CredsFile)
+	}
+	if strings.Contains(cfg.Summary(), testEnv["MQTT_PASSWORD"]) {
+		t.Fatal("Summary shows a secret")
+	}
+}
+
+// One test per validation rule: the problem names the key, the line and
+// the fix.
+func TestBadConfigs(t *testing.T) {
+	const good = `gateway:
+  id: gw1
+mqtt:
+  broker: tcp://127.0.0.1:1883
+  subscriptions:
+    - topic: sensors/#
+      qos: 1
+upstream:
+  servers: [nats://127.0.0.1:4222]
+`
+	tests := []struct {
+		name, yaml, path string
+		line             int
+		msg              string
+	}{
+		{"missing id", strings.Replace(good, "id: gw1", "id: \"\"", 1), "gateway.id", 2, "missing"},
+		{"bad id", strings.Replace(good, "id: gw1", "id: lobby.pi", 1), "gateway.id", 2, "letters, digits"},
+		{"unknown key", good + "  sever: x\n", "upstream.sever", 10, "unknown key"},
+		{"when_full", good + "buffer:\n  when_full: drop_newest\n", "buffer.when_full", 11, "drop_oldest or reject"},
+		{"max_bytes unit", good + "buffer:\n  max_bytes: 1 gigabyte\n", "(value)", 0, "not a size"},
+		{"negative max_age", good + "buffer:\n  max_age: -1h\n", "buffer.max_age", 11, "negative"},
+		{"broker URL", strings.Replace(good, "tcp://127.0.0.1:1883", "127.0.0.1:1883", 1), "mqtt.broker", 4, "broker URL"},
+		{"no subscriptions", strings.Replace(good, "  subscriptions:\n    - topic: sensors/#\n      qos: 1\n", "", 1), "mqtt.subscriptions", 0, "at least one"},
+		{"qos", strings.Replace(good, "qos: 1", "qos: 3", 1), "mqtt.subscriptions[0].qos", 7, "not 0, 1 or 2"},
+		{"topic filter", strings.Replace(good, "sensors/#", "sensors/#/x", 1), "mqtt.subscriptions[0].topic", 6, "'#'"},
+		{"subject template", strings.Replace(good, "qos: 1", "qos: 1\n      subject: telemetry.*.{topic}", 1), "mqtt.subscriptions[0].subject", 8, "not a NATS subject token"},
+		{"no servers", strings.Replace(good, "servers: [nats://127.0.0.1:4222]", "servers: []", 1), "upstream.servers", 9, "missing"},
+		{"server URL", strings.Replace(good, "nats://127.0.0.1:4222", "http://x:1", 1), "upstream.servers[0]", 9, "NATS URL"},
+		{"two auth methods", good + "  token: abc\n  creds_file: /x.creds\n", "upstream", 8, "only one"},
+		{"stream name", good + "  stream:\n    name: my.stream\n", "upstream.stream.name", 11, "may not contain"},
+		{"stream subjects miss", good + "  stream:\n    subjects: [metrics.>]\n", "upstream.stream.subjects", 11, "do not capture"},
+		{"tls pair", good + "  tls:\n    cert_file: /c.pem\n", "upstream.tls", 10, "go together"},
+		{"window", good + "  window: -5\n", "upstream.window", 10, "negative"},
+		{"log level", good + "log:\n  level: loud\n", "log.level", 11, "debug, info"},
+		{"log format", good + "log:\n  format: xml\n", "log.format", 11, "text or json"},
+		{"unset env", strings.Replace(good, "id: gw1", "id: ${NOPE}", 1), "gateway.id", 2, "NOPE is not set"},
+		{"not yaml", "gateway: [", "(file)", 0, "yaml"},
+		{"empty", "", "(file)", 0, "empty config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := gateway.ParseConfig("test.yaml", []byte(tt.yaml), lookup)
+			ce, ok := err.(*gateway.ConfigError)
+			if !ok {
+				t.Fatalf("err = %v, want a *ConfigError", err)
+			}
+			for _, p := range ce.Problems {
+				if p.Path == tt.path && strings.Contains(p.Msg, tt.msg) && (tt.line == 0 || p.Line == tt.line) {
+					return
+				}
+			}
+			t.Fatalf("no problem at %s (line %d) with %q in:\n%v", tt.path, tt.line, tt.msg, err)
+		})
+	}
+}
+
+func TestEveryProblemAtOnce(t *testing.T) {
+	_, err := gateway.ParseConfig("x.yaml", []byte("gateway:\n  id: a.b\nlog:\n  level: loud\n  format: xml\n"), lookup)
+	ce, ok := err.(*gateway.ConfigError)
+	if !ok || len(ce.Problems) < 4 {
+		t.Fatalf("want every problem reported together: %v", err)
+	}
+}
