@@ -506,3 +506,53 @@ func putUint(b *bolt.Bucket, k []byte, v uint64) error {
 	binary.BigEndian.PutUint64(buf[:], v)
 	return b.Put(k, buf[:])
 }
+
+// ReadStats reads the stats of the buffer file at path without taking it
+// over: it opens the file read-only, which works only while no edgegw has
+// it open (bbolt's lock); otherwise it returns ErrLocked after timeout.
+func ReadStats(path string, timeout time.Duration) (Stats, error) {
+	if _, err := os.Stat(path); err != nil {
+		return Stats{}, fmt.Errorf("buffer: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return Stats{}, fmt.Errorf("%w: %s is open in a running edgegw; stop it first", ErrLocked, path)
+		}
+		return Stats{}, openError(path, err)
+	}
+	defer db.Close()
+	var st state
+	err = db.View(func(tx *bolt.Tx) error {
+		meta, events := tx.Bucket(bucketMeta), tx.Bucket(bucketEvents)
+		if meta == nil || events == nil {
+			return fmt.Errorf("%w: %s", ErrForeign, path)
+		}
+		st = state{
+			next:        getUint(meta, keyNext),
+			bytes:       int64(getUint(meta, keyBytes)),
+			appended:    getUint(meta, keyAppended),
+			acked:       getUint(meta, keyAcked),
+			droppedFull: getUint(meta, keyDroppedFull),
+			droppedAge:  getUint(meta, keyDroppedAge),
+		}
+		st.first = st.next
+		if k, v := events.Cursor().First(); len(k) == 8 && len(v) >= 8 {
+			st.first = binary.BigEndian.Uint64(k)
+			st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		return nil
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	s := Stats{Events: st.next - st.first, Bytes: st.bytes, FirstSeq: st.first, NextSeq: st.next, Oldest: st.oldest,
+		Appended: st.appended, Acked: st.acked, DroppedFull: st.droppedFull, DroppedAge: st.droppedAge}
+	if !st.oldest.IsZero() {
+		s.OldestAge = time.Since(st.oldest)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		s.FileBytes = fi.Size()
+	}
+	return s, nil
+}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway"
-	"github.com/edgegw/edgegw/gateway/internal/mqtttest"
-	"github.com/edgegw/edgegw/gateway/internal/natstest"
+	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 const childConfig = "EDGEGW_GATEWAY_CHILD_CONFIG"

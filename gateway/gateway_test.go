@@ -18,8 +18,8 @@ import (
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/forward"
-	"github.com/edgegw/edgegw/gateway/internal/mqtttest"
-	"github.com/edgegw/edgegw/gateway/internal/natstest"
+	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 // configFor writes a config for one gateway between broker and server.

@@ -22,7 +22,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/edgegw/edgegw/gateway/forward"
-	"github.com/edgegw/edgegw/gateway/internal/natstest"
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 // forwardSome forwards 100 events over a connection made with co and checks

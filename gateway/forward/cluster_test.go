@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway/forward"
-	"github.com/edgegw/edgegw/gateway/internal/natstest"
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 // A 3-node JetStream cluster with an R3 stream; the stream leader's server

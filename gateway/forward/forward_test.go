@@ -18,7 +18,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
-	"github.com/edgegw/edgegw/gateway/internal/natstest"
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 const gw = "gw1"

@@ -1,0 +1,200 @@
+// Command edgegw is the edge gateway service.
+//
+//	edgegw run --config /etc/edgegw/edgegw.yaml
+//	edgegw config check --config /etc/edgegw/edgegw.yaml
+//	edgegw buffer stats --config /etc/edgegw/edgegw.yaml   (or --path buffer.db)
+//	edgegw version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+const usage = `usage:
+  edgegw run --config FILE [--log-format text|json] [--log-level LEVEL]
+  edgegw config check --config FILE
+  edgegw buffer stats (--config FILE | --path BUFFER_FILE)
+  edgegw version
+`
+
+// shutdownLimit bounds a graceful stop: stop ingest, flush, wait for the
+// upstream's acks (5s), close the buffer.
+const shutdownLimit = 30 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch {
+	case args[0] == "run":
+		return cmdRun(args[1:], stderr)
+	case args[0] == "config" && len(args) > 1 && args[1] == "check":
+		return cmdConfigCheck(args[2:], stdout, stderr)
+	case args[0] == "buffer" && len(args) > 1 && args[1] == "stats":
+		return cmdBufferStats(args[2:], stdout, stderr)
+	case args[0] == "version" || args[0] == "--version":
+		fmt.Fprintln(stdout, "edgegw", versionString())
+		return 0
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "edgegw: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/edgegw/edgegw.yaml", "config file")
+	format := fs.String("log-format", "", "text or json (overrides log.format)")
+	level := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := gateway.LoadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	if *format != "" {
+		cfg.Log.Format = *format
+	}
+	if *level != "" {
+		cfg.Log.Level = *level
+	}
+	log, err := newLogger(stderr, cfg.Log)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 2
+	}
+	log.Info("starting", "version", versionString(), "config", *cfgPath)
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		log.Info("stopping: ingest first, then the forwarder's in-flight acks, then the buffer")
+		select {
+		case err = <-done:
+		case <-time.After(shutdownLimit):
+			log.Error("did not stop in time; exiting (the buffer file is safe: every commit is)", "limit", shutdownLimit)
+			return 1
+		}
+	}
+	if err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/edgegw/edgegw.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := gateway.LoadConfig(*cfgPath)
+	var ce *gateway.ConfigError
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			fmt.Fprintf(stderr, "%s: %s\n", *cfgPath, p)
+		}
+		fmt.Fprintf(stderr, "%d problem(s)\n", len(ce.Problems))
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: OK\n# effective config, secrets hidden:\n%s", *cfgPath, cfg.Summary())
+	return 0
+}
+
+func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("buffer stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "config file (its buffer.path)")
+	path := fs.String("path", "", "buffer file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		if *cfgPath == "" {
+			*cfgPath = "/etc/edgegw/edgegw.yaml"
+		}
+		cfg, err := gateway.LoadConfig(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "edgegw:", err)
+			return 1
+		}
+		*path = cfg.Buffer.Path
+	}
+	st, err := buffer.ReadStats(*path, time.Second)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	oldest := "-"
+	if !st.Oldest.IsZero() {
+		oldest = fmt.Sprintf("%s (%s ago)", st.Oldest.UTC().Format(time.RFC3339), st.OldestAge.Round(time.Second))
+	}
+	fmt.Fprintf(stdout, "buffer:          %s\nfile size:       %d bytes\nevents held:     %d\nbytes held:      %d\noldest event:    %s\nseq range:       %d .. %d\nappended total:  %d\nacked total:     %d\ndropped (full):  %d\ndropped (age):   %d\n",
+		*path, st.FileBytes, st.Events, st.Bytes, oldest, st.FirstSeq, st.NextSeq-1, st.Appended, st.Acked, st.DroppedFull, st.DroppedAge)
+	return 0
+}
+
+func newLogger(w io.Writer, c gateway.LogConfig) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log level %q is not debug, info, warn or error", c.Level)
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	switch c.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("log format %q is not text or json", c.Format)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

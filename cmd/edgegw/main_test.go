@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+func writeConfig(t *testing.T, broker, nats string) (cfgPath, dataDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath = filepath.Join(dir, "edgegw.yaml")
+	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nmqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [%s]\n  stream:\n    create: true\n", dir, broker, nats)
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, dir
+}
+
+func TestConfigCheck(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"config", "check", "--config", "../../configs/edgegw.yaml"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("gateway:\n  id: a.b\nlog:\n  level: loud\n"), 0o600)
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"config", "check", "--config", bad}, &out, &errb); code != 1 {
+		t.Fatalf("bad config: exit %d", code)
+	}
+	for _, want := range []string{"gateway.id (line 2)", "log.level (line 4)", "problem(s)"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("config check output lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
+func TestUsageAndVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "usage") {
+		t.Fatalf("no args: exit %d, %q", code, errb.String())
+	}
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+	out.Reset()
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "edgegw ") {
+		t.Fatalf("version: exit %d, %q", code, out.String())
+	}
+}
+
+// The real binary's path: run, SIGTERM, exit 0 within the bound, buffer
+// closed cleanly (buffer stats can open it right after).
+func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
+	if os.Getenv("EDGEGW_MAIN_CHILD") != "" {
+		os.Exit(run(strings.Split(os.Getenv("EDGEGW_MAIN_CHILD"), "|"), os.Stdout, os.Stderr))
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfgPath, dir := writeConfig(t, broker.URL(), srv.URL())
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRunStopsCleanlyOnSIGTERM$")
+	cmd.Env = append(os.Environ(), "EDGEGW_MAIN_CHILD=run|--config|"+cfgPath+"|--log-format|json")
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "edgegw running") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("never started:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+	}
+	if el := time.Since(start); el > shutdownLimit {
+		t.Fatalf("took %s to stop", el)
+	}
+	if !strings.Contains(logs.String(), `"msg":"edgegw stopped"`) {
+		t.Fatalf("no JSON stop line in the logs:\n%s", logs.String())
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"buffer", "stats", "--path", filepath.Join(dir, "buffer.db")}, &out, &errb); code != 0 {
+		t.Fatalf("buffer stats after stop: %s", errb.String())
+	}
+	if !strings.Contains(out.String(), "events held:     0") {
+		t.Fatalf("buffer stats:\n%s", out.String())
+	}
+}
+
+// syncBuffer is written by exec's copying goroutine and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
