@@ -1,0 +1,346 @@
+// Command edgegw-demo is a self-contained tour of edgegw: an in-process
+// NATS JetStream server plays the cloud, an in-process MQTT broker plays the
+// building, simulated devices publish readings with QoS 1, and the real
+// gateway code sits between them. Halfway through the uplink is cut; the
+// backlog grows in the gateway's buffer; the uplink comes back and drains.
+// At the end the demo reads the whole stream and checks that every reading
+// the broker accepted arrived exactly once. It exits 0 if so, 1 if not.
+//
+//	go run ./cmd/edgegw-demo            # about 45 seconds
+//	go run ./cmd/edgegw-demo -forever   # until Ctrl-C, the uplink flapping
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway"
+)
+
+func main() {
+	devices := flag.Int("devices", 5, "simulated devices")
+	rate := flag.Int("rate", 200, "readings per second per device")
+	forever := flag.Bool("forever", false, "keep running (uplink down 15s of every 45s) until interrupted")
+	verbose := flag.Bool("v", false, "show the gateway's logs")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := demo(ctx, *devices, *rate, *forever, *verbose); err != nil {
+		fmt.Fprintln(os.Stderr, "edgegw-demo:", err)
+		os.Exit(1)
+	}
+}
+
+type reading struct {
+	Device string  `json:"device"`
+	N      int     `json:"n"`
+	TempC  float64 `json:"temperature_c"`
+	RH     float64 `json:"humidity_pct"`
+}
+
+func demo(ctx context.Context, devices, rate int, forever, verbose bool) error {
+	dir, err := os.MkdirTemp("", "edgegw-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// The cloud: JetStream on a loopback port, its store in dir.
+	natsOpts := &server.Options{Host: "127.0.0.1", Port: freePort(), JetStream: true, StoreDir: dir + "/cloud", NoLog: true, NoSigs: true}
+	cloud, err := startNATS(natsOpts)
+	if err != nil {
+		return err
+	}
+	defer func() { cloud.Shutdown() }()
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsOpts.Port)
+
+	// The building: an MQTT broker.
+	brokerAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumInflight = 65535
+	caps.MaximumClientWritesPending = 1 << 20
+	broker := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	broker.AddHook(new(auth.AllowHook), nil)
+	if err := broker.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: brokerAddr})); err != nil {
+		return err
+	}
+	if err := broker.Serve(); err != nil {
+		return err
+	}
+	defer broker.Close()
+
+	// The gateway, from the same config a user writes.
+	cfgText := fmt.Sprintf(`gateway:
+  id: demo-gw
+  data_dir: %s/gateway
+mqtt:
+  broker: tcp://%s
+  subscriptions:
+    - topic: building/+/climate
+      qos: 1
+      subject: telemetry.{gateway}.{level2}
+upstream:
+  servers: [%s]
+  stream:
+    name: TELEMETRY
+    subjects: [telemetry.>]
+    create: true
+`, dir, brokerAddr, natsURL)
+	cfg, err := gateway.ParseConfig("demo.yaml", []byte(cfgText), os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	logw := io.Discard
+	if verbose {
+		logw = os.Stderr
+	}
+	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(logw, nil)))
+	if err != nil {
+		return err
+	}
+	gctx, gstop := context.WithCancel(context.Background())
+	gdone := make(chan error, 1)
+	go func() { gdone <- g.Run(gctx) }()
+	defer func() { gstop(); <-gdone }()
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return g.Stats().MQTT.Connected }); err != nil {
+		return fmt.Errorf("gateway did not connect to the broker: %w", err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the subscription settle before devices publish
+
+	fmt.Printf("edgegw demo: %d devices x %d readings/s -> MQTT broker %s -> edgegw -> JetStream %s\n", devices, rate, brokerAddr, natsURL)
+	fmt.Println("the uplink will be cut and restored; every reading must arrive exactly once")
+
+	// The devices.
+	var accepted atomic.Int64
+	var acceptedMu sync.Mutex
+	acceptedSet := map[string]bool{}
+	devCtx, devStop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for d := 1; d <= devices; d++ {
+		name := fmt.Sprintf("room-%d", d)
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID("device-" + name).SetAutoReconnect(true))
+		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			devStop()
+			return fmt.Errorf("device %s: %v", name, t.Error())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Disconnect(100)
+			tick := time.NewTicker(time.Second / time.Duration(rate))
+			defer tick.Stop()
+			for n := 0; ; n++ {
+				select {
+				case <-devCtx.Done():
+					return
+				case <-tick.C:
+				}
+				r := reading{Device: name, N: n, TempC: 21 + 2*math.Sin(float64(n)/50), RH: 40 + 5*math.Cos(float64(n)/70)}
+				b, _ := json.Marshal(r)
+				t := c.Publish("building/"+name+"/climate", 1, false, b)
+				go func() {
+					if t.WaitTimeout(30*time.Second) && t.Error() == nil {
+						acceptedMu.Lock()
+						acceptedSet[fmt.Sprintf("%s/%d", name, n)] = true
+						acceptedMu.Unlock()
+						accepted.Add(1)
+					}
+				}()
+			}
+		}()
+	}
+
+	status := func(phase string) {
+		st := g.Stats()
+		uplink := "up"
+		if !st.Forward.Connected {
+			uplink = "DOWN"
+		}
+		fmt.Printf("%-22s accepted %7d  ingested %7d  buffered %6d  delivered %7d  duplicates dropped %d  uplink %s\n",
+			phase, accepted.Load(), st.MQTT.Committed, st.Buffer.Events, st.Forward.Acked, st.Duplicates, uplink)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	start := time.Now()
+	uplinkDown := false
+	for {
+		select {
+		case <-ctx.Done():
+			if !forever {
+				devStop()
+				wg.Wait()
+				return ctx.Err()
+			}
+		case <-tick.C:
+		}
+		el := time.Since(start)
+		phase := "streaming"
+		cutAt, backAt, endAt := 8*time.Second, 20*time.Second, 30*time.Second
+		if forever {
+			el %= 45 * time.Second
+			cutAt, backAt, endAt = 15*time.Second, 30*time.Second, time.Duration(math.MaxInt64)
+		}
+		switch {
+		case el >= cutAt && el < backAt && !uplinkDown:
+			cloud.Shutdown()
+			uplinkDown = true
+			fmt.Println("--- uplink cut: readings keep coming and wait in the gateway's bbolt buffer")
+		case el >= backAt && uplinkDown:
+			if cloud, err = startNATS(natsOpts); err != nil {
+				devStop()
+				return err
+			}
+			uplinkDown = false
+			fmt.Println("--- uplink restored: the backlog drains, in order")
+		}
+		if uplinkDown {
+			phase = "uplink down"
+		}
+		status(phase)
+		if ctx.Err() != nil || (!forever && time.Since(start) >= endAt) {
+			break
+		}
+	}
+	devStop()
+	wg.Wait()
+	if uplinkDown {
+		if cloud, err = startNATS(natsOpts); err != nil {
+			return err
+		}
+	}
+	// Let the publishes in flight settle, then drain.
+	time.Sleep(time.Second)
+	want := accepted.Load()
+	if err := waitUntil(context.Background(), 30*time.Second, func() bool {
+		st := g.Stats()
+		return st.MQTT.Committed >= uint64(want) && st.Buffer.Events == 0 && st.Forward.Acked >= uint64(want)
+	}); err != nil {
+		status("drain timed out")
+	}
+	status("drained")
+
+	// Check the stream.
+	got, dups, err := readStream(natsURL)
+	if err != nil {
+		return err
+	}
+	acceptedMu.Lock()
+	defer acceptedMu.Unlock()
+	lost := 0
+	for k := range acceptedSet {
+		if got[k] == 0 {
+			lost++
+		}
+	}
+	fmt.Printf("\nresult: %d readings accepted by the broker, %d in the stream, %d lost, %d duplicated\n", len(acceptedSet), len(got), lost, dups)
+	if lost > 0 || dups > 0 {
+		return fmt.Errorf("%d lost, %d duplicated", lost, dups)
+	}
+	fmt.Println("OK: every reading arrived exactly once, through an uplink outage")
+	return nil
+}
+
+// readStream counts every reading in the stream by device and number.
+func readStream(url string) (map[string]int, int, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		return nil, 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, 0, err
+	}
+	got, dups := map[string]int{}, 0
+	for read := uint64(0); read < info.State.Msgs; {
+		batch, err := c.Fetch(5000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, 0, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var r reading
+			if err := json.Unmarshal(m.Data(), &r); err != nil {
+				return nil, 0, fmt.Errorf("message %q: %w", m.Data(), err)
+			}
+			k := fmt.Sprintf("%s/%d", r.Device, r.N)
+			if got[k]++; got[k] > 1 {
+				dups++
+			}
+		}
+		if n == 0 {
+			return nil, 0, fmt.Errorf("stream read stalled at %d of %d", read, info.State.Msgs)
+		}
+		read += uint64(n)
+	}
+	return got, dups, nil
+}
+
+func startNATS(o *server.Options) (*server.Server, error) {
+	cp := *o
+	s, err := server.NewServer(&cp)
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		return nil, fmt.Errorf("nats server not ready")
+	}
+	return s, nil
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
