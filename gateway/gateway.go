@@ -178,7 +178,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
 		"buffered", q.Stats().Events, "sources", len(sources))
 	grp, gctx := errgroup.WithContext(ctx)
-	emit := g.emitter(q)
+	emit := BufferEmitter(q, func() { g.duplicates.Add(1) })
 	for _, s := range sources {
 		grp.Go(func() error {
 			if err := s.Run(gctx, emit); err != nil {
@@ -194,8 +194,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	return err
 }
 
-// emitter commits events to q, each with its redelivery mark.
-func (g *Gateway) emitter(q *buffer.Queue) event.EmitFunc {
+// BufferEmitter commits events to q, each with its redelivery mark; onDup,
+// if not nil, is called for each event dropped as a redelivered copy.
+func BufferEmitter(q *buffer.Queue, onDup func()) event.EmitFunc {
 	return func(ctx context.Context, events ...event.Event) error {
 		if len(events) == 0 {
 			return nil
@@ -216,8 +217,8 @@ func (g *Gateway) emitter(q *buffer.Queue) event.EmitFunc {
 			return err
 		}
 		for _, s := range seqs {
-			if s == 0 {
-				g.duplicates.Add(1)
+			if s == 0 && onDup != nil {
+				onDup()
 			}
 		}
 		return nil

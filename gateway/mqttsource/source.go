@@ -51,7 +51,7 @@ type Options struct {
 
 	Subscriptions []Subscription
 	MaxPayload    int // bytes; larger messages are acked, dropped and counted
-	// BatchSize caps the messages committed together (default 512).
+	// BatchSize caps the messages committed together (default 4096).
 	BatchSize int
 	Logger    *slog.Logger
 }
@@ -104,7 +104,7 @@ func New(o Options) (*Source, error) {
 		o.MaxPayload = DefaultMaxPayload
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 512
+		o.BatchSize = 4096
 	}
 	s := &Source{o: o, log: o.Logger}
 	if s.log == nil {
@@ -209,16 +209,32 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 }
 
 // ingest commits messages in batches and acks them, in arrival order, once
-// their batch is on disk.
+// their batch is on disk. Acks are sent by a second goroutine, so the next
+// batch is collected and committed while paho writes the PUBACKs of the
+// last one (each is a write of its own).
 func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit event.EmitFunc) error {
-	batch := make([]mqtt.Message, 0, s.o.BatchSize)
+	acks := make(chan []mqtt.Message, 4)
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for batch := range acks {
+			for _, m := range batch {
+				m.Ack()
+			}
+		}
+	}()
+	defer func() {
+		close(acks)
+		<-acked
+	}()
+
 	events := make([]event.Event, 0, s.o.BatchSize)
 	logged := map[string]bool{} // topics already logged as dropped
 	for {
-		batch = batch[:0]
+		var batch []mqtt.Message
 		select {
 		case m := <-msgs:
-			batch = append(batch, m)
+			batch = append(make([]mqtt.Message, 0, 64), m)
 		case <-ctx.Done():
 			return nil
 		}
@@ -262,9 +278,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 			}
 		}
 		s.committed.Add(uint64(len(events)))
-		for _, m := range batch {
-			m.Ack()
-		}
+		acks <- batch
 	}
 }
 
