@@ -127,11 +127,21 @@ func checkStreamOrder(t testing.TB, url string, n int, inOrder bool) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
+	// Right after a leader change the stream may have no leader yet for a
+	// moment: ask until it answers.
+	var s jetstream.Stream
+	var info *jetstream.StreamInfo
+	for {
+		if s, err = js.Stream(ctx, "TELEMETRY"); err == nil {
+			if info, err = s.Info(ctx); err == nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("stream info: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	info, _ := s.Info(ctx)
 	if info.State.Msgs != uint64(n) {
 		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, n)
 	}
