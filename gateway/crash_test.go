@@ -212,8 +212,9 @@ const probeBase = 1_000_000
 
 // waitSubscribed publishes probes until one reaches the stream: then the
 // gateway's subscription is in place at the broker, and its session will
-// keep what follows.
-func waitSubscribed(t testing.TB, p *publisher, natsURL string) {
+// keep what follows. It returns the number of messages in the stream once
+// the probes have settled; readers of the stream skip probes.
+func waitSubscribed(t testing.TB, p *publisher, natsURL string) uint64 {
 	t.Helper()
 	start := streamMsgs(t, natsURL)
 	for k := 0; ; k++ {
@@ -221,7 +222,8 @@ func waitSubscribed(t testing.TB, p *publisher, natsURL string) {
 		deadline := time.Now().Add(200 * time.Millisecond)
 		for time.Now().Before(deadline) {
 			if streamMsgs(t, natsURL) > start {
-				return
+				time.Sleep(300 * time.Millisecond) // a later probe may still be on its way
+				return streamMsgs(t, natsURL)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

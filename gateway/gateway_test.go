@@ -179,7 +179,7 @@ func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for len(order) < int(info.State.Msgs) {
+	for read := 0; read < int(info.State.Msgs); {
 		batch, err := c.Fetch(2000, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -187,6 +187,7 @@ func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 		got := 0
 		for m := range batch.Messages() {
 			got++
+			read++
 			var n, tt int
 			if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &n, &tt); err != nil {
 				t.Fatalf("message %q on %s is not one of ours", m.Data(), m.Subject())
@@ -200,11 +201,14 @@ func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 			if h := m.Headers(); h.Get("Edgegw-Source") != topicOf(n) || h.Get("Edgegw-Gateway") != "gw1" || h.Get("Edgegw-Time") == "" {
 				t.Fatalf("message %d headers %v", n, h)
 			}
+			if n >= probeBase {
+				continue // a probe of waitSubscribed
+			}
 			count[n]++
 			order = append(order, n)
 		}
 		if got == 0 {
-			t.Fatalf("stream read stalled at %d of %d", len(order), info.State.Msgs)
+			t.Fatalf("stream read stalled at %d of %d", read, info.State.Msgs)
 		}
 	}
 	return count, order
@@ -266,11 +270,12 @@ func TestEndToEnd50kQoS1(t *testing.T) {
 	g := startGateway(t, cfg)
 
 	pub := newPublisher(t, broker.URL(), "pub", true)
+	base := waitSubscribed(t, pub, srv.URL())
 	pub.publish(0, n, 500, 0)
 	if len(pub.acceptedSet()) != n {
 		t.Fatalf("broker accepted %d of %d", len(pub.acceptedSet()), n)
 	}
-	waitFor(t, 2*time.Minute, "all messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= n })
+	waitFor(t, 2*time.Minute, "all messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= base+n })
 	count, order := streamContents(t, srv.URL())
 	if len(order) != n || len(count) != n {
 		t.Fatalf("stream holds %d messages, %d distinct; want %d", len(order), len(count), n)
@@ -290,13 +295,22 @@ func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.MQTT.MaxPayload = 1024
 	g := startGateway(t, cfg)
+	base := waitSubscribed(t, newPublisher(t, broker.URL(), "probe", true), srv.URL())
 
-	pub := newPublisher(t, broker.URL(), "pub", true)
-	send := func(topic string, payload []byte) {
+	// One connection per message: a broker may refuse a topic by closing
+	// the connection (mosquitto does for control bytes); such a topic never
+	// reaches a gateway, so it is left out of what must arrive.
+	sent := 0
+	send := func(topic string, payload []byte) bool {
+		sent++
+		pub := newPublisher(t, broker.URL(), fmt.Sprintf("pub%d", sent), true)
+		defer pub.c.Disconnect(0)
 		tok := pub.c.Publish(topic, 1, false, payload)
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %q: %v", topic, tok.Error())
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Logf("the broker refused topic %q: %v", topic, tok.Error())
+			return false
 		}
+		return true
 	}
 	hostile := map[string]string{ // topic -> the subject it must map to
 		"sensors/x\r\nNats-Msg-Id: gw1-1": "telemetry.gw1.sensors.x%0D%0ANats-Msg-Id:%20gw1-1",
@@ -309,14 +323,28 @@ func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
 		"sensors/trailing/":               "telemetry.gw1.sensors.trailing.%",
 	}
 	for topic := range hostile {
-		send(topic, []byte("h:"+topic))
+		if !send(topic, []byte("h:"+topic)) {
+			delete(hostile, topic)
+		}
+		// mosquitto acknowledges a topic with control bytes and delivers it
+		// to nobody; mochi delivers it, and the mapping is tested there.
+		if mqtttest.Mosquitto() && strings.ContainsFunc(topic, func(r rune) bool { return r < 0x20 }) {
+			t.Logf("mosquitto does not deliver topic %q", topic)
+			delete(hostile, topic)
+		}
+	}
+	if len(hostile) < 4 {
+		t.Fatalf("the broker took only %d of the hostile topics", len(hostile))
 	}
 	send("sensors/big", make([]byte, 4096)) // over max_payload: dropped
 	send("sensors/big", make([]byte, 2048)) // logged once per topic, still dropped
 	send("sensors/after", []byte("after"))  // and the next message flows
 
-	want := len(hostile) + 1
-	waitFor(t, time.Minute, "the well-formed messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(want) })
+	want := base + uint64(len(hostile)) + 1
+	deadline := time.Now().Add(20 * time.Second)
+	for streamMsgs(t, srv.URL()) < want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	nc, _ := nats.Connect(srv.URL())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
@@ -339,7 +367,7 @@ func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
 	if _, err := s.GetLastMsgForSubject(ctx, "telemetry.gw1.sensors.big"); err == nil {
 		t.Error("an oversized message reached the stream")
 	}
-	if info, _ := s.Info(ctx); info.State.Msgs != uint64(want) {
+	if info, _ := s.Info(ctx); info.State.Msgs != want {
 		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, want)
 	}
 	if st := g.Stats().MQTT; st.TooLarge != 2 {
