@@ -152,8 +152,8 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 		f.evLm = rate.NewLimiter(rate.Limit(o.RateEvents), max(1, int(o.RateEvents/10)))
 	}
 	if o.RateBytes > 0 {
-		// The burst must hold the largest message or WaitN fails.
-		f.byLm = rate.NewLimiter(rate.Limit(o.RateBytes), max(int(o.RateBytes/10), 1<<20))
+		// A one-second burst; larger messages wait in burst-sized steps.
+		f.byLm = rate.NewLimiter(rate.Limit(o.RateBytes), max(int(o.RateBytes), 1))
 	}
 	return f, nil
 }
@@ -465,8 +465,12 @@ func (f *Forwarder) limit(ctx context.Context, size int) error {
 		}
 	}
 	if f.byLm != nil {
-		if err := f.byLm.WaitN(ctx, min(size, f.byLm.Burst())); err != nil {
-			return err
+		for size > 0 {
+			n := min(size, f.byLm.Burst())
+			if err := f.byLm.WaitN(ctx, n); err != nil {
+				return err
+			}
+			size -= n
 		}
 	}
 	return nil

@@ -404,3 +404,99 @@ func TestEscapeHeader(t *testing.T) {
 		}
 	}
 }
+
+// The drain rate caps hold: 3,000 events at 2,000 events/s take at least a
+// second; 600 payloads of about 16 bytes (9.6 kB) at 4,000 bytes/s, with a
+// one-second burst, at least 1.4 s.
+func TestRateLimits(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	tests := []struct {
+		name    string
+		n       int
+		mod     func(*forward.Options)
+		atLeast time.Duration
+	}{
+		{"events per second", 3000, func(o *forward.Options) { o.RateEvents = 2000 }, time.Second},
+		{"bytes per second", 600, func(o *forward.Options) { o.RateBytes = 4000 }, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, tt.n)
+			defer q.Close()
+			o := options()
+			tt.mod(&o)
+			f, err := forward.New(q, connect(t, srv.URL()), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			runForwarder(t, f, q, nil)
+			if el := time.Since(start); el < tt.atLeast {
+				t.Fatalf("drained %d events in %s; the cap allows no less than %s", tt.n, el, tt.atLeast)
+			}
+		})
+	}
+}
+
+// Stopping mid-drain: Run returns nil within the stop timeout, what was
+// acknowledged left the buffer, and the rest is still there, each event in
+// exactly one of the two places.
+func TestGracefulStopLeavesTheRestBuffered(t *testing.T) {
+	const n = 20_000
+	srv := natstest.Start(t, nil)
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, n)
+	defer q.Close()
+	o := options()
+	o.RateEvents = 10_000
+	o.StopTimeout = 2 * time.Second
+	f, err := forward.New(q, connect(t, srv.URL()), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	waitFor(t, func() bool { return f.Stats().Acked > n/4 })
+	stopped := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	if el := time.Since(stopped); el > o.StopTimeout+time.Second {
+		t.Fatalf("stop took %s", el)
+	}
+	if err := q.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	inStream := streamCount(t, srv.URL())
+	held := q.Stats().Events
+	if inStream+held != n || inStream == 0 || held == 0 {
+		t.Fatalf("%d in the stream + %d still buffered != %d", inStream, held, n)
+	}
+	t.Logf("stopped with %d delivered and %d buffered", inStream, held)
+	// Starting again delivers the rest, once.
+	f2, _ := forward.New(q, connect(t, srv.URL()), options())
+	runForwarder(t, f2, q, nil)
+	checkStream(t, srv.URL(), n)
+}
+
+func streamCount(t testing.TB, url string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
