@@ -1,0 +1,189 @@
+// Package sensors reads sensors wired to the gateway itself (I²C, and
+// simulated ones for demos and tests) with periph.io, and produces their
+// readings as events. It knows nothing of the buffer or NATS: a Poller is
+// an event.Source, and the gateway gives it an EmitFunc.
+package sensors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/event"
+)
+
+// A Reader takes one reading of named values, each name carrying its unit
+// ("temperature_c", "humidity_pct", "pressure_hpa").
+type Reader interface {
+	Read() (map[string]float64, error)
+	Close() error
+}
+
+// OpenFunc opens a Reader: the bus and the device. It is called again,
+// with backoff, after any failure, so a sensor unplugged and plugged back
+// recovers on its own.
+type OpenFunc func() (Reader, error)
+
+// Payload is the JSON a reading is published as.
+type Payload struct {
+	Sensor string             `json:"sensor"`
+	TS     time.Time          `json:"ts"`
+	Values map[string]float64 `json:"values"`
+}
+
+// Poller reads one sensor every Interval and emits each reading.
+type Poller struct {
+	name, subject string
+	interval      time.Duration
+	open          OpenFunc
+	log           *slog.Logger
+
+	reads, failures atomic.Uint64
+	available       atomic.Bool
+	lastErr         atomic.Pointer[string]
+}
+
+var _ event.Source = (*Poller)(nil)
+
+// NewPoller checks its arguments; it opens nothing.
+func NewPoller(name, subject string, interval time.Duration, open OpenFunc, log *slog.Logger) (*Poller, error) {
+	if name == "" || subject == "" || open == nil {
+		return nil, errors.New("sensors: a poller needs a name, a subject and an open function")
+	}
+	if interval <= 0 {
+		return nil, fmt.Errorf("sensors: %s: interval must be positive", name)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Poller{name: name, subject: subject, interval: interval, open: open, log: log.With("sensor", name)}, nil
+}
+
+// Name is the sensor's name.
+func (p *Poller) Name() string { return p.name }
+
+// Stats of a poller.
+type Stats struct {
+	Available bool   // the last open or read succeeded
+	Reads     uint64 // readings emitted
+	Failures  uint64 // failed opens and reads
+	LastError string
+}
+
+// Stats returns the counters.
+func (p *Poller) Stats() Stats {
+	s := Stats{Available: p.available.Load(), Reads: p.reads.Load(), Failures: p.failures.Load()}
+	if e := p.lastErr.Load(); e != nil {
+		s.LastError = *e
+	}
+	return s
+}
+
+// Run reads every interval until ctx ends. A failing sensor (missing bus,
+// NACK, CRC error) is closed, counted, logged (the first failure and then
+// at most once a minute) and reopened with backoff from one interval up to
+// a minute; it never returns an error for that, so it never stops the
+// other sources. Each reading is timestamped when it is taken.
+func (p *Poller) Run(ctx context.Context, emit event.EmitFunc) error {
+	var r Reader
+	defer func() {
+		if r != nil {
+			r.Close()
+		}
+	}()
+	backoff := p.interval
+	var lastLog time.Time
+	fail := func(what string, err error) {
+		p.failures.Add(1)
+		p.available.Store(false)
+		msg := fmt.Sprintf("%s: %v", what, err)
+		p.lastErr.Store(&msg)
+		if time.Since(lastLog) > time.Minute {
+			lastLog = time.Now()
+			p.log.Warn("sensor unavailable; retrying", "err", msg, "retry_in", backoff, "failures", p.failures.Load())
+		}
+	}
+	tick := time.NewTicker(p.interval)
+	defer tick.Stop()
+	for {
+		if r == nil {
+			var err error
+			if r, err = p.open(); err != nil {
+				r = nil
+				fail("open", err)
+				if !sleep(ctx, backoff) {
+					return nil
+				}
+				backoff = min(2*backoff, time.Minute)
+				continue
+			}
+		}
+		ts, vals, err := read(r)
+		if err != nil {
+			r.Close()
+			r = nil
+			fail("read", err)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(2*backoff, time.Minute)
+			continue
+		}
+		if !p.available.Swap(true) && p.failures.Load() > 0 {
+			p.log.Info("sensor back", "failures", p.failures.Load())
+		}
+		backoff = p.interval
+		b, err := json.Marshal(Payload{Sensor: p.name, TS: ts, Values: vals})
+		if err != nil {
+			return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
+		}
+		if err := emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: ts, Payload: b}); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Warn("reading not stored", "err", err) // buffer full under reject: the reading is skipped
+		} else {
+			p.reads.Add(1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// ReadOnce opens, reads and closes: `edgegw sensors read`.
+func (p *Poller) ReadOnce() (time.Time, map[string]float64, error) {
+	r, err := p.open()
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("%s: open: %w", p.name, err)
+	}
+	defer r.Close()
+	ts, vals, err := read(r)
+	if err != nil {
+		return ts, nil, fmt.Errorf("%s: read: %w", p.name, err)
+	}
+	return ts, vals, nil
+}
+
+func read(r Reader) (time.Time, map[string]float64, error) {
+	ts := time.Now()
+	vals, err := r.Read()
+	return ts, vals, err
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

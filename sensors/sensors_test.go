@@ -1,0 +1,195 @@
+package sensors_test
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/sensors"
+)
+
+// bme280Init is the BME280 start-up exchange: chip id 0x60, the
+// calibration blocks and the configuration writes (byte sequences from the
+// datasheet's register map, as periph's own bmxx80 tests use them).
+func bme280Init() []i2ctest.IO {
+	return []i2ctest.IO{
+		{Addr: 0x76, W: []byte{0xd0}, R: []byte{0x60}},
+		{Addr: 0x76, W: []byte{0x88}, R: []byte{0x10, 0x6e, 0x6c, 0x66, 0x32, 0x0, 0x5d, 0x95, 0xb8, 0xd5, 0xd0, 0xb, 0x77, 0x1e, 0x9d, 0xff, 0xf9, 0xff, 0xac, 0x26, 0xa, 0xd8, 0xbd, 0x10, 0x0, 0x4b}},
+		{Addr: 0x76, W: []byte{0xe1}, R: []byte{0x6e, 0x1, 0x0, 0x13, 0x5, 0x0, 0x1e}},
+		{Addr: 0x76, W: []byte{0xf4, 0x6c, 0xf2, 0x3, 0xf5, 0xa0, 0xf4, 0x6c}},
+	}
+}
+
+// bme280Read is one forced measurement: 23.72 °C, 1009.43 hPa, 65.31 %RH.
+func bme280Read() []i2ctest.IO {
+	return []i2ctest.IO{
+		{Addr: 0x76, W: []byte{0xf4, 0x6d}},
+		{Addr: 0x76, W: []byte{0xf3}, R: []byte{0}},
+		{Addr: 0x76, W: []byte{0xf7}, R: []byte{0x4a, 0x52, 0xc0, 0x80, 0x96, 0xc0, 0x7a, 0x76}},
+	}
+}
+
+// BME280Bus is a playback bus for a BME280 taking n readings.
+func BME280Bus(n int) *i2ctest.Playback {
+	ops := bme280Init()
+	for range n {
+		ops = append(ops, bme280Read()...)
+	}
+	return &i2ctest.Playback{Ops: ops, DontPanic: true}
+}
+
+func TestBME280Reading(t *testing.T) {
+	bus := BME280Bus(1)
+	s, err := sensors.OpenBME280(bus, 0x76)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"temperature_c": 23.72, "pressure_hpa": 1009.43, "humidity_pct": 65.31}
+	for k, w := range want {
+		if math.Abs(v[k]-w) > 0.005 {
+			t.Errorf("%s = %v, want %v", k, v[k], w)
+		}
+	}
+	if err := bus.Close(); err != nil { // fails if an expected exchange did not happen
+		t.Fatal(err)
+	}
+}
+
+func TestRegisterDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		r    sensors.Register
+		b    []byte
+		want float64
+	}{
+		// TMP102-style: 12-bit, 0.0625 °C/LSB in the top bits of 2 bytes.
+		{"tmp102 25C", sensors.Register{Length: 2, BigEndian: true, Signed: true, Scale: 0.0625 / 16, Name: "t"}, []byte{0x19, 0x00}, 25},
+		{"tmp102 -25C", sensors.Register{Length: 2, BigEndian: true, Signed: true, Scale: 0.0625 / 16, Name: "t"}, []byte{0xE7, 0x00}, -25},
+		{"u8", sensors.Register{Length: 1, Name: "x"}, []byte{200}, 200},
+		{"s8", sensors.Register{Length: 1, Signed: true, Name: "x"}, []byte{200}, -56},
+		{"u16 le", sensors.Register{Length: 2, Name: "x"}, []byte{0x34, 0x12}, 0x1234},
+		{"u24 be", sensors.Register{Length: 3, BigEndian: true, Name: "x"}, []byte{0x01, 0x02, 0x03}, 0x010203},
+		{"s24 be", sensors.Register{Length: 3, BigEndian: true, Signed: true, Name: "x"}, []byte{0xff, 0xff, 0xfe}, -2},
+		{"s32 le", sensors.Register{Length: 4, Signed: true, Name: "x"}, []byte{0xff, 0xff, 0xff, 0xff}, -1},
+		{"scale+offset", sensors.Register{Length: 2, BigEndian: true, Scale: 0.1, Offset: -40, Name: "x"}, []byte{0x01, 0x90}, 0},
+	}
+	for _, tt := range tests {
+		got, err := tt.r.Decode(tt.b)
+		if err != nil || math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("%s: %v, %v; want %v", tt.name, got, err, tt.want)
+		}
+	}
+	if _, err := (sensors.Register{Length: 2, Name: "x"}).Decode([]byte{1}); err == nil {
+		t.Error("short read: no error")
+	}
+	for _, bad := range []sensors.Register{{Length: 0, Name: "x"}, {Length: 5, Name: "x"}, {Length: 1}, {Length: 1, Name: "x", Addr: 0x80}, {Length: 1, Name: "x", Scale: math.Inf(1)}} {
+		if bad.Check() == nil {
+			t.Errorf("Check(%+v): no error", bad)
+		}
+	}
+}
+
+func FuzzRegisterDecode(f *testing.F) {
+	f.Add([]byte{0x19, 0x00}, true, true, 0.0625)
+	f.Add([]byte{0xff}, false, true, 1.0)
+	f.Fuzz(func(t *testing.T, b []byte, be, signed bool, scale float64) {
+		r := sensors.Register{Length: len(b), BigEndian: be, Signed: signed, Scale: scale, Name: "x"}
+		v, err := r.Decode(b)
+		if r.Check() != nil {
+			return
+		}
+		if err != nil {
+			t.Fatalf("valid register %+v: %v", r, err)
+		}
+		// The raw integer is bounded by its width; so is the value.
+		s := scale
+		if s == 0 {
+			s = 1
+		}
+		if bound := math.Abs(s) * math.Exp2(float64(8*len(b))); math.Abs(v) > bound || math.IsNaN(v) && !math.IsNaN(s) {
+			t.Fatalf("%x -> %v, beyond %v", b, v, bound)
+		}
+	})
+}
+
+// collector is an EmitFunc that keeps what it is given.
+type collector struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (c *collector) emit(_ context.Context, es ...event.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.events = append(c.events, es...)
+	return nil
+}
+
+func (c *collector) count(source string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.events {
+		if e.Source == source {
+			n++
+		}
+	}
+	return n
+}
+
+// A sensor whose bus fails mid-run is retried and counted, and the other
+// sensor keeps producing meanwhile.
+func TestFailingSensorDoesNotStopOthers(t *testing.T) {
+	bad := BME280Bus(2) // two good readings, then the bus stops answering
+	opened := 0
+	open := func() (sensors.Reader, error) {
+		opened++
+		return sensors.OpenBME280(bad, 0x76)
+	}
+	failing, err := sensors.NewPoller("hall", "telemetry.gw1.hall", 20*time.Millisecond, open, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, _ := sensors.NewPoller("lobby", "telemetry.gw1.lobby", 20*time.Millisecond, func() (sensors.Reader, error) { return sensors.NewSim(1), nil }, nil)
+
+	var c collector
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, p := range []*sensors.Poller{failing, sim} {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Run(ctx, c.emit) }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for (failing.Stats().Failures < 2 || c.count("lobby") < 20) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	fs := failing.Stats()
+	if c.count("hall") != 2 || fs.Failures < 2 || fs.Available || fs.LastError == "" || opened < 2 {
+		t.Fatalf("failing sensor: %d readings, stats %+v, opened %d", c.count("hall"), fs, opened)
+	}
+	if c.count("lobby") < 20 {
+		t.Fatalf("the healthy sensor produced %d readings while the other failed", c.count("lobby"))
+	}
+
+	// Readings are timestamped when taken and carry the documented JSON.
+	e := c.events[0]
+	var p sensors.Payload
+	if err := json.Unmarshal(e.Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	if !p.TS.Equal(e.Time) || p.Sensor != e.Source || len(p.Values) == 0 {
+		t.Fatalf("payload %s for event %+v", e.Payload, e)
+	}
+}
