@@ -18,6 +18,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/sensors"
 )
 
 // Config is the gateway's configuration file. docs/config.md documents every
@@ -27,7 +28,31 @@ type Config struct {
 	Buffer   BufferConfig   `yaml:"buffer"`
 	MQTT     *MQTTConfig    `yaml:"mqtt"`
 	Upstream UpstreamConfig `yaml:"upstream"`
+	Sensors  []SensorConfig `yaml:"sensors"`
 	Log      LogConfig      `yaml:"log"`
+}
+
+// SensorConfig is one sensor wired to the gateway (docs/sensors.md).
+type SensorConfig struct {
+	Name     string          `yaml:"name"`
+	Driver   string          `yaml:"driver"` // bme280 (also BMP280), register, sim
+	Bus      string          `yaml:"bus"`    // "1" or "/dev/i2c-1"
+	Address  uint16          `yaml:"address"`
+	Interval time.Duration   `yaml:"interval"`
+	Subject  string          `yaml:"subject"`
+	Register *RegisterConfig `yaml:"register"`
+	Seed     uint64          `yaml:"seed"` // sim only
+}
+
+// RegisterConfig describes a generic I²C register sensor.
+type RegisterConfig struct {
+	Reg       byte    `yaml:"reg"`
+	Length    int     `yaml:"length"`
+	ByteOrder string  `yaml:"byte_order"` // big (default) or little
+	Signed    bool    `yaml:"signed"`
+	Scale     float64 `yaml:"scale"`
+	Offset    float64 `yaml:"offset"`
+	Name      string  `yaml:"name"` // the value's name with its unit, e.g. temperature_c
 }
 
 type GatewayConfig struct {
@@ -263,11 +288,13 @@ func join(path, key string) string {
 
 // Defaults.
 const (
-	DefaultDataDir    = "/var/lib/edgegw"
-	DefaultMaxBytes   = 1 << 30
-	DefaultMaxAge     = 168 * time.Hour
-	DefaultSubject    = "telemetry.{gateway}.{topic}"
-	DefaultStreamName = "TELEMETRY"
+	DefaultDataDir       = "/var/lib/edgegw"
+	DefaultMaxBytes      = 1 << 30
+	DefaultMaxAge        = 168 * time.Hour
+	DefaultSubject       = "telemetry.{gateway}.{topic}"
+	DefaultSensorSubject = "telemetry.{gateway}.{sensor}"
+	DefaultInterval      = 10 * time.Second
+	DefaultStreamName    = "TELEMETRY"
 )
 
 func (c *Config) complete() {
@@ -304,14 +331,35 @@ func (c *Config) complete() {
 			}
 		}
 	}
+	for i := range c.Sensors {
+		s := &c.Sensors[i]
+		if s.Interval == 0 {
+			s.Interval = DefaultInterval
+		}
+		if s.Subject == "" {
+			s.Subject = DefaultSensorSubject
+		}
+		if s.Bus == "" && s.Driver != "sim" {
+			s.Bus = "1"
+		}
+	}
 	if c.Upstream.Stream.Name == "" {
 		c.Upstream.Stream.Name = DefaultStreamName
 	}
-	if len(c.Upstream.Stream.Subjects) == 0 && c.MQTT != nil {
+	if len(c.Upstream.Stream.Subjects) == 0 {
 		// One wildcard per first token: the fleet's stream, e.g. telemetry.>
+		var templates []string
+		if c.MQTT != nil {
+			for _, s := range c.MQTT.Subscriptions {
+				templates = append(templates, s.Subject)
+			}
+		}
+		for _, s := range c.Sensors {
+			templates = append(templates, s.Subject)
+		}
 		seen := map[string]bool{}
-		for _, s := range c.MQTT.Subscriptions {
-			first := strings.Split(s.Subject, ".")[0]
+		for _, t := range templates {
+			first := strings.Split(t, ".")[0]
 			if first != "" && !strings.Contains(first, "{") && !seen[first] {
 				seen[first] = true
 				c.Upstream.Stream.Subjects = append(c.Upstream.Stream.Subjects, first+".>")
@@ -377,6 +425,49 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 				filters = append(filters, t.Filter())
 			}
 		}
+	}
+	names := map[string]bool{}
+	for i, s := range c.Sensors {
+		p := fmt.Sprintf("sensors[%d]", i)
+		if s.Name == "" {
+			bad(p+".name", "missing; name each sensor, e.g. lobby-climate")
+		} else if names[s.Name] {
+			bad(p+".name", "%q is used by another sensor", s.Name)
+		}
+		names[s.Name] = true
+		switch s.Driver {
+		case "sim":
+		case "bme280", "bmp280":
+			if s.Address == 0 {
+				bad(p+".address", "missing; 0x76 (SDO to GND) or 0x77")
+			}
+		case "register":
+			if s.Register == nil {
+				bad(p+".register", "missing; a register sensor needs reg, length and name")
+			} else if _, err := registerOf(s); err != nil {
+				bad(p+".register", "%v", err)
+			}
+		case "":
+			bad(p+".driver", "missing; one of bme280, bmp280, register, sim")
+		default:
+			bad(p+".driver", "%q is not bme280, bmp280, register or sim", s.Driver)
+		}
+		if s.Address > 0x7f {
+			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)
+		}
+		if s.Interval < 0 {
+			bad(p+".interval", "must be positive")
+		}
+		if subj, err := sensorSubject(s.Subject, c.Gateway.ID, s.Name); err != nil {
+			if validID(c.Gateway.ID) && s.Name != "" {
+				bad(p+".subject", "%v", err)
+			}
+		} else {
+			filters = append(filters, subj)
+		}
+	}
+	if c.MQTT == nil && len(c.Sensors) == 0 {
+		bad("mqtt", "no source: configure mqtt, sensors, or both")
 	}
 	up := c.Upstream
 	if len(up.Servers) == 0 {
@@ -472,6 +563,30 @@ func redactURL(s string) string {
 	}
 	u.User = nil
 	return u.String()
+}
+
+// sensorSubject fills a sensor's subject template: {gateway} and {sensor}
+// (escaped like an MQTT topic level).
+func sensorSubject(tmpl, gatewayID, name string) (string, error) {
+	if strings.Contains(tmpl, "{topic}") || strings.Contains(tmpl, "{level") {
+		return "", fmt.Errorf("subject template %q: a sensor's template takes {gateway} and {sensor}", tmpl)
+	}
+	subj := strings.ReplaceAll(tmpl, "{sensor}", mqttsource.EscapeLevel(name))
+	t, err := mqttsource.ParseTemplate(subj, gatewayID)
+	if err != nil {
+		return "", err
+	}
+	return t.Subject("x") // no topic placeholders left: the literal subject
+}
+
+func registerOf(s SensorConfig) (sensors.Register, error) {
+	r := s.Register
+	if r.ByteOrder != "" && r.ByteOrder != "big" && r.ByteOrder != "little" {
+		return sensors.Register{}, fmt.Errorf("byte_order %q is not big or little", r.ByteOrder)
+	}
+	reg := sensors.Register{Addr: s.Address, Reg: r.Reg, Length: r.Length, BigEndian: r.ByteOrder != "little",
+		Signed: r.Signed, Scale: r.Scale, Offset: r.Offset, Name: r.Name}
+	return reg, reg.Check()
 }
 
 // Summary prints the effective config without secrets.

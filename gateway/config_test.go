@@ -17,7 +17,7 @@ func lookup(k string) (string, bool) { v, ok := testEnv[k]; return v, ok }
 // Every file in configs/ loads: none can rot.
 func TestExampleConfigsLoad(t *testing.T) {
 	files, _ := filepath.Glob("../configs/*.yaml")
-	if len(files) < 3 {
+	if len(files) < 4 {
 		t.Fatalf("found %d example configs", len(files))
 	}
 	for _, f := range files {
@@ -100,6 +100,13 @@ upstream:
 		{"log level", good + "log:\n  level: loud\n", "log.level", 11, "debug, info"},
 		{"log format", good + "log:\n  format: xml\n", "log.format", 11, "text or json"},
 		{"unset env", strings.Replace(good, "id: gw1", "id: ${NOPE}", 1), "gateway.id", 2, "NOPE is not set"},
+		{"sensor driver", good + "sensors:\n  - name: s1\n    driver: dht22\n", "sensors[0].driver", 12, "not bme280"},
+		{"sensor name", good + "sensors:\n  - driver: sim\n", "sensors[0].name", 0, "missing"},
+		{"duplicate sensor", good + "sensors:\n  - name: a\n    driver: sim\n  - name: a\n    driver: sim\n", "sensors[1].name", 13, "used by another"},
+		{"bme280 address", good + "sensors:\n  - name: a\n    driver: bme280\n", "sensors[0].address", 0, "0x76"},
+		{"register length", good + "sensors:\n  - name: a\n    driver: register\n    address: 0x48\n    register:\n      length: 9\n      name: t\n", "sensors[0].register", 14, "1 to 4"},
+		{"sensor subject", good + "sensors:\n  - name: a\n    driver: sim\n    subject: x.{topic}\n", "sensors[0].subject", 13, "{sensor}"},
+		{"no source", "gateway:\n  id: gw1\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", "mqtt", 0, "no source"},
 		{"not yaml", "gateway: [", "(file)", 0, "yaml"},
 		{"empty", "", "(file)", 0, "empty config"},
 	}

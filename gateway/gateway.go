@@ -14,22 +14,31 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2creg"
+	"periph.io/x/host/v3"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/sensors"
 )
 
 // Gateway is one running edgegw.
 type Gateway struct {
+	// OpenI2C opens an I²C bus by name ("1", "/dev/i2c-1"). nil means the
+	// host's buses through periph.io; tests set a periph i2ctest bus.
+	OpenI2C func(name string) (i2c.BusCloser, error)
+
 	cfg *Config
 	log *slog.Logger
 
-	mu   sync.Mutex // guards the parts below, set by Run
-	q    *buffer.Queue
-	fwd  *forward.Forwarder
-	mqtt *mqttsource.Source
+	mu      sync.Mutex // guards the parts below, set by Run
+	q       *buffer.Queue
+	fwd     *forward.Forwarder
+	mqtt    *mqttsource.Source
+	sensors []*sensors.Poller
 
 	duplicates atomic.Uint64 // redelivered copies the buffer dropped
 }
@@ -40,6 +49,7 @@ type Stats struct {
 	Forward    forward.Stats
 	MQTT       mqttsource.Stats
 	Duplicates uint64 // redelivered MQTT copies dropped at commit
+	Sensors    map[string]sensors.Stats
 }
 
 // New checks cfg; it opens and starts nothing.
@@ -56,9 +66,15 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 // Stats returns a snapshot; parts that are not running yet are zero.
 func (g *Gateway) Stats() Stats {
 	g.mu.Lock()
-	q, fwd, m := g.q, g.fwd, g.mqtt
+	q, fwd, m, ps := g.q, g.fwd, g.mqtt, g.sensors
 	g.mu.Unlock()
 	var s Stats
+	if len(ps) > 0 {
+		s.Sensors = make(map[string]sensors.Stats, len(ps))
+		for _, p := range ps {
+			s.Sensors[p.Name()] = p.Stats()
+		}
+	}
 	if q != nil {
 		s.Buffer = q.Stats()
 	}
@@ -132,6 +148,14 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t})
 		}
 	}
+	pollers, err := g.Pollers()
+	if err != nil {
+		return err
+	}
+	for _, sc := range c.Sensors {
+		subj, _ := sensorSubject(sc.Subject, c.Gateway.ID, sc.Name)
+		filters = append(filters, subj)
+	}
 	fwd, err := forward.New(q, nc, forward.Options{
 		GatewayID: c.Gateway.ID,
 		Stream: forward.StreamOptions{
@@ -171,8 +195,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		}
 		sources = append(sources, msrc)
 	}
+	for _, p := range pollers {
+		sources = append(sources, p)
+	}
 	g.mu.Lock()
-	g.q, g.fwd, g.mqtt = q, fwd, msrc
+	g.q, g.fwd, g.mqtt, g.sensors = q, fwd, msrc, pollers
 	g.mu.Unlock()
 
 	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
@@ -192,6 +219,79 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	st := q.Stats()
 	g.log.Info("edgegw stopped", "buffered", st.Events, "err", err)
 	return err
+}
+
+// Pollers builds a poller per configured sensor; it opens nothing.
+func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
+	var out []*sensors.Poller
+	for _, sc := range g.cfg.Sensors {
+		subj, err := sensorSubject(sc.Subject, g.cfg.Gateway.ID, sc.Name)
+		if err != nil {
+			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
+		}
+		p, err := sensors.NewPoller(sc.Name, subj, sc.Interval, g.opener(sc), g.log)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// opener returns how to open sc's bus and device.
+func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
+	if sc.Driver == "sim" {
+		return func() (sensors.Reader, error) { return sensors.NewSim(sc.Seed), nil }
+	}
+	return func() (sensors.Reader, error) {
+		open := g.OpenI2C
+		if open == nil {
+			open = hostI2C
+		}
+		bus, err := open(sc.Bus)
+		if err != nil {
+			return nil, fmt.Errorf("I²C bus %q: %w (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)", sc.Bus, err)
+		}
+		var r sensors.Reader
+		switch sc.Driver {
+		case "bme280", "bmp280":
+			r, err = sensors.OpenBME280(bus, sc.Address)
+		case "register":
+			var reg sensors.Register
+			if reg, err = registerOf(sc); err == nil {
+				r, err = sensors.OpenRegister(bus, reg)
+			}
+		default:
+			err = fmt.Errorf("unknown driver %q", sc.Driver)
+		}
+		if err != nil {
+			bus.Close()
+			return nil, err
+		}
+		return busReader{r, bus}, nil
+	}
+}
+
+// busReader closes the bus it was opened on.
+type busReader struct {
+	sensors.Reader
+	bus i2c.BusCloser
+}
+
+func (b busReader) Close() error {
+	err := b.Reader.Close()
+	if cerr := b.bus.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// hostI2C opens a bus of this machine through periph.io.
+func hostI2C(name string) (i2c.BusCloser, error) {
+	if _, err := host.Init(); err != nil {
+		return nil, err
+	}
+	return i2creg.Open(name)
 }
 
 // BufferEmitter commits events to q, each with its redelivery mark; onDup,

@@ -1,0 +1,139 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/sensors"
+)
+
+// nopCloser lets the test keep the playback bus across the gateway's
+// opens and closes.
+type nopCloser struct{ *i2ctest.Playback }
+
+func (nopCloser) Close() error { return nil }
+
+// A fake BME280 on a periph playback bus, through the real gateway, buffer
+// and forwarder, into an in-process JetStream stream.
+func TestBME280ToJetStream(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	dir := t.TempDir()
+	text := fmt.Sprintf(`gateway:
+  id: gw1
+  data_dir: %s
+sensors:
+  - name: lobby-climate
+    driver: bme280
+    bus: "1"
+    address: 0x76
+    interval: 20ms
+upstream:
+  servers: [%s]
+  stream:
+    create: true
+`, dir, srv.URL())
+	path := filepath.Join(dir, "edgegw.yaml")
+	os.WriteFile(path, []byte(text), 0o600)
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := []i2ctest.IO{
+		{Addr: 0x76, W: []byte{0xd0}, R: []byte{0x60}},
+		{Addr: 0x76, W: []byte{0x88}, R: []byte{0x10, 0x6e, 0x6c, 0x66, 0x32, 0x0, 0x5d, 0x95, 0xb8, 0xd5, 0xd0, 0xb, 0x77, 0x1e, 0x9d, 0xff, 0xf9, 0xff, 0xac, 0x26, 0xa, 0xd8, 0xbd, 0x10, 0x0, 0x4b}},
+		{Addr: 0x76, W: []byte{0xe1}, R: []byte{0x6e, 0x1, 0x0, 0x13, 0x5, 0x0, 0x1e}},
+		{Addr: 0x76, W: []byte{0xf4, 0x6c, 0xf2, 0x3, 0xf5, 0xa0, 0xf4, 0x6c}},
+	}
+	for range 1000 {
+		ops = append(ops,
+			i2ctest.IO{Addr: 0x76, W: []byte{0xf4, 0x6d}},
+			i2ctest.IO{Addr: 0x76, W: []byte{0xf3}, R: []byte{0}},
+			i2ctest.IO{Addr: 0x76, W: []byte{0xf7}, R: []byte{0x4a, 0x52, 0xc0, 0x80, 0x96, 0xc0, 0x7a, 0x76}})
+	}
+	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
+	g, err := gateway.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.OpenI2C = func(name string) (i2c.BusCloser, error) {
+		if name != "1" {
+			return nil, fmt.Errorf("no bus %q", name)
+		}
+		return nopCloser{bus}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- g.Run(ctx) }()
+	waitFor(t, time.Minute, "five readings in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 5 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	nc, _ := nats.Connect(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, _ := js.Stream(context.Background(), "TELEMETRY")
+	m, err := s.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "telemetry.gw1.lobby-climate" || m.Header.Get("Edgegw-Source") != "lobby-climate" {
+		t.Fatalf("subject %q source %q", m.Subject, m.Header.Get("Edgegw-Source"))
+	}
+	var p sensors.Payload
+	if err := json.Unmarshal(m.Data, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Sensor != "lobby-climate" || math.Abs(p.Values["temperature_c"]-23.72) > 0.005 ||
+		math.Abs(p.Values["humidity_pct"]-65.31) > 0.005 || math.Abs(p.Values["pressure_hpa"]-1009.43) > 0.005 {
+		t.Fatalf("payload %s", m.Data)
+	}
+	if p.TS.Before(start) || p.TS.After(time.Now()) {
+		t.Fatalf("reading time %s is not when it was taken", p.TS)
+	}
+}
+
+// A machine without the bus: the gateway runs, and says which sensor is
+// unavailable and why.
+func TestMissingBusIsReportedNotFatal(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	dir := t.TempDir()
+	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nsensors:\n  - name: shed\n    driver: bme280\n    bus: \"7\"\n    address: 0x77\n    interval: 20ms\n  - name: sim\n    driver: sim\n    interval: 20ms\nupstream:\n  servers: [%s]\n  stream:\n    create: true\n", dir, srv.URL())
+	cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := gateway.New(cfg, nil)
+	g.OpenI2C = func(name string) (i2c.BusCloser, error) { return nil, fmt.Errorf("no such bus") }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	waitFor(t, time.Minute, "sim readings while the other sensor is missing", func() bool {
+		st := g.Stats()
+		return st.Sensors["sim"].Reads >= 3 && st.Sensors["shed"].Failures >= 1
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := g.Stats().Sensors["shed"]
+	if st.Available || st.LastError == "" {
+		t.Fatalf("shed: %+v", st)
+	}
+	t.Logf("shed: %s", st.LastError)
+}
