@@ -35,7 +35,7 @@ type Config struct {
 // SensorConfig is one sensor wired to the gateway (docs/sensors.md).
 type SensorConfig struct {
 	Name     string          `yaml:"name"`
-	Driver   string          `yaml:"driver"` // bme280 (also BMP280), register, sim
+	Driver   string          `yaml:"driver"` // bme280 (also BMP280), mcp9808, register, sim
 	Bus      string          `yaml:"bus"`    // "1" or "/dev/i2c-1"
 	Address  uint16          `yaml:"address"`
 	Interval time.Duration   `yaml:"interval"`
@@ -441,6 +441,10 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 			if s.Address == 0 {
 				bad(p+".address", "missing; 0x76 (SDO to GND) or 0x77")
 			}
+		case "mcp9808":
+			if s.Address != 0 && (s.Address < 0x18 || s.Address > 0x1f) {
+				bad(p+".address", "%#x: an MCP9808 answers at 0x18 to 0x1f", s.Address)
+			}
 		case "register":
 			if s.Register == nil {
 				bad(p+".register", "missing; a register sensor needs reg, length and name")
@@ -448,9 +452,9 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 				bad(p+".register", "%v", err)
 			}
 		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, register, sim")
+			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, register, sim")
 		default:
-			bad(p+".driver", "%q is not bme280, bmp280, register or sim", s.Driver)
+			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, register or sim", s.Driver)
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)

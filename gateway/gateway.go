@@ -256,6 +256,8 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 		switch sc.Driver {
 		case "bme280", "bmp280":
 			r, err = sensors.OpenBME280(bus, sc.Address)
+		case "mcp9808":
+			r, err = sensors.OpenMCP9808(bus, sc.Address)
 		case "register":
 			var reg sensors.Register
 			if reg, err = registerOf(sc); err == nil {

@@ -193,3 +193,31 @@ func TestFailingSensorDoesNotStopOthers(t *testing.T) {
 		t.Fatalf("payload %s for event %+v", e.Payload, e)
 	}
 }
+
+// MCP9808: resolution and enable on open (datasheet registers 0x08 and
+// 0x01), then the ambient temperature register 0x05: 0x00A0 is 10 °C and
+// 0x1F60 is -10 °C (two's complement, 0.0625 °C per LSB).
+func TestMCP9808Reading(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x18, W: []byte{0x08, 0x03}},
+		{Addr: 0x18, W: []byte{0x01, 0x00, 0x00}},
+		{Addr: 0x18, W: []byte{0x05}, R: []byte{0x00, 0xa0}},
+		{Addr: 0x18, W: []byte{0x05}, R: []byte{0x1f, 0x60}},
+	}}
+	s, err := sensors.OpenMCP9808(bus, 0x18)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []float64{10, -10} {
+		v, err := s.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(v["temperature_c"]-want) > 1e-6 {
+			t.Fatalf("temperature_c = %v, want %v", v["temperature_c"], want)
+		}
+	}
+	if _, err := sensors.OpenMCP9808(bus, 0x40); err == nil {
+		t.Fatal("address 0x40: no error")
+	}
+}

@@ -122,3 +122,15 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestSensorsRead(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "s.yaml")
+	os.WriteFile(cfg, []byte("gateway:\n  id: gw1\nsensors:\n  - name: sim-room\n    driver: sim\n  - name: nobus\n    driver: bme280\n    bus: \"99\"\n    address: 0x76\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"), 0o600)
+	var out, errb bytes.Buffer
+	code := run([]string{"sensors", "read", "--config", cfg}, &out, &errb)
+	if code != 1 || !strings.Contains(out.String(), "sim-room") || !strings.Contains(out.String(), "temperature_c=") ||
+		!strings.Contains(out.String(), "nobus") || !strings.Contains(out.String(), "FAILED") {
+		t.Fatalf("exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	t.Logf("\n%s", out.String())
+}
