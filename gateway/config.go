@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"periph.io/x/conn/v3/gpio"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
@@ -35,13 +36,21 @@ type Config struct {
 // SensorConfig is one sensor wired to the gateway (docs/sensors.md).
 type SensorConfig struct {
 	Name     string          `yaml:"name"`
-	Driver   string          `yaml:"driver"` // bme280 (also BMP280), mcp9808, register, sim
+	Driver   string          `yaml:"driver"` // bme280 (also BMP280), mcp9808, register, sim, gpio_edge, pulse_counter
 	Bus      string          `yaml:"bus"`    // "1" or "/dev/i2c-1"
 	Address  uint16          `yaml:"address"`
 	Interval time.Duration   `yaml:"interval"`
 	Subject  string          `yaml:"subject"`
 	Register *RegisterConfig `yaml:"register"`
 	Seed     uint64          `yaml:"seed"` // sim only
+
+	// GPIO (gpio_edge, pulse_counter).
+	Pin      string        `yaml:"pin"`      // GPIO17
+	Edge     string        `yaml:"edge"`     // rising, falling, both (gpio_edge)
+	Pull     string        `yaml:"pull"`     // up, down, none (default down)
+	Debounce time.Duration `yaml:"debounce"` // default 20ms (gpio_edge), 5ms (pulse_counter)
+	Scale    float64       `yaml:"scale"`    // pulse_counter: unit per pulse
+	Unit     string        `yaml:"unit"`     // pulse_counter: e.g. litres
 }
 
 // RegisterConfig describes a generic I²C register sensor.
@@ -339,8 +348,15 @@ func (c *Config) complete() {
 		if s.Subject == "" {
 			s.Subject = DefaultSensorSubject
 		}
-		if s.Bus == "" && s.Driver != "sim" {
+		gpioDriver := s.Driver == "gpio_edge" || s.Driver == "pulse_counter"
+		if s.Bus == "" && s.Driver != "sim" && !gpioDriver {
 			s.Bus = "1"
+		}
+		if gpioDriver && s.Debounce == 0 {
+			s.Debounce = 20 * time.Millisecond
+			if s.Driver == "pulse_counter" {
+				s.Debounce = 5 * time.Millisecond
+			}
 		}
 	}
 	if c.Upstream.Stream.Name == "" {
@@ -451,10 +467,23 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 			} else if _, err := registerOf(s); err != nil {
 				bad(p+".register", "%v", err)
 			}
+		case "gpio_edge", "pulse_counter":
+			if s.Pin == "" {
+				bad(p+".pin", "missing; the GPIO line's name, e.g. GPIO17")
+			}
+			if _, err := sensors.ParseEdge(s.Edge); err != nil {
+				bad(p+".edge", "%v", err)
+			}
+			if _, err := parsePull(s.Pull); err != nil {
+				bad(p+".pull", "%v", err)
+			}
+			if s.Debounce < 0 {
+				bad(p+".debounce", "must not be negative")
+			}
 		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, register, sim")
+			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, register, sim, gpio_edge, pulse_counter")
 		default:
-			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, register or sim", s.Driver)
+			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, register, sim, gpio_edge or pulse_counter", s.Driver)
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)
@@ -581,6 +610,18 @@ func sensorSubject(tmpl, gatewayID, name string) (string, error) {
 		return "", err
 	}
 	return t.Subject("x") // no topic placeholders left: the literal subject
+}
+
+func parsePull(s string) (gpio.Pull, error) {
+	switch s {
+	case "", "down":
+		return gpio.PullDown, nil
+	case "up":
+		return gpio.PullUp, nil
+	case "none", "float":
+		return gpio.Float, nil
+	}
+	return 0, fmt.Errorf("pull %q is not up, down or none", s)
 }
 
 func registerOf(s SensorConfig) (sensors.Register, error) {

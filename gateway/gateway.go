@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpioreg"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
 	"periph.io/x/host/v3"
@@ -30,6 +32,9 @@ type Gateway struct {
 	// OpenI2C opens an I²C bus by name ("1", "/dev/i2c-1"). nil means the
 	// host's buses through periph.io; tests set a periph i2ctest bus.
 	OpenI2C func(name string) (i2c.BusCloser, error)
+	// OpenPin opens a GPIO input by name ("GPIO17"). nil means the host's
+	// GPIO lines through periph.io; tests set a periph gpiotest pin.
+	OpenPin sensors.PinOpener
 
 	cfg *Config
 	log *slog.Logger
@@ -152,6 +157,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	gpioSources, err := g.gpioSources()
+	if err != nil {
+		return err
+	}
 	for _, sc := range c.Sensors {
 		subj, _ := sensorSubject(sc.Subject, c.Gateway.ID, sc.Name)
 		filters = append(filters, subj)
@@ -198,6 +207,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	for _, p := range pollers {
 		sources = append(sources, p)
 	}
+	sources = append(sources, gpioSources...)
 	g.mu.Lock()
 	g.q, g.fwd, g.mqtt, g.sensors = q, fwd, msrc, pollers
 	g.mu.Unlock()
@@ -225,6 +235,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	var out []*sensors.Poller
 	for _, sc := range g.cfg.Sensors {
+		if sc.Driver == "gpio_edge" || sc.Driver == "pulse_counter" {
+			continue // event-driven, not polled: see gpioSources
+		}
 		subj, err := sensorSubject(sc.Subject, g.cfg.Gateway.ID, sc.Name)
 		if err != nil {
 			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
@@ -236,6 +249,49 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// gpioSources builds the GPIO edge sources and pulse counters.
+func (g *Gateway) gpioSources() ([]event.Source, error) {
+	open := g.OpenPin
+	if open == nil {
+		open = hostPin
+	}
+	var out []event.Source
+	for _, sc := range g.cfg.Sensors {
+		if sc.Driver != "gpio_edge" && sc.Driver != "pulse_counter" {
+			continue
+		}
+		subj, err := sensorSubject(sc.Subject, g.cfg.Gateway.ID, sc.Name)
+		if err != nil {
+			return nil, err
+		}
+		pull, _ := parsePull(sc.Pull)
+		var src event.Source
+		if sc.Driver == "gpio_edge" {
+			edge, _ := sensors.ParseEdge(sc.Edge)
+			src, err = sensors.NewEdgeSource(sc.Name, subj, sc.Pin, edge, pull, sc.Debounce, open, g.log)
+		} else {
+			src, err = sensors.NewPulseCounter(sc.Name, subj, sc.Pin, pull, sc.Debounce, sc.Interval, sc.Scale, sc.Unit, open, g.log)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, src)
+	}
+	return out, nil
+}
+
+// hostPin opens a GPIO line of this machine through periph.io.
+func hostPin(name string) (gpio.PinIn, error) {
+	if _, err := host.Init(); err != nil {
+		return nil, err
+	}
+	p := gpioreg.ByName(name)
+	if p == nil {
+		return nil, fmt.Errorf("no GPIO line %q on this machine (is this a Raspberry Pi, and is the user in group gpio?)", name)
+	}
+	return p, nil
 }
 
 // opener returns how to open sc's bus and device.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
@@ -136,4 +138,45 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 		t.Fatalf("shed: %+v", st)
 	}
 	t.Logf("shed: %s", st.LastError)
+}
+
+// A door contact on a gpiotest pin, through the gateway into the stream.
+func TestGPIOEdgeToJetStream(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nsensors:\n  - name: front-door\n    driver: gpio_edge\n    pin: GPIO17\n    edge: both\n    debounce: 5ms\nupstream:\n  servers: [%s]\n  stream:\n    create: true\n", t.TempDir(), srv.URL())
+	cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := &gpiotest.Pin{N: "GPIO17", EdgesChan: make(chan gpio.Level, 8)}
+	g, _ := gateway.New(cfg, nil)
+	g.OpenPin = func(name string) (gpio.PinIn, error) {
+		if name != "GPIO17" {
+			return nil, fmt.Errorf("no pin %s", name)
+		}
+		return pin, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	waitFor(t, 10*time.Second, "the pin to be configured", func() bool { return pin.Pull() == gpio.PullDown })
+	time.Sleep(20 * time.Millisecond)
+	pin.EdgesChan <- gpio.High
+	waitFor(t, time.Minute, "the door event in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	nc, _ := nats.Connect(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, _ := js.Stream(context.Background(), "TELEMETRY")
+	m, err := s.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p sensors.EdgePayload
+	if err := json.Unmarshal(m.Data, &p); err != nil || m.Subject != "telemetry.gw1.front-door" || !p.Level || p.Edge != "rising" {
+		t.Fatalf("%s %s (%v)", m.Subject, m.Data, err)
+	}
 }

@@ -1,0 +1,164 @@
+package sensors_test
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
+
+	"github.com/edgegw/edgegw/sensors"
+)
+
+func testPin() *gpiotest.Pin {
+	return &gpiotest.Pin{N: "GPIO17", Num: 17, EdgesChan: make(chan gpio.Level, 64)}
+}
+
+func opener(p *gpiotest.Pin) sensors.PinOpener {
+	return func(string) (gpio.PinIn, error) { return p, nil }
+}
+
+func runSource(t *testing.T, run func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); run(ctx) }()
+	return func() { cancel(); wg.Wait() }
+}
+
+func edges(t *testing.T, c *collector) []sensors.EdgePayload {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []sensors.EdgePayload
+	for _, e := range c.events {
+		var p sensors.EdgePayload
+		if err := json.Unmarshal(e.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// A door contact that bounces: three edges inside the debounce window are
+// one change; a glitch that returns to the old level is none.
+func TestEdgeDebounce(t *testing.T) {
+	pin := testPin()
+	s, err := sensors.NewEdgeSource("door", "telemetry.gw1.door", "GPIO17", sensors.Both, gpio.PullDown, 50*time.Millisecond, opener(pin), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c collector
+	stop := runSource(t, func(ctx context.Context) error { return s.Run(ctx, c.emit) })
+	defer stop()
+	time.Sleep(20 * time.Millisecond) // Run has configured the pin (In flushes edges)
+
+	pin.EdgesChan <- gpio.High // opens, bouncing
+	pin.EdgesChan <- gpio.Low
+	pin.EdgesChan <- gpio.High
+	waitUntil(t, "the opening", func() bool { return len(edges(t, &c)) == 1 })
+	time.Sleep(80 * time.Millisecond)
+
+	pin.EdgesChan <- gpio.Low // a glitch: back to high inside the window
+	pin.EdgesChan <- gpio.High
+	time.Sleep(120 * time.Millisecond)
+
+	pin.EdgesChan <- gpio.Low // closes
+	waitUntil(t, "the closing", func() bool { return len(edges(t, &c)) == 2 })
+
+	got := edges(t, &c)
+	if !got[0].Level || got[0].Edge != "rising" || got[1].Level || got[1].Edge != "falling" {
+		t.Fatalf("edges %+v", got)
+	}
+	if ev, bounces, _ := s.Counts(); ev != 2 || bounces < 3 {
+		t.Fatalf("events %d bounces %d", ev, bounces)
+	}
+}
+
+// A PIR sensor reported on rising edges only.
+func TestEdgeRisingOnly(t *testing.T) {
+	pin := testPin()
+	s, _ := sensors.NewEdgeSource("pir", "telemetry.gw1.pir", "GPIO17", sensors.Rising, gpio.PullDown, time.Millisecond, opener(pin), nil)
+	var c collector
+	stop := runSource(t, func(ctx context.Context) error { return s.Run(ctx, c.emit) })
+	defer stop()
+	time.Sleep(20 * time.Millisecond)
+	for _, l := range []gpio.Level{gpio.High, gpio.Low, gpio.High, gpio.Low} {
+		pin.EdgesChan <- l
+		time.Sleep(15 * time.Millisecond)
+	}
+	waitUntil(t, "two rising edges", func() bool { return len(edges(t, &c)) == 2 })
+	time.Sleep(30 * time.Millisecond)
+	for _, e := range edges(t, &c) {
+		if e.Edge != "rising" {
+			t.Fatalf("reported %+v", e)
+		}
+	}
+}
+
+func TestPulseArithmetic(t *testing.T) {
+	v := sensors.PulseValues(30, 100, time.Minute, 0.5, "litres")
+	want := map[string]float64{"pulses": 30, "pulses_total": 100, "litres_total": 50, "litres_per_s": 0.25, "interval_s": 60}
+	for k, w := range want {
+		if math.Abs(v[k]-w) > 1e-9 {
+			t.Errorf("%s = %v, want %v", k, v[k], w)
+		}
+	}
+	if v := sensors.PulseValues(5, 5, 0, 1, "pulses"); v["pulses_per_s"] != 0 {
+		t.Errorf("zero interval: rate %v", v["pulses_per_s"])
+	}
+}
+
+// A meter's pulses are counted; pulses closer than the debounce are not.
+func TestPulseCounter(t *testing.T) {
+	pin := testPin()
+	p, err := sensors.NewPulseCounter("water", "telemetry.gw1.water", "GPIO27", gpio.PullDown, 5*time.Millisecond, 100*time.Millisecond, 0.5, "litres", opener(pin), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c collector
+	stop := runSource(t, func(ctx context.Context) error { return p.Run(ctx, c.emit) })
+	defer stop()
+	time.Sleep(20 * time.Millisecond)
+	for range 10 { // ten clean pulses
+		pin.EdgesChan <- gpio.High
+		pin.EdgesChan <- gpio.Low
+		time.Sleep(12 * time.Millisecond)
+	}
+	waitUntil(t, "ten pulses", func() bool { return p.Total() == 10 })
+	for range 5 { // contact bounce: five edges inside one debounce
+		pin.EdgesChan <- gpio.High
+		pin.EdgesChan <- gpio.Low
+	}
+	waitUntil(t, "the bouncing pulse counted once", func() bool { return p.Total() == 11 })
+	time.Sleep(50 * time.Millisecond)
+	if p.Total() != 11 {
+		t.Fatalf("total %d, want 11", p.Total())
+	}
+	waitUntil(t, "a report", func() bool { return c.count("water") >= 1 })
+	c.mu.Lock()
+	last := c.events[len(c.events)-1]
+	c.mu.Unlock()
+	var pl sensors.PulsePayload
+	if err := json.Unmarshal(last.Payload, &pl); err != nil {
+		t.Fatal(err)
+	}
+	if pl.Values["litres_total"] != pl.Values["pulses_total"]*0.5 || pl.Values["interval_s"] <= 0 {
+		t.Fatalf("report %s", last.Payload)
+	}
+}
