@@ -36,7 +36,7 @@ type Config struct {
 // SensorConfig is one sensor wired to the gateway (docs/sensors.md).
 type SensorConfig struct {
 	Name     string          `yaml:"name"`
-	Driver   string          `yaml:"driver"` // bme280 (also BMP280), mcp9808, register, sim, gpio_edge, pulse_counter
+	Driver   string          `yaml:"driver"` // bme280 (also BMP280), mcp9808, ina219, bh1750, register, sim, gpio_edge, pulse_counter
 	Bus      string          `yaml:"bus"`    // "1" or "/dev/i2c-1"
 	Address  uint16          `yaml:"address"`
 	Interval time.Duration   `yaml:"interval"`
@@ -461,6 +461,14 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 			if s.Address != 0 && (s.Address < 0x18 || s.Address > 0x1f) {
 				bad(p+".address", "%#x: an MCP9808 answers at 0x18 to 0x1f", s.Address)
 			}
+		case "ina219":
+			if s.Address != 0 && (s.Address < 0x40 || s.Address > 0x4f) {
+				bad(p+".address", "%#x: an INA219 answers at 0x40 to 0x4f", s.Address)
+			}
+		case "bh1750":
+			if s.Address != 0 && s.Address != 0x23 && s.Address != 0x5c {
+				bad(p+".address", "%#x: a BH1750 answers at 0x23 or 0x5c", s.Address)
+			}
 		case "register":
 			if s.Register == nil {
 				bad(p+".register", "missing; a register sensor needs reg, length and name")
@@ -481,9 +489,9 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 				bad(p+".debounce", "must not be negative")
 			}
 		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, register, sim, gpio_edge, pulse_counter")
+			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, register, sim, gpio_edge, pulse_counter")
 		default:
-			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, register, sim, gpio_edge or pulse_counter", s.Driver)
+			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, register, sim, gpio_edge or pulse_counter", s.Driver)
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)

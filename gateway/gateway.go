@@ -314,6 +314,10 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 			r, err = sensors.OpenBME280(bus, sc.Address)
 		case "mcp9808":
 			r, err = sensors.OpenMCP9808(bus, sc.Address)
+		case "ina219":
+			r, err = sensors.OpenINA219(bus, sc.Address)
+		case "bh1750":
+			r, err = sensors.OpenBH1750(bus, sc.Address)
 		case "register":
 			var reg sensors.Register
 			if reg, err = registerOf(sc); err == nil {

@@ -221,3 +221,60 @@ func TestMCP9808Reading(t *testing.T) {
 		t.Fatal("address 0x40: no error")
 	}
 }
+
+// INA219: calibration (0x05 ← 0x1062 for 100 mΩ and 3.2 A) and
+// configuration on open, then shunt (10 µV/LSB), bus (4 mV/LSB above bit
+// 3), current (97.66 µA/LSB) and power (20 × current LSB) registers.
+func TestINA219Reading(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x40, W: []byte{0x05, 0x10, 0x62}},
+		{Addr: 0x40, W: []byte{0x00, 0x1f, 0xff}},
+		{Addr: 0x40, W: []byte{0x01}, R: []byte{0x03, 0xe8}}, // 1000 → 10 mV
+		{Addr: 0x40, W: []byte{0x02}, R: []byte{0x5d, 0xc2}}, // 3000 → 12 V (conversion ready)
+		{Addr: 0x40, W: []byte{0x04}, R: []byte{0x04, 0x00}}, // 1024 → 0.1 A
+		{Addr: 0x40, W: []byte{0x03}, R: []byte{0x02, 0x80}}, // 640 → 1.25 W
+	}}
+	s, err := sensors.OpenINA219(bus, 0x40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"shunt_voltage_mv": 10, "bus_voltage_v": 12, "current_a": 0.1, "power_w": 1.25}
+	for k, w := range want {
+		if math.Abs(v[k]-w) > 0.001 {
+			t.Errorf("%s = %v, want %v", k, v[k], w)
+		}
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BH1750: power on, mode, reset on open; each reading re-arms continuous
+// high resolution (0x10) and reads two bytes: 0x01 0xe0 = 480 / 1.2 = 400 lx.
+func TestBH1750Reading(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x23, W: []byte{0x07}},
+		{Addr: 0x23, W: []byte{0x10}},
+		{Addr: 0x23, W: []byte{0x07}},
+		{Addr: 0x23, W: []byte{0x10}},
+		{Addr: 0x23, W: []byte{0x10}, R: []byte{0x01, 0xe0}},
+	}}
+	s, err := sensors.OpenBH1750(bus, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(v["illuminance_lux"]-400) > 0.05 {
+		t.Fatalf("illuminance_lux = %v, want 400", v["illuminance_lux"])
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
