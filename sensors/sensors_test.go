@@ -278,3 +278,18 @@ func TestBH1750Reading(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestScan(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x23, R: []byte{0}},
+		{Addr: 0x40, R: []byte{0}},
+		{Addr: 0x76, R: []byte{0}},
+	}, DontPanic: true}
+	found := sensors.Scan(bus)
+	if len(found) != 3 || found[0].Addr != 0x23 || found[1].Addr != 0x40 || found[2].Addr != 0x76 {
+		t.Fatalf("found %+v", found)
+	}
+	if found[2].Known[0] != "bme280" || found[0].Known[0] != "bh1750" {
+		t.Fatalf("known %+v", found)
+	}
+}

@@ -23,6 +23,9 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/sensors"
+	"periph.io/x/conn/v3/i2c/i2creg"
+	"periph.io/x/host/v3"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -33,6 +36,7 @@ const usage = `usage:
   edgegw config check --config FILE
   edgegw buffer stats (--config FILE | --path BUFFER_FILE)
   edgegw sensors read --config FILE
+  edgegw i2c scan [--bus 1]
   edgegw version
 `
 
@@ -56,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdConfigCheck(args[2:], stdout, stderr)
 	case args[0] == "buffer" && len(args) > 1 && args[1] == "stats":
 		return cmdBufferStats(args[2:], stdout, stderr)
+	case args[0] == "i2c" && len(args) > 1 && args[1] == "scan":
+		return cmdI2CScan(args[2:], stdout, stderr)
 	case args[0] == "sensors" && len(args) > 1 && args[1] == "read":
 		return cmdSensorsRead(args[2:], stdout, stderr)
 	case args[0] == "version" || args[0] == "--version":
@@ -176,6 +182,37 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "buffer:          %s\nfile size:       %d bytes\nevents held:     %d\nbytes held:      %d\noldest event:    %s\nseq range:       %d .. %d\nappended total:  %d\nacked total:     %d\ndropped (full):  %d\ndropped (age):   %d\n",
 		*path, st.FileBytes, st.Events, st.Bytes, oldest, st.FirstSeq, st.NextSeq-1, st.Appended, st.Acked, st.DroppedFull, st.DroppedAge)
+	return 0
+}
+
+// cmdI2CScan lists the addresses that answer on a bus, and the sensors
+// known to use them.
+func cmdI2CScan(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("i2c scan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("bus", "1", "I²C bus: a number or /dev/i2c-N")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := host.Init(); err != nil {
+		fmt.Fprintln(stderr, "edgegw: periph:", err)
+		return 1
+	}
+	bus, err := i2creg.Open(*name)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: I²C bus %q: %v (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)\n", *name, err)
+		return 1
+	}
+	defer bus.Close()
+	found := sensors.Scan(bus)
+	for _, f := range found {
+		known := "unknown"
+		if len(f.Known) > 0 {
+			known = strings.Join(f.Known, " or ")
+		}
+		fmt.Fprintf(stdout, "%#04x  %s\n", f.Addr, known)
+	}
+	fmt.Fprintf(stdout, "%d device(s) on bus %s\n", len(found), *name)
 	return 0
 }
 

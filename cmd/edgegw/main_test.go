@@ -134,3 +134,10 @@ func TestSensorsRead(t *testing.T) {
 	}
 	t.Logf("\n%s", out.String())
 }
+
+func TestI2CScanWithoutABus(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"i2c", "scan", "--bus", "99"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `I²C bus "99"`) {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
