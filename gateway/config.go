@@ -42,7 +42,8 @@ type SensorConfig struct {
 	Interval time.Duration   `yaml:"interval"`
 	Subject  string          `yaml:"subject"`
 	Register *RegisterConfig `yaml:"register"`
-	Seed     uint64          `yaml:"seed"` // sim only
+	Channels []ChannelConfig `yaml:"channels"` // ads1015, ads1115
+	Seed     uint64          `yaml:"seed"`     // sim only
 
 	// GPIO (gpio_edge, pulse_counter).
 	Pin      string        `yaml:"pin"`      // GPIO17
@@ -51,6 +52,19 @@ type SensorConfig struct {
 	Debounce time.Duration `yaml:"debounce"` // default 20ms (gpio_edge), 5ms (pulse_counter)
 	Scale    float64       `yaml:"scale"`    // pulse_counter: unit per pulse
 	Unit     string        `yaml:"unit"`     // pulse_counter: e.g. litres
+}
+
+// ChannelConfig is one ADS1x15 input with its linear scale.
+type ChannelConfig struct {
+	Input      string  `yaml:"input"`
+	MaxVoltage float64 `yaml:"max_voltage"`
+	Scale      float64 `yaml:"scale"`
+	Offset     float64 `yaml:"offset"`
+	Name       string  `yaml:"name"`
+}
+
+func (c ChannelConfig) adc() sensors.ADCChannel {
+	return sensors.ADCChannel{Input: c.Input, MaxVoltage: c.MaxVoltage, Scale: c.Scale, Offset: c.Offset, Name: c.Name}
 }
 
 // RegisterConfig describes a generic I²C register sensor.
@@ -465,6 +479,18 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 			if s.Address != 0 && (s.Address < 0x40 || s.Address > 0x4f) {
 				bad(p+".address", "%#x: an INA219 answers at 0x40 to 0x4f", s.Address)
 			}
+		case "ads1015", "ads1115":
+			if s.Address != 0 && (s.Address < 0x48 || s.Address > 0x4b) {
+				bad(p+".address", "%#x: an ADS1x15 answers at 0x48 to 0x4b", s.Address)
+			}
+			if len(s.Channels) == 0 {
+				bad(p+".channels", "missing; list the inputs to read, e.g. - {input: \"0\", name: voltage_v}")
+			}
+			for j, ch := range s.Channels {
+				if err := ch.adc().Check(); err != nil {
+					bad(fmt.Sprintf("%s.channels[%d]", p, j), "%v", err)
+				}
+			}
 		case "bh1750":
 			if s.Address != 0 && s.Address != 0x23 && s.Address != 0x5c {
 				bad(p+".address", "%#x: a BH1750 answers at 0x23 or 0x5c", s.Address)
@@ -489,9 +515,9 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 				bad(p+".debounce", "must not be negative")
 			}
 		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, register, sim, gpio_edge, pulse_counter")
+			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, ads1015, ads1115, register, sim, gpio_edge, pulse_counter")
 		default:
-			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, register, sim, gpio_edge or pulse_counter", s.Driver)
+			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, ads1015, ads1115, register, sim, gpio_edge or pulse_counter", s.Driver)
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)

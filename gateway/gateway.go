@@ -318,6 +318,12 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 			r, err = sensors.OpenINA219(bus, sc.Address)
 		case "bh1750":
 			r, err = sensors.OpenBH1750(bus, sc.Address)
+		case "ads1015", "ads1115":
+			chs := make([]sensors.ADCChannel, len(sc.Channels))
+			for i, c := range sc.Channels {
+				chs[i] = c.adc()
+			}
+			r, err = sensors.OpenADS1x15(bus, sc.Address, sc.Driver == "ads1115", chs)
 		case "register":
 			var reg sensors.Register
 			if reg, err = registerOf(sc); err == nil {

@@ -293,3 +293,38 @@ func TestScan(t *testing.T) {
 		t.Fatalf("known %+v", found)
 	}
 }
+
+// ADS1015, input 0-3, 5 V full scale: the configuration write
+// (0x01 ← 0x9103) and the conversion register (0x00 → 0xff50 = -176 raw,
+// -33 mV), then a linear scale.
+func TestADS1x15Reading(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x48, W: []byte{0x1, 0x91, 0x3}},
+		{Addr: 0x48, W: []byte{0x0}, R: []byte{0xff, 0x50}},
+	}}
+	a, err := sensors.OpenADS1x15(bus, 0x48, false, []sensors.ADCChannel{{Input: "0-3", MaxVoltage: 5, Scale: 1000, Offset: 100, Name: "bridge_mv_plus_100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := a.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(v["bridge_mv_plus_100"]-67) > 1e-6 { // -0.033 V × 1000 + 100
+		t.Fatalf("value %v, want 67", v["bridge_mv_plus_100"])
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []sensors.ADCChannel{{Input: "4", Name: "x"}, {Input: "0"}, {Input: "0", Name: "x", MaxVoltage: 9}} {
+		if bad.Check() == nil {
+			t.Errorf("Check(%+v): no error", bad)
+		}
+	}
+	if got := sensors.ScaleVolts(1.5, 0, 0); got != 1.5 {
+		t.Errorf("scale 0 means 1: got %v", got)
+	}
+	if got := sensors.ScaleVolts(2, 25, -50); got != 0 { // 4-20 mA over 250 Ω: 2 V → 0 %
+		t.Errorf("4-20 mA at 2 V: %v", got)
+	}
+}
