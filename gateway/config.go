@@ -491,6 +491,13 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 					bad(fmt.Sprintf("%s.channels[%d]", p, j), "%v", err)
 				}
 			}
+		case "scd4x":
+			if s.Address != 0 && s.Address != 0x62 {
+				bad(p+".address", "%#x: an SCD4x answers at 0x62", s.Address)
+			}
+			if s.Interval < 5*time.Second {
+				bad(p+".interval", "%s is shorter than the SCD4x's 5 s measurement period", s.Interval)
+			}
 		case "bh1750":
 			if s.Address != 0 && s.Address != 0x23 && s.Address != 0x5c {
 				bad(p+".address", "%#x: a BH1750 answers at 0x23 or 0x5c", s.Address)
@@ -515,9 +522,9 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 				bad(p+".debounce", "must not be negative")
 			}
 		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, ads1015, ads1115, register, sim, gpio_edge, pulse_counter")
+			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, register, sim, gpio_edge, pulse_counter")
 		default:
-			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, ads1015, ads1115, register, sim, gpio_edge or pulse_counter", s.Driver)
+			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, register, sim, gpio_edge or pulse_counter", s.Driver)
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)

@@ -318,6 +318,8 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 			r, err = sensors.OpenINA219(bus, sc.Address)
 		case "bh1750":
 			r, err = sensors.OpenBH1750(bus, sc.Address)
+		case "scd4x":
+			r, err = sensors.OpenSCD4x(bus, sc.Address)
 		case "ads1015", "ads1115":
 			chs := make([]sensors.ADCChannel, len(sc.Channels))
 			for i, c := range sc.Channels {
