@@ -44,6 +44,8 @@ type SensorConfig struct {
 	Register *RegisterConfig `yaml:"register"`
 	Channels []ChannelConfig `yaml:"channels"` // ads1015, ads1115
 	Seed     uint64          `yaml:"seed"`     // sim only
+	ROM      uint64          `yaml:"rom"`      // ds18b20: the probe's 64-bit 1-Wire address
+	Bits     int             `yaml:"bits"`     // ds18b20: resolution 9-12 (default 12)
 
 	// GPIO (gpio_edge, pulse_counter).
 	Pin      string        `yaml:"pin"`      // GPIO17
@@ -363,7 +365,7 @@ func (c *Config) complete() {
 			s.Subject = DefaultSensorSubject
 		}
 		gpioDriver := s.Driver == "gpio_edge" || s.Driver == "pulse_counter"
-		if s.Bus == "" && s.Driver != "sim" && !gpioDriver {
+		if s.Bus == "" && s.Driver != "sim" && s.Driver != "ds18b20" && !gpioDriver {
 			s.Bus = "1"
 		}
 		if gpioDriver && s.Debounce == 0 {
@@ -491,6 +493,13 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 					bad(fmt.Sprintf("%s.channels[%d]", p, j), "%v", err)
 				}
 			}
+		case "ds18b20":
+			if s.ROM == 0 {
+				bad(p+".rom", "missing; the probe's 64-bit ROM address, e.g. 0x740000070e41ac28 (ls /sys/bus/w1/devices)")
+			}
+			if s.Bits != 0 && (s.Bits < 9 || s.Bits > 12) {
+				bad(p+".bits", "%d is not 9 to 12", s.Bits)
+			}
 		case "scd4x":
 			if s.Address != 0 && s.Address != 0x62 {
 				bad(p+".address", "%#x: an SCD4x answers at 0x62", s.Address)
@@ -522,9 +531,9 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 				bad(p+".debounce", "must not be negative")
 			}
 		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, register, sim, gpio_edge, pulse_counter")
+			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge, pulse_counter")
 		default:
-			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, register, sim, gpio_edge or pulse_counter", s.Driver)
+			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge or pulse_counter", s.Driver)
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)

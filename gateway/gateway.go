@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"periph.io/x/conn/v3/gpio/gpioreg"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
+	"periph.io/x/conn/v3/onewire"
+	"periph.io/x/conn/v3/onewire/onewirereg"
 	"periph.io/x/host/v3"
 
 	"github.com/edgegw/edgegw/buffer"
@@ -32,6 +35,9 @@ type Gateway struct {
 	// OpenI2C opens an I²C bus by name ("1", "/dev/i2c-1"). nil means the
 	// host's buses through periph.io; tests set a periph i2ctest bus.
 	OpenI2C func(name string) (i2c.BusCloser, error)
+	// OpenOneWire opens a 1-Wire bus by name ("" for the first). nil means
+	// the host's buses through periph.io (the kernel's w1 bus via netlink).
+	OpenOneWire func(name string) (onewire.BusCloser, error)
 	// OpenPin opens a GPIO input by name ("GPIO17"). nil means the host's
 	// GPIO lines through periph.io; tests set a periph gpiotest pin.
 	OpenPin sensors.PinOpener
@@ -299,6 +305,24 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 	if sc.Driver == "sim" {
 		return func() (sensors.Reader, error) { return sensors.NewSim(sc.Seed), nil }
 	}
+	if sc.Driver == "ds18b20" {
+		return func() (sensors.Reader, error) {
+			open := g.OpenOneWire
+			if open == nil {
+				open = hostOneWire
+			}
+			bus, err := open(sc.Bus)
+			if err != nil {
+				return nil, fmt.Errorf("1-Wire bus %q: %w (is dtoverlay=w1-gpio set in config.txt?)", sc.Bus, err)
+			}
+			r, err := sensors.OpenDS18B20(bus, onewire.Address(sc.ROM), sc.Bits)
+			if err != nil {
+				bus.Close()
+				return nil, err
+			}
+			return closer{r, bus}, nil
+		}
+	}
 	return func() (sensors.Reader, error) {
 		open := g.OpenI2C
 		if open == nil {
@@ -338,22 +362,30 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 			bus.Close()
 			return nil, err
 		}
-		return busReader{r, bus}, nil
+		return closer{r, bus}, nil
 	}
 }
 
-// busReader closes the bus it was opened on.
-type busReader struct {
+// closer is a Reader that closes the bus it was opened on.
+type closer struct {
 	sensors.Reader
-	bus i2c.BusCloser
+	bus io.Closer
 }
 
-func (b busReader) Close() error {
+func (b closer) Close() error {
 	err := b.Reader.Close()
 	if cerr := b.bus.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// hostOneWire opens a 1-Wire bus of this machine through periph.io.
+func hostOneWire(name string) (onewire.BusCloser, error) {
+	if _, err := host.Init(); err != nil {
+		return nil, err
+	}
+	return onewirereg.Open(name)
 }
 
 // hostI2C opens a bus of this machine through periph.io.

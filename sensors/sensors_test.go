@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/i2c/i2ctest"
+	"periph.io/x/conn/v3/onewire/onewiretest"
 
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/sensors"
@@ -353,5 +354,31 @@ func TestSCD4xReading(t *testing.T) {
 		if math.Abs(v[k]-w) > 0.02 {
 			t.Errorf("%s = %v, want %v", k, v[k], w)
 		}
+	}
+}
+
+// DS18B20 at 10 bits: match ROM + read scratchpad on open, then match ROM
+// + convert (strong pull-up) and read scratchpad: 0x01e0 = 30 °C.
+func TestDS18B20Reading(t *testing.T) {
+	rom := []byte{0x55, 0x28, 0xac, 0x41, 0xe, 0x7, 0x0, 0x0, 0x74}
+	scratch := []byte{0xe0, 0x1, 0x0, 0x0, 0x3f, 0xff, 0x10, 0x10, 0x3f}
+	bus := &onewiretest.Playback{Ops: []onewiretest.IO{
+		{W: append(append([]byte{}, rom...), 0xbe), R: scratch},
+		{W: append(append([]byte{}, rom...), 0x44), Pull: true},
+		{W: append(append([]byte{}, rom...), 0xbe), R: scratch},
+	}}
+	s, err := sensors.OpenDS18B20(bus, 0x740000070e41ac28, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v["temperature_c"] != 30 {
+		t.Fatalf("temperature_c = %v, want 30", v["temperature_c"])
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
