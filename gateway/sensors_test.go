@@ -149,18 +149,22 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	pin := &gpiotest.Pin{N: "GPIO17", EdgesChan: make(chan gpio.Level, 8)}
+	configured := make(chan struct{})
 	g, _ := gateway.New(cfg, nil)
 	g.OpenPin = func(name string) (gpio.PinIn, error) {
 		if name != "GPIO17" {
 			return nil, fmt.Errorf("no pin %s", name)
 		}
-		return pin, nil
+		return inNotifier{pin, configured}, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	waitFor(t, 10*time.Second, "the pin to be configured", func() bool { return pin.Pull() == gpio.PullDown })
-	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-configured: // In has flushed old edges: new ones count
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pin was never configured")
+	}
 	pin.EdgesChan <- gpio.High
 	waitFor(t, time.Minute, "the door event in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
 	cancel()
@@ -179,4 +183,17 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &p); err != nil || m.Subject != "telemetry.gw1.front-door" || !p.Level || p.Edge != "rising" {
 		t.Fatalf("%s %s (%v)", m.Subject, m.Data, err)
 	}
+}
+
+// inNotifier tells the test when the source has configured the pin
+// (gpiotest's own Pull() reads without its lock, so it cannot be polled).
+type inNotifier struct {
+	*gpiotest.Pin
+	done chan struct{}
+}
+
+func (p inNotifier) In(pull gpio.Pull, edge gpio.Edge) error {
+	err := p.Pin.In(pull, edge)
+	close(p.done)
+	return err
 }

@@ -18,8 +18,42 @@ func testPin() *gpiotest.Pin {
 	return &gpiotest.Pin{N: "GPIO17", Num: 17, EdgesChan: make(chan gpio.Level, 64)}
 }
 
+// configuredPin closes its channel once the source has configured it: In
+// flushes pending edges, so a test sends edges only after that.
+type configuredPin struct {
+	*gpiotest.Pin
+	done chan struct{}
+	once sync.Once
+}
+
+func (p *configuredPin) In(pull gpio.Pull, edge gpio.Edge) error {
+	err := p.Pin.In(pull, edge)
+	p.once.Do(func() { close(p.done) })
+	return err
+}
+
+var configured = map[*gpiotest.Pin]*configuredPin{}
+var configuredMu sync.Mutex
+
 func opener(p *gpiotest.Pin) sensors.PinOpener {
-	return func(string) (gpio.PinIn, error) { return p, nil }
+	configuredMu.Lock()
+	cp := &configuredPin{Pin: p, done: make(chan struct{})}
+	configured[p] = cp
+	configuredMu.Unlock()
+	return func(string) (gpio.PinIn, error) { return cp, nil }
+}
+
+// waitConfigured waits until the source has configured p.
+func waitConfigured(t *testing.T, p *gpiotest.Pin) {
+	t.Helper()
+	configuredMu.Lock()
+	cp := configured[p]
+	configuredMu.Unlock()
+	select {
+	case <-cp.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pin was never configured")
+	}
 }
 
 func runSource(t *testing.T, run func(context.Context) error) (stop func()) {
@@ -66,7 +100,7 @@ func TestEdgeDebounce(t *testing.T) {
 	var c collector
 	stop := runSource(t, func(ctx context.Context) error { return s.Run(ctx, c.emit) })
 	defer stop()
-	time.Sleep(20 * time.Millisecond) // Run has configured the pin (In flushes edges)
+	waitConfigured(t, pin)
 
 	pin.EdgesChan <- gpio.High // opens, bouncing
 	pin.EdgesChan <- gpio.Low
@@ -97,7 +131,7 @@ func TestEdgeRisingOnly(t *testing.T) {
 	var c collector
 	stop := runSource(t, func(ctx context.Context) error { return s.Run(ctx, c.emit) })
 	defer stop()
-	time.Sleep(20 * time.Millisecond)
+	waitConfigured(t, pin)
 	for _, l := range []gpio.Level{gpio.High, gpio.Low, gpio.High, gpio.Low} {
 		pin.EdgesChan <- l
 		time.Sleep(15 * time.Millisecond)
@@ -134,7 +168,7 @@ func TestPulseCounter(t *testing.T) {
 	var c collector
 	stop := runSource(t, func(ctx context.Context) error { return p.Run(ctx, c.emit) })
 	defer stop()
-	time.Sleep(20 * time.Millisecond)
+	waitConfigured(t, pin)
 	for range 10 { // ten clean pulses
 		pin.EdgesChan <- gpio.High
 		pin.EdgesChan <- gpio.Low
