@@ -16,6 +16,8 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
+	"periph.io/x/conn/v3/onewire"
+	"periph.io/x/conn/v3/onewire/onewiretest"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -196,4 +198,96 @@ func (p inNotifier) In(pull gpio.Pull, edge gpio.Edge) error {
 	err := p.Pin.In(pull, edge)
 	close(p.done)
 	return err
+}
+
+// Every I²C driver from its config through the gateway's opener to a
+// reading, on periph playback buses with each device's register exchange.
+func TestEveryDriverFromConfig(t *testing.T) {
+	bme := []i2ctest.IO{
+		{Addr: 0x76, W: []byte{0xd0}, R: []byte{0x60}},
+		{Addr: 0x76, W: []byte{0x88}, R: []byte{0x10, 0x6e, 0x6c, 0x66, 0x32, 0x0, 0x5d, 0x95, 0xb8, 0xd5, 0xd0, 0xb, 0x77, 0x1e, 0x9d, 0xff, 0xf9, 0xff, 0xac, 0x26, 0xa, 0xd8, 0xbd, 0x10, 0x0, 0x4b}},
+		{Addr: 0x76, W: []byte{0xe1}, R: []byte{0x6e, 0x1, 0x0, 0x13, 0x5, 0x0, 0x1e}},
+		{Addr: 0x76, W: []byte{0xf4, 0x6c, 0xf2, 0x3, 0xf5, 0xa0, 0xf4, 0x6c}},
+		{Addr: 0x76, W: []byte{0xf4, 0x6d}},
+		{Addr: 0x76, W: []byte{0xf3}, R: []byte{0}},
+		{Addr: 0x76, W: []byte{0xf7}, R: []byte{0x4a, 0x52, 0xc0, 0x80, 0x96, 0xc0, 0x7a, 0x76}},
+	}
+	tests := []struct {
+		name, yaml string
+		ops        []i2ctest.IO
+		value      string
+		want       float64
+	}{
+		{"bme280", "driver: bme280\n    address: 0x76", bme, "temperature_c", 23.72},
+		{"mcp9808", "driver: mcp9808\n    address: 0x18", []i2ctest.IO{
+			{Addr: 0x18, W: []byte{0x08, 0x03}}, {Addr: 0x18, W: []byte{0x01, 0x00, 0x00}},
+			{Addr: 0x18, W: []byte{0x05}, R: []byte{0x01, 0x90}}}, "temperature_c", 25},
+		{"ina219", "driver: ina219\n    address: 0x40", []i2ctest.IO{
+			{Addr: 0x40, W: []byte{0x05, 0x10, 0x62}}, {Addr: 0x40, W: []byte{0x00, 0x1f, 0xff}},
+			{Addr: 0x40, W: []byte{0x01}, R: []byte{0x00, 0x00}}, {Addr: 0x40, W: []byte{0x02}, R: []byte{0x2e, 0xe2}},
+			{Addr: 0x40, W: []byte{0x04}, R: []byte{0x00, 0x00}}, {Addr: 0x40, W: []byte{0x03}, R: []byte{0x00, 0x00}}}, "bus_voltage_v", 6},
+		{"bh1750", "driver: bh1750", []i2ctest.IO{
+			{Addr: 0x23, W: []byte{0x07}}, {Addr: 0x23, W: []byte{0x10}}, {Addr: 0x23, W: []byte{0x07}},
+			{Addr: 0x23, W: []byte{0x10}}, {Addr: 0x23, W: []byte{0x10}, R: []byte{0x00, 0x78}}}, "illuminance_lux", 100},
+		{"scd4x", "driver: scd4x\n    interval: 5s", []i2ctest.IO{
+			{Addr: 0x62, W: []byte{0x36, 0xf6}}, {Addr: 0x62, W: []byte{0x21, 0xb1}},
+			{Addr: 0x62, W: []byte{0xe4, 0xb8}, R: []byte{0x80, 0x6, 0x4}},
+			{Addr: 0x62, W: []byte{0xec, 0x5}, R: []byte{0x2, 0x2c, 0xa3, 0x67, 0xd, 0x36, 0x4d, 0x8, 0xf1}}}, "co2_ppm", 556},
+		{"ads1015", "driver: ads1015\n    address: 0x48\n    channels:\n      - {input: \"0-3\", max_voltage: 5, scale: -1000, name: mv}", []i2ctest.IO{
+			{Addr: 0x48, W: []byte{0x1, 0x91, 0x3}}, {Addr: 0x48, W: []byte{0x0}, R: []byte{0xff, 0x50}}}, "mv", 33},
+		{"register", "driver: register\n    address: 0x48\n    register: {reg: 0, length: 2, signed: true, scale: 0.00390625, name: temperature_c}", []i2ctest.IO{
+			{Addr: 0x48, W: []byte{0x00}, R: []byte{0x19, 0x00}}}, "temperature_c", 25},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := fmt.Sprintf("gateway:\n  id: gw1\nsensors:\n  - name: s\n    %s\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", tt.yaml)
+			cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bus := &i2ctest.Playback{Ops: tt.ops, DontPanic: true}
+			g, _ := gateway.New(cfg, nil)
+			g.OpenI2C = func(string) (i2c.BusCloser, error) { return nopCloser{bus}, nil }
+			ps, err := g.Pollers()
+			if err != nil || len(ps) != 1 {
+				t.Fatalf("pollers: %v", err)
+			}
+			_, vals, err := ps[0].ReadOnce()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.Abs(vals[tt.value]-tt.want) > 0.01 {
+				t.Fatalf("%s = %v, want %v (all: %v)", tt.value, vals[tt.value], tt.want, vals)
+			}
+		})
+	}
+}
+
+type nopOneWire struct{ *onewiretest.Playback }
+
+func (nopOneWire) Close() error { return nil }
+
+func TestDS18B20FromConfig(t *testing.T) {
+	text := "gateway:\n  id: gw1\nsensors:\n  - name: pipe\n    driver: ds18b20\n    rom: 0x740000070e41ac28\n    bits: 10\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"
+	cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rom := []byte{0x55, 0x28, 0xac, 0x41, 0xe, 0x7, 0x0, 0x0, 0x74}
+	scratch := []byte{0xe0, 0x1, 0x0, 0x0, 0x3f, 0xff, 0x10, 0x10, 0x3f}
+	bus := &onewiretest.Playback{Ops: []onewiretest.IO{
+		{W: append(append([]byte{}, rom...), 0xbe), R: scratch},
+		{W: append(append([]byte{}, rom...), 0x44), Pull: true},
+		{W: append(append([]byte{}, rom...), 0xbe), R: scratch},
+	}}
+	g, _ := gateway.New(cfg, nil)
+	g.OpenOneWire = func(string) (onewire.BusCloser, error) { return nopOneWire{bus}, nil }
+	ps, err := g.Pollers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, vals, err := ps[0].ReadOnce()
+	if err != nil || vals["temperature_c"] != 30 {
+		t.Fatalf("%v, %v", vals, err)
+	}
 }
