@@ -215,31 +215,9 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		if v := getUint(meta, keyFormat); v != formatVersion {
 			return fmt.Errorf("buffer: %s has format %d; this edgegw reads format %d (use the edgegw version that wrote it to drain it)", q.path, v, formatVersion)
 		}
-		st := state{
-			next:        getUint(meta, keyNext),
-			bytes:       int64(getUint(meta, keyBytes)),
-			appended:    getUint(meta, keyAppended),
-			acked:       getUint(meta, keyAcked),
-			droppedFull: getUint(meta, keyDroppedFull),
-			droppedAge:  getUint(meta, keyDroppedAge),
-		}
-		if st.next == 0 {
-			st.next = 1
-		}
-		c := events.Cursor()
-		if k, v := c.First(); k != nil {
-			if len(k) != 8 || len(v) < 8 {
-				return corruptf("bad first record")
-			}
-			st.first = binary.BigEndian.Uint64(k)
-			st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-			lk, _ := c.Last()
-			if last := binary.BigEndian.Uint64(lk); last >= st.next {
-				return corruptf("last seq %d not below next seq %d", last, st.next)
-			}
-		} else {
-			st.first = st.next
-			st.bytes = 0
+		st, err := readState(meta, events)
+		if err != nil {
+			return err
 		}
 		q.st = st
 	}
@@ -440,21 +418,8 @@ func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	st, rejected := q.st, q.rejected
 	q.mu.Unlock()
-	s := Stats{
-		Events:      st.next - st.first,
-		Bytes:       st.bytes,
-		FirstSeq:    st.first,
-		NextSeq:     st.next,
-		Oldest:      st.oldest,
-		Appended:    st.appended,
-		Acked:       st.acked,
-		DroppedFull: st.droppedFull,
-		DroppedAge:  st.droppedAge,
-		Rejected:    rejected,
-	}
-	if !st.oldest.IsZero() {
-		s.OldestAge = time.Since(st.oldest)
-	}
+	s := st.stats()
+	s.Rejected = rejected
 	if fi, err := os.Stat(q.path); err == nil {
 		s.FileBytes = fi.Size()
 	}
@@ -493,6 +458,57 @@ func (q *Queue) isClosed() bool {
 	return q.closed
 }
 
+// readState reads the committed state from the meta bucket and the first
+// and last events.
+func readState(meta, events *bolt.Bucket) (state, error) {
+	st := state{
+		next:        getUint(meta, keyNext),
+		bytes:       int64(getUint(meta, keyBytes)),
+		appended:    getUint(meta, keyAppended),
+		acked:       getUint(meta, keyAcked),
+		droppedFull: getUint(meta, keyDroppedFull),
+		droppedAge:  getUint(meta, keyDroppedAge),
+	}
+	if st.next == 0 {
+		st.next = 1
+	}
+	c := events.Cursor()
+	k, v := c.First()
+	if k == nil {
+		st.first, st.bytes = st.next, 0
+		return st, nil
+	}
+	if len(k) != 8 || len(v) < 8 {
+		return st, corruptf("bad first record")
+	}
+	st.first = binary.BigEndian.Uint64(k)
+	st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+	lk, _ := c.Last()
+	if last := binary.BigEndian.Uint64(lk); last >= st.next {
+		return st, corruptf("last seq %d not below next seq %d", last, st.next)
+	}
+	return st, nil
+}
+
+// stats is the Stats view of st (without Rejected and FileBytes).
+func (st state) stats() Stats {
+	s := Stats{
+		Events:      st.next - st.first,
+		Bytes:       st.bytes,
+		FirstSeq:    st.first,
+		NextSeq:     st.next,
+		Oldest:      st.oldest,
+		Appended:    st.appended,
+		Acked:       st.acked,
+		DroppedFull: st.droppedFull,
+		DroppedAge:  st.droppedAge,
+	}
+	if !st.oldest.IsZero() {
+		s.OldestAge = time.Since(st.oldest)
+	}
+	return s
+}
+
 func getUint(b *bolt.Bucket, k []byte) uint64 {
 	v := b.Get(k)
 	if len(v) != 8 {
@@ -528,29 +544,14 @@ func ReadStats(path string, timeout time.Duration) (Stats, error) {
 		if meta == nil || events == nil {
 			return fmt.Errorf("%w: %s", ErrForeign, path)
 		}
-		st = state{
-			next:        getUint(meta, keyNext),
-			bytes:       int64(getUint(meta, keyBytes)),
-			appended:    getUint(meta, keyAppended),
-			acked:       getUint(meta, keyAcked),
-			droppedFull: getUint(meta, keyDroppedFull),
-			droppedAge:  getUint(meta, keyDroppedAge),
-		}
-		st.first = st.next
-		if k, v := events.Cursor().First(); len(k) == 8 && len(v) >= 8 {
-			st.first = binary.BigEndian.Uint64(k)
-			st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-		}
-		return nil
+		var err error
+		st, err = readState(meta, events)
+		return err
 	})
 	if err != nil {
 		return Stats{}, err
 	}
-	s := Stats{Events: st.next - st.first, Bytes: st.bytes, FirstSeq: st.first, NextSeq: st.next, Oldest: st.oldest,
-		Appended: st.appended, Acked: st.acked, DroppedFull: st.droppedFull, DroppedAge: st.droppedAge}
-	if !st.oldest.IsZero() {
-		s.OldestAge = time.Since(st.oldest)
-	}
+	s := st.stats()
 	if fi, err := os.Stat(path); err == nil {
 		s.FileBytes = fi.Size()
 	}

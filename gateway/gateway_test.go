@@ -214,24 +214,10 @@ func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 	return count, order
 }
 
+// streamMsgs is how many messages TELEMETRY holds; 0 while it cannot say.
 func streamMsgs(t testing.TB, url string) uint64 {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return 0
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		return 0
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0
-	}
-	return info.State.Msgs
+	n, _ := natstest.StreamMsgs(url, "TELEMETRY")
+	return n
 }
 
 // checkExactlyOnce: every accepted message is in the stream once; nothing

@@ -482,21 +482,9 @@ func TestGracefulStopLeavesTheRestBuffered(t *testing.T) {
 
 func streamCount(t testing.TB, url string) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	n, err := natstest.StreamMsgs(url, "TELEMETRY")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return n
 }
