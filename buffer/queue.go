@@ -95,8 +95,6 @@ type Queue struct {
 	quit chan struct{} // closed by Close
 	done chan struct{} // closed when the writer has exited
 
-	verified bool // Open walked the file because the last shutdown was unclean
-
 	closeOnce sync.Once
 	closeErr  error
 
@@ -139,8 +137,7 @@ func Open(path string, opts *Options) (*Queue, error) {
 }
 
 func open(path string, o Options) (*Queue, error) {
-	clean, err := verify(path, o)
-	if err != nil {
+	if err := verify(path, o); err != nil {
 		return nil, err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
@@ -165,7 +162,6 @@ func open(path string, o Options) (*Queue, error) {
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 	}
-	q.verified = !clean
 	if err := db.Update(q.load); err != nil {
 		db.Close()
 		if errors.Is(err, errCorrupt) || errors.Is(err, ErrForeign) {

@@ -11,23 +11,23 @@ import (
 )
 
 // verify checks an existing file before it is opened for writing, through a
-// read-only handle, and reports whether the last shutdown was clean.
+// read-only handle.
 //
 // It always checks that the file is as long as its meta page says (a
 // truncated file would otherwise fault deep inside bbolt). After an unclean
 // shutdown, or with VerifyOnOpen, it also walks every event and runs bbolt's
 // page check. Faults and panics while reading are turned into errors, so a
 // bad file is moved aside instead of crashing the process in a loop.
-func verify(path string, o Options) (clean bool, err error) {
+func verify(path string, o Options) (err error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return true, nil
+		return nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("buffer: %w", err)
+		return fmt.Errorf("buffer: %w", err)
 	}
 	if fi.Size() == 0 {
-		return true, nil // bbolt initialises an empty file
+		return nil // bbolt initialises an empty file
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		ReadOnly:     true,
@@ -36,14 +36,14 @@ func verify(path string, o Options) (clean bool, err error) {
 	})
 	if err != nil {
 		if oe := openError(path, err); errors.Is(oe, ErrLocked) || errors.Is(oe, errCorrupt) {
-			return false, oe
+			return oe
 		}
 		var pe *os.PathError
 		if errors.As(err, &pe) {
-			return false, openError(path, err)
+			return openError(path, err)
 		}
 		// bbolt returns plain errors for some damage ("file size too small").
-		return false, corruptf("%v", err)
+		return corruptf("%v", err)
 	}
 	defer db.Close()
 
@@ -59,16 +59,14 @@ func verify(path string, o Options) (clean bool, err error) {
 		}
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
-			clean = true
 			return nil // foreign or empty: open decides
 		}
-		clean = getUint(meta, keyClean) == 1
-		if clean && !o.VerifyOnOpen {
+		if clean := getUint(meta, keyClean) == 1; clean && !o.VerifyOnOpen {
 			return nil
 		}
 		return walk(tx, meta)
 	})
-	return clean, err
+	return err
 }
 
 // walk reads every event and checks the file against its meta bucket, then
