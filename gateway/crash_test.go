@@ -167,7 +167,14 @@ func TestUplinkOutagesDuringIngest(t *testing.T) {
 
 // The broker restarts twice while messages flow; it keeps its queue
 // (mosquitto with persistence) and the gateway reconnects to the same
-// session: everything the broker accepted arrives once.
+// session: everything the broker accepted arrives. The broker's redelivery
+// of what the gateway committed but had not PUBACKed is recognised
+// (Duplicates counts those). A QoS 1 *publisher* whose PUBLISH was stored
+// by the broker but whose PUBACK was lost in the restart publishes it again,
+// and the broker delivers it again as a new message (another packet id, no
+// DUP flag): that copy is made before the gateway and is indistinguishable
+// from a new reading, so it is allowed here, bounded by what the publisher
+// had in flight (QoS 2 publishers avoid it).
 func TestBrokerRestartsDuringIngest(t *testing.T) {
 	if !mqtttest.Mosquitto() {
 		t.Skip("needs a broker that keeps in-flight messages across a restart (mochi's persistence cannot): set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto")
@@ -192,18 +199,33 @@ func TestBrokerRestartsDuringIngest(t *testing.T) {
 	}
 	<-published
 	accepted := pub.acceptedSet()
-	if os.Getenv("EDGEGW_TEST_LOG") != "" {
-		time.Sleep(5 * time.Second)
-		st := g.Stats()
-		t.Logf("%d accepted; gateway: mqtt %+v forward %+v duplicates %d", len(accepted), st.MQTT, st.Forward, st.Duplicates)
-		checkExactlyOnce(t, srv.URL(), accepted)
-	}
 	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
 		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
 	})
-	checkExactlyOnce(t, srv.URL(), accepted)
+	count, _ := streamContents(t, srv.URL())
+	missing, copies := 0, 0
+	for n := range accepted {
+		if count[n] == 0 {
+			missing++
+			if missing <= 5 {
+				t.Errorf("message %d accepted by the broker is not in the stream", n)
+			}
+		}
+	}
+	for n, c := range count {
+		if c > 1 {
+			copies += c - 1
+			t.Logf("message %d is in the stream %d times (a publisher resend across the restart)", n, c)
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d accepted messages lost", missing)
+	}
+	if copies > 2*100 {
+		t.Fatalf("%d copies: more than the publisher had in flight at the two restarts", copies)
+	}
 	st := g.Stats()
-	t.Logf("%d accepted; gateway: mqtt %+v forward %+v duplicates %d", len(accepted), st.MQTT, st.Forward, st.Duplicates)
+	t.Logf("%d accepted, none lost, %d publisher copies; gateway: mqtt %+v forward %+v redeliveries dropped %d", len(accepted), copies, st.MQTT, st.Forward, st.Duplicates)
 }
 
 // probeBase numbers the probe messages, outside the range of the ones a
