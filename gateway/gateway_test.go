@@ -55,7 +55,8 @@ upstream:
 	return cfg, path
 }
 
-// startGateway runs a gateway until the test ends.
+// startGateway runs a gateway until the test ends and waits for its MQTT
+// source to connect.
 func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 	t.Helper()
 	var log *slog.Logger
@@ -66,22 +67,53 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(runGateway(t, g))
+	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Connected })
+	return g
+}
+
+// runGateway starts g.Run; the returned stop cancels it and fails the test
+// if Run returned an error or did not return within 30 s.
+func runGateway(t testing.TB, g *gateway.Gateway) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway Run: %v", err)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("gateway Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("gateway did not stop within 30s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("gateway did not stop within 30s")
-		}
-	})
-	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Connected })
-	return g
+		})
+	}
+}
+
+// firstMsg returns the first message of the TELEMETRY stream.
+func firstMsg(t testing.TB, url string) *jetstream.RawStreamMsg {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // publisher is a paho client publishing numbered QoS 1 messages.

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -10,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/i2c"
@@ -78,24 +75,12 @@ upstream:
 		}
 		return nopCloser{bus}, nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- g.Run(ctx) }()
+	stop := runGateway(t, g)
 	waitFor(t, time.Minute, "five readings in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 5 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 
-	nc, _ := nats.Connect(srv.URL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	s, _ := js.Stream(context.Background(), "TELEMETRY")
-	m, err := s.GetMsg(context.Background(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := firstMsg(t, srv.URL())
 	if m.Subject != "telemetry.gw1.lobby-climate" || m.Header.Get("Edgegw-Source") != "lobby-climate" {
 		t.Fatalf("subject %q source %q", m.Subject, m.Header.Get("Edgegw-Source"))
 	}
@@ -124,17 +109,12 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 	}
 	g, _ := gateway.New(cfg, nil)
 	g.OpenI2C = func(name string) (i2c.BusCloser, error) { return nil, fmt.Errorf("no such bus") }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	stop := runGateway(t, g)
 	waitFor(t, time.Minute, "sim readings while the other sensor is missing", func() bool {
 		st := g.Stats()
 		return st.Sensors["sim"].Reads >= 3 && st.Sensors["shed"].Failures >= 1
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	st := g.Stats().Sensors["shed"]
 	if st.Available || st.LastError == "" {
 		t.Fatalf("shed: %+v", st)
@@ -159,9 +139,8 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 		}
 		return inNotifier{pin, configured}, nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	stop := runGateway(t, g)
+	defer stop()
 	select {
 	case <-configured: // In has flushed old edges: new ones count
 	case <-time.After(10 * time.Second):
@@ -169,18 +148,8 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 	}
 	pin.EdgesChan <- gpio.High
 	waitFor(t, time.Minute, "the door event in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	nc, _ := nats.Connect(srv.URL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	s, _ := js.Stream(context.Background(), "TELEMETRY")
-	m, err := s.GetMsg(context.Background(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stop()
+	m := firstMsg(t, srv.URL())
 	var p sensors.EdgePayload
 	if err := json.Unmarshal(m.Data, &p); err != nil || m.Subject != "telemetry.gw1.front-door" || !p.Level || p.Edge != "rising" {
 		t.Fatalf("%s %s (%v)", m.Subject, m.Data, err)
