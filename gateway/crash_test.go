@@ -132,14 +132,18 @@ func TestSIGKILLWhilePublishing(t *testing.T) {
 	t.Logf("%d accepted, %d in the stream, each once", len(accepted), len(count))
 }
 
-// The uplink goes away and comes back, twice, while messages flow:
-// everything the broker accepted arrives once.
-func TestUplinkOutagesDuringIngest(t *testing.T) {
-	broker := mqtttest.Start(t, mqtttest.Options{})
+// ingestUnderFaults runs a gateway between a broker and a JetStream server,
+// publishes 20,000 QoS 1 messages, calls fault twice (after a third and
+// after two thirds have been committed), and returns once every message
+// the broker accepted is in the stream, with the server's URL, what was
+// accepted, and the gateway.
+func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*mqtttest.Broker, *natstest.Server, *gateway.Gateway)) (string, map[int]bool, *gateway.Gateway) {
+	t.Helper()
+	broker := mqtttest.Start(t, mqtttest.Options{Persist: persist})
 	srv := natstest.Start(t, nil)
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	g := startGateway(t, cfg)
-	pub := newPublisher(t, broker.URL(), "pub", true)
+	pub := newPublisher(t, broker.URL(), "pub", cleanPublisher)
 	waitSubscribed(t, pub, srv.URL())
 
 	const total = 20_000
@@ -150,17 +154,26 @@ func TestUplinkOutagesDuringIngest(t *testing.T) {
 	}()
 	for k := 1; k <= 2; k++ {
 		waitFor(t, time.Minute, "progress", func() bool { return g.Stats().MQTT.Committed > uint64(k*total/3) })
-		srv.Shutdown()
-		waitFor(t, time.Minute, "a backlog", func() bool { return g.Stats().Buffer.Events > 1000 })
-		t.Logf("uplink down: %d events buffered", g.Stats().Buffer.Events)
-		srv.Restart()
+		fault(broker, srv, g)
 	}
 	<-published
 	accepted := pub.acceptedSet()
 	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
 		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
 	})
-	checkExactlyOnce(t, srv.URL(), accepted)
+	return srv.URL(), accepted, g
+}
+
+// The uplink goes away and comes back, twice, while messages flow:
+// everything the broker accepted arrives once.
+func TestUplinkOutagesDuringIngest(t *testing.T) {
+	url, accepted, g := ingestUnderFaults(t, false, true, func(_ *mqtttest.Broker, srv *natstest.Server, g *gateway.Gateway) {
+		srv.Shutdown()
+		waitFor(t, time.Minute, "a backlog", func() bool { return g.Stats().Buffer.Events > 1000 })
+		t.Logf("uplink down: %d events buffered", g.Stats().Buffer.Events)
+		srv.Restart()
+	})
+	checkExactlyOnce(t, url, accepted)
 	st := g.Stats()
 	t.Logf("%d accepted; gateway: mqtt %+v forward %+v", len(accepted), st.MQTT, st.Forward)
 }
@@ -179,30 +192,11 @@ func TestBrokerRestartsDuringIngest(t *testing.T) {
 	if !mqtttest.Mosquitto() {
 		t.Skip("needs a broker that keeps in-flight messages across a restart (mochi's persistence cannot): set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto")
 	}
-	broker := mqtttest.Start(t, mqtttest.Options{Persist: true})
-	srv := natstest.Start(t, nil)
-	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
-	g := startGateway(t, cfg)
-	pub := newPublisher(t, broker.URL(), "pub", false)
-	waitSubscribed(t, pub, srv.URL())
-
-	const total = 20_000
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		pub.publish(0, total, 100, 100*time.Microsecond)
-	}()
-	for k := 1; k <= 2; k++ {
-		waitFor(t, time.Minute, "progress", func() bool { return g.Stats().MQTT.Committed > uint64(k*total/3) })
+	url, accepted, g := ingestUnderFaults(t, true, false, func(broker *mqtttest.Broker, _ *natstest.Server, g *gateway.Gateway) {
 		broker.Restart()
 		t.Logf("broker restarted at %d committed", g.Stats().MQTT.Committed)
-	}
-	<-published
-	accepted := pub.acceptedSet()
-	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
-		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
 	})
-	count := checkNoneLost(t, srv.URL(), accepted)
+	count := checkNoneLost(t, url, accepted)
 	copies := 0
 	for n, c := range count {
 		if c > 1 {
