@@ -40,6 +40,9 @@ const usage = `usage:
   edgegw version
 `
 
+// defaultConfig is where the packaged service keeps its config.
+const defaultConfig = "/etc/edgegw/edgegw.yaml"
+
 // shutdownLimit bounds a graceful stop: stop ingest, flush, wait for the
 // upstream's acks (5s), close the buffer.
 const shutdownLimit = 30 * time.Second
@@ -76,9 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "/etc/edgegw/edgegw.yaml", "config file")
+	fs := flags("run", stderr)
+	cfgPath := fs.String("config", defaultConfig, "config file")
 	format := fs.String("log-format", "", "text or json (overrides log.format)")
 	level := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
 	if err := fs.Parse(args); err != nil {
@@ -129,9 +131,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 }
 
 func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "/etc/edgegw/edgegw.yaml", "config file")
+	fs := flags("config check", stderr)
+	cfgPath := fs.String("config", defaultConfig, "config file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -153,8 +154,7 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("buffer stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flags("buffer stats", stderr)
 	cfgPath := fs.String("config", "", "config file (its buffer.path)")
 	path := fs.String("path", "", "buffer file")
 	if err := fs.Parse(args); err != nil {
@@ -162,7 +162,7 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	}
 	if *path == "" {
 		if *cfgPath == "" {
-			*cfgPath = "/etc/edgegw/edgegw.yaml"
+			*cfgPath = defaultConfig
 		}
 		cfg, err := gateway.LoadConfig(*cfgPath)
 		if err != nil {
@@ -188,8 +188,7 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 // cmdI2CScan lists the addresses that answer on a bus, and the sensors
 // known to use them.
 func cmdI2CScan(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("i2c scan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flags("i2c scan", stderr)
 	name := fs.String("bus", "1", "I²C bus: a number or /dev/i2c-N")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -219,9 +218,8 @@ func cmdI2CScan(args []string, stdout, stderr io.Writer) int {
 // cmdSensorsRead reads every configured sensor once: a field check for
 // installers. It exits 1 if any sensor cannot be read.
 func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sensors read", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "/etc/edgegw/edgegw.yaml", "config file")
+	fs := flags("sensors read", stderr)
+	cfgPath := fs.String("config", defaultConfig, "config file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -264,6 +262,13 @@ func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%-24s %s%s\n", p.Name(), ts.Format(time.RFC3339), b.String())
 	}
 	return code
+}
+
+// flags is a subcommand's flag set: errors and usage go to stderr.
+func flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
 }
 
 func newLogger(w io.Writer, c gateway.LogConfig) (*slog.Logger, error) {
