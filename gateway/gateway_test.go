@@ -415,3 +415,37 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The broker's login: the right username and password ingest; a wrong
+// password stops the gateway with an error that names the keys to check
+// and not the password.
+func TestMQTTUsernamePassword(t *testing.T) {
+	const secret = "br0ker-pa55"
+	broker := mqtttest.Start(t, mqtttest.Options{Users: map[string]string{"edgegw": secret, "pub": "pub"}})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.MQTT.Username, cfg.MQTT.Password = "edgegw", secret
+	startGateway(t, cfg)
+	o := paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetUsername("pub").SetPassword("pub")
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	waitFor(t, time.Minute, "a message in the stream", func() bool {
+		c.Publish(topicOf(1), 1, false, payloadOf(1)).Wait()
+		return streamMsgs(t, srv.URL()) >= 1
+	})
+
+	bad, _ := configFor(t, broker.URL(), srv.URL(), "")
+	bad.MQTT.Username, bad.MQTT.Password = "edgegw", "wrong-"+secret
+	bad.MQTT.ClientID = "edgegw-other"
+	g, _ := gateway.New(bad, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := g.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "mqtt.password") || strings.Contains(err.Error(), secret) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	t.Logf("error shown: %v", err)
+}

@@ -488,3 +488,39 @@ func streamCount(t testing.TB, url string) uint64 {
 	}
 	return n
 }
+
+// With the server gone the forwarder waits: it publishes nothing (no spin,
+// nothing handed to nats.go to hold in memory) and every unacknowledged
+// event stays in the buffer; when the server returns, the rest arrives once.
+func TestDisconnectedForwarderWaitsWithEverythingBuffered(t *testing.T) {
+	const n = 20_000
+	srv := natstest.Start(t, nil)
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, n)
+	defer q.Close()
+	o := options()
+	o.RateEvents = 10_000
+	f, err := forward.New(q, connect(t, srv.URL()), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, func() {
+		waitFor(t, func() bool { return f.Stats().Acked > n/4 })
+		srv.Shutdown()
+		waitFor(t, func() bool { return !f.Stats().Connected })
+		time.Sleep(300 * time.Millisecond) // let in-flight publishes fail
+		before := f.Stats()
+		time.Sleep(time.Second) // an outage: nothing may happen meanwhile
+		after := f.Stats()
+		if after.Published != before.Published {
+			t.Errorf("published %d while disconnected", after.Published-before.Published)
+		}
+		if err := q.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if st := q.Stats(); st.FirstSeq > after.LastSeq+1 || st.Events != uint64(n)-after.LastSeq {
+			t.Errorf("buffer holds seqs %d.. (%d events), but the stream acknowledged only up to %d", st.FirstSeq, st.Events, after.LastSeq)
+		}
+		srv.Restart()
+	})
+	checkStream(t, srv.URL(), n)
+}
