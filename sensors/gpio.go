@@ -62,7 +62,8 @@ type EdgeSource struct {
 	open                   PinOpener
 	log                    *slog.Logger
 
-	events, bounces, failures atomic.Uint64
+	health
+	bounces atomic.Uint64
 }
 
 var _ event.Source = (*EdgeSource)(nil)
@@ -84,18 +85,18 @@ func NewEdgeSource(name, subject, pin string, edge Edge, pull gpio.Pull, debounc
 // Name is the sensor's name.
 func (s *EdgeSource) Name() string { return s.name }
 
-// Counts returns the events reported, the bounces ignored and the failures.
-func (s *EdgeSource) Counts() (events, bounces, failures uint64) {
-	return s.events.Load(), s.bounces.Load(), s.failures.Load()
-}
+// Bounces is the number of edges ignored inside a debounce window.
+func (s *EdgeSource) Bounces() uint64 { return s.bounces.Load() }
 
 // Run watches the pin until ctx ends; a pin that cannot be opened is
 // retried with backoff, like a failing I²C sensor.
 func (s *EdgeSource) Run(ctx context.Context, emit event.EmitFunc) error {
-	pin, err := openPin(ctx, s.pinName, s.pull, s.open, &s.failures, s.log)
+	pin, err := openPin(ctx, s.pinName, s.pull, s.open, &s.health, s.log)
 	if pin == nil {
 		return err
 	}
+	defer s.available.Store(false)
+	var storeLog throttle
 	last := pin.Read()
 	for ctx.Err() == nil {
 		if !pin.WaitForEdge(250 * time.Millisecond) {
@@ -125,9 +126,12 @@ func (s *EdgeSource) Run(ctx context.Context, emit event.EmitFunc) error {
 		}
 		b, _ := json.Marshal(EdgePayload{Sensor: s.name, TS: first, Level: bool(level), Edge: edge})
 		if err := emit(ctx, event.Event{Subject: s.subject, Source: s.name, Time: first, Payload: b}); err == nil {
-			s.events.Add(1)
+			s.reads.Add(1)
 		} else if ctx.Err() == nil {
-			s.log.Warn("edge not stored", "err", err)
+			s.notStored.Add(1)
+			if storeLog.ok() {
+				s.log.Warn("edges not stored; skipping them", "err", err, "not_stored", s.notStored.Load())
+			}
 		}
 	}
 	return nil
@@ -154,7 +158,8 @@ type PulseCounter struct {
 	open                   PinOpener
 	log                    *slog.Logger
 
-	total, failures atomic.Uint64
+	health
+	total atomic.Uint64
 }
 
 var _ event.Source = (*PulseCounter)(nil)
@@ -203,10 +208,12 @@ func PulseValues(count, total uint64, elapsed time.Duration, scale float64, unit
 
 // Run counts until ctx ends, reporting every interval.
 func (p *PulseCounter) Run(ctx context.Context, emit event.EmitFunc) error {
-	pin, err := openPin(ctx, p.pinName, p.pull, p.open, &p.failures, p.log)
+	pin, err := openPin(ctx, p.pinName, p.pull, p.open, &p.health, p.log)
 	if pin == nil {
 		return err
 	}
+	defer p.available.Store(false)
+	var storeLog throttle
 	start := time.Now()
 	next := start.Add(p.interval)
 	var count uint64
@@ -223,8 +230,13 @@ func (p *PulseCounter) Run(ctx context.Context, emit event.EmitFunc) error {
 		if now := time.Now(); !now.Before(next) {
 			vals := PulseValues(count, p.total.Load(), now.Sub(start), p.scale, p.unit)
 			b, _ := json.Marshal(PulsePayload{Sensor: p.name, TS: now, Values: vals})
-			if err := emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: now, Payload: b}); err != nil && ctx.Err() == nil {
-				p.log.Warn("count not stored", "err", err)
+			if err := emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: now, Payload: b}); err == nil {
+				p.reads.Add(1)
+			} else if ctx.Err() == nil {
+				p.notStored.Add(1)
+				if storeLog.ok() {
+					p.log.Warn("counts not stored; skipping them", "err", err, "not_stored", p.notStored.Load())
+				}
 			}
 			count, start, next = 0, now, now.Add(p.interval)
 		}
@@ -234,19 +246,19 @@ func (p *PulseCounter) Run(ctx context.Context, emit event.EmitFunc) error {
 
 // openPin opens and configures the pin for both edges, retrying with
 // backoff until ctx ends (then it returns nil, nil).
-func openPin(ctx context.Context, name string, pull gpio.Pull, open PinOpener, failures *atomic.Uint64, log *slog.Logger) (gpio.PinIn, error) {
+func openPin(ctx context.Context, name string, pull gpio.Pull, open PinOpener, h *health, log *slog.Logger) (gpio.PinIn, error) {
 	backoff := time.Second
-	var lastLog time.Time
+	var failLog throttle
 	for {
 		pin, err := open(name)
 		if err == nil {
 			if err = pin.In(pull, gpio.BothEdges); err == nil {
+				h.available.Store(true)
 				return pin, nil
 			}
 		}
-		failures.Add(1)
-		if time.Since(lastLog) > time.Minute {
-			lastLog = time.Now()
+		h.failed(fmt.Sprintf("pin %s: %v", name, err))
+		if failLog.ok() {
 			log.Warn("GPIO pin unavailable; retrying", "pin", name, "err", err, "retry_in", backoff)
 		}
 		if !sleep(ctx, backoff) {

@@ -119,7 +119,7 @@ func TestEdgeDebounce(t *testing.T) {
 	if !got[0].Level || got[0].Edge != "rising" || got[1].Level || got[1].Edge != "falling" {
 		t.Fatalf("edges %+v", got)
 	}
-	if ev, bounces, _ := s.Counts(); ev != 2 || bounces < 3 {
+	if ev, bounces := s.Stats().Reads, s.Bounces(); ev != 2 || bounces < 3 {
 		t.Fatalf("events %d bounces %d", ev, bounces)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/event"
@@ -42,9 +41,7 @@ type Poller struct {
 	open          OpenFunc
 	log           *slog.Logger
 
-	reads, failures atomic.Uint64
-	available       atomic.Bool
-	lastErr         atomic.Pointer[string]
+	health
 }
 
 var _ event.Source = (*Poller)(nil)
@@ -66,23 +63,6 @@ func NewPoller(name, subject string, interval time.Duration, open OpenFunc, log 
 // Name is the sensor's name.
 func (p *Poller) Name() string { return p.name }
 
-// Stats of a poller.
-type Stats struct {
-	Available bool   // the last open or read succeeded
-	Reads     uint64 // readings emitted
-	Failures  uint64 // failed opens and reads
-	LastError string
-}
-
-// Stats returns the counters.
-func (p *Poller) Stats() Stats {
-	s := Stats{Available: p.available.Load(), Reads: p.reads.Load(), Failures: p.failures.Load()}
-	if e := p.lastErr.Load(); e != nil {
-		s.LastError = *e
-	}
-	return s
-}
-
 // Run reads every interval until ctx ends. A failing sensor (missing bus,
 // NACK, CRC error) is closed, counted, logged (the first failure and then
 // at most once a minute) and reopened with backoff from one interval up to
@@ -91,19 +71,17 @@ func (p *Poller) Stats() Stats {
 func (p *Poller) Run(ctx context.Context, emit event.EmitFunc) error {
 	var r Reader
 	defer func() {
+		p.available.Store(false)
 		if r != nil {
 			r.Close()
 		}
 	}()
 	backoff := p.interval
-	var lastLog time.Time
+	var failLog, storeLog throttle
 	fail := func(what string, err error) {
-		p.failures.Add(1)
-		p.available.Store(false)
 		msg := fmt.Sprintf("%s: %v", what, err)
-		p.lastErr.Store(&msg)
-		if time.Since(lastLog) > time.Minute {
-			lastLog = time.Now()
+		p.failed(msg)
+		if failLog.ok() {
 			p.log.Warn("sensor unavailable; retrying", "err", msg, "retry_in", backoff, "failures", p.failures.Load())
 		}
 	}
@@ -145,7 +123,10 @@ func (p *Poller) Run(ctx context.Context, emit event.EmitFunc) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			p.log.Warn("reading not stored", "err", err) // buffer full under reject: the reading is skipped
+			p.notStored.Add(1) // buffer full under reject: the reading is skipped
+			if storeLog.ok() {
+				p.log.Warn("readings not stored; skipping them", "err", err, "not_stored", p.notStored.Load())
+			}
 		} else {
 			p.reads.Add(1)
 		}

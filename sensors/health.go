@@ -1,0 +1,54 @@
+package sensors
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats of a sensor source (a poller, an edge source or a pulse counter).
+type Stats struct {
+	Available bool   // the sensor or pin is open and its last read succeeded
+	Reads     uint64 // readings handed to the buffer and stored
+	Failures  uint64 // failed opens and reads
+	NotStored uint64 // readings the buffer refused (full under when_full: reject, disk error): skipped
+	LastError string
+}
+
+// health holds the counters every source in this package reports.
+type health struct {
+	reads, failures, notStored atomic.Uint64
+	available                  atomic.Bool
+	lastErr                    atomic.Pointer[string]
+}
+
+// Stats returns the counters.
+func (h *health) Stats() Stats {
+	s := Stats{Available: h.available.Load(), Reads: h.reads.Load(), Failures: h.failures.Load(), NotStored: h.notStored.Load()}
+	if e := h.lastErr.Load(); e != nil {
+		s.LastError = *e
+	}
+	return s
+}
+
+// failed records a failure and makes the source unavailable.
+func (h *health) failed(msg string) {
+	h.failures.Add(1)
+	h.available.Store(false)
+	h.lastErr.Store(&msg)
+}
+
+// throttle says yes at most once per period: warnings about a sensor that
+// keeps failing, or a buffer that keeps refusing, are logged once a minute,
+// not once a reading. The zero value says yes at once. It belongs to one
+// goroutine.
+type throttle struct {
+	last time.Time
+}
+
+func (t *throttle) ok() bool {
+	if now := time.Now(); t.last.IsZero() || now.Sub(t.last) >= time.Minute {
+		t.last = now
+		return true
+	}
+	return false
+}
