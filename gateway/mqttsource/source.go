@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,7 @@ type Options struct {
 // Stats are the source's counters since New.
 type Stats struct {
 	Connected  bool
+	Subscribed bool   // the broker granted the subscriptions (SUBACK) on this connection
 	Received   uint64 // messages taken from the broker
 	Committed  uint64 // events handed to the buffer and acked
 	TooLarge   uint64 // over MaxPayload, dropped
@@ -72,7 +74,7 @@ type Source struct {
 	log    *slog.Logger
 	tlsCfg *tls.Config
 
-	connected                                          atomic.Bool
+	connected, subscribed                              atomic.Bool
 	received, committed, tooLarge, unmappable, retries atomic.Uint64
 }
 
@@ -128,6 +130,7 @@ func (s *Source) Name() string { return "mqtt" }
 func (s *Source) Stats() Stats {
 	return Stats{
 		Connected:  s.connected.Load(),
+		Subscribed: s.subscribed.Load(),
 		Received:   s.received.Load(),
 		Committed:  s.committed.Load(),
 		TooLarge:   s.tooLarge.Load(),
@@ -157,8 +160,14 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		}
 		t := c.SubscribeMultiple(filters, nil) // messages go to the default handler
 		go func() {                            // paho's OnConnect must not block on a token
-			if t.WaitTimeout(30*time.Second) && t.Error() != nil {
-				s.log.Error("subscribe failed", "err", t.Error())
+			if !t.WaitTimeout(30 * time.Second) {
+				s.log.Error("subscribe: no SUBACK from the broker within 30s")
+			} else if err := t.Error(); err != nil {
+				s.log.Error("subscribe failed", "err", err)
+			} else if refusedTopics := refusedSubs(t); len(refusedTopics) > 0 {
+				s.log.Error("the broker refused subscriptions (check its ACL for this user)", "topics", refusedTopics)
+			} else if c.IsConnectionOpen() {
+				s.subscribed.Store(true)
 			}
 		}()
 	}
@@ -180,6 +189,7 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.connected.Store(false)
+			s.subscribed.Store(false)
 			s.log.Warn("lost the broker; reconnecting", "err", err)
 		})
 	if s.o.Username != "" {
@@ -204,8 +214,25 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 	defer func() {
 		c.Disconnect(250)
 		s.connected.Store(false)
+		s.subscribed.Store(false)
 	}()
 	return s.ingest(ctx, msgs, emit)
+}
+
+// refusedSubs lists the filters a SUBACK refused (return code 0x80).
+func refusedSubs(t mqtt.Token) []string {
+	st, ok := t.(*mqtt.SubscribeToken)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for topic, code := range st.Result() {
+		if code == 0x80 {
+			out = append(out, topic)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ingest commits messages in batches and acks them, in arrival order, once
