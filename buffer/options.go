@@ -64,6 +64,10 @@ type Options struct {
 	// gateway seeds it from the clock, so a buffer that had to be replaced
 	// never reuses the seqs of its predecessor upstream.
 	FirstSeq uint64
+	// OnCommit, if set, is called by the writer after each committed
+	// transaction with the time bbolt took (write and fsync): the gateway
+	// feeds its commit latency histogram with it. It must not block.
+	OnCommit func(time.Duration)
 }
 
 const (

@@ -301,6 +301,9 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		}
 		return false
 	}
+	if q.opts.OnCommit != nil {
+		q.opts.OnCommit(time.Since(now))
+	}
 
 	q.mu.Lock()
 	grew := st.next != q.st.next

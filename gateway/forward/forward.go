@@ -70,7 +70,11 @@ type Options struct {
 	// StopTimeout bounds how long Run waits for in-flight PubAcks when its
 	// context ends (default 5s).
 	StopTimeout time.Duration
-	Logger      *slog.Logger
+	// OnAck, if set, is called with the time from publish to PubAck of each
+	// acknowledged publish (the gateway's latency histogram). It must not
+	// block.
+	OnAck  func(time.Duration)
+	Logger *slog.Logger
 }
 
 // Stats are the forwarder's counters since New.
@@ -218,8 +222,9 @@ func (f *Forwarder) waitConnected(ctx context.Context) error {
 }
 
 type inflight struct {
-	seq uint64
-	fut jetstream.PubAckFuture
+	seq  uint64
+	fut  jetstream.PubAckFuture
+	sent time.Time
 }
 
 // session publishes from the oldest unacknowledged event until a publish
@@ -339,7 +344,11 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				f.published.Add(1)
 			}
 			pending = pending[1:]
-			window = append(window, inflight{seq: rec.Seq, fut: fut})
+			w := inflight{seq: rec.Seq, fut: fut}
+			if fut != nil && f.o.OnAck != nil {
+				w.sent = time.Now()
+			}
+			window = append(window, w)
 		}
 
 		if len(window) == 0 {
@@ -390,6 +399,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 			toAck = head.seq
 			if head.fut != nil {
 				f.acked.Add(1)
+				if f.o.OnAck != nil {
+					f.o.OnAck(time.Since(head.sent))
+				}
 			}
 			f.lastSeq.Store(head.seq)
 			progressed = true
