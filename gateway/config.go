@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,8 +31,19 @@ type Config struct {
 	MQTT     *MQTTConfig    `yaml:"mqtt"`
 	Upstream UpstreamConfig `yaml:"upstream"`
 	Sensors  []SensorConfig `yaml:"sensors"`
+	HTTP     HTTPConfig     `yaml:"http"`
 	Log      LogConfig      `yaml:"log"`
 }
+
+// HTTPConfig is the listener for /metrics, /healthz, /readyz and /status.
+type HTTPConfig struct {
+	// Listen is host:port (default 127.0.0.1:9180), or "off".
+	Listen string `yaml:"listen"`
+}
+
+// DefaultHTTPListen is where /metrics is served unless http.listen says
+// otherwise: loopback only, since the endpoints carry no authentication.
+const DefaultHTTPListen = "127.0.0.1:9180"
 
 // SensorConfig is one sensor wired to the gateway (docs/sensors.md).
 type SensorConfig struct {
@@ -398,6 +410,9 @@ func (c *Config) complete() {
 			}
 		}
 	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = DefaultHTTPListen
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -599,6 +614,12 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	}
 	if up.Rate.BytesPerSecond < 0 {
 		bad("upstream.rate.bytes_per_second", "must not be negative")
+	}
+	if l := c.HTTP.Listen; l != "off" {
+		host, port, err := net.SplitHostPort(l)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
+			bad("http.listen", "%q is not host:port (e.g. 127.0.0.1:9180, or :9180 for every interface) or off", l)
+		}
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)

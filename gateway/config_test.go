@@ -44,7 +44,8 @@ func TestDefaultsAndExpansion(t *testing.T) {
 	if cfg.Buffer.Path != "/var/lib/edgegw/buffer.db" || cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.MaxAge != 168*time.Hour ||
 		cfg.Buffer.WhenFull != "drop_oldest" || cfg.MQTT.ClientID != "edgegw-shed-01" || *s.QoS != 1 ||
 		s.Subject != "telemetry.{gateway}.{topic}" || cfg.Upstream.Stream.Name != "TELEMETRY" ||
-		strings.Join(cfg.Upstream.Stream.Subjects, ",") != "telemetry.>" || cfg.Log.Level != "info" {
+		strings.Join(cfg.Upstream.Stream.Subjects, ",") != "telemetry.>" || cfg.Log.Level != "info" ||
+		cfg.HTTP.Listen != "127.0.0.1:9180" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	data, _ = os.ReadFile("../configs/fleet-secure.yaml")
@@ -97,6 +98,8 @@ upstream:
 		{"stream subjects miss", good + "  stream:\n    subjects: [metrics.>]\n", "upstream.stream.subjects", 11, "do not capture"},
 		{"tls pair", good + "  tls:\n    cert_file: /c.pem\n", "upstream.tls", 10, "go together"},
 		{"window", good + "  window: -5\n", "upstream.window", 10, "negative"},
+		{"http listen", good + "http:\n  listen: 9180\n", "http.listen", 11, "host:port"},
+		{"http port", good + "http:\n  listen: 127.0.0.1:99999\n", "http.listen", 11, "host:port"},
 		{"log level", good + "log:\n  level: loud\n", "log.level", 11, "debug, info"},
 		{"log format", good + "log:\n  format: xml\n", "log.format", 11, "text or json"},
 		{"unset env", strings.Replace(good, "id: gw1", "id: ${NOPE}", 1), "gateway.id", 2, "NOPE is not set"},

@@ -36,6 +36,7 @@ func TestGatewayChild(t *testing.T) {
 	if os.Getenv("EDGEGW_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid", os.Getpid())
 	}
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		fmt.Println(err)

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -41,26 +42,30 @@ type Gateway struct {
 	// OpenPin opens a GPIO input by name ("GPIO17"). nil means the host's
 	// GPIO lines through periph.io; tests set a periph gpiotest pin.
 	OpenPin sensors.PinOpener
+	// Version is reported by /status and edgegw_build_info.
+	Version string
 
-	cfg *Config
-	log *slog.Logger
+	cfg     *Config
+	log     *slog.Logger
+	metrics *metrics
 
-	mu      sync.Mutex // guards the parts below, set by Run
-	q       *buffer.Queue
-	fwd     *forward.Forwarder
-	mqtt    *mqttsource.Source
-	sensors []*sensors.Poller
-
-	duplicates atomic.Uint64 // redelivered copies the buffer dropped
+	mu       sync.Mutex // guards the parts below, set by Run
+	started  time.Time
+	httpAddr net.Addr
+	q        *buffer.Queue
+	fwd      *forward.Forwarder
+	mqtt     *mqttsource.Source
+	srcs     []*source
 }
 
-// Stats is a snapshot of the whole gateway.
+// Stats is a snapshot of the whole gateway, in the parts' own terms
+// (Status is the operator's view).
 type Stats struct {
 	Buffer     buffer.Stats
 	Forward    forward.Stats
 	MQTT       mqttsource.Stats
-	Duplicates uint64 // redelivered MQTT copies dropped at commit
-	Sensors    map[string]sensors.Stats
+	Duplicates uint64                   // redelivered MQTT copies dropped at commit
+	Sensors    map[string]sensors.Stats // sensors and pins, by name
 }
 
 // New checks cfg; it opens and starts nothing.
@@ -71,19 +76,24 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{cfg: cfg, log: log}, nil
+	g := &Gateway{cfg: cfg, log: log}
+	g.metrics = newMetrics(g)
+	return g, nil
 }
 
 // Stats returns a snapshot; parts that are not running yet are zero.
 func (g *Gateway) Stats() Stats {
 	g.mu.Lock()
-	q, fwd, m, ps := g.q, g.fwd, g.mqtt, g.sensors
+	q, fwd, m, srcs := g.q, g.fwd, g.mqtt, g.srcs
 	g.mu.Unlock()
 	var s Stats
-	if len(ps) > 0 {
-		s.Sensors = make(map[string]sensors.Stats, len(ps))
-		for _, p := range ps {
-			s.Sensors[p.Name()] = p.Stats()
+	for _, src := range srcs {
+		s.Duplicates += src.duplicates.Load()
+		if ss, ok := src.Source.(interface{ Stats() sensors.Stats }); ok {
+			if s.Sensors == nil {
+				s.Sensors = map[string]sensors.Stats{}
+			}
+			s.Sensors[src.Name()] = ss.Stats()
 		}
 	}
 	if q != nil {
@@ -95,7 +105,6 @@ func (g *Gateway) Stats() Stats {
 	if m != nil {
 		s.MQTT = m.Stats()
 	}
-	s.Duplicates = g.duplicates.Load()
 	return s
 }
 
@@ -106,6 +115,30 @@ func (g *Gateway) Stats() Stats {
 // stream, a buffer that cannot be opened).
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	c := g.cfg
+	ln, err := g.listen()
+	if err != nil {
+		return err
+	}
+	if ln != nil {
+		srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.Serve(ln) // returns when Close below closes ln
+		}()
+		defer func() {
+			srv.Close()
+			<-served
+		}()
+		g.log.Info("serving /metrics, /healthz, /readyz, /status", "addr", ln.Addr().String())
+	}
+	g.mu.Lock()
+	g.started = time.Now()
+	if ln != nil {
+		g.httpAddr = ln.Addr()
+	}
+	g.mu.Unlock()
+
 	policy, _ := buffer.ParsePolicy(c.Buffer.WhenFull)
 	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
 		return fmt.Errorf("gateway: buffer directory: %w", err)
@@ -117,6 +150,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		// A fresh file counts on from the clock, so a buffer that had to be
 		// replaced never reuses message ids upstream.
 		FirstSeq: uint64(time.Now().UnixMicro()),
+		OnCommit: func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) },
 	})
 	var ce *buffer.CorruptError
 	if errors.As(err, &ce) {
@@ -125,10 +159,16 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() {
+		g.mu.Lock()
+		g.q = nil // closed: not ready, no buffer metrics
+		g.mu.Unlock()
 		if cerr := q.Close(); err == nil {
 			err = cerr
 		}
 	}()
+	g.mu.Lock()
+	g.q = q
+	g.mu.Unlock()
 
 	nc, err := forward.Connect(forward.ConnOptions{
 		Servers:      c.Upstream.Servers,
@@ -185,12 +225,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		AckTimeout: c.Upstream.AckTimeout,
 		RateEvents: c.Upstream.Rate.EventsPerSecond,
 		RateBytes:  float64(c.Upstream.Rate.BytesPerSecond),
+		OnAck:      func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) },
 		Logger:     g.log,
 	})
 	if err != nil {
 		return err
 	}
-	var sources []event.Source
+	var srcs []*source
 	var msrc *mqttsource.Source
 	if c.MQTT != nil {
 		msrc, err = mqttsource.New(mqttsource.Options{
@@ -208,28 +249,33 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		sources = append(sources, msrc)
+		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
 	}
 	for _, p := range pollers {
-		sources = append(sources, p)
+		srcs = append(srcs, &source{Source: p, kind: KindSensor})
 	}
-	sources = append(sources, gpioSources...)
+	for _, s := range gpioSources {
+		srcs = append(srcs, &source{Source: s, kind: KindGPIO})
+	}
 	g.mu.Lock()
-	g.q, g.fwd, g.mqtt, g.sensors = q, fwd, msrc, pollers
+	g.fwd, g.mqtt, g.srcs = fwd, msrc, srcs
 	g.mu.Unlock()
 
 	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
-		"buffered", q.Stats().Events, "sources", len(sources))
+		"buffered", q.Stats().Events, "sources", len(srcs))
 	grp, gctx := errgroup.WithContext(ctx)
-	emit := BufferEmitter(q, func() { g.duplicates.Add(1) })
-	for _, s := range sources {
+	for _, s := range srcs {
 		grp.Go(func() error {
-			if err := s.Run(gctx, emit); err != nil {
+			if err := s.Run(gctx, s.emit(q)); err != nil {
 				return fmt.Errorf("source %s: %w", s.Name(), err)
 			}
 			return nil
 		})
 	}
+	grp.Go(func() error {
+		g.watch(gctx, 5*time.Second)
+		return nil
+	})
 	grp.Go(func() error { return fwd.Run(gctx) })
 	err = grp.Wait()
 	st := q.Stats()
@@ -400,29 +446,41 @@ func hostI2C(name string) (i2c.BusCloser, error) {
 // if not nil, is called for each event dropped as a redelivered copy.
 func BufferEmitter(q *buffer.Queue, onDup func()) event.EmitFunc {
 	return func(ctx context.Context, events ...event.Event) error {
-		if len(events) == 0 {
-			return nil
-		}
-		entries := make([]buffer.Entry, len(events))
-		for i := range events {
-			data, err := events[i].Marshal(nil)
-			if err != nil {
-				return err
-			}
-			entries[i].Data = data
-			if o := events[i].Once; o != nil {
-				entries[i].Mark = &buffer.Mark{Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
-			}
-		}
-		seqs, err := q.AppendEntries(ctx, entries)
-		if err != nil {
-			return err
-		}
-		for _, s := range seqs {
-			if s == 0 && onDup != nil {
+		_, dups, err := store(ctx, q, events)
+		for range dups {
+			if onDup != nil {
 				onDup()
 			}
 		}
-		return nil
+		return err
 	}
+}
+
+// store commits events to q, each with its redelivery mark, and says how
+// many were stored and how many dropped as redelivered copies.
+func store(ctx context.Context, q *buffer.Queue, events []event.Event) (stored, dups int, err error) {
+	if len(events) == 0 {
+		return 0, 0, nil
+	}
+	entries := make([]buffer.Entry, len(events))
+	for i := range events {
+		data, err := events[i].Marshal(nil)
+		if err != nil {
+			return 0, 0, err
+		}
+		entries[i].Data = data
+		if o := events[i].Once; o != nil {
+			entries[i].Mark = &buffer.Mark{Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
+		}
+	}
+	seqs, err := q.AppendEntries(ctx, entries)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, s := range seqs {
+		if s == 0 {
+			dups++
+		}
+	}
+	return len(events) - dups, dups, nil
 }

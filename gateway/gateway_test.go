@@ -63,12 +63,13 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 	if os.Getenv("EDGEGW_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g))
-	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Connected })
+	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	return g
 }
 
@@ -440,6 +441,7 @@ func TestMQTTUsernamePassword(t *testing.T) {
 	bad, _ := configFor(t, broker.URL(), srv.URL(), "")
 	bad.MQTT.Username, bad.MQTT.Password = "edgegw", "wrong-"+secret
 	bad.MQTT.ClientID = "edgegw-other"
+	bad.HTTP.Listen = "127.0.0.1:0"
 	g, _ := gateway.New(bad, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -65,6 +65,7 @@ upstream:
 			i2ctest.IO{Addr: 0x76, W: []byte{0xf7}, R: []byte{0x4a, 0x52, 0xc0, 0x80, 0x96, 0xc0, 0x7a, 0x76}})
 	}
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, err := gateway.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +108,7 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, _ := gateway.New(cfg, nil)
 	g.OpenI2C = func(name string) (i2c.BusCloser, error) { return nil, fmt.Errorf("no such bus") }
 	stop := runGateway(t, g)
@@ -132,6 +134,7 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 	}
 	pin := &gpiotest.Pin{N: "GPIO17", EdgesChan: make(chan gpio.Level, 8)}
 	configured := make(chan struct{})
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, _ := gateway.New(cfg, nil)
 	g.OpenPin = func(name string) (gpio.PinIn, error) {
 		if name != "GPIO17" {
@@ -215,6 +218,7 @@ func TestEveryDriverFromConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			bus := &i2ctest.Playback{Ops: tt.ops, DontPanic: true}
+			cfg.HTTP.Listen = "127.0.0.1:0"
 			g, _ := gateway.New(cfg, nil)
 			g.OpenI2C = func(string) (i2c.BusCloser, error) { return nopCloser{bus}, nil }
 			ps, err := g.Pollers()
@@ -249,6 +253,7 @@ func TestDS18B20FromConfig(t *testing.T) {
 		{W: append(append([]byte{}, rom...), 0x44), Pull: true},
 		{W: append(append([]byte{}, rom...), 0xbe), R: scratch},
 	}}
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, _ := gateway.New(cfg, nil)
 	g.OpenOneWire = func(string) (onewire.BusCloser, error) { return nopOneWire{bus}, nil }
 	ps, err := g.Pollers()

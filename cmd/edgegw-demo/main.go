@@ -105,6 +105,8 @@ upstream:
     name: TELEMETRY
     subjects: [telemetry.>]
     create: true
+http:
+  listen: 127.0.0.1:0   # any free port; a real gateway uses 127.0.0.1:9180
 `, dir, brokerAddr, natsURL)
 	cfg, err := gateway.ParseConfig("demo.yaml", []byte(cfgText), os.LookupEnv)
 	if err != nil {
@@ -122,13 +124,15 @@ upstream:
 	gdone := make(chan error, 1)
 	go func() { gdone <- g.Run(gctx) }()
 	defer func() { gstop(); <-gdone }()
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return g.Stats().MQTT.Connected }); err != nil {
-		return fmt.Errorf("gateway did not connect to the broker: %w", err)
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return g.Stats().MQTT.Subscribed }); err != nil {
+		return fmt.Errorf("gateway did not subscribe at the broker: %w", err)
 	}
-	time.Sleep(300 * time.Millisecond) // let the subscription settle before devices publish
 
 	fmt.Printf("edgegw demo: %d devices x %d readings/s -> MQTT broker %s -> edgegw -> JetStream %s\n", devices, rate, brokerAddr, natsURL)
 	fmt.Println("the uplink will be cut and restored; every reading must arrive exactly once")
+	if a := g.HTTPAddr(); a != nil {
+		fmt.Printf("watch it: http://%s/metrics and http://%s/status\n", a, a)
+	}
 
 	// The devices.
 	var accepted atomic.Int64

@@ -20,7 +20,7 @@ func writeConfig(t *testing.T, broker, nats string) (cfgPath, dataDir string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath = filepath.Join(dir, "edgegw.yaml")
-	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nmqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [%s]\n  stream:\n    create: true\n", dir, broker, nats)
+	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nmqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [%s]\n  stream:\n    create: true\nhttp:\n  listen: 127.0.0.1:0\n", dir, broker, nats)
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,67 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler serves /metrics (Prometheus text format), /healthz (the process
+// is alive), /readyz (the buffer is open and a source can deliver; an
+// uplink that is down is not unready) and /status (JSON).
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{
+		ErrorLog:            printLogger{g.log.With("component", "http")},
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := g.Status()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !st.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", st.NotReady)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(g.Status())
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "edgegw %s\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness\n/status   JSON status\n", g.cfg.Gateway.ID)
+	})
+	return mux
+}
+
+// listen opens the http.listen address; nil when it is "off".
+func (g *Gateway) listen() (net.Listener, error) {
+	addr := g.cfg.HTTP.Listen
+	if addr == "off" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w (is another edgegw or exporter on that port? set http.listen to a free address, or off)", addr, err)
+	}
+	return ln, nil
+}
+
+// HTTPAddr is the address /metrics is served on once Run has started, or
+// nil (not started, or http.listen is off).
+func (g *Gateway) HTTPAddr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.httpAddr
+}

@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the gateway's Prometheus metrics. Counters and gauges are
+// read from the parts' Stats at scrape time (the exporter pattern: nothing
+// is counted twice, nothing drifts); the two latency histograms are fed by
+// the buffer's and the forwarder's hooks. Every gateway has its own
+// registry: no global state.
+type metrics struct {
+	reg       *prometheus.Registry
+	commit    prometheus.Histogram // buffer commit latency
+	ack       prometheus.Histogram // publish → PubAck latency
+	collector *collector
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "edgegw_buffer_commit_duration_seconds",
+			Help:    "Time of one buffer transaction: write and fsync, for a batch of appends and acks.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5ms … 4s
+		}),
+		ack: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "edgegw_upstream_ack_duration_seconds",
+			Help:    "Time from publishing an event to JetStream to its PubAck.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1ms … 8s
+		}),
+		collector: newCollector(g),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.commit, m.ack, m.collector,
+	)
+	return m
+}
+
+// collector turns a Status snapshot into metrics at scrape time.
+type collector struct {
+	g *Gateway
+
+	buildInfo *prometheus.Desc
+
+	srcUp, srcIngested, srcRejected, srcDropped, srcStoreErrors, srcErrors, srcAge *prometheus.Desc
+
+	bufOpen, bufEvents, bufBytes, bufFileBytes, bufMaxBytes, bufOldestAge *prometheus.Desc
+	bufAppended, bufAcked, bufDropped, bufRejected                        *prometheus.Desc
+
+	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upLagEvents, upLagSeconds *prometheus.Desc
+}
+
+func newCollector(g *Gateway) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("edgegw_"+name, help, labels, nil)
+	}
+	return &collector{
+		g:         g,
+		buildInfo: d("build_info", "Always 1; the labels say which edgegw this is.", "version", "goversion", "gateway"),
+
+		srcUp:          d("source_up", "1 when the source can deliver: MQTT connected and subscribed, sensor read OK, pin open.", "source", "kind"),
+		srcIngested:    d("source_ingested_total", "Events from the source committed to the buffer.", "source"),
+		srcRejected:    d("source_rejected_total", "Messages refused as bad input (acknowledged and dropped), by reason.", "source", "reason"),
+		srcDropped:     d("source_dropped_total", "Events not stored, by reason: duplicate (a redelivered copy of a stored MQTT message), not_stored (a sensor reading the buffer refused).", "source", "reason"),
+		srcStoreErrors: d("source_store_errors_total", "Events the buffer refused (full under when_full: reject, or a write error). MQTT messages stay unacknowledged and are retried.", "source"),
+		srcErrors:      d("source_errors_total", "Failed opens and reads of a sensor or pin.", "source"),
+		srcAge:         d("source_last_reading_age_seconds", "Seconds since the source's last event was committed (absent before the first).", "source"),
+
+		bufOpen:      d("buffer_open", "1 while the buffer file is open."),
+		bufEvents:    d("buffer_events", "Events held in the buffer."),
+		bufBytes:     d("buffer_bytes", "Bytes held in the buffer (data plus 16 per event), the figure max_bytes bounds."),
+		bufFileBytes: d("buffer_file_bytes", "Size of the buffer file on disk."),
+		bufMaxBytes:  d("buffer_max_bytes", "buffer.max_bytes (0: no limit)."),
+		bufOldestAge: d("buffer_oldest_age_seconds", "Age of the oldest event held (0 when empty)."),
+		bufAppended:  d("buffer_appended_total", "Events appended over the life of the buffer file."),
+		bufAcked:     d("buffer_acked_total", "Events acknowledged upstream and deleted, over the life of the buffer file."),
+		bufDropped:   d("buffer_dropped_total", "Events dropped by the buffer, by reason: full (drop_oldest at max_bytes), age (max_age).", "reason"),
+		bufRejected:  d("buffer_rejected_total", "Appends refused because the buffer was full (when_full: reject)."),
+
+		upConnected:  d("upstream_connected", "1 while connected to a NATS server."),
+		upPublished:  d("upstream_published_total", "Publishes sent to JetStream, re-sends included."),
+		upAcked:      d("upstream_acked_total", "Events the stream acknowledged."),
+		upResent:     d("upstream_resent_total", "Publishes sent again after a failure (go-back-N)."),
+		upSkipped:    d("upstream_skipped_total", "Events found already in the stream on (re)connect and not sent again."),
+		upRejected:   d("upstream_rejected_total", "Events the stream can never take, set aside."),
+		upLagEvents:  d("upstream_lag_events", "Buffered events not yet acknowledged by the stream."),
+		upLagSeconds: d("upstream_lag_seconds", "Age of the oldest event not yet acknowledged by the stream (0 when none)."),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.g.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.buildInfo, 1, st.Version, runtime.Version(), st.Gateway)
+
+	for _, s := range st.Sources {
+		gauge(c.srcUp, b2f(s.Up), s.Name, s.Kind)
+		counter(c.srcIngested, s.Ingested, s.Name)
+		counter(c.srcStoreErrors, s.StoreErrors, s.Name)
+		counter(c.srcDropped, s.Duplicates, s.Name, "duplicate")
+		switch s.Kind {
+		case KindMQTT:
+			counter(c.srcRejected, s.TooLarge, s.Name, "too_large")
+			counter(c.srcRejected, s.Unmappable, s.Name, "unmappable")
+		default:
+			counter(c.srcDropped, s.NotStored, s.Name, "not_stored")
+			counter(c.srcErrors, s.Errors, s.Name)
+		}
+		if s.LastReadingAge != nil {
+			gauge(c.srcAge, *s.LastReadingAge, s.Name)
+		}
+	}
+
+	b := st.Buffer
+	gauge(c.bufOpen, b2f(b.Open))
+	if b.Open {
+		gauge(c.bufEvents, float64(b.Events))
+		gauge(c.bufBytes, float64(b.Bytes))
+		gauge(c.bufFileBytes, float64(b.FileBytes))
+		gauge(c.bufMaxBytes, float64(b.MaxBytes))
+		gauge(c.bufOldestAge, b.OldestAgeSeconds)
+		counter(c.bufAppended, b.Appended)
+		counter(c.bufAcked, b.Acked)
+		counter(c.bufDropped, b.DroppedFull, "full")
+		counter(c.bufDropped, b.DroppedAge, "age")
+		counter(c.bufRejected, b.Rejected)
+	}
+
+	u := st.Upstream
+	gauge(c.upConnected, b2f(u.Connected))
+	counter(c.upPublished, u.Published)
+	counter(c.upAcked, u.Acked)
+	counter(c.upResent, u.Resent)
+	counter(c.upSkipped, u.Skipped)
+	counter(c.upRejected, u.Rejected)
+	if b.Open {
+		gauge(c.upLagEvents, float64(u.LagEvents))
+		gauge(c.upLagSeconds, u.LagSeconds)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

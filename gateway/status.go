@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/sensors"
+)
+
+// Source kinds, as in /status and the source_up metric.
+const (
+	KindMQTT   = "mqtt"
+	KindSensor = "sensor" // a polled I²C, 1-Wire or simulated sensor
+	KindGPIO   = "gpio"   // an edge source or a pulse counter
+)
+
+// Status is what /status serves: one snapshot of the whole gateway.
+type Status struct {
+	Gateway       string         `json:"gateway"`
+	Version       string         `json:"version"`
+	Started       time.Time      `json:"started,omitzero"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	Ready         bool           `json:"ready"`
+	NotReady      string         `json:"not_ready,omitempty"` // why not, when not
+	Buffer        BufferStatus   `json:"buffer"`
+	Upstream      UpstreamStatus `json:"upstream"`
+	Sources       []SourceStatus `json:"sources"`
+}
+
+// BufferStatus is the buffer part of Status.
+type BufferStatus struct {
+	Open             bool    `json:"open"`
+	Path             string  `json:"path"`
+	Events           uint64  `json:"events"`
+	Bytes            int64   `json:"bytes"`
+	MaxBytes         int64   `json:"max_bytes"`
+	FileBytes        int64   `json:"file_bytes"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	FirstSeq         uint64  `json:"first_seq"`
+	NextSeq          uint64  `json:"next_seq"`
+	Appended         uint64  `json:"appended"`
+	Acked            uint64  `json:"acked"`
+	DroppedFull      uint64  `json:"dropped_full"`
+	DroppedAge       uint64  `json:"dropped_age"`
+	Rejected         uint64  `json:"rejected"`
+}
+
+// UpstreamStatus is the JetStream side of Status.
+type UpstreamStatus struct {
+	Connected  bool    `json:"connected"`
+	Stream     string  `json:"stream"`
+	Published  uint64  `json:"published"`
+	Acked      uint64  `json:"acked"`
+	Resent     uint64  `json:"resent"`
+	Skipped    uint64  `json:"skipped"`
+	Rejected   uint64  `json:"rejected"`
+	LastSeq    uint64  `json:"last_acked_seq"`
+	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
+	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
+}
+
+// SourceStatus is one source in Status.
+type SourceStatus struct {
+	Name        string `json:"name"`
+	Kind        string `json:"kind"` // mqtt, sensor, gpio
+	Up          bool   `json:"up"`
+	Ingested    uint64 `json:"ingested"`     // events committed to the buffer
+	Duplicates  uint64 `json:"duplicates"`   // redelivered copies of stored events, dropped
+	StoreErrors uint64 `json:"store_errors"` // events the buffer refused
+	// MQTT only.
+	TooLarge   uint64 `json:"too_large,omitempty"`
+	Unmappable uint64 `json:"unmappable,omitempty"`
+	// Sensors and pins only.
+	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
+	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
+	LastError string `json:"last_error,omitempty"`
+
+	LastReading    time.Time `json:"last_reading,omitzero"`
+	LastReadingAge *float64  `json:"last_reading_age_seconds,omitempty"`
+}
+
+// source is a running source with the counters the gateway keeps for it:
+// every event passes through its emit.
+type source struct {
+	event.Source
+	kind                              string
+	ingested, duplicates, storeErrors atomic.Uint64
+	last                              atomic.Int64 // UnixNano of the last commit
+}
+
+// emit commits events to q and counts them for this source.
+func (s *source) emit(q *buffer.Queue) event.EmitFunc {
+	return func(ctx context.Context, events ...event.Event) error {
+		stored, dups, err := store(ctx, q, events)
+		if err != nil {
+			s.storeErrors.Add(uint64(len(events)))
+			return err
+		}
+		s.duplicates.Add(uint64(dups))
+		if stored > 0 {
+			s.ingested.Add(uint64(stored))
+			s.last.Store(time.Now().UnixNano())
+		}
+		return nil
+	}
+}
+
+func (s *source) status(now time.Time) SourceStatus {
+	st := SourceStatus{
+		Name:        s.Name(),
+		Kind:        s.kind,
+		Ingested:    s.ingested.Load(),
+		Duplicates:  s.duplicates.Load(),
+		StoreErrors: s.storeErrors.Load(),
+	}
+	if ns := s.last.Load(); ns != 0 {
+		st.LastReading = time.Unix(0, ns).UTC()
+		age := now.Sub(st.LastReading).Seconds()
+		st.LastReadingAge = &age
+	}
+	switch src := s.Source.(type) {
+	case *mqttsource.Source:
+		m := src.Stats()
+		st.Up = m.Connected && m.Subscribed
+		st.TooLarge, st.Unmappable = m.TooLarge, m.Unmappable
+		if !m.Connected {
+			st.LastError = "not connected to the broker"
+		} else if !m.Subscribed {
+			st.LastError = "connected, waiting for the broker to grant the subscriptions"
+		}
+	case interface{ Stats() sensors.Stats }:
+		ss := src.Stats()
+		st.Up = ss.Available
+		st.NotStored, st.Errors, st.LastError = ss.NotStored, ss.Failures, ss.LastError
+		if !ss.Available && st.LastError == "" {
+			st.LastError = "not opened yet"
+		}
+	}
+	return st
+}
+
+// Status returns a snapshot for /status and the metrics; parts that are
+// not running are zero.
+func (g *Gateway) Status() Status {
+	g.mu.Lock()
+	q, fwd, srcs, started := g.q, g.fwd, g.srcs, g.started
+	g.mu.Unlock()
+	now := time.Now()
+	st := Status{
+		Gateway: g.cfg.Gateway.ID,
+		Version: g.Version,
+		Started: started,
+		Buffer:  BufferStatus{Path: g.cfg.Buffer.Path, MaxBytes: int64(g.cfg.Buffer.MaxBytes)},
+		Upstream: UpstreamStatus{
+			Stream: g.cfg.Upstream.Stream.Name,
+		},
+		Sources: make([]SourceStatus, 0, len(srcs)),
+	}
+	if g.Version == "" {
+		st.Version = "(devel)"
+	}
+	if !started.IsZero() {
+		st.UptimeSeconds = now.Sub(started).Seconds()
+	}
+	for _, s := range srcs {
+		st.Sources = append(st.Sources, s.status(now))
+	}
+	var bs buffer.Stats
+	if q != nil {
+		bs = q.Stats()
+		b := &st.Buffer
+		b.Open = true
+		b.Events, b.Bytes, b.FileBytes = bs.Events, bs.Bytes, bs.FileBytes
+		b.OldestAgeSeconds = bs.OldestAge.Seconds()
+		b.FirstSeq, b.NextSeq = bs.FirstSeq, bs.NextSeq
+		b.Appended, b.Acked, b.DroppedFull, b.DroppedAge, b.Rejected = bs.Appended, bs.Acked, bs.DroppedFull, bs.DroppedAge, bs.Rejected
+	}
+	if fwd != nil {
+		fs := fwd.Stats()
+		u := &st.Upstream
+		u.Connected = fs.Connected
+		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.LastSeq
+		if q != nil {
+			// Acked events leave the buffer a moment later (the writer
+			// deletes them in batches): count from the forwarder's ack.
+			if from := max(bs.FirstSeq, fs.LastSeq+1); bs.NextSeq > from {
+				u.LagEvents = bs.NextSeq - from
+				u.LagSeconds = bs.OldestAge.Seconds()
+			}
+		}
+	}
+	st.Ready, st.NotReady = ready(st)
+	return st
+}
+
+// ready: the buffer is open and at least one source can deliver. An
+// uplink that is down does not make the gateway unready: buffering
+// through outages is its job.
+func ready(st Status) (bool, string) {
+	if !st.Buffer.Open {
+		return false, "buffer not open"
+	}
+	var why []string
+	for _, s := range st.Sources {
+		if s.Up {
+			return true, ""
+		}
+		why = append(why, fmt.Sprintf("%s: %s", s.Name, s.LastError))
+	}
+	if len(why) == 0 {
+		return false, "no source running"
+	}
+	return false, "no source running (" + strings.Join(why, "; ") + ")"
+}
+
+// watch logs a warning when the uplink or the MQTT broker has been down
+// for a minute, and again every ten minutes while it stays down: one line
+// an operator can find, not one per retry.
+func (g *Gateway) watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	type down struct{ since, warned time.Time }
+	var up, mqtt down
+	check := func(d *down, ok bool, now time.Time, warn func(time.Duration)) {
+		switch {
+		case ok:
+			*d = down{}
+		case d.since.IsZero():
+			d.since = now
+		case now.Sub(d.since) >= time.Minute && (d.warned.IsZero() || now.Sub(d.warned) >= 10*time.Minute):
+			d.warned = now
+			warn(now.Sub(d.since).Round(time.Second))
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			st := g.Status()
+			check(&up, st.Upstream.Connected, now, func(d time.Duration) {
+				g.log.Warn("upstream still unreachable; buffering", "for", d, "buffered", st.Buffer.Events, "oldest_age", time.Duration(st.Buffer.OldestAgeSeconds*float64(time.Second)).Round(time.Second))
+			})
+			for _, s := range st.Sources {
+				if s.Kind == KindMQTT {
+					check(&mqtt, s.Up, now, func(d time.Duration) {
+						g.log.Warn("MQTT broker still unavailable; devices' messages wait at the broker", "for", d, "state", s.LastError, "broker", redactURL(g.cfg.MQTT.Broker))
+					})
+				}
+			}
+		}
+	}
+}
+
+// printLogger makes a *slog.Logger usable where a Println logger is
+// wanted (promhttp's ErrorLog).
+type printLogger struct{ log *slog.Logger }
+
+func (p printLogger) Println(v ...any) { p.log.Error(strings.TrimSpace(fmt.Sprintln(v...))) }
