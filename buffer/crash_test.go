@@ -81,7 +81,7 @@ func TestSIGKILLNeverLosesACommittedAppend(t *testing.T) {
 	var acked uint64
 
 	for run := range 20 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v=false")
+		cmd := selfCommand("-test.run=^TestCrashChild$", "-test.v=false")
 		cmd.Env = append(os.Environ(), crashEnv+"="+path, fmt.Sprintf("%s_RUN=%d", crashEnv, run))
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -177,4 +177,14 @@ func chanWith(first string, c <-chan string) <-chan string {
 		}
 	}()
 	return out
+}
+
+// selfCommand re-executes this test binary. Under qemu-user without
+// binfmt_misc (.ci/run's ARM runs) EDGEGW_TEST_EXEC names the emulator to
+// run it with.
+func selfCommand(args ...string) *exec.Cmd {
+	if emu := os.Getenv("EDGEGW_TEST_EXEC"); emu != "" {
+		return exec.Command(emu, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
 }

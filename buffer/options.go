@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -43,8 +44,9 @@ func ParsePolicy(s string) (Policy, error) {
 // drop_oldest, and the defaults below.
 type Options struct {
 	// MaxBytes bounds the bytes held (each event counts its data plus 16
-	// bytes of key and timestamp). 0 means no limit. The file on disk is
-	// larger than this by bbolt's page overhead: see docs/buffer.md.
+	// bytes of key and timestamp). 0 means no limit, except on a 32-bit
+	// system, where it means MaxBytesLimit(). The file on disk is larger
+	// than this by bbolt's page overhead: see docs/buffer.md.
 	MaxBytes int64
 	// MaxAge drops events older than this (by the time they were appended),
 	// counting them in Stats.DroppedAge. 0 means no limit.
@@ -70,6 +72,19 @@ type Options struct {
 	OnCommit func(time.Duration)
 }
 
+// MaxBytesLimit is the largest MaxBytes this build accepts, 0 for none. A
+// 32-bit process (Raspberry Pi OS armhf) has a 3 GiB address space, and
+// bbolt maps the whole file: up to 1 GiB it grows the mapping by doubling,
+// past that straight to 2 GiB, which a 32-bit process cannot count on.
+// 768 MiB of events keeps the file, pages and free pages included, under
+// 1 GiB.
+func MaxBytesLimit() int64 {
+	if strconv.IntSize == 32 {
+		return 768 << 20
+	}
+	return 0
+}
+
 const (
 	defaultLockTimeout = 2 * time.Second
 	defaultMaxBatch    = 4096
@@ -91,6 +106,13 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if v.MaxBytes < 0 {
 		return v, fmt.Errorf("buffer: max_bytes %d is negative; use 0 for no limit", v.MaxBytes)
+	}
+	if limit := MaxBytesLimit(); limit > 0 {
+		if v.MaxBytes == 0 {
+			v.MaxBytes = limit
+		} else if v.MaxBytes > limit {
+			return v, fmt.Errorf("buffer: max_bytes %d is more than a 32-bit system can hold: bbolt maps the whole file into memory, and past 1 GiB it needs a 2 GiB mapping that a 32-bit process cannot count on; set max_bytes to %dMiB or less, or run a 64-bit OS", v.MaxBytes, limit>>20)
+		}
 	}
 	if v.MaxAge < 0 {
 		return v, fmt.Errorf("buffer: max_age %s is negative; use 0 for no limit", v.MaxAge)

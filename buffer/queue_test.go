@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -543,5 +544,35 @@ func TestMarksDropRedeliveredCopies(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "a,b,plain,c,a2" {
 		t.Fatalf("held %v", got)
+	}
+}
+
+// On a 32-bit system bbolt's mapping of the file limits the buffer: 0 is
+// capped at MaxBytesLimit and more is refused with the fix; on 64-bit
+// there is no such limit. .ci/run runs this under qemu for 32-bit ARM.
+func TestMaxBytesLimitOfThisArch(t *testing.T) {
+	dir := t.TempDir()
+	limit := buffer.MaxBytesLimit()
+	if (strconv.IntSize == 32) != (limit > 0) {
+		t.Fatalf("MaxBytesLimit() = %d on a %d-bit system", limit, strconv.IntSize)
+	}
+	_, err := buffer.Open(filepath.Join(dir, "big.db"), &buffer.Options{MaxBytes: 1 << 40})
+	if limit > 0 {
+		if err == nil || !strings.Contains(err.Error(), "32-bit") || !strings.Contains(err.Error(), "768MiB") {
+			t.Fatalf("1 TiB on 32-bit: %v", err)
+		}
+	} else if err != nil {
+		t.Fatalf("1 TiB on 64-bit: %v", err)
+	} else {
+		return
+	}
+	q, err := buffer.Open(filepath.Join(dir, "default.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	// 0 ("no limit") opens and works, capped at the limit.
+	if _, err := q.Append(t.Context(), make([]byte, 1000)); err != nil {
+		t.Fatal(err)
 	}
 }

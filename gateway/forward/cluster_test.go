@@ -3,6 +3,7 @@ package forward_test
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -21,6 +22,12 @@ import (
 func TestClusterLeaderLossMidDrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
+	}
+	if strconv.IntSize == 32 {
+		// nats-server v2.15.2 panics in a cluster on 32-bit ARM: an
+		// unaligned atomic.LoadInt64 of jetStreamCluster.lastMetaSnapTime
+		// (server/monitor.go:3098). The upstream runs on a hub, not here.
+		t.Skip("nats-server's own clustering panics on 32-bit (unaligned 64-bit atomic in server/monitor.go)")
 	}
 	const n = 30_000
 	nodes := natstest.StartCluster(t, 3)

@@ -112,7 +112,7 @@ func TestSIGKILLMidDrain(t *testing.T) {
 				return info.State.Msgs
 			}
 			for k := 0; k <= tt.kills; k++ {
-				cmd := exec.Command(os.Args[0], "-test.run=^TestForwarderChild$")
+				cmd := selfCommand("-test.run=^TestForwarderChild$")
 				cmd.Env = append(os.Environ(), childBuf+"="+path, childURL+"="+srv.URL())
 				out := &lockedBuffer{}
 				cmd.Stdout, cmd.Stderr = out, out
@@ -141,4 +141,14 @@ func TestSIGKILLMidDrain(t *testing.T) {
 			checkStream(t, srv.URL(), n)
 		})
 	}
+}
+
+// selfCommand re-executes this test binary. Under qemu-user without
+// binfmt_misc (.ci/run's ARM runs) EDGEGW_TEST_EXEC names the emulator to
+// run it with.
+func selfCommand(args ...string) *exec.Cmd {
+	if emu := os.Getenv("EDGEGW_TEST_EXEC"); emu != "" {
+		return exec.Command(emu, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
 }
