@@ -326,7 +326,7 @@ func join(path, key string) string {
 // Defaults.
 const (
 	DefaultDataDir       = "/var/lib/edgegw"
-	DefaultMaxBytes      = 1 << 30
+	DefaultMaxBytes      = 1 << 30 // 512 MiB on a 32-bit system
 	DefaultMaxAge        = 168 * time.Hour
 	DefaultSubject       = "telemetry.{gateway}.{topic}"
 	DefaultSensorSubject = "telemetry.{gateway}.{sensor}"
@@ -343,6 +343,9 @@ func (c *Config) complete() {
 	}
 	if c.Buffer.MaxBytes == 0 {
 		c.Buffer.MaxBytes = DefaultMaxBytes
+		if limit := buffer.MaxBytesLimit(); limit > 0 {
+			c.Buffer.MaxBytes = ByteSize(limit) * 2 / 3 // 512 MiB on 32-bit
+		}
 	}
 	if c.Buffer.MaxAge == 0 {
 		c.Buffer.MaxAge = DefaultMaxAge
@@ -433,6 +436,8 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	}
 	if c.Buffer.MaxBytes < 0 {
 		bad("buffer.max_bytes", "must not be negative")
+	} else if limit := buffer.MaxBytesLimit(); limit > 0 && int64(c.Buffer.MaxBytes) > limit {
+		bad("buffer.max_bytes", "%d is more than a 32-bit system can map (bbolt maps the whole file); use %dMiB or less, or a 64-bit OS", c.Buffer.MaxBytes, limit>>20)
 	}
 	if c.Buffer.MaxAge < 0 {
 		bad("buffer.max_age", "must not be negative")
