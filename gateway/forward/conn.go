@@ -80,6 +80,10 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 			log.Info("upstream connected", "server", redact(nc.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				log.Error("upstream refused this gateway's user a permission; grant what deploy/upstream/hub.conf grants a gateway", "err", err)
+				return
+			}
 			log.Warn("upstream error", "err", err)
 		}),
 	}

@@ -1,0 +1,127 @@
+package forward_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// The fleet's upstream as deploy/ defines it: the hub's nats-server config
+// (accounts, one user per gateway with its permissions) and the stream
+// definition. A gateway with only its own permissions forwards into the
+// stream created from the definition; it cannot publish as another
+// gateway, nor delete the stream.
+func TestFleetUpstreamFromDeploy(t *testing.T) {
+	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
+		t.Setenv(k, v)
+	}
+	hub, err := server.ProcessConfigFile("../../deploy/upstream/hub.conf")
+	if err != nil {
+		t.Fatalf("deploy/upstream/hub.conf: %v", err)
+	}
+	srv := natstest.Start(t, func(o *server.Options) {
+		// The hub's accounts and users, on one loopback node.
+		o.Accounts, o.Users, o.SystemAccount = hub.Accounts, hub.Users, hub.SystemAccount
+		o.JetStreamMaxStore = hub.JetStreamMaxStore // reserved by the stream's max_bytes, not written
+	})
+
+	// The stream, created by an operator from the definition.
+	data, err := os.ReadFile("../../deploy/upstream/telemetry-stream.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg jetstream.StreamConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("telemetry-stream.json: %v", err)
+	}
+	if cfg.Replicas != 3 || cfg.Duplicates < 2*time.Minute || !cfg.DenyDelete {
+		t.Fatalf("the fleet stream should be R3, with a duplicate window of at least 2m and deletes denied: %+v", cfg)
+	}
+	cfg.Replicas = 1 // one node here
+	ops, err := nats.Connect(srv.URL(), nats.UserInfo("ops", "ops-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	js, _ := jetstream.New(ops)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatalf("create the stream from its definition: %v", err)
+	}
+
+	// The gateway lobby-pi-01, with its own user: create is off in a fleet.
+	const n = 500
+	q, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for i := range n {
+		e := event.Event{Subject: fmt.Sprintf("telemetry.lobby-pi-01.room%d", i%3), Source: "sensors/x", Time: t0, Payload: []byte(fmt.Sprint(i))}
+		b, _ := e.Marshal(nil)
+		if _, err := q.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	f, err := forward.New(q, nc, forward.Options{
+		GatewayID: "lobby-pi-01",
+		Stream:    forward.StreamOptions{Name: "TELEMETRY"},
+		Filters:   []string{"telemetry.lobby-pi-01.>"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each session reads the stream's info and this gateway's last message
+	// before it publishes: both are allowed, or nothing would drain.
+	runForwarder(t, f, q, nil)
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs := s.CachedInfo().State.Msgs; msgs != n {
+		t.Fatalf("stream holds %d, want %d", msgs, n)
+	}
+
+	// What the gateway's user must not do.
+	denied := make(chan error, 4)
+	gwc, err := nats.Connect(srv.URL(), nats.UserInfo("lobby-pi-01", "lobby-pw"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gwc.Close()
+	for _, subj := range []string{"telemetry.van-07.spoofed", "$JS.API.STREAM.DELETE.TELEMETRY", "$JS.API.STREAM.PURGE.TELEMETRY"} {
+		gwc.Publish(subj, []byte("x"))
+		select {
+		case err := <-denied:
+			if !strings.Contains(err.Error(), "Permissions Violation") || !strings.Contains(err.Error(), subj) {
+				t.Errorf("publish to %s: %v", subj, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("gateway lobby-pi-01 may publish to %s", subj)
+		}
+	}
+	if _, err := s.Info(ctx); err != nil {
+		t.Fatalf("the stream is gone: %v", err)
+	}
+}
