@@ -24,6 +24,8 @@ func (q *Queue) writer() {
 		tick = t.C
 	}
 	batch := make([]*appendReq, 0, 64)
+	q.releasePages() // what Open's checks and bbolt's freelist scan touched
+	lastRelease := time.Now()
 	// Natural batching alone alternates big and small transactions: when a
 	// commit ends, its appenders wake one by one and the first to come back
 	// would start the next commit nearly alone. So the writer lingers a
@@ -74,6 +76,10 @@ func (q *Queue) writer() {
 		start := time.Now()
 		more := q.commit(batch)
 		lastReqs, lastDur = len(batch), time.Since(start)
+		if start.Sub(lastRelease) >= releaseEvery {
+			q.releasePages()
+			lastRelease = start
+		}
 		if more {
 			select {
 			case q.wake <- struct{}{}:

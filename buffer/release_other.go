@@ -1,0 +1,5 @@
+//go:build !linux
+
+package buffer
+
+func madviseDontNeed(addr, n uintptr) {}
