@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -273,5 +274,30 @@ func TestHTTPListen(t *testing.T) {
 	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	if a := g.HTTPAddr(); a != nil {
 		t.Fatalf("http.listen off, yet serving on %s", a)
+	}
+}
+
+// Every edgegw_ metric is documented in docs/operations.md.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "sensors:\n  - name: sim\n    driver: sim\n    interval: 20ms\n")
+	g := startGateway(t, cfg)
+	waitFor(t, 10*time.Second, "a reading", func() bool { return g.Stats().Sensors["sim"].Reads > 0 })
+	n := 0
+	for name := range scrapeMetrics(t, g) {
+		if strings.HasPrefix(name, "edgegw_") {
+			n++
+			if !strings.Contains(string(doc), "`"+name) {
+				t.Errorf("%s is not in docs/operations.md", name)
+			}
+		}
+	}
+	if n < 25 {
+		t.Fatalf("only %d edgegw_ metrics", n)
 	}
 }
