@@ -64,6 +64,7 @@ type UpstreamStatus struct {
 	LastSeq    uint64  `json:"last_acked_seq"`
 	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
 	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
+	LastError  string  `json:"last_error,omitempty"`
 }
 
 // SourceStatus is one source in Status.
@@ -187,6 +188,7 @@ func (g *Gateway) Status() Status {
 		u := &st.Upstream
 		u.Connected = fs.Connected
 		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.LastSeq
+		u.LastError = fs.LastError
 		if q != nil {
 			// Acked events leave the buffer a moment later (the writer
 			// deletes them in batches): count from the forwarder's ack.

@@ -86,6 +86,7 @@ type Stats struct {
 	Skipped   uint64 // events found already in the stream on (re)connect
 	Rejected  uint64 // events the stream can never take, set aside
 	LastSeq   uint64 // highest seq acknowledged
+	LastError string // why the last session ended, until one makes progress again
 }
 
 // Forwarder moves events from a buffer.Queue to a JetStream stream.
@@ -98,6 +99,7 @@ type Forwarder struct {
 	byLm *rate.Limiter
 
 	published, acked, resent, skipped, rejected, lastSeq atomic.Uint64
+	lastErr                                              atomic.Pointer[string]
 
 	// Owned by the Run goroutine. After a failure that left a gap (a later
 	// publish stored, an earlier one not, as when a cluster's stream leader
@@ -109,10 +111,16 @@ type Forwarder struct {
 	noSkipFrom  uint64
 
 	gwHeader []string // shared by every message; nobody modifies it
+
+	// worked is set once a session found the stream (Run's goroutine).
+	worked bool
 }
 
 // ErrConfig wraps errors that retrying cannot fix: a missing stream, a
-// subject no stream captures. Run returns them.
+// subject no stream captures. Run returns them when they come before the
+// forwarder ever reached its stream (a wrong config at install); after
+// that they mean the hub changed under a running gateway, and Run logs
+// them as errors and retries, buffering meanwhile.
 var ErrConfig = errors.New("upstream misconfigured")
 
 // New checks o and returns a Forwarder; it starts nothing.
@@ -172,12 +180,21 @@ func (f *Forwarder) Stats() Stats {
 		Skipped:   f.skipped.Load(),
 		Rejected:  f.rejected.Load(),
 		LastSeq:   f.lastSeq.Load(),
+		LastError: f.lastError(),
 	}
+}
+
+func (f *Forwarder) lastError() string {
+	if e := f.lastErr.Load(); e != nil {
+		return *e
+	}
+	return ""
 }
 
 // Run forwards until ctx ends, then waits (up to StopTimeout) for in-flight
 // PubAcks and returns nil; what is not acknowledged stays in the buffer.
-// It returns early only for an ErrConfig error or a closed buffer.
+// It returns early only for a closed buffer, or an ErrConfig error before
+// it ever reached the stream.
 func (f *Forwarder) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
@@ -188,13 +205,20 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrConfig) || errors.Is(err, buffer.ErrClosed) {
+		if errors.Is(err, ErrConfig) && !f.worked || errors.Is(err, buffer.ErrClosed) {
 			return err
 		}
 		if progressed {
 			backoff = 100 * time.Millisecond
 		}
-		f.log.Warn("upstream publish failed; going back to the oldest unacknowledged event", "err", err, "retry_in", backoff)
+		msg := err.Error()
+		f.lastErr.Store(&msg)
+		if errors.Is(err, ErrConfig) {
+			backoff = max(backoff, 5*time.Second)
+			f.log.Error("the upstream changed and refuses this gateway's events; buffering and retrying", "err", err, "retry_in", backoff)
+		} else {
+			f.log.Warn("upstream publish failed; going back to the oldest unacknowledged event", "err", err, "retry_in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -249,6 +273,7 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	f.worked = true
 	captured := stream.CachedInfo().Config.Subjects
 
 	st := f.q.Stats()
@@ -404,6 +429,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				}
 			}
 			f.lastSeq.Store(head.seq)
+			if !progressed {
+				f.lastErr.Store(nil) // moving again
+			}
 			progressed = true
 			if len(window) == 0 || head.seq%256 == 0 {
 				if err := ackBuffer(); err != nil {

@@ -296,16 +296,19 @@ func TestSubjectNoStreamCapturesIsAClearError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = f.Run(ctx)
-	if !errors.Is(err, forward.ErrConfig) || !strings.Contains(err.Error(), `"telemetry.gw1.room1"`) {
-		t.Fatalf("Run with an uncaptured subject: %v", err)
+	// The forwarder reached its stream, so this is the hub refusing a
+	// subject, not a config that never worked: it keeps buffering and
+	// says why in Stats (and /status), and logs it as an error.
+	runCtx, stop := context.WithTimeout(ctx, 2*time.Second)
+	defer stop()
+	if err := f.Run(runCtx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if e := f.Stats().LastError; !strings.Contains(e, forward.ErrConfig.Error()) || !strings.Contains(e, `"telemetry.gw1.room1"`) {
+		t.Fatalf("LastError = %q", e)
 	}
 	if st := q.Stats(); st.Events < 9 {
 		t.Fatalf("events after the uncaptured one left the buffer: %+v", st)
-	}
-	s, _ := js.Stream(ctx, "TELEMETRY")
-	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
-		t.Fatalf("stream holds %d messages, want the one captured event", info.State.Msgs)
 	}
 }
 
@@ -523,4 +526,70 @@ func TestDisconnectedForwarderWaitsWithEverythingBuffered(t *testing.T) {
 		srv.Restart()
 	})
 	checkStream(t, srv.URL(), n)
+}
+
+// A stream deleted under a running gateway (the hub changed, not the
+// config) does not stop it: Run logs, keeps buffering, and delivers once
+// the stream is back.
+func TestStreamDeletedUnderARunningForwarder(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	nc := connect(t, srv.URL())
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 100)
+	defer q.Close()
+	o := options()
+	o.Stream.Create = false
+	f, err := forward.New(q, nc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(runCtx) }()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: forwarder %+v", what, f.Stats())
+			}
+		}
+	}
+	waitUntil("the first 100", func() bool { return f.Stats().Acked == 100 })
+
+	if err := js.DeleteStream(ctx, "TELEMETRY"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 200; i++ {
+		e := testEvent(i)
+		b, _ := e.Marshal(nil)
+		if _, err := q.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned when the stream went away: %v", err)
+	case <-time.After(2 * time.Second):
+	}
+	if ev := q.Stats().Events; ev != 100 {
+		t.Fatalf("buffer holds %d, want the 100 appended since", ev)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the next 100", func() bool { return f.Stats().Acked == 200 })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s, _ := js.Stream(ctx, "TELEMETRY")
+	if n := s.CachedInfo().State.Msgs; n != 100 {
+		t.Fatalf("new stream holds %d, want 100", n)
+	}
 }
