@@ -3,6 +3,7 @@
 //	edgegw run --config /etc/edgegw/edgegw.yaml
 //	edgegw config check --config /etc/edgegw/edgegw.yaml
 //	edgegw buffer stats --config /etc/edgegw/edgegw.yaml   (or --path buffer.db)
+//	edgegw health [--addr 127.0.0.1:9180] [--live]
 //	edgegw version
 package main
 
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -37,6 +39,7 @@ const usage = `usage:
   edgegw buffer stats (--config FILE | --path BUFFER_FILE)
   edgegw sensors read --config FILE
   edgegw i2c scan [--bus 1]
+  edgegw health [--addr 127.0.0.1:9180] [--live]
   edgegw version
 `
 
@@ -67,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdI2CScan(args[2:], stdout, stderr)
 	case args[0] == "sensors" && len(args) > 1 && args[1] == "read":
 		return cmdSensorsRead(args[2:], stdout, stderr)
+	case args[0] == "health":
+		return cmdHealth(args[1:], stdout, stderr)
 	case args[0] == "version" || args[0] == "--version":
 		fmt.Fprintln(stdout, "edgegw", versionString())
 		return 0
@@ -295,4 +300,32 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// cmdHealth asks a running edgegw's /readyz (or /healthz with --live): a
+// health check for images without curl (deploy/Dockerfile) and scripts.
+func cmdHealth(args []string, stdout, stderr io.Writer) int {
+	fs := flags("health", stderr)
+	addr := fs.String("addr", gateway.DefaultHTTPListen, "the gateway's http.listen")
+	live := fs.Bool("live", false, "ask /healthz (alive) instead of /readyz (ready)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	path := "/readyz"
+	if *live {
+		path = "/healthz"
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + *addr + path)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: no answer from %s%s: %v (is edgegw running, and is http.listen %s?)\n", *addr, path, err, *addr)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Fprint(stdout, string(body))
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
 }

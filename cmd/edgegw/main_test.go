@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,6 +86,25 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 			t.Fatalf("never started:\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// edgegw health asks the running service.
+	m := regexp.MustCompile(`"msg":"serving /metrics[^"]*","addr":"([^"]+)"`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no serving line with the address:\n%s", logs.String())
+	}
+	for code := 1; code != 0; {
+		var out, errb bytes.Buffer
+		if code = run([]string{"health", "--addr", m[1]}, &out, &errb); code == 0 && out.String() != "ready\n" {
+			t.Fatalf("health: %q", out.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edgegw health never said ready: %s%s", out.String(), errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var live bytes.Buffer
+	if code := run([]string{"health", "--live", "--addr", m[1]}, &live, io.Discard); code != 0 || live.String() != "ok\n" {
+		t.Fatalf("health --live: %d %q", code, live.String())
 	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
