@@ -144,9 +144,9 @@ log:
 	b.ReportMetric(mib(up.file), "peak-file-MiB")
 	b.ReportMetric(float64(total)/(2*phase.Seconds()+time.Since(start).Seconds()-phase.Seconds()), "ingest-msgs/s")
 	b.Logf("stripped linux/arm64 binary: %.1f MB", float64(fi.Size())/1e6)
-	b.Logf("uplink down %s, %d published (%.0f/s), backlog %d+: peak RSS %.1f MiB (anon %.1f, buffer file pages %.1f)",
+	b.Logf("uplink down %s, %d published (%.0f/s), backlog %d+: peak RSS %.1f MiB (anon %.1f, file-backed: binary and buffer pages %.1f)",
 		phase, p1, float64(p1)/phase.Seconds(), backlog, mib(down.rss), mib(down.anon), mib(down.file))
-	b.Logf("uplink up: backlog drained in %s while ingesting; whole run %d published: peak RSS %.1f MiB (anon %.1f, buffer file pages %.1f); VmHWM since start %.1f MiB",
+	b.Logf("uplink up: backlog drained in %s while ingesting; whole run %d published: peak RSS %.1f MiB (anon %.1f, file-backed: binary and buffer pages %.1f); VmHWM since start %.1f MiB",
 		drained.Round(100*time.Millisecond), total, mib(up.rss), mib(up.anon), mib(up.file), mib(up.hwm))
 }
 
