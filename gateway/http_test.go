@@ -2,11 +2,14 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,4 +303,77 @@ func TestMetricsDocumented(t *testing.T) {
 	if n < 25 {
 		t.Fatalf("only %d edgegw_ metrics", n)
 	}
+}
+
+// A full buffer under when_full: reject: sensor readings are skipped,
+// counted per source and by the buffer, and the warning is logged once,
+// not once a reading.
+func TestFullBufferSkipsReadingsCountedAndLoggedOnce(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	srv.Shutdown() // nothing drains
+	dir := t.TempDir()
+	cfg, err := gateway.ParseConfig("x.yaml", []byte(fmt.Sprintf(`gateway:
+  id: gw1
+  data_dir: %s
+buffer:
+  max_bytes: 4KiB
+  when_full: reject
+sensors:
+  - name: sim
+    driver: sim
+    interval: 5ms
+upstream:
+  servers: [%s]
+http:
+  listen: 127.0.0.1:0
+`, dir, srv.URL())), os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncLog
+	g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	stop := runGateway(t, g)
+	defer stop()
+	var m scrape
+	waitFor(t, 30*time.Second, "readings to be refused", func() bool {
+		if g.HTTPAddr() == nil {
+			return false
+		}
+		m = scrapeMetrics(t, g)
+		v, _ := m.value("edgegw_source_dropped_total", "source", "sim", "reason", "not_stored")
+		return v >= 50
+	})
+	ingested := m.must(t, "edgegw_source_ingested_total", "source", "sim")
+	if ev := m.must(t, "edgegw_buffer_events"); ingested == 0 || ev != ingested {
+		t.Errorf("ingested %v, buffer holds %v", ingested, ev)
+	}
+	if a, b := m.must(t, "edgegw_source_store_errors_total", "source", "sim"), m.must(t, "edgegw_source_dropped_total", "source", "sim", "reason", "not_stored"); a < b {
+		t.Errorf("store errors %v < not stored %v", a, b)
+	}
+	if v := m.must(t, "edgegw_buffer_rejected_total"); v < 50 {
+		t.Errorf("buffer_rejected_total = %v", v)
+	}
+	if n := strings.Count(logs.String(), "readings not stored"); n != 1 {
+		t.Errorf("%d 'not stored' warnings for %v skipped readings, want 1:\n%s", n, m.must(t, "edgegw_source_dropped_total", "source", "sim", "reason", "not_stored"), logs.String())
+	}
+	if code, body := get(t, g, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with a full buffer: %d %s (the sensor still reads; the buffer pushes back)", code, body)
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -125,14 +125,7 @@ func (s *EdgeSource) Run(ctx context.Context, emit event.EmitFunc) error {
 			continue
 		}
 		b, _ := json.Marshal(EdgePayload{Sensor: s.name, TS: first, Level: bool(level), Edge: edge})
-		if err := emit(ctx, event.Event{Subject: s.subject, Source: s.name, Time: first, Payload: b}); err == nil {
-			s.reads.Add(1)
-		} else if ctx.Err() == nil {
-			s.notStored.Add(1)
-			if storeLog.ok() {
-				s.log.Warn("edges not stored; skipping them", "err", err, "not_stored", s.notStored.Load())
-			}
-		}
+		s.emitted(ctx, emit(ctx, event.Event{Subject: s.subject, Source: s.name, Time: first, Payload: b}), s.log, &storeLog, "edges")
 	}
 	return nil
 }
@@ -230,14 +223,7 @@ func (p *PulseCounter) Run(ctx context.Context, emit event.EmitFunc) error {
 		if now := time.Now(); !now.Before(next) {
 			vals := PulseValues(count, p.total.Load(), now.Sub(start), p.scale, p.unit)
 			b, _ := json.Marshal(PulsePayload{Sensor: p.name, TS: now, Values: vals})
-			if err := emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: now, Payload: b}); err == nil {
-				p.reads.Add(1)
-			} else if ctx.Err() == nil {
-				p.notStored.Add(1)
-				if storeLog.ok() {
-					p.log.Warn("counts not stored; skipping them", "err", err, "not_stored", p.notStored.Load())
-				}
-			}
+			p.emitted(ctx, emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: now, Payload: b}), p.log, &storeLog, "counts")
 			count, start, next = 0, now, now.Add(p.interval)
 		}
 	}

@@ -1,6 +1,8 @@
 package sensors
 
 import (
+	"context"
+	"log/slog"
 	"sync/atomic"
 	"time"
 )
@@ -35,6 +37,22 @@ func (h *health) failed(msg string) {
 	h.failures.Add(1)
 	h.available.Store(false)
 	h.lastErr.Store(&msg)
+}
+
+// emitted counts the outcome of one emit: stored, or skipped because the
+// buffer refused it (full under when_full: reject, a disk error), which is
+// logged at most once per throttle period. An emit cut short by ctx is
+// neither.
+func (h *health) emitted(ctx context.Context, err error, log *slog.Logger, t *throttle, what string) {
+	switch {
+	case err == nil:
+		h.reads.Add(1)
+	case ctx.Err() == nil:
+		h.notStored.Add(1)
+		if t.ok() {
+			log.Warn(what+" not stored; skipping them", "err", err, "not_stored", h.notStored.Load())
+		}
+	}
 }
 
 // throttle says yes at most once per period: warnings about a sensor that

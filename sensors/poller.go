@@ -119,17 +119,7 @@ func (p *Poller) Run(ctx context.Context, emit event.EmitFunc) error {
 		if err != nil {
 			return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
 		}
-		if err := emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: ts, Payload: b}); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			p.notStored.Add(1) // buffer full under reject: the reading is skipped
-			if storeLog.ok() {
-				p.log.Warn("readings not stored; skipping them", "err", err, "not_stored", p.notStored.Load())
-			}
-		} else {
-			p.reads.Add(1)
-		}
+		p.emitted(ctx, emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: ts, Payload: b}), p.log, &storeLog, "readings")
 		select {
 		case <-ctx.Done():
 			return nil
