@@ -262,44 +262,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	}
 	defer js.CleanupPublisher()
 
-	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	stream, err := f.ensureStream(reqCtx, js)
-	if err != nil {
-		cancel()
-		return false, err
-	}
-	held, err := f.heldUpstream(reqCtx, stream)
-	cancel()
+	captured, next, err := f.resume(ctx, js)
 	if err != nil {
 		return false, err
-	}
-	f.worked = true
-	captured := stream.CachedInfo().Config.Subjects
-
-	st := f.q.Stats()
-	next := max(st.FirstSeq, f.lastSeq.Load()+1)
-	for seq := range f.storedAhead {
-		if seq < next {
-			delete(f.storedAhead, seq)
-		}
-	}
-	if len(f.storedAhead) == 0 {
-		f.noSkipFrom = 0
-	}
-	if f.noSkipFrom != 0 && held >= f.noSkipFrom {
-		held = f.noSkipFrom - 1
-	}
-	switch {
-	case held >= st.NextSeq:
-		f.log.Error("the stream holds a later seq of this gateway than its buffer has ever had: another gateway uses the same id, or this buffer was replaced; forwarding everything held", "stream_seq", held, "buffer_next_seq", st.NextSeq)
-	case held >= next:
-		if err := f.q.Ack(held); err != nil {
-			return false, err
-		}
-		f.skipped.Add(held - next + 1)
-		f.lastSeq.Store(held)
-		f.log.Info("events already in the stream skipped", "up_to_seq", held, "count", held-next+1)
-		next = held + 1
 	}
 
 	var (
@@ -449,6 +414,52 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 			// Stop filling; wait for the window with the stop timer.
 		}
 	}
+}
+
+// resume starts a session: it finds the stream, asks it for this gateway's
+// last message, and acknowledges in the buffer what the stream already
+// holds. It returns the stream's subjects and the first seq to send.
+func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (captured []string, next uint64, err error) {
+	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	stream, err := f.ensureStream(reqCtx, js)
+	if err != nil {
+		cancel()
+		return nil, 0, err
+	}
+	held, err := f.heldUpstream(reqCtx, stream)
+	cancel()
+	if err != nil {
+		return nil, 0, err
+	}
+	f.worked = true
+	captured = stream.CachedInfo().Config.Subjects
+
+	st := f.q.Stats()
+	next = max(st.FirstSeq, f.lastSeq.Load()+1)
+	for seq := range f.storedAhead {
+		if seq < next {
+			delete(f.storedAhead, seq)
+		}
+	}
+	if len(f.storedAhead) == 0 {
+		f.noSkipFrom = 0
+	}
+	if f.noSkipFrom != 0 && held >= f.noSkipFrom {
+		held = f.noSkipFrom - 1
+	}
+	switch {
+	case held >= st.NextSeq:
+		f.log.Error("the stream holds a later seq of this gateway than its buffer has ever had: another gateway uses the same id, or this buffer was replaced; forwarding everything held", "stream_seq", held, "buffer_next_seq", st.NextSeq)
+	case held >= next:
+		if err := f.q.Ack(held); err != nil {
+			return nil, 0, err
+		}
+		f.skipped.Add(held - next + 1)
+		f.lastSeq.Store(held)
+		f.log.Info("events already in the stream skipped", "up_to_seq", held, "count", held-next+1)
+		next = held + 1
+	}
+	return captured, next, nil
 }
 
 // settle waits for every publish in a failed window (each resolves within
