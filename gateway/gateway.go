@@ -273,7 +273,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		})
 	}
 	grp.Go(func() error {
-		g.watch(gctx, 5*time.Second)
+		g.watch(gctx, 5*time.Second, time.Minute, 10*time.Minute)
 		return nil
 	})
 	grp.Go(func() error { return fwd.Run(gctx) })

@@ -223,10 +223,11 @@ func ready(st Status) (bool, string) {
 }
 
 // watch logs a warning when the uplink or the MQTT broker has been down
-// for a minute, and again every ten minutes while it stays down: one line
-// an operator can find, not one per retry.
-func (g *Gateway) watch(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+// for after (a minute), and again every again (ten minutes) while it stays
+// down: one line an operator can find, not one per retry. It looks every
+// tick.
+func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	type down struct{ since, warned time.Time }
 	var up, mqtt down
@@ -236,7 +237,7 @@ func (g *Gateway) watch(ctx context.Context, every time.Duration) {
 			*d = down{}
 		case d.since.IsZero():
 			d.since = now
-		case now.Sub(d.since) >= time.Minute && (d.warned.IsZero() || now.Sub(d.warned) >= 10*time.Minute):
+		case now.Sub(d.since) >= after && (d.warned.IsZero() || now.Sub(d.warned) >= again):
 			d.warned = now
 			warn(now.Sub(d.since).Round(time.Second))
 		}
