@@ -1,21 +1,13 @@
 package forward_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"crypto/tls"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -170,10 +162,10 @@ func TestCredsFile(t *testing.T) {
 
 // TLS with a private CA and a client certificate (mutual TLS).
 func TestMutualTLS(t *testing.T) {
-	ca, caKey := newCert(t, nil, nil, "edgegw test CA", true)
-	serverCert, serverKey := newCert(t, ca, caKey, "127.0.0.1", false)
-	clientCert, clientKey := newCert(t, ca, caKey, "lobby-pi-01", false)
-	caFile := writeFile(t, "ca.pem", pemCert(ca))
+	ca, caKey := natstest.NewCert(t, nil, nil, "edgegw test CA", true)
+	serverCert, serverKey := natstest.NewCert(t, ca, caKey, "127.0.0.1", false)
+	clientCert, clientKey := natstest.NewCert(t, ca, caKey, "lobby-pi-01", false)
+	caFile := writeFile(t, "ca.pem", natstest.PEMCert(ca))
 	srv := natstest.Start(t, func(o *server.Options) {
 		pool := x509.NewCertPool()
 		pool.AddCert(ca)
@@ -187,62 +179,18 @@ func TestMutualTLS(t *testing.T) {
 	})
 	forwardSome(t, srv, forward.ConnOptions{
 		CAFile:   caFile,
-		CertFile: writeFile(t, "client.pem", pemCert(clientCert)),
-		KeyFile:  writeFile(t, "client.key", pemKey(t, clientKey)),
+		CertFile: writeFile(t, "client.pem", natstest.PEMCert(clientCert)),
+		KeyFile:  writeFile(t, "client.key", natstest.PEMKey(t, clientKey)),
 	}, "")
 
 	// Without the client certificate, or without the CA, it is a clear error.
 	if _, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, CAFile: caFile}, nil); err == nil {
 		t.Fatal("no client certificate: no error")
 	}
-	other, _ := newCert(t, nil, nil, "another CA", true)
-	_, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, CAFile: writeFile(t, "other.pem", pemCert(other)),
-		CertFile: writeFile(t, "c.pem", pemCert(clientCert)), KeyFile: writeFile(t, "c.key", pemKey(t, clientKey))}, nil)
+	other, _ := natstest.NewCert(t, nil, nil, "another CA", true)
+	_, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, CAFile: writeFile(t, "other.pem", natstest.PEMCert(other)),
+		CertFile: writeFile(t, "c.pem", natstest.PEMCert(clientCert)), KeyFile: writeFile(t, "c.key", natstest.PEMKey(t, clientKey))}, nil)
 	if err == nil || !strings.Contains(err.Error(), "TLS") {
 		t.Fatalf("server cert from an unknown CA: %v", err)
 	}
-}
-
-func newCert(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, isCA bool) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IsCA:                  isCA,
-		BasicConstraintsValid: true,
-	}
-	if ip := net.ParseIP(cn); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c, key
-}
-
-func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-func pemKey(t *testing.T, k *ecdsa.PrivateKey) []byte {
-	der, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }
