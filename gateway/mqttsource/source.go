@@ -207,6 +207,9 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		if refused(err) {
 			return fmt.Errorf("mqtt: broker %s refused the connection: %w (check mqtt.username, mqtt.password and mqtt.client_id)", s.o.Broker, err)
 		}
+		if untrusted(err) {
+			return fmt.Errorf("mqtt: broker %s: its TLS certificate does not verify: %w (check mqtt.tls.ca_file, and that the certificate names the host in mqtt.broker)", s.o.Broker, err)
+		}
 		s.log.Warn("broker unreachable; retrying in the background", "err", err)
 		c = mqtt.NewClient(opts.SetConnectRetry(true))
 		c.Connect()
@@ -389,6 +392,15 @@ func refused(err error) bool {
 		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
 		errors.Is(err, packets.ErrorRefusedIDRejected) ||
 		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
+}
+
+// untrusted reports a broker certificate that does not verify: retrying
+// will not make it trusted.
+func untrusted(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	return errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr)
 }
 
 func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {

@@ -10,6 +10,7 @@
 package mqtttest
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,6 +32,9 @@ type Options struct {
 	Persist bool // keep sessions and messages across Restart
 	// Users, if set, are the only username/password pairs accepted.
 	Users map[string]string
+	// TLS, if set, makes the listener TLS (URL says ssl://). mochi only:
+	// tests that set it skip under mosquitto.
+	TLS *tls.Config
 }
 
 // Broker is a restartable in-process MQTT broker.
@@ -61,8 +65,13 @@ func Start(t testing.TB, o Options) *Broker {
 	return b
 }
 
-// URL is tcp://127.0.0.1:port.
-func (b *Broker) URL() string { return "tcp://" + b.addr }
+// URL is tcp://127.0.0.1:port, or ssl:// with Options.TLS.
+func (b *Broker) URL() string {
+	if b.o.TLS != nil {
+		return "ssl://" + b.addr
+	}
+	return "tcp://" + b.addr
+}
 
 // Shutdown stops the broker.
 func (b *Broker) Shutdown() {
@@ -106,7 +115,7 @@ func (b *Broker) Restart() {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr})); err != nil {
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr, TLSConfig: b.o.TLS})); err != nil {
 		b.t.Fatal(fmt.Errorf("mqtttest: listen on %s: %w", b.addr, err))
 	}
 	if err := s.Serve(); err != nil {

@@ -1,0 +1,69 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// MQTT over TLS to a broker whose certificate a private CA signed: with
+// mqtt.tls.ca_file the gateway connects and forwards; with another CA it
+// is an error at once, naming mqtt.tls, not a silent retry loop.
+func TestMQTTOverTLS(t *testing.T) {
+	if mqtttest.Mosquitto() {
+		t.Skip("the TLS listener is mochi's")
+	}
+	ca, caKey := natstest.NewCert(t, nil, nil, "edgegw test CA", true)
+	srvCert, srvKey := natstest.NewCert(t, ca, caKey, "127.0.0.1", false)
+	pair, err := tls.X509KeyPair(natstest.PEMCert(srvCert), natstest.PEMKey(t, srvKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{TLS: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}})
+	srv := natstest.Start(t, nil)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	os.WriteFile(caFile, natstest.PEMCert(ca), 0o600)
+
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.MQTT.TLS.CAFile = caFile
+	startGateway(t, cfg)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetTLSConfig(&tls.Config{RootCAs: pool}))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher over TLS: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	waitFor(t, time.Minute, "a message in the stream", func() bool {
+		c.Publish(topicOf(1), 1, false, payloadOf(1)).Wait()
+		return streamMsgs(t, srv.URL()) >= 1
+	})
+
+	other, _ := natstest.NewCert(t, nil, nil, "another CA", true)
+	otherFile := filepath.Join(dir, "other.pem")
+	os.WriteFile(otherFile, natstest.PEMCert(other), 0o600)
+	bad, _ := configFor(t, broker.URL(), srv.URL(), "")
+	bad.MQTT.TLS.CAFile = otherFile
+	bad.MQTT.ClientID = "edgegw-other"
+	bad.HTTP.Listen = "127.0.0.1:0"
+	g, _ := gateway.New(bad, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = g.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "mqtt.tls") || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a broker certificate from an unknown CA: %v", err)
+	}
+	t.Logf("error shown: %v", err)
+}
