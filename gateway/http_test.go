@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -302,6 +303,18 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 	if n < 25 {
 		t.Fatalf("only %d edgegw_ metrics", n)
+	}
+
+	// And they follow Prometheus' naming conventions (promtool's linter).
+	_, body := get(t, g, "/metrics")
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "edgegw_") {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
 	}
 }
 
