@@ -427,16 +427,7 @@ func TestMQTTUsernamePassword(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.MQTT.Username, cfg.MQTT.Password = "edgegw", secret
 	startGateway(t, cfg)
-	o := paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetUsername("pub").SetPassword("pub")
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publisher: %v", tok.Error())
-	}
-	defer c.Disconnect(100)
-	waitFor(t, time.Minute, "a message in the stream", func() bool {
-		c.Publish(topicOf(1), 1, false, payloadOf(1)).Wait()
-		return streamMsgs(t, srv.URL()) >= 1
-	})
+	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetUsername("pub").SetPassword("pub"), srv.URL())
 
 	bad, _ := configFor(t, broker.URL(), srv.URL(), "")
 	bad.MQTT.Username, bad.MQTT.Password = "edgegw", "wrong-"+secret
@@ -450,4 +441,19 @@ func TestMQTTUsernamePassword(t *testing.T) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	t.Logf("error shown: %v", err)
+}
+
+// deliverOne connects a publisher with o and publishes until a message is
+// in the stream.
+func deliverOne(t *testing.T, o *paho.ClientOptions, natsURL string) {
+	t.Helper()
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	waitFor(t, time.Minute, "a message in the stream", func() bool {
+		c.Publish(topicOf(1), 1, false, payloadOf(1)).Wait()
+		return streamMsgs(t, natsURL) >= 1
+	})
 }

@@ -41,15 +41,7 @@ func TestMQTTOverTLS(t *testing.T) {
 	startGateway(t, cfg)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetTLSConfig(&tls.Config{RootCAs: pool}))
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publisher over TLS: %v", tok.Error())
-	}
-	defer c.Disconnect(100)
-	waitFor(t, time.Minute, "a message in the stream", func() bool {
-		c.Publish(topicOf(1), 1, false, payloadOf(1)).Wait()
-		return streamMsgs(t, srv.URL()) >= 1
-	})
+	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetTLSConfig(&tls.Config{RootCAs: pool}), srv.URL())
 
 	other, _ := natstest.NewCert(t, nil, nil, "another CA", true)
 	otherFile := filepath.Join(dir, "other.pem")
