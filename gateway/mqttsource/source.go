@@ -22,6 +22,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,13 +154,16 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		case <-ctx.Done(): // not acked: the broker sends it again
 		}
 	}
+	// Each (re)connect waits for its SUBACK on a goroutine of its own, so
+	// that paho's OnConnect does not block; Run waits for them to end.
+	var subWaits sync.WaitGroup
 	subscribe := func(c mqtt.Client) {
 		filters := make(map[string]byte, len(s.o.Subscriptions))
 		for _, sub := range s.o.Subscriptions {
 			filters[sub.Topic] = sub.QoS
 		}
 		t := c.SubscribeMultiple(filters, nil) // messages go to the default handler
-		go func() {                            // paho's OnConnect must not block on a token
+		subWaits.Go(func() {
 			if !t.WaitTimeout(30 * time.Second) {
 				s.log.Error("subscribe: no SUBACK from the broker within 30s")
 			} else if err := t.Error(); err != nil {
@@ -169,7 +173,7 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 			} else if c.IsConnectionOpen() {
 				s.subscribed.Store(true)
 			}
-		}()
+		})
 	}
 	opts := mqtt.NewClientOptions().
 		AddBroker(s.o.Broker).
@@ -215,7 +219,8 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		c.Connect()
 	}
 	defer func() {
-		c.Disconnect(250)
+		c.Disconnect(250) // completes pending tokens: the SUBACK waits end
+		subWaits.Wait()
 		s.connected.Store(false)
 		s.subscribed.Store(false)
 	}()
