@@ -8,7 +8,7 @@ import (
 
 // releaseEvery is how often the writer drops the file's pages from the
 // process's page tables (see releasePages).
-const releaseEvery = 250 * time.Millisecond
+const releaseEvery = 100 * time.Millisecond
 
 // releasePages drops the file's pages from this process's page tables
 // (madvise MADV_DONTNEED on bbolt's read-only shared mapping). They stay in
@@ -20,7 +20,7 @@ const releaseEvery = 250 * time.Millisecond
 // about the whole file (170 MB for a 1M-event backlog). The kernel could
 // drop those pages at any time, but an operator watching RSS on a 512 MB
 // Pi cannot tell, and a memory limit counts them. With it, RSS holds what
-// the last quarter second touched.
+// the last tenth of a second touched.
 //
 // It runs in a read transaction, which holds bbolt's mmap lock: the
 // mapping cannot move or be unmapped meanwhile.
