@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -54,7 +53,6 @@ type Gateway struct {
 	httpAddr net.Addr
 	q        *buffer.Queue
 	fwd      *forward.Forwarder
-	mqtt     *mqttsource.Source
 	srcs     []*source
 }
 
@@ -84,16 +82,19 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 // Stats returns a snapshot; parts that are not running yet are zero.
 func (g *Gateway) Stats() Stats {
 	g.mu.Lock()
-	q, fwd, m, srcs := g.q, g.fwd, g.mqtt, g.srcs
+	q, fwd, srcs := g.q, g.fwd, g.srcs
 	g.mu.Unlock()
 	var s Stats
 	for _, src := range srcs {
 		s.Duplicates += src.duplicates.Load()
-		if ss, ok := src.Source.(interface{ Stats() sensors.Stats }); ok {
+		switch p := src.Source.(type) {
+		case *mqttsource.Source:
+			s.MQTT = p.Stats()
+		case interface{ Stats() sensors.Stats }:
 			if s.Sensors == nil {
 				s.Sensors = map[string]sensors.Stats{}
 			}
-			s.Sensors[src.Name()] = ss.Stats()
+			s.Sensors[src.Name()] = p.Stats()
 		}
 	}
 	if q != nil {
@@ -101,9 +102,6 @@ func (g *Gateway) Stats() Stats {
 	}
 	if fwd != nil {
 		s.Forward = fwd.Stats()
-	}
-	if m != nil {
-		s.MQTT = m.Stats()
 	}
 	return s
 }
@@ -120,17 +118,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if ln != nil {
-		srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			srv.Serve(ln) // returns when Close below closes ln
-		}()
-		defer func() {
-			srv.Close()
-			<-served
-		}()
-		g.log.Info("serving /metrics, /healthz, /readyz, /status", "addr", ln.Addr().String())
+		defer g.serveHTTP(ln)()
 	}
 	g.mu.Lock()
 	g.started = time.Now()
@@ -232,9 +220,8 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return err
 	}
 	var srcs []*source
-	var msrc *mqttsource.Source
 	if c.MQTT != nil {
-		msrc, err = mqttsource.New(mqttsource.Options{
+		msrc, err := mqttsource.New(mqttsource.Options{
 			Broker:        c.MQTT.Broker,
 			ClientID:      c.MQTT.ClientID,
 			Username:      c.MQTT.Username,
@@ -258,7 +245,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		srcs = append(srcs, &source{Source: s, kind: KindGPIO})
 	}
 	g.mu.Lock()
-	g.fwd, g.mqtt, g.srcs = fwd, msrc, srcs
+	g.fwd, g.srcs = fwd, srcs
 	g.mu.Unlock()
 
 	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,

@@ -3,8 +3,10 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +47,22 @@ func (g *Gateway) Handler() http.Handler {
 	return mux
 }
 
+// serveHTTP serves Handler on ln until the returned stop is called; stop
+// waits for the serving goroutine.
+func (g *Gateway) serveHTTP(ln net.Listener) (stop func()) {
+	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln) // returns when stop closes ln
+	}()
+	g.log.Info("serving /metrics, /healthz, /readyz, /status", "addr", ln.Addr().String())
+	return func() {
+		srv.Close()
+		<-served
+	}
+}
+
 // listen opens the http.listen address; nil when it is "off".
 func (g *Gateway) listen() (net.Listener, error) {
 	addr := g.cfg.HTTP.Listen
@@ -65,3 +83,9 @@ func (g *Gateway) HTTPAddr() net.Addr {
 	defer g.mu.Unlock()
 	return g.httpAddr
 }
+
+// printLogger makes a *slog.Logger usable where a Println logger is
+// wanted (promhttp's ErrorLog).
+type printLogger struct{ log *slog.Logger }
+
+func (p printLogger) Println(v ...any) { p.log.Error(strings.TrimSpace(fmt.Sprintln(v...))) }

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -261,9 +260,3 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 		}
 	}
 }
-
-// printLogger makes a *slog.Logger usable where a Println logger is
-// wanted (promhttp's ErrorLog).
-type printLogger struct{ log *slog.Logger }
-
-func (p printLogger) Println(v ...any) { p.log.Error(strings.TrimSpace(fmt.Sprintln(v...))) }
