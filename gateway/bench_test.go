@@ -50,7 +50,7 @@ func BenchmarkIngestQoS1(b *testing.B) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			go func() { done <- src.Run(ctx, gateway.BufferEmitter(q, nil)) }()
+			go func() { done <- src.Run(ctx, gateway.BufferEmitter(q)) }()
 			deadline := time.Now().Add(10 * time.Second)
 			for !src.Stats().Connected && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)

@@ -429,16 +429,12 @@ func hostI2C(name string) (i2c.BusCloser, error) {
 	return i2creg.Open(name)
 }
 
-// BufferEmitter commits events to q, each with its redelivery mark; onDup,
-// if not nil, is called for each event dropped as a redelivered copy.
-func BufferEmitter(q *buffer.Queue, onDup func()) event.EmitFunc {
+// BufferEmitter commits events to q, each with its redelivery mark (a
+// redelivered copy of a stored event is dropped). Run gives each source its
+// own, counting one (source.emit); this one is for benchmarks and tools.
+func BufferEmitter(q *buffer.Queue) event.EmitFunc {
 	return func(ctx context.Context, events ...event.Event) error {
-		_, dups, err := store(ctx, q, events)
-		for range dups {
-			if onDup != nil {
-				onDup()
-			}
-		}
+		_, _, err := store(ctx, q, events)
 		return err
 	}
 }

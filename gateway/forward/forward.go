@@ -172,7 +172,7 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 
 // Stats returns the forwarder's counters.
 func (f *Forwarder) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Connected: f.nc.IsConnected(),
 		Published: f.published.Load(),
 		Acked:     f.acked.Load(),
@@ -180,15 +180,11 @@ func (f *Forwarder) Stats() Stats {
 		Skipped:   f.skipped.Load(),
 		Rejected:  f.rejected.Load(),
 		LastSeq:   f.lastSeq.Load(),
-		LastError: f.lastError(),
 	}
-}
-
-func (f *Forwarder) lastError() string {
 	if e := f.lastErr.Load(); e != nil {
-		return *e
+		s.LastError = *e
 	}
-	return ""
+	return s
 }
 
 // Run forwards until ctx ends, then waits (up to StopTimeout) for in-flight

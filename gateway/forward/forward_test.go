@@ -588,8 +588,7 @@ func TestStreamDeletedUnderARunningForwarder(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	s, _ := js.Stream(ctx, "TELEMETRY")
-	if n := s.CachedInfo().State.Msgs; n != 100 {
+	if n := streamCount(t, srv.URL()); n != 100 {
 		t.Fatalf("new stream holds %d, want 100", n)
 	}
 }
