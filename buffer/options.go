@@ -66,6 +66,10 @@ type Options struct {
 	// gateway seeds it from the clock, so a buffer that had to be replaced
 	// never reuses the seqs of its predecessor upstream.
 	FirstSeq uint64
+	// DeadMaxBytes bounds the dead-letter lane (events set aside, see
+	// SetAside). Past it the oldest dead letters are dropped and counted.
+	// Default: MaxBytes/16, at least 1 MiB and at most 64 MiB.
+	DeadMaxBytes int64
 	// OnCommit, if set, is called by the writer after each committed
 	// transaction with the time bbolt took (write and fsync): the gateway
 	// feeds its commit latency histogram with it. It must not block.
@@ -122,6 +126,12 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if v.LockTimeout <= 0 {
 		v.LockTimeout = defaultLockTimeout
+	}
+	if v.DeadMaxBytes <= 0 {
+		v.DeadMaxBytes = 64 << 20
+		if v.MaxBytes > 0 {
+			v.DeadMaxBytes = min(max(v.MaxBytes/16, 1<<20), 64<<20)
+		}
 	}
 	if v.MaxBatch <= 0 {
 		v.MaxBatch = defaultMaxBatch

@@ -61,7 +61,19 @@ type Stats struct {
 	Acked       uint64
 	DroppedFull uint64 // dropped by drop_oldest at max_bytes
 	DroppedAge  uint64 // dropped at max_age
-	Rejected    uint64 // appends refused with ErrFull since Open
+	Rejected    uint64 // events refused with ErrFull since Open
+
+	// The dead-letter lane: events set aside (see SetAside).
+	DeadEvents  uint64 // held now
+	DeadBytes   int64  // bytes held now
+	DeadTotal   uint64 // ever set aside
+	DeadDropped uint64 // dropped at DeadMaxBytes
+
+	// Quarantined counts buffer files found damaged and moved aside at
+	// Open over the life of this file and its predecessors; LastQuarantine
+	// says the last one in words (where it went, why, what was salvaged).
+	Quarantined    uint64
+	LastQuarantine string
 }
 
 // state is what the writer keeps in memory; it mirrors the meta bucket.
@@ -73,9 +85,13 @@ type state struct {
 	acked       uint64
 	droppedFull uint64
 	droppedAge  uint64
+
+	deadNext, deadEvents, deadTotal, deadDropped uint64
+	deadBytes                                    int64
 }
 
 type appendReq struct {
+	dead  *deadOp // a dead-letter change instead of an append
 	data  [][]byte
 	marks []*Mark // nil, or one per data (entries may be nil)
 	seqs  []uint64
@@ -464,6 +480,11 @@ func readState(meta, events *bolt.Bucket) (state, error) {
 		acked:       getUint(meta, keyAcked),
 		droppedFull: getUint(meta, keyDroppedFull),
 		droppedAge:  getUint(meta, keyDroppedAge),
+		deadNext:    getUint(meta, keyDeadNext),
+		deadEvents:  getUint(meta, keyDeadEvents),
+		deadBytes:   int64(getUint(meta, keyDeadBytes)),
+		deadTotal:   getUint(meta, keyDeadTotal),
+		deadDropped: getUint(meta, keyDeadDropped),
 	}
 	if st.next == 0 {
 		st.next = 1
@@ -498,6 +519,10 @@ func (st state) stats() Stats {
 		Acked:       st.acked,
 		DroppedFull: st.droppedFull,
 		DroppedAge:  st.droppedAge,
+		DeadEvents:  st.deadEvents,
+		DeadBytes:   st.deadBytes,
+		DeadTotal:   st.deadTotal,
+		DeadDropped: st.deadDropped,
 	}
 	if !st.oldest.IsZero() {
 		s.OldestAge = time.Since(st.oldest)

@@ -207,6 +207,14 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		var slab []byte // bbolt keeps value slices until commit: no reuse
 		for _, r := range batch {
 			r.err = nil
+			if r.dead != nil {
+				if err := q.applyDead(tx, r.dead, &st, now); errors.Is(err, ErrNotHeld) {
+					r.err = err
+				} else if err != nil {
+					return err
+				}
+				continue
+			}
 			if len(r.data) == 0 {
 				continue
 			}
@@ -238,7 +246,7 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 				}
 				if st.bytes+size > limit && q.opts.WhenFull == Reject {
 					r.err = ErrFull
-					rejected++
+					rejected += uint64(len(r.data))
 					continue
 				}
 				dc := events.Cursor()
@@ -387,6 +395,11 @@ func (q *Queue) writeMeta(meta *bolt.Bucket, st *state) error {
 		{keyAcked, st.acked},
 		{keyDroppedFull, st.droppedFull},
 		{keyDroppedAge, st.droppedAge},
+		{keyDeadNext, st.deadNext},
+		{keyDeadEvents, st.deadEvents},
+		{keyDeadBytes, uint64(st.deadBytes)},
+		{keyDeadTotal, st.deadTotal},
+		{keyDeadDropped, st.deadDropped},
 	} {
 		if err := putUint(meta, kv.k, kv.v); err != nil {
 			return err

@@ -64,6 +64,10 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
+		// nats.go closes the connection for good after the same auth
+		// error twice; a hub restarting with its credentials in flux must
+		// not cost a running gateway its uplink until restart.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectBufSize(-1),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			return wait + rand.N(time.Second)

@@ -109,6 +109,7 @@ type Forwarder struct {
 	// there, so the gap is re-sent and the stored ones are not.
 	storedAhead map[uint64]bool
 	noSkipFrom  uint64
+	noSkipUntil uint64 // the last seq of the failed windows
 
 	gwHeader []string // shared by every message; nobody modifies it
 
@@ -195,7 +196,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
 		if err := f.waitConnected(ctx); err != nil {
-			return nil
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 		progressed, err := f.session(ctx)
 		if ctx.Err() != nil {
@@ -302,14 +306,15 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 			msg, bad := f.message(rec)
 			var fut jetstream.PubAckFuture // nil: not published, acked in its turn
 			if f.storedAhead[rec.Seq] {
+				// noSkipFrom stays until the gap itself is acknowledged
+				// (resume clears it): the stream's last message does not
+				// prove the failed seq is there.
 				delete(f.storedAhead, rec.Seq)
-				if len(f.storedAhead) == 0 {
-					f.noSkipFrom = 0
-				}
 				f.skipped.Add(1)
 			} else if bad != nil {
-				f.rejected.Add(1)
-				f.log.Error("event set aside: it can never be published", "seq", rec.Seq, "err", bad)
+				if err := f.setAside(ctx, rec.Seq, bad); err != nil {
+					return progressed, err
+				}
 			} else {
 				if !okSubj[msg.Subject] {
 					if !Covers(captured, msg.Subject) {
@@ -323,11 +328,19 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				if f.limit(ctx, len(msg.Data)) != nil {
 					break // ctx ended; rec stays pending
 				}
-				if fut, err = js.PublishMsgAsync(msg); err != nil {
+				fut, err = js.PublishMsgAsync(msg)
+				if errors.Is(err, nats.ErrMaxPayload) {
+					// The server will never take it: set it aside, go on.
+					bad := fmt.Errorf("%d bytes with headers is over the upstream server's max_payload of %d (raise max_payload on the server, or lower mqtt.max_payload)", len(msg.Data)+headerSize(msg), f.nc.MaxPayload())
+					if err := f.setAside(ctx, rec.Seq, bad); err != nil {
+						return progressed, err
+					}
+				} else if err != nil {
 					f.resent.Add(uint64(len(window)))
 					return progressed, fmt.Errorf("publish seq %d: %w", rec.Seq, err)
+				} else {
+					f.published.Add(1)
 				}
-				f.published.Add(1)
 			}
 			pending = pending[1:]
 			w := inflight{seq: rec.Seq, fut: fut}
@@ -400,6 +413,16 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				}
 			}
 		case err := <-errC:
+			if refusedForGood(err) {
+				// The stream refused this message and will refuse it
+				// again; the ones after it are unaffected. Set it aside
+				// and acknowledge it in its turn.
+				if serr := f.setAside(context.WithoutCancel(ctx), head.seq, fmt.Errorf("the stream refused it: %w", err)); serr != nil {
+					return progressed, serr
+				}
+				window[0].fut = nil
+				continue
+			}
 			f.settle(head.seq, window[1:])
 			f.resent.Add(uint64(len(window)))
 			return progressed, fmt.Errorf("seq %d: %w", head.seq, err)
@@ -437,8 +460,10 @@ func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (capture
 			delete(f.storedAhead, seq)
 		}
 	}
-	if len(f.storedAhead) == 0 {
-		f.noSkipFrom = 0
+	if f.noSkipFrom != 0 && f.lastSeq.Load() >= f.noSkipUntil {
+		// Every event of the failed windows has been acknowledged: the
+		// stream's last message is proof again.
+		f.noSkipFrom, f.noSkipUntil = 0, 0
 	}
 	if f.noSkipFrom != 0 && held >= f.noSkipFrom {
 		held = f.noSkipFrom - 1
@@ -456,6 +481,37 @@ func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (capture
 		next = held + 1
 	}
 	return captured, next, nil
+}
+
+// setAside moves the event seq to the buffer's dead-letter lane, counts
+// and logs it; the caller acknowledges it in its turn. An event the buffer
+// no longer holds (dropped meanwhile by a limit) is simply passed over.
+func (f *Forwarder) setAside(ctx context.Context, seq uint64, why error) error {
+	err := f.q.SetAside(ctx, seq, why.Error())
+	if err != nil && !errors.Is(err, buffer.ErrNotHeld) {
+		return fmt.Errorf("set aside seq %d: %w", seq, err)
+	}
+	f.rejected.Add(1)
+	f.log.Error("event set aside in the buffer's dead-letter lane: it can never be published; the rest flows on (edgegw buffer dead-letters lists them)", "seq", seq, "err", why)
+	return nil
+}
+
+// refusedForGood reports a PubAck error that sending the same message
+// again cannot fix.
+func refusedForGood(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+}
+
+// headerSize is roughly what msg's headers add on the wire.
+func headerSize(msg *nats.Msg) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range msg.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // settle waits for every publish in a failed window (each resolves within
@@ -477,6 +533,9 @@ func (f *Forwarder) settle(failed uint64, window []inflight) {
 	if len(f.storedAhead) > 0 {
 		if f.noSkipFrom == 0 || failed < f.noSkipFrom {
 			f.noSkipFrom = failed
+		}
+		if len(window) > 0 {
+			f.noSkipUntil = max(f.noSkipUntil, window[len(window)-1].seq)
 		}
 		f.log.Warn("upstream stored publishes after one that failed: the failed ones are re-sent and will follow them in the stream", "first_failed_seq", failed, "stored_after", len(f.storedAhead))
 	}

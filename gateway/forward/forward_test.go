@@ -159,7 +159,7 @@ func checkStreamOrder(t testing.TB, url string, n int, inOrder bool) {
 	seen := map[uint64]bool{}
 	outOfOrder := 0
 	for i := 0; i < int(info.State.Msgs); {
-		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		batch, err := c.Fetch(min(1000, int(info.State.Msgs)-i), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
 				t.Fatal(err)
@@ -334,6 +334,13 @@ func TestUnpublishableEventIsSetAside(t *testing.T) {
 	runForwarder(t, f, q, nil)
 	if st := f.Stats(); st.Acked != 2 || st.Rejected != 2 {
 		t.Fatalf("stats: %+v, want 2 acked and 2 set aside", st)
+	}
+	dead, err := q.DeadLetters(0, 10)
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("dead letters: %+v, %v; want the 2 set aside", dead, err)
+	}
+	if string(dead[1].Data) != "not an event" || !strings.Contains(dead[0].Reason, "telemetry.gw1.*") {
+		t.Fatalf("dead letters: %+v", dead)
 	}
 }
 

@@ -66,6 +66,14 @@ func (s *Server) Restart() {
 	s.s = ns
 }
 
+// RestartWith changes the server's options with mod and restarts it on
+// the same port and store (a hub restarted with another config).
+func (s *Server) RestartWith(mod func(*server.Options)) {
+	s.t.Helper()
+	mod(&s.opts)
+	s.Restart()
+}
+
 // Server returns the running server.
 func (s *Server) Server() *server.Server { return s.s }
 
