@@ -231,7 +231,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			KeyFile:       c.MQTT.TLS.KeyFile,
 			Subscriptions: subs,
 			MaxPayload:    int(c.MQTT.MaxPayload),
-			Logger:        g.log,
+			// A batch must fit the buffer, or it could never be stored.
+			BatchBytes: int(max(c.Buffer.MaxBytes/4, 64<<10)),
+			Logger:     g.log,
 		})
 		if err != nil {
 			return err
@@ -434,14 +436,33 @@ func hostI2C(name string) (i2c.BusCloser, error) {
 // own, counting one (source.emit); this one is for benchmarks and tools.
 func BufferEmitter(q *buffer.Queue) event.EmitFunc {
 	return func(ctx context.Context, events ...event.Event) error {
-		_, _, err := store(ctx, q, events)
+		_, _, _, err := store(ctx, q, events)
 		return err
 	}
 }
 
 // store commits events to q, each with its redelivery mark, and says how
-// many were stored and how many dropped as redelivered copies.
-func store(ctx context.Context, q *buffer.Queue, events []event.Event) (stored, dups int, err error) {
+// many were stored, how many dropped as redelivered copies, and how many
+// set aside in the dead-letter lane. One event alone larger than the
+// buffer's max_bytes can never be stored: it is set aside there instead,
+// so it neither blocks its source nor vanishes.
+func store(ctx context.Context, q *buffer.Queue, events []event.Event) (stored, dups, dead int, err error) {
+	stored, dups, err = appendEvents(ctx, q, events)
+	if errors.Is(err, buffer.ErrTooLarge) && len(events) == 1 {
+		data, merr := events[0].Marshal(nil)
+		if merr != nil {
+			return 0, 0, 0, merr
+		}
+		reason := fmt.Sprintf("%v (from %s, subject %s); raise buffer.max_bytes to store such events", err, events[0].Source, events[0].Subject)
+		if err := q.AppendDead(ctx, data, reason); err != nil {
+			return 0, 0, 0, err
+		}
+		return 0, 0, 1, nil
+	}
+	return stored, dups, 0, err
+}
+
+func appendEvents(ctx context.Context, q *buffer.Queue, events []event.Event) (stored, dups int, err error) {
 	if len(events) == 0 {
 		return 0, 0, nil
 	}

@@ -48,10 +48,11 @@ type collector struct {
 
 	buildInfo *prometheus.Desc
 
-	srcUp, srcIngested, srcRejected, srcDropped, srcStoreErrors, srcErrors, srcAge *prometheus.Desc
+	srcUp, srcIngested, srcRejected, srcDropped, srcStoreErrors, srcSetAside, srcErrors, srcAge *prometheus.Desc
 
 	bufOpen, bufEvents, bufBytes, bufFileBytes, bufMaxBytes, bufOldestAge *prometheus.Desc
 	bufAppended, bufAcked, bufDropped, bufRejected                        *prometheus.Desc
+	bufDead, bufDeadBytes, bufDeadTotal, bufDeadDropped, bufQuarantined   *prometheus.Desc
 
 	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upLagEvents, upLagSeconds *prometheus.Desc
 }
@@ -68,20 +69,26 @@ func newCollector(g *Gateway) *collector {
 		srcIngested:    d("source_ingested_total", "Events from the source committed to the buffer.", "source"),
 		srcRejected:    d("source_rejected_total", "Messages refused as bad input (acknowledged and dropped), by reason.", "source", "reason"),
 		srcDropped:     d("source_dropped_total", "Events not stored, by reason: duplicate (a redelivered copy of a stored MQTT message), not_stored (a sensor reading the buffer refused).", "source", "reason"),
-		srcStoreErrors: d("source_store_errors_total", "Events the buffer refused (full under when_full: reject, or a write error). MQTT messages stay unacknowledged and are retried.", "source"),
+		srcStoreErrors: d("source_store_errors_total", "Commits of the source's events that the buffer refused (full under when_full: reject, or a write error), each retry once. MQTT messages stay unacknowledged and are retried.", "source"),
+		srcSetAside:    d("source_set_aside_total", "Events too large for buffer.max_bytes, put in the buffer's dead-letter lane instead.", "source"),
 		srcErrors:      d("source_errors_total", "Failed opens and reads of a sensor or pin.", "source"),
 		srcAge:         d("source_last_reading_age_seconds", "Seconds since the source's last event was committed (absent before the first).", "source"),
 
-		bufOpen:      d("buffer_open", "1 while the buffer file is open."),
-		bufEvents:    d("buffer_events", "Events held in the buffer."),
-		bufBytes:     d("buffer_bytes", "Bytes held in the buffer (data plus 16 per event), the figure max_bytes bounds."),
-		bufFileBytes: d("buffer_file_bytes", "Size of the buffer file on disk."),
-		bufMaxBytes:  d("buffer_max_bytes", "buffer.max_bytes (0: no limit)."),
-		bufOldestAge: d("buffer_oldest_age_seconds", "Age of the oldest event held (0 when empty)."),
-		bufAppended:  d("buffer_appended_total", "Events appended over the life of the buffer file."),
-		bufAcked:     d("buffer_acked_total", "Events acknowledged upstream and deleted, over the life of the buffer file."),
-		bufDropped:   d("buffer_dropped_total", "Events dropped by the buffer, by reason: full (drop_oldest at max_bytes), age (max_age).", "reason"),
-		bufRejected:  d("buffer_rejected_total", "Appends refused because the buffer was full (when_full: reject)."),
+		bufOpen:        d("buffer_open", "1 while the buffer file is open."),
+		bufEvents:      d("buffer_events", "Events held in the buffer."),
+		bufBytes:       d("buffer_bytes", "Bytes held in the buffer (data plus 16 per event), the figure max_bytes bounds."),
+		bufFileBytes:   d("buffer_file_bytes", "Size of the buffer file on disk."),
+		bufMaxBytes:    d("buffer_max_bytes", "buffer.max_bytes (0: no limit)."),
+		bufOldestAge:   d("buffer_oldest_age_seconds", "Age of the oldest event held (0 when empty)."),
+		bufAppended:    d("buffer_appended_total", "Events appended over the life of the buffer file."),
+		bufAcked:       d("buffer_acked_total", "Events acknowledged upstream and deleted, over the life of the buffer file."),
+		bufDropped:     d("buffer_dropped_total", "Events dropped by the buffer, by reason: full (drop_oldest at max_bytes), age (max_age).", "reason"),
+		bufRejected:    d("buffer_rejected_total", "Events refused because the buffer was full (when_full: reject), each attempt counted."),
+		bufDead:        d("buffer_dead_letters", "Events held in the dead-letter lane: set aside because they can never be stored or published (edgegw buffer dead-letters)."),
+		bufDeadBytes:   d("buffer_dead_letter_bytes", "Bytes held in the dead-letter lane."),
+		bufDeadTotal:   d("buffer_dead_letters_total", "Events ever set aside in the dead-letter lane."),
+		bufDeadDropped: d("buffer_dead_letters_dropped_total", "Dead letters dropped because the lane was at its bound."),
+		bufQuarantined: d("buffer_quarantined_total", "Damaged buffer files moved aside at open (their readable events salvaged)."),
 
 		upConnected:  d("upstream_connected", "1 while connected to a NATS server."),
 		upPublished:  d("upstream_published_total", "Publishes sent to JetStream, re-sends included."),
@@ -112,6 +119,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.srcUp, b2f(s.Up), s.Name, s.Kind)
 		counter(c.srcIngested, s.Ingested, s.Name)
 		counter(c.srcStoreErrors, s.StoreErrors, s.Name)
+		counter(c.srcSetAside, s.SetAside, s.Name)
 		counter(c.srcDropped, s.Duplicates, s.Name, "duplicate")
 		switch s.Kind {
 		case KindMQTT:
@@ -139,6 +147,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.bufDropped, b.DroppedFull, "full")
 		counter(c.bufDropped, b.DroppedAge, "age")
 		counter(c.bufRejected, b.Rejected)
+		gauge(c.bufDead, float64(b.DeadLetters))
+		gauge(c.bufDeadBytes, float64(b.DeadBytes))
+		counter(c.bufDeadTotal, b.DeadTotal)
+		counter(c.bufDeadDropped, b.DeadDropped)
+		counter(c.bufQuarantined, b.Quarantined)
 	}
 
 	u := st.Upstream

@@ -49,6 +49,14 @@ type BufferStatus struct {
 	DroppedFull      uint64  `json:"dropped_full"`
 	DroppedAge       uint64  `json:"dropped_age"`
 	Rejected         uint64  `json:"rejected"`
+	// The dead-letter lane: events set aside (edgegw buffer dead-letters).
+	DeadLetters uint64 `json:"dead_letters"`
+	DeadBytes   int64  `json:"dead_letter_bytes"`
+	DeadTotal   uint64 `json:"dead_letters_total"`
+	DeadDropped uint64 `json:"dead_letters_dropped"`
+	// Damaged files moved aside at open, and the last one in words.
+	Quarantined    uint64 `json:"quarantined"`
+	LastQuarantine string `json:"last_quarantine,omitempty"`
 }
 
 // UpstreamStatus is the JetStream side of Status.
@@ -73,7 +81,8 @@ type SourceStatus struct {
 	Up          bool   `json:"up"`
 	Ingested    uint64 `json:"ingested"`     // events committed to the buffer
 	Duplicates  uint64 `json:"duplicates"`   // redelivered copies of stored events, dropped
-	StoreErrors uint64 `json:"store_errors"` // events the buffer refused
+	StoreErrors uint64 `json:"store_errors"` // commits the buffer refused (each retried)
+	SetAside    uint64 `json:"set_aside"`    // events too large to store, put in the dead-letter lane
 	// MQTT only.
 	TooLarge   uint64 `json:"too_large,omitempty"`
 	Unmappable uint64 `json:"unmappable,omitempty"`
@@ -92,18 +101,22 @@ type source struct {
 	event.Source
 	kind                              string
 	ingested, duplicates, storeErrors atomic.Uint64
-	last                              atomic.Int64 // UnixNano of the last commit
+	setAside                          atomic.Uint64 // too large to store: in the dead-letter lane
+	last                              atomic.Int64  // UnixNano of the last commit
 }
 
 // emit commits events to q and counts them for this source.
 func (s *source) emit(q *buffer.Queue) event.EmitFunc {
 	return func(ctx context.Context, events ...event.Event) error {
-		stored, dups, err := store(ctx, q, events)
+		stored, dups, dead, err := store(ctx, q, events)
 		if err != nil {
-			s.storeErrors.Add(uint64(len(events)))
+			// Once per failed commit: a source retries the same events
+			// until they are stored, and they are not counted again.
+			s.storeErrors.Add(1)
 			return err
 		}
 		s.duplicates.Add(uint64(dups))
+		s.setAside.Add(uint64(dead))
 		if stored > 0 {
 			s.ingested.Add(uint64(stored))
 			s.last.Store(time.Now().UnixNano())
@@ -119,6 +132,7 @@ func (s *source) status(now time.Time) SourceStatus {
 		Ingested:    s.ingested.Load(),
 		Duplicates:  s.duplicates.Load(),
 		StoreErrors: s.storeErrors.Load(),
+		SetAside:    s.setAside.Load(),
 	}
 	if ns := s.last.Load(); ns != 0 {
 		st.LastReading = time.Unix(0, ns).UTC()
@@ -181,6 +195,8 @@ func (g *Gateway) Status() Status {
 		b.OldestAgeSeconds = bs.OldestAge.Seconds()
 		b.FirstSeq, b.NextSeq = bs.FirstSeq, bs.NextSeq
 		b.Appended, b.Acked, b.DroppedFull, b.DroppedAge, b.Rejected = bs.Appended, bs.Acked, bs.DroppedFull, bs.DroppedAge, bs.Rejected
+		b.DeadLetters, b.DeadBytes, b.DeadTotal, b.DeadDropped = bs.DeadEvents, bs.DeadBytes, bs.DeadTotal, bs.DeadDropped
+		b.Quarantined, b.LastQuarantine = bs.Quarantined, bs.LastQuarantine
 	}
 	if fwd != nil {
 		fs := fwd.Stats()

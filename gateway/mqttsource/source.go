@@ -55,7 +55,11 @@ type Options struct {
 	MaxPayload    int // bytes; larger messages are acked, dropped and counted
 	// BatchSize caps the messages committed together (default 4096).
 	BatchSize int
-	Logger    *slog.Logger
+	// BatchBytes caps their size, topics and payloads (default 4 MiB): a
+	// batch must fit the buffer's max_bytes, or it could never be stored.
+	// A single message is taken alone whatever its size.
+	BatchBytes int
+	Logger     *slog.Logger
 }
 
 // Stats are the source's counters since New.
@@ -108,6 +112,9 @@ func New(o Options) (*Source, error) {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 4096
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 4 << 20
 	}
 	s := &Source{o: o, log: o.Logger}
 	if s.log == nil {
@@ -264,20 +271,30 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 	}()
 
 	events := make([]event.Event, 0, s.o.BatchSize)
+	var next mqtt.Message       // taken from msgs, over the last batch's size
 	logged := map[string]bool{} // topics already logged as dropped
 	for {
 		var batch []mqtt.Message
-		select {
-		case m := <-msgs:
-			batch = append(make([]mqtt.Message, 0, 64), m)
-		case <-ctx.Done():
-			return nil
+		var size int
+		if next != nil {
+			batch, size, next = append(make([]mqtt.Message, 0, 64), next), msgSize(next), nil
+		} else {
+			select {
+			case m := <-msgs:
+				batch, size = append(make([]mqtt.Message, 0, 64), m), msgSize(m)
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	fill:
 		for len(batch) < s.o.BatchSize {
 			select {
 			case m := <-msgs:
-				batch = append(batch, m)
+				if size+msgSize(m) > s.o.BatchBytes {
+					next = m // the first of the next batch
+					break fill
+				}
+				batch, size = append(batch, m), size+msgSize(m)
 			default:
 				break fill
 			}
@@ -316,6 +333,10 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		acks <- batch
 	}
 }
+
+// msgSize is what m costs in a batch: its payload, and its topic twice
+// (source and subject), and a little for the rest of the event.
+func msgSize(m mqtt.Message) int { return len(m.Payload()) + 2*len(m.Topic()) + 64 }
 
 // event maps m to an event, or says why it is dropped.
 func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {

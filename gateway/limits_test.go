@@ -1,0 +1,67 @@
+package gateway_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// Messages that together are larger than buffer.max_bytes (20 × 200 KB
+// against 1 MiB, the uplink down) must not stop ingest: batches are cut to
+// fit, drop_oldest keeps the newest, and everything after them is stored.
+func TestBatchLargerThanMaxBytesDoesNotStopIngest(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	srv.Shutdown() // the uplink is down throughout
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "buffer:\n  max_bytes: 1MiB\n")
+	g := startGateway(t, cfg)
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	big := bytes.Repeat([]byte("x"), 200_000)
+	// All in flight at once, so the gateway takes them as one batch.
+	var toks []paho.Token
+	for i := range 20 {
+		toks = append(toks, pub.c.Publish(topicOf(i), 1, false, big))
+	}
+	for i, tok := range toks {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	pub.publish(100, 110, 10, 0)
+	waitFor(t, time.Minute, "all 30 messages committed", func() bool { return g.Stats().MQTT.Committed == 30 })
+	st := g.Stats().Buffer
+	if st.Bytes > 1<<20 || st.DroppedFull == 0 || st.Appended != 30 {
+		t.Fatalf("buffer %+v: want 30 appended, the oldest dropped to stay within 1 MiB", st)
+	}
+}
+
+// One message whose event alone is larger than buffer.max_bytes can never
+// be stored: it is set aside in the dead-letter lane, counted for its
+// source, and the messages behind it are stored.
+func TestEventLargerThanMaxBytesIsSetAside(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "buffer:\n  max_bytes: 4KiB\n")
+	cfg.MQTT.MaxPayload = 3 << 10
+	g := startGateway(t, cfg)
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	long := "sensors/" + strings.Repeat("l", 600)
+	if tok := pub.c.Publish(long, 1, false, bytes.Repeat([]byte("x"), 3000)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	pub.publish(0, 5, 5, 0)
+	waitFor(t, time.Minute, "the 5 small messages committed", func() bool { return g.Stats().Buffer.Appended == 5 })
+	st := g.Status()
+	if st.Buffer.DeadLetters != 1 || st.Sources[0].SetAside != 1 {
+		t.Fatalf("buffer %+v, source %+v: want the large one set aside", st.Buffer, st.Sources[0])
+	}
+}
