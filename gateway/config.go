@@ -161,6 +161,19 @@ type LogConfig struct {
 // ByteSize is a size in bytes, written as 1048576, 512KiB, 1GiB or 100MB.
 type ByteSize int64
 
+// String writes b the way a config would: 512MiB, 4KiB, 1000.
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		suffix string
+		n      ByteSize
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b >= u.n && b%u.n == 0 {
+			return strconv.FormatInt(int64(b/u.n), 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
 var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$`)
 
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
@@ -323,6 +336,16 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// Limits on values that size memory or work: config check refuses more.
+const (
+	MaxWindow      = 65536    // upstream.window
+	MaxMQTTPayload = 64 << 20 // mqtt.max_payload
+	MinInterval    = time.Millisecond
+	// eventHeadroom is what an MQTT message's event may add to its payload
+	// (topic, subject, time) in the buffer and in NATS headers.
+	eventHeadroom = 4 << 10
+)
+
 // Defaults.
 const (
 	DefaultDataDir       = "/var/lib/edgegw"
@@ -454,6 +477,10 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 		}
 		if m.MaxPayload < 0 {
 			bad("mqtt.max_payload", "must not be negative")
+		} else if m.MaxPayload > MaxMQTTPayload {
+			bad("mqtt.max_payload", "%s is over the limit of %s (a batch of messages is held in memory until committed)", m.MaxPayload, ByteSize(MaxMQTTPayload))
+		} else if mb := c.Buffer.MaxBytes; mb > 0 && m.MaxPayload+eventHeadroom > mb {
+			bad("mqtt.max_payload", "%s plus %s for topic and headers is more than buffer.max_bytes (%s): the buffer could not hold one maximal message; lower mqtt.max_payload or raise buffer.max_bytes", m.MaxPayload, ByteSize(eventHeadroom), mb)
 		}
 		checkTLS(bad, "mqtt.tls", m.TLS)
 		if len(m.Subscriptions) == 0 {
@@ -560,6 +587,8 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 		}
 		if s.Interval < 0 {
 			bad(p+".interval", "must be positive")
+		} else if s.Interval < MinInterval {
+			bad(p+".interval", "%s is under the limit of %s", s.Interval, MinInterval)
 		}
 		if subj, err := sensorSubject(s.Subject, c.Gateway.ID, s.Name); err != nil {
 			if validID(c.Gateway.ID) && s.Name != "" {
@@ -610,9 +639,16 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	}
 	if up.Window < 0 {
 		bad("upstream.window", "must not be negative")
+	} else if up.Window > MaxWindow {
+		bad("upstream.window", "%d is over the limit of %d publishes in flight (each holds its message in memory until the stream acknowledges it)", up.Window, MaxWindow)
 	}
 	if up.AckTimeout < 0 {
 		bad("upstream.ack_timeout", "must not be negative")
+	} else if up.AckTimeout > 10*time.Minute {
+		bad("upstream.ack_timeout", "%s is over the limit of 10m", up.AckTimeout)
+	}
+	if up.Stream.Duplicates > 7*24*time.Hour {
+		bad("upstream.stream.duplicates", "%s is over the limit of 168h (the server keeps every Msg-Id of the window in memory)", up.Stream.Duplicates)
 	}
 	if up.Rate.EventsPerSecond < 0 {
 		bad("upstream.rate.events_per_second", "must not be negative")

@@ -208,13 +208,14 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			Duplicates: c.Upstream.Stream.Duplicates,
 			Replicas:   c.Upstream.Stream.Replicas,
 		},
-		Filters:    filters,
-		Window:     c.Upstream.Window,
-		AckTimeout: c.Upstream.AckTimeout,
-		RateEvents: c.Upstream.Rate.EventsPerSecond,
-		RateBytes:  float64(c.Upstream.Rate.BytesPerSecond),
-		OnAck:      func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) },
-		Logger:     g.log,
+		Filters:       filters,
+		MaxEventBytes: maxEventBytes(c),
+		Window:        c.Upstream.Window,
+		AckTimeout:    c.Upstream.AckTimeout,
+		RateEvents:    c.Upstream.Rate.EventsPerSecond,
+		RateBytes:     float64(c.Upstream.Rate.BytesPerSecond),
+		OnAck:         func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) },
+		Logger:        g.log,
 	})
 	if err != nil {
 		return err
@@ -487,4 +488,12 @@ func appendEvents(ctx context.Context, q *buffer.Queue, events []event.Event) (s
 		}
 	}
 	return len(events) - dups, dups, nil
+}
+
+// maxEventBytes is the largest payload the config's sources may produce.
+func maxEventBytes(c *Config) int {
+	if c.MQTT != nil {
+		return int(c.MQTT.MaxPayload)
+	}
+	return 0
 }

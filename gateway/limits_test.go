@@ -49,8 +49,8 @@ func TestEventLargerThanMaxBytesIsSetAside(t *testing.T) {
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	srv := natstest.Start(t, nil)
 	srv.Shutdown()
-	cfg, _ := configFor(t, broker.URL(), srv.URL(), "buffer:\n  max_bytes: 4KiB\n")
-	cfg.MQTT.MaxPayload = 3 << 10
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.Buffer.MaxBytes, cfg.MQTT.MaxPayload = 4<<10, 3<<10 // as config check allows
 	g := startGateway(t, cfg)
 
 	pub := newPublisher(t, broker.URL(), "pub", true)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,12 +112,20 @@ func TestOverServerMaxPayloadIsSetAside(t *testing.T) {
 	defer q.Close()
 	appendEvents(t, q, bigEvent(1_048_500))
 	appendEventsFrom(t, q, 1, 101)
-	f, err := forward.New(q, connect(t, srv.URL()), options())
+	var logs lockedBuffer
+	o := options()
+	o.MaxEventBytes = 10 << 20 // mqtt.max_payload: 10MiB
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	f, err := forward.New(q, connect(t, srv.URL()), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, nil)
 	checkSetAside(t, q, f, srv.URL(), 100, "max_payload")
+	// The mismatch of limits is said once, on connect, with both.
+	if n := strings.Count(logs.String(), "server_max_payload=1048576"); n != 1 {
+		t.Fatalf("%d warnings naming the server's max_payload, want 1:\n%s", n, logs.String())
+	}
 }
 
 // A publish that the stream refuses for now (a per-subject limit), twice

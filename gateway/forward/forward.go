@@ -70,6 +70,10 @@ type Options struct {
 	// StopTimeout bounds how long Run waits for in-flight PubAcks when its
 	// context ends (default 5s).
 	StopTimeout time.Duration
+	// MaxEventBytes is the largest payload this gateway's sources may
+	// produce (mqtt.max_payload). On each connect it is checked against
+	// the server's max_payload: larger events would be set aside.
+	MaxEventBytes int
 	// OnAck, if set, is called with the time from publish to PubAck of each
 	// acknowledged publish (the gateway's latency histogram). It must not
 	// block.
@@ -115,6 +119,8 @@ type Forwarder struct {
 
 	// worked is set once a session found the stream (Run's goroutine).
 	worked bool
+	// warnedMaxPayload is the server max_payload last warned about.
+	warnedMaxPayload int64
 }
 
 // ErrConfig wraps errors that retrying cannot fix: a missing stream, a
@@ -452,6 +458,10 @@ func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (capture
 	}
 	f.worked = true
 	captured = stream.CachedInfo().Config.Subjects
+	if mp := f.nc.MaxPayload(); f.o.MaxEventBytes > 0 && int64(f.o.MaxEventBytes)+maxHeaderBytes > mp && mp != f.warnedMaxPayload {
+		f.warnedMaxPayload = mp
+		f.log.Error("the upstream server's max_payload cannot take every message the sources may produce: larger ones will be set aside in the dead-letter lane; lower mqtt.max_payload or raise max_payload on the server", "mqtt_max_payload", f.o.MaxEventBytes, "headroom", maxHeaderBytes, "server_max_payload", mp)
+	}
 
 	st := f.q.Stats()
 	next = max(st.FirstSeq, f.lastSeq.Load()+1)
@@ -502,6 +512,10 @@ func refusedForGood(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
+
+// maxHeaderBytes is what the headers of one message may add to its
+// payload: Msg-Id, gateway, time, and the source (an MQTT topic, escaped).
+const maxHeaderBytes = 4 << 10
 
 // headerSize is roughly what msg's headers add on the wire.
 func headerSize(msg *nats.Msg) int {
