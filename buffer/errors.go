@@ -28,10 +28,13 @@ type CorruptError struct {
 	Path    string // the configured buffer path, now a fresh buffer
 	MovedTo string // where the unusable file was moved
 	Err     error  // why it was unusable
+	// Salvaged is how many of its events were read back into the fresh
+	// buffer (from every page that still read), in order.
+	Salvaged int
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("buffer: %s was unusable (%v); moved it to %s and started a fresh buffer; the events in it are not forwarded (inspect or delete the moved file)", e.Path, e.Err, e.MovedTo)
+	return fmt.Sprintf("buffer: %s was unusable (%v); moved it to %s and started a fresh buffer with the %d events that could be read from it (the rest are lost; inspect or delete the moved file)", e.Path, e.Err, e.MovedTo, e.Salvaged)
 }
 
 func (e *CorruptError) Unwrap() error { return e.Err }

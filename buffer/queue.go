@@ -35,6 +35,8 @@ var (
 	keyDroppedFull = []byte("dropped_full_total")
 	keyDroppedAge  = []byte("dropped_age_total")
 	keyClean       = []byte("clean_shutdown")
+	keyQuarantined = []byte("quarantined_total")
+	keyQuarantine  = []byte("last_quarantine")
 )
 
 const formatVersion = 1
@@ -121,6 +123,29 @@ type Queue struct {
 	rejected uint64
 	closed   bool
 	changed  chan struct{} // closed and replaced after each commit that adds events
+
+	quarantined    uint64 // from the meta bucket
+	lastQuarantine string
+}
+
+// noteQuarantine records in the file that a damaged predecessor was moved
+// aside, so Stats (and /status) show it after any number of restarts.
+func (q *Queue) noteQuarantine(ctx context.Context, note string) error {
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		n := getUint(meta, keyQuarantined) + 1
+		if err := putUint(meta, keyQuarantined, n); err != nil {
+			return err
+		}
+		q.mu.Lock()
+		q.quarantined, q.lastQuarantine = n, note
+		q.mu.Unlock()
+		return meta.Put(keyQuarantine, []byte(note))
+	})
+	if err != nil {
+		return fmt.Errorf("buffer: record the quarantine in %s: %w", q.path, err)
+	}
+	return nil
 }
 
 // Open opens or creates the buffer file at path and starts its writer.
@@ -145,11 +170,34 @@ func Open(path string, opts *Options) (*Queue, error) {
 	if rerr := os.Rename(path, aside); rerr != nil {
 		return nil, fmt.Errorf("buffer: %s is unusable (%v) and could not be moved aside: %w", path, err, rerr)
 	}
+	// What still reads of the damaged file goes into the fresh one, in
+	// order, with seqs after every seq the damaged file may have used.
+	recs, next := salvageEvents(aside)
+	o.FirstSeq = max(o.FirstSeq, next)
+	ce := &CorruptError{Path: path, MovedTo: aside, Err: err, Salvaged: len(recs)}
 	q, err2 := open(path, o)
 	if err2 != nil {
 		return nil, fmt.Errorf("buffer: %s was unusable (%v), moved to %s, but a fresh buffer could not be created: %w", path, err, aside, err2)
 	}
-	return q, &CorruptError{Path: path, MovedTo: aside, Err: err}
+	ctx := context.Background()
+	for len(recs) > 0 {
+		n := min(len(recs), o.MaxBatch)
+		data := make([][]byte, n)
+		for i := range n {
+			data[i] = recs[i].Data
+		}
+		if _, err := q.Append(ctx, data...); err != nil {
+			ce.Salvaged -= len(recs)
+			break
+		}
+		recs = recs[n:]
+	}
+	note := fmt.Sprintf("%s: %s was damaged (%v); moved to %s; %d events salvaged", time.Now().UTC().Format(time.RFC3339), path, err, aside, ce.Salvaged)
+	if err := q.noteQuarantine(ctx, note); err != nil {
+		q.Close()
+		return nil, err
+	}
+	return q, ce
 }
 
 func open(path string, o Options) (*Queue, error) {
@@ -232,6 +280,7 @@ func (q *Queue) load(tx *bolt.Tx) error {
 			return err
 		}
 		q.st = st
+		q.quarantined, q.lastQuarantine = getUint(meta, keyQuarantined), string(meta.Get(keyQuarantine))
 	}
 	return putUint(meta, keyClean, 0)
 }
@@ -432,6 +481,9 @@ func (q *Queue) Stats() Stats {
 	q.mu.Unlock()
 	s := st.stats()
 	s.Rejected = rejected
+	q.mu.Lock()
+	s.Quarantined, s.LastQuarantine = q.quarantined, q.lastQuarantine
+	q.mu.Unlock()
 	if fi, err := os.Stat(q.path); err == nil {
 		s.FileBytes = fi.Size()
 	}

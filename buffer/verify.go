@@ -14,7 +14,8 @@ import (
 // read-only handle.
 //
 // It always checks that the file is as long as its meta page says (a
-// truncated file would otherwise fault deep inside bbolt). After an unclean
+// truncated file would otherwise fault deep inside bbolt), and every page
+// bbolt will walk (pages.go). After an unclean
 // shutdown, or with VerifyOnOpen, it also walks every event and runs bbolt's
 // page check. Faults and panics while reading are turned into errors, so a
 // bad file is moved aside instead of crashing the process in a loop.
@@ -46,6 +47,11 @@ func verify(path string, o Options) (err error) {
 		return corruptf("%v", err)
 	}
 	defer db.Close()
+	// Every page bbolt's read-write open will walk, checked here first:
+	// it would panic in a goroutine of its own on a damaged one.
+	if err := checkPages(path, db.Info().PageSize); err != nil {
+		return err
+	}
 
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {

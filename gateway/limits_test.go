@@ -2,12 +2,16 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -63,5 +67,42 @@ func TestEventLargerThanMaxBytesIsSetAside(t *testing.T) {
 	st := g.Status()
 	if st.Buffer.DeadLetters != 1 || st.Sources[0].SetAside != 1 {
 		t.Fatalf("buffer %+v, source %+v: want the large one set aside", st.Buffer, st.Sources[0])
+	}
+}
+
+// A buffer file with a damaged page (bit rot on an SD card) costs the
+// damaged file, never the service: the gateway starts on a fresh buffer
+// holding what was salvaged, and says so in /status and the metrics.
+func TestDamagedBufferFileIsQuarantinedAndReported(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	q, err := buffer.Open(cfg.Buffer.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([][]byte, 20000)
+	for i := range batch {
+		batch[i] = []byte(fmt.Sprintf("event %d", i))
+	}
+	if _, err := q.Append(context.Background(), batch...); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	f, err := os.OpenFile(cfg.Buffer.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xff, 0xff}, 3*16384+10) // the reproduction
+	f.Close()
+
+	g := startGateway(t, cfg)
+	st := g.Status().Buffer
+	if st.Quarantined != 1 || !strings.Contains(st.LastQuarantine, ".corrupt-") || st.Events == 0 {
+		t.Fatalf("buffer status %+v: want the file quarantined, reported, and events salvaged", st)
+	}
+	if v := scrapeMetrics(t, g).must(t, "edgegw_buffer_quarantined_total"); v != 1 {
+		t.Fatalf("edgegw_buffer_quarantined_total = %v", v)
 	}
 }

@@ -1,0 +1,421 @@
+package buffer
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"slices"
+)
+
+// The page walker reads a bbolt file through ReadAt, never through bbolt,
+// and checks every page that bbolt's read-write open will touch. bbolt
+// opened with NoFreelistSync rebuilds its freelist by walking every page
+// in a goroutine of its own, and panics there on a damaged one ("freepages:
+// failed to get all reachable pages", "page 3: has unexpected type", slice
+// bounds out of range): no recover can catch that, and the service would
+// crash on every start. So the same invariants are checked here first, in
+// the caller's goroutine, and a file that breaks one is moved aside.
+//
+// The same walker, told to salvage, collects the events of every leaf
+// page that still reads, skipping damaged subtrees.
+//
+// The layout is bbolt's (go.etcd.io/bbolt/internal/common), in the
+// machine's byte order, which is little-endian on every platform edgegw
+// ships for.
+
+const (
+	pageHeaderSize = 16 // id u64, flags u16, count u16, overflow u32
+	elemSize       = 16 // branch: pos, ksize u32, pgid u64; leaf: flags, pos, ksize, vsize u32
+	metaSize       = 64
+
+	flagBranch   = 0x01
+	flagLeaf     = 0x02
+	flagFreelist = 0x10
+
+	bucketLeafFlag = 0x01
+	boltMagic      = 0xED0CDAED
+	boltVersion    = 2
+	noFreelist     = ^uint64(0)
+)
+
+var le = binary.LittleEndian
+
+type pageWalker struct {
+	r        io.ReaderAt
+	psz      int
+	hwm      uint64 // pages below this are in use
+	seen     []bool // pages reached
+	bufs     [][]byte
+	depth    int
+	salvage  bool
+	firstErr error
+
+	// What the walk found in the buffer's buckets.
+	events  []Record // salvage only
+	lastSeq uint64
+	haveSeq bool
+	evBytes int64
+	nextSeq uint64 // meta next_seq, when readable
+	bytes   int64  // meta bytes
+}
+
+// checkPages returns a corrupt error for damage that would make bbolt
+// panic on a read-write open of the file at path, whose page size is psz.
+func checkPages(path string, psz int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("buffer: %w", err)
+	}
+	defer f.Close()
+	w := &pageWalker{r: f, psz: psz}
+	return w.run()
+}
+
+// salvageEvents reads what it can of the buffer file at path: the events
+// of every leaf page that is intact, in seq order, and the seq the file
+// would have given next (0 if unknown).
+func salvageEvents(path string) (recs []Record, next uint64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0
+	}
+	defer f.Close()
+	for _, psz := range []int{pageSizeOf(f), 16 << 10, 4 << 10} {
+		if psz <= 0 {
+			continue
+		}
+		w := &pageWalker{r: f, psz: psz, salvage: true}
+		if err := w.run(); err != nil && len(w.events) == 0 {
+			continue
+		}
+		slices.SortFunc(w.events, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
+		w.events = slices.CompactFunc(w.events, func(a, b Record) bool { return a.Seq == b.Seq })
+		if w.nextSeq != 0 {
+			// A seq at or past next_seq is a damaged key.
+			w.events = slices.DeleteFunc(w.events, func(r Record) bool { return r.Seq >= w.nextSeq })
+		}
+		next = w.nextSeq
+		if n := len(w.events); n > 0 {
+			next = max(next, w.events[n-1].Seq+1)
+		}
+		return w.events, next
+	}
+	return nil, 0
+}
+
+// pageSizeOf reads the page size from the first meta page, 0 if it does
+// not validate.
+func pageSizeOf(r io.ReaderAt) int {
+	buf := make([]byte, pageHeaderSize+metaSize)
+	if _, err := r.ReadAt(buf, 0); err != nil {
+		return 0
+	}
+	m := buf[pageHeaderSize:]
+	if !validMeta(m) {
+		return 0
+	}
+	return int(le.Uint32(m[8:]))
+}
+
+func validMeta(m []byte) bool {
+	if len(m) < metaSize || le.Uint32(m[0:]) != boltMagic || le.Uint32(m[4:]) != boltVersion {
+		return false
+	}
+	h := fnv.New64a()
+	h.Write(m[:56])
+	return h.Sum64() == le.Uint64(m[56:])
+}
+
+func (w *pageWalker) fail(format string, args ...any) error {
+	err := corruptf(format, args...)
+	if w.firstErr == nil {
+		w.firstErr = err
+	}
+	return err
+}
+
+// run picks the meta page bbolt would pick and walks the tree from its
+// root bucket.
+func (w *pageWalker) run() error {
+	var metas [][]byte
+	for i := range 2 {
+		buf := make([]byte, pageHeaderSize+metaSize)
+		if _, err := w.r.ReadAt(buf, int64(i*w.psz)); err != nil {
+			continue
+		}
+		metas = append(metas, buf[pageHeaderSize:])
+	}
+	if len(metas) == 2 && le.Uint64(metas[1][48:]) > le.Uint64(metas[0][48:]) {
+		metas[0], metas[1] = metas[1], metas[0]
+	}
+	var meta []byte
+	for _, m := range metas {
+		if validMeta(m) {
+			meta = m
+			break
+		}
+	}
+	if meta == nil {
+		return w.fail("no valid meta page")
+	}
+	if int(le.Uint32(meta[8:])) != w.psz {
+		return w.fail("meta page size %d, file opened with %d", le.Uint32(meta[8:]), w.psz)
+	}
+	w.hwm = le.Uint64(meta[40:])
+	if w.hwm < 2 || w.hwm > 1<<40/uint64(w.psz) {
+		return w.fail("meta page count %d out of range", w.hwm)
+	}
+	w.seen = make([]bool, w.hwm)
+	w.seen[0], w.seen[1] = true, true
+	if fl := le.Uint64(meta[32:]); fl != noFreelist {
+		p, err := w.page(fl)
+		if err != nil {
+			return err
+		}
+		if le.Uint16(p[8:]) != flagFreelist {
+			return w.fail("page %d: freelist page has flags %#x", fl, le.Uint16(p[8:]))
+		}
+	}
+	root := le.Uint64(meta[16:])
+	if err := w.bucket(root, nil, ""); err != nil {
+		return err
+	}
+	if w.firstErr != nil {
+		return w.firstErr
+	}
+	// The events against the buffer's meta bucket (a foreign file has
+	// neither: open decides about it).
+	if w.haveSeq && w.lastSeq >= w.nextSeq {
+		return w.fail("last event seq %d is not below next seq %d", w.lastSeq, w.nextSeq)
+	}
+	if w.nextSeq != 0 && w.evBytes != w.bytes {
+		return w.fail("events hold %d bytes, meta says %d", w.evBytes, w.bytes)
+	}
+	return nil
+}
+
+// page reads page id with its overflow, checking that it is in use, not
+// reached before, and says it is page id.
+func (w *pageWalker) page(id uint64) ([]byte, error) {
+	if id < 2 || id >= w.hwm {
+		return nil, w.fail("page %d: out of bounds (%d pages in use)", id, w.hwm)
+	}
+	// One buffer per depth of the tree (tree sets it): a leaf's is reused
+	// by the next.
+	for len(w.bufs) <= w.depth {
+		w.bufs = append(w.bufs, make([]byte, w.psz))
+	}
+	buf := w.bufs[w.depth][:w.psz]
+	if _, err := w.r.ReadAt(buf, int64(id)*int64(w.psz)); err != nil {
+		return nil, w.fail("page %d: %v", id, err)
+	}
+	if got := le.Uint64(buf); got != id {
+		return nil, w.fail("page %d: header says page %d", id, got)
+	}
+	over := uint64(le.Uint32(buf[12:]))
+	if id+over >= w.hwm {
+		return nil, w.fail("page %d: %d overflow pages reach past the %d in use", id, over, w.hwm)
+	}
+	for i := id; i <= id+over; i++ {
+		if w.seen[i] {
+			return nil, w.fail("page %d: reached twice", i)
+		}
+		w.seen[i] = true
+	}
+	if over > 0 {
+		buf = make([]byte, (over+1)*uint64(w.psz))
+		if _, err := w.r.ReadAt(buf, int64(id)*int64(w.psz)); err != nil {
+			return nil, w.fail("page %d: %v", id, err)
+		}
+	}
+	return buf, nil
+}
+
+// bucket walks the bucket whose header says root (inline: the page in
+// inline), named name within the root bucket ("" for the root itself).
+func (w *pageWalker) bucket(root uint64, inline []byte, name string) error {
+	if root == 0 {
+		// An inline bucket: a leaf page inside its parent's value. bbolt's
+		// check skips it; its contents still have to read.
+		if len(inline) < pageHeaderSize || le.Uint16(inline[8:]) != flagLeaf {
+			return w.fail("bucket %q: inline page is not a leaf", name)
+		}
+		_, err := w.node(inline, 0, nil, nil, name)
+		return err
+	}
+	_, err := w.tree(root, nil, nil, name)
+	return err
+}
+
+// tree walks the subtree at page id; its keys must be >= lo and < hi (nil:
+// unbounded). It returns the largest key in it.
+func (w *pageWalker) tree(id uint64, lo, hi []byte, name string) ([]byte, error) {
+	w.depth++
+	defer func() { w.depth-- }()
+	p, err := w.page(id)
+	if err != nil {
+		return nil, err
+	}
+	m, err := w.node(p, id, lo, hi, name)
+	return bytes.Clone(m), err // p's buffer is reused
+}
+
+func (w *pageWalker) node(p []byte, id uint64, lo, hi []byte, name string) ([]byte, error) {
+	flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
+	if pageHeaderSize+count*elemSize > len(p) {
+		return nil, w.fail("page %d: %d elements do not fit", id, count)
+	}
+	elem := func(i int) (k, v []byte, f uint32, child uint64, err error) {
+		off := pageHeaderSize + i*elemSize
+		e := p[off : off+elemSize]
+		pos := uint64(le.Uint32(e[4:]))
+		ks := uint64(le.Uint32(e[8:]))
+		if flags == flagBranch {
+			pos, ks = uint64(le.Uint32(e[0:])), uint64(le.Uint32(e[4:]))
+			if uint64(off)+pos+ks > uint64(len(p)) {
+				return nil, nil, 0, 0, w.fail("page %d: branch element %d out of the page", id, i)
+			}
+			return p[uint64(off)+pos : uint64(off)+pos+ks], nil, 0, le.Uint64(e[8:]), nil
+		}
+		vs := uint64(le.Uint32(e[12:]))
+		if uint64(off)+pos+ks+vs > uint64(len(p)) {
+			return nil, nil, 0, 0, w.fail("page %d: leaf element %d out of the page", id, i)
+		}
+		k = p[uint64(off)+pos : uint64(off)+pos+ks]
+		v = p[uint64(off)+pos+ks : uint64(off)+pos+ks+vs]
+		return k, v, le.Uint32(e[0:]), 0, nil
+	}
+	inOrder := func(i int, k, prev []byte) error {
+		if i == 0 && prev != nil && bytes.Compare(prev, k) > 0 || i > 0 && bytes.Compare(prev, k) >= 0 || hi != nil && bytes.Compare(k, hi) >= 0 {
+			return w.fail("page %d: key %d out of order", id, i)
+		}
+		return nil
+	}
+	switch flags {
+	case flagBranch:
+		prev := lo
+		var maxKey []byte
+		for i := range count {
+			k, _, _, child, err := elem(i)
+			if err != nil {
+				if w.salvage {
+					continue
+				}
+				return nil, err
+			}
+			if err := inOrder(i, k, prev); err != nil && !w.salvage {
+				return nil, err
+			}
+			next := hi
+			if i+1 < count {
+				if nk, _, _, _, err := elem(i + 1); err == nil {
+					next = nk
+				}
+			}
+			m, err := w.tree(child, k, next, name)
+			if err != nil && !w.salvage {
+				return nil, err
+			}
+			if m != nil {
+				maxKey, prev = m, m
+			}
+		}
+		return maxKey, nil
+	case flagLeaf:
+		if w.salvage && name == string(bucketEvents) {
+			w.salvageLeaf(count, elem)
+			return nil, nil
+		}
+		prev := lo
+		for i := range count {
+			k, v, f, _, err := elem(i)
+			if err != nil {
+				if w.salvage {
+					continue
+				}
+				return nil, err
+			}
+			if err := inOrder(i, k, prev); err != nil && !w.salvage {
+				return nil, err
+			}
+			prev = k
+			if err := w.leaf(k, v, f, id, name); err != nil && !w.salvage {
+				return nil, err
+			}
+		}
+		return prev, nil
+	}
+	return nil, w.fail("page %d: has unexpected flags %#x for a %s page", id, flags, "branch or leaf")
+}
+
+// leaf takes one key/value of a leaf page in bucket name.
+func (w *pageWalker) leaf(k, v []byte, flags uint32, id uint64, name string) error {
+	if flags&bucketLeafFlag != 0 {
+		if name != "" {
+			return w.fail("page %d: a bucket inside bucket %q", id, name)
+		}
+		if len(v) < 16 {
+			return w.fail("page %d: bucket %q header is %d bytes", id, k, len(v))
+		}
+		return w.bucket(le.Uint64(v), v[16:], string(k))
+	}
+	switch name {
+	case string(bucketMeta):
+		if bytes.Equal(k, keyNext) && len(v) == 8 {
+			w.nextSeq = binary.BigEndian.Uint64(v)
+		}
+		if bytes.Equal(k, keyBytes) && len(v) == 8 {
+			w.bytes = int64(binary.BigEndian.Uint64(v))
+		}
+	case string(bucketEvents):
+		if len(k) != 8 || len(v) < 8 {
+			return w.fail("page %d: event with a %d-byte key and a %d-byte value", id, len(k), len(v))
+		}
+		seq := binary.BigEndian.Uint64(k)
+		if !w.salvage && w.haveSeq && seq != w.lastSeq+1 {
+			return w.fail("page %d: event seq %d follows %d", id, seq, w.lastSeq)
+		}
+		w.lastSeq, w.haveSeq = seq, true
+		w.evBytes += int64(len(v)) - 8 + recordOverhead
+		if w.salvage {
+			w.events = append(w.events, Record{Seq: seq, Data: append([]byte(nil), v[8:]...)})
+		}
+	}
+	return nil
+}
+
+// salvageLeaf takes the events of one leaf page of the events bucket. A
+// page holds consecutive seqs, so key - index is the same for every
+// element; an element whose key disagrees with the most common value was
+// damaged, and is left out.
+func (w *pageWalker) salvageLeaf(count int, elem func(int) ([]byte, []byte, uint32, uint64, error)) {
+	type kv struct {
+		seq, idx uint64
+		data     []byte
+	}
+	var got []kv
+	bases := map[uint64]int{}
+	var best uint64
+	for i := range count {
+		k, v, f, _, err := elem(i)
+		if err != nil || f != 0 || len(k) != 8 || len(v) < 8 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(k)
+		got = append(got, kv{seq, uint64(i), v[8:]})
+		b := seq - uint64(i)
+		bases[b]++
+		if bases[b] > bases[best] {
+			best = b
+		}
+	}
+	for _, r := range got {
+		if r.seq == best+r.idx {
+			w.events = append(w.events, Record{Seq: r.seq, Data: append([]byte(nil), r.data...)})
+		}
+	}
+}
