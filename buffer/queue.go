@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -90,6 +91,9 @@ type state struct {
 
 	deadNext, deadEvents, deadTotal, deadDropped uint64
 	deadBytes                                    int64
+
+	quarantined uint64 // read at open; only noteQuarantine changes them
+	quarantine  string
 }
 
 type appendReq struct {
@@ -123,9 +127,6 @@ type Queue struct {
 	rejected uint64
 	closed   bool
 	changed  chan struct{} // closed and replaced after each commit that adds events
-
-	quarantined    uint64 // from the meta bucket
-	lastQuarantine string
 }
 
 // noteQuarantine records in the file that a damaged predecessor was moved
@@ -137,10 +138,13 @@ func (q *Queue) noteQuarantine(ctx context.Context, note string) error {
 		if err := putUint(meta, keyQuarantined, n); err != nil {
 			return err
 		}
+		if err := meta.Put(keyQuarantine, []byte(note)); err != nil {
+			return err
+		}
 		q.mu.Lock()
-		q.quarantined, q.lastQuarantine = n, note
+		q.st.quarantined, q.st.quarantine = n, note
 		q.mu.Unlock()
-		return meta.Put(keyQuarantine, []byte(note))
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("buffer: record the quarantine in %s: %w", q.path, err)
@@ -280,7 +284,6 @@ func (q *Queue) load(tx *bolt.Tx) error {
 			return err
 		}
 		q.st = st
-		q.quarantined, q.lastQuarantine = getUint(meta, keyQuarantined), string(meta.Get(keyQuarantine))
 	}
 	return putUint(meta, keyClean, 0)
 }
@@ -481,9 +484,6 @@ func (q *Queue) Stats() Stats {
 	q.mu.Unlock()
 	s := st.stats()
 	s.Rejected = rejected
-	q.mu.Lock()
-	s.Quarantined, s.LastQuarantine = q.quarantined, q.lastQuarantine
-	q.mu.Unlock()
 	if fi, err := os.Stat(q.path); err == nil {
 		s.FileBytes = fi.Size()
 	}
@@ -537,6 +537,8 @@ func readState(meta, events *bolt.Bucket) (state, error) {
 		deadBytes:   int64(getUint(meta, keyDeadBytes)),
 		deadTotal:   getUint(meta, keyDeadTotal),
 		deadDropped: getUint(meta, keyDeadDropped),
+		quarantined: getUint(meta, keyQuarantined),
+		quarantine:  string(meta.Get(keyQuarantine)),
 	}
 	if st.next == 0 {
 		st.next = 1
@@ -575,6 +577,9 @@ func (st state) stats() Stats {
 		DeadBytes:   st.deadBytes,
 		DeadTotal:   st.deadTotal,
 		DeadDropped: st.deadDropped,
+
+		Quarantined:    st.quarantined,
+		LastQuarantine: st.quarantine,
 	}
 	if !st.oldest.IsZero() {
 		s.OldestAge = time.Since(st.oldest)
@@ -596,19 +601,47 @@ func putUint(b *bolt.Bucket, k []byte, v uint64) error {
 	return b.Put(k, buf[:])
 }
 
-// ReadStats reads the stats of the buffer file at path without taking it
-// over: it opens the file read-only, which works only while no edgegw has
-// it open (bbolt's lock); otherwise it returns ErrLocked after timeout.
-func ReadStats(path string, timeout time.Duration) (Stats, error) {
+// readOnly opens the buffer file at path read-only, which works only while
+// no edgegw has it open (bbolt's lock); otherwise it returns ErrLocked
+// after timeout.
+func readOnly(path string, timeout time.Duration) (*bolt.DB, error) {
 	if _, err := os.Stat(path); err != nil {
-		return Stats{}, fmt.Errorf("buffer: %w", err)
+		return nil, fmt.Errorf("buffer: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return Stats{}, fmt.Errorf("%w: %s is open in a running edgegw; stop it first", ErrLocked, path)
+			return nil, fmt.Errorf("%w: %s is open in a running edgegw; stop it first (systemctl stop edgegw)", ErrLocked, path)
 		}
-		return Stats{}, openError(path, err)
+		return nil, openError(path, err)
+	}
+	return db, nil
+}
+
+// ReadDeadLetters reads every dead letter of the buffer file at path
+// without taking it over (see ReadStats).
+func ReadDeadLetters(path string, timeout time.Duration) ([]DeadLetter, error) {
+	db, err := readOnly(path, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var out []DeadLetter
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = readDead(tx, 0, math.MaxInt)
+		return err
+	})
+	return out, err
+}
+
+// ReadStats reads the stats of the buffer file at path without taking it
+// over: it opens the file read-only, which works only while no edgegw has
+// it open (bbolt's lock); otherwise it returns ErrLocked after timeout.
+func ReadStats(path string, timeout time.Duration) (Stats, error) {
+	db, err := readOnly(path, timeout)
+	if err != nil {
+		return Stats{}, err
 	}
 	defer db.Close()
 	var st state

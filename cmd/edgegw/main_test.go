@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -106,6 +113,30 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	if code := run([]string{"health", "--live", "--addr", m[1]}, &live, io.Discard); code != 0 || live.String() != "ok\n" {
 		t.Fatalf("health --live: %d %q", code, live.String())
 	}
+	// With the uplink gone, 5 readings are held, and still held after the
+	// stop: buffer stats must say 5.
+	srv.Shutdown()
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	for i := range 5 {
+		pub.Publish(fmt.Sprintf("sensors/r%d", i), 1, false, "21.5").WaitTimeout(10 * time.Second)
+	}
+	pub.Disconnect(100)
+	for held := 0.0; held != 5; {
+		resp, err := http.Get("http://" + m[1] + "/status")
+		if err == nil {
+			var st struct{ Buffer struct{ Events float64 } }
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			held = st.Buffer.Events
+		}
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("buffer holds %v, want the 5 published with the uplink down", held)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
@@ -121,7 +152,7 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	if code := run([]string{"buffer", "stats", "--path", filepath.Join(dir, "buffer.db")}, &out, &errb); code != 0 {
 		t.Fatalf("buffer stats after stop: %s", errb.String())
 	}
-	if !strings.Contains(out.String(), "events held:     0") {
+	if !strings.Contains(out.String(), "events held:     5\n") {
 		t.Fatalf("buffer stats:\n%s", out.String())
 	}
 }
@@ -160,5 +191,51 @@ func TestI2CScanWithoutABus(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"i2c", "scan", "--bus", "99"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `I²C bus "99"`) {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// edgegw buffer dead-letters lists the events set aside, exports them as
+// JSON lines (decoded where they decode) and drops them.
+func TestDeadLettersCommand(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	q, err := buffer.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e := event.Event{Subject: "telemetry.gw1.big", Source: "sensors/big", Time: time.Unix(1700000000, 0).UTC(), Payload: []byte("a big reading")}
+	data, _ := e.Marshal(nil)
+	seq, _ := q.Append(ctx, data)
+	if err := q.SetAside(ctx, seq, "the stream refused it: message size exceeds maximum allowed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.AppendDead(ctx, []byte("not an event"), "larger than max_bytes"); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+
+	export := filepath.Join(t.TempDir(), "dead.jsonl")
+	var out, errb bytes.Buffer
+	if code := run([]string{"buffer", "dead-letters", "--path", path, "--export", export, "--drop"}, &out, &errb); code != 0 {
+		t.Fatalf("dead-letters: %d %s", code, errb.String())
+	}
+	for _, want := range []string{"message size exceeds maximum allowed", "larger than max_bytes", "2 dead letter(s)", "dropped 2"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	lines, _ := os.ReadFile(export)
+	var first, second deadLetterJSON
+	parts := strings.Split(strings.TrimSpace(string(lines)), "\n")
+	if len(parts) != 2 || json.Unmarshal([]byte(parts[0]), &first) != nil || json.Unmarshal([]byte(parts[1]), &second) != nil {
+		t.Fatalf("export:\n%s", lines)
+	}
+	if first.Subject != e.Subject || string(first.Payload) != "a big reading" || first.Seq != seq || string(second.Raw) != "not an event" {
+		t.Fatalf("export: %+v %+v", first, second)
+	}
+	out.Reset()
+	run([]string{"buffer", "stats", "--path", path}, &out, &errb)
+	if !strings.Contains(out.String(), "dead letters:    0 ") {
+		t.Fatalf("after --drop:\n%s", out.String())
 	}
 }
