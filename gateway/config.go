@@ -20,6 +20,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -473,7 +474,9 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 		if m.Broker == "" {
 			bad("mqtt.broker", "missing; e.g. tcp://127.0.0.1:1883")
 		} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" || !oneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss") {
-			bad("mqtt.broker", "%q is not a broker URL like tcp://127.0.0.1:1883 or ssl://host:8883", m.Broker)
+			bad("mqtt.broker", "%q is not a broker URL like tcp://127.0.0.1:1883 or ssl://host:8883", secret.URL(m.Broker))
+		} else if u.User != nil && (m.Username != "" || m.Password != "") {
+			bad("mqtt.broker", "carries a user and mqtt.username/password are set too; the URL's would win: keep the credentials in one place")
 		}
 		if m.MaxPayload < 0 {
 			bad("mqtt.max_payload", "must not be negative")
@@ -607,7 +610,7 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	}
 	for i, s := range up.Servers {
 		if u, err := url.Parse(s); err != nil || u.Host == "" || !oneOf(u.Scheme, "nats", "tls", "ws", "wss") {
-			bad(fmt.Sprintf("upstream.servers[%d]", i), "%q is not a NATS URL like nats://host:4222", redactURL(s))
+			bad(fmt.Sprintf("upstream.servers[%d]", i), "%q is not a NATS URL like nats://host:4222", secret.URL(s))
 		}
 	}
 	auth := 0
@@ -701,15 +704,6 @@ func oneOf(s string, set ...string) bool {
 	return false
 }
 
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = nil
-	return u.String()
-}
-
 // sensorSubject fills a sensor's subject template: {gateway} and {sensor}
 // (escaped like an MQTT topic level).
 func sensorSubject(tmpl, gatewayID, name string) (string, error) {
@@ -751,19 +745,15 @@ func (c *Config) Summary() string {
 	cp := *c
 	if cp.MQTT != nil {
 		m := *cp.MQTT
-		if m.Password != "" {
-			m.Password = "(set)"
-		}
+		m.Password = secret.Mask(m.Password)
+		m.Broker = secret.URL(m.Broker)
 		cp.MQTT = &m
 	}
-	for _, p := range []*string{&cp.Upstream.Password, &cp.Upstream.Token} {
-		if *p != "" {
-			*p = "(set)"
-		}
-	}
+	cp.Upstream.Password = secret.Mask(cp.Upstream.Password)
+	cp.Upstream.Token = secret.Mask(cp.Upstream.Token)
 	servers := make([]string, len(cp.Upstream.Servers))
 	for i, s := range cp.Upstream.Servers {
-		servers[i] = redactURL(s)
+		servers[i] = secret.URL(s)
 	}
 	cp.Upstream.Servers = servers
 	var b bytes.Buffer

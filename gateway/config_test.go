@@ -91,6 +91,7 @@ upstream:
 		{"when_full", good + "buffer:\n  when_full: drop_newest\n", "buffer.when_full", 11, "drop_oldest or reject"},
 		{"max_bytes unit", good + "buffer:\n  max_bytes: 1 gigabyte\n", "(value)", 0, "not a size"},
 		{"negative max_age", good + "buffer:\n  max_age: -1h\n", "buffer.max_age", 11, "negative"},
+		{"broker credentials twice", strings.Replace(good, "tcp://127.0.0.1:1883", "tcp://u:p@127.0.0.1:1883\n  username: u", 1), "mqtt.broker", 4, "one place"},
 		{"broker URL", strings.Replace(good, "tcp://127.0.0.1:1883", "127.0.0.1:1883", 1), "mqtt.broker", 4, "broker URL"},
 		{"no subscriptions", strings.Replace(good, "  subscriptions:\n    - topic: sensors/#\n      qos: 1\n", "", 1), "mqtt.subscriptions", 0, "at least one"},
 		{"qos", strings.Replace(good, "qos: 1", "qos: 3", 1), "mqtt.subscriptions[0].qos", 7, "not 0, 1 or 2"},

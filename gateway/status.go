@@ -10,6 +10,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -269,7 +270,7 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 			for _, s := range st.Sources {
 				if s.Kind == KindMQTT {
 					check(&mqtt, s.Up, now, func(d time.Duration) {
-						g.log.Warn("MQTT broker still unavailable; devices' messages wait at the broker", "for", d, "state", s.LastError, "broker", redactURL(g.cfg.MQTT.Broker))
+						g.log.Warn("MQTT broker still unavailable; devices' messages wait at the broker", "for", d, "state", s.LastError, "broker", secret.URL(g.cfg.MQTT.Broker))
 					})
 				}
 			}

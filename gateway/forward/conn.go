@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/edgegw/edgegw/gateway/secret"
 )
 
 // ConnOptions say how to reach the upstream NATS servers.
@@ -47,7 +49,7 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 	for i, s := range o.Servers {
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("upstream: servers[%d] %q is not a URL like nats://host:4222", i, redact(s))
+			return nil, fmt.Errorf("upstream: servers[%d] %q is not a URL like nats://host:4222", i, secret.URL(s))
 		}
 	}
 	if log == nil {
@@ -78,10 +80,10 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("upstream reconnected", "server", redact(nc.ConnectedUrl()))
+			log.Info("upstream reconnected", "server", secret.URL(nc.ConnectedUrl()))
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("upstream connected", "server", redact(nc.ConnectedUrl()))
+			log.Info("upstream connected", "server", secret.URL(nc.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
@@ -122,12 +124,12 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 		return nc, nil
 	}
 	if permanent(err) {
-		return nil, fmt.Errorf("upstream: connect to %s: %w (check upstream credentials and TLS settings)", redactAll(o.Servers), err)
+		return nil, fmt.Errorf("upstream: connect to %s: %w (check upstream credentials and TLS settings)", secret.URLs(o.Servers), err)
 	}
-	log.Warn("upstream unreachable; buffering and retrying in the background", "servers", redactAll(o.Servers), "err", err)
+	log.Warn("upstream unreachable; buffering and retrying in the background", "servers", secret.URLs(o.Servers), "err", err)
 	nc, err = nats.Connect(urls, append(opts, nats.RetryOnFailedConnect(true))...)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: connect to %s: %w", redactAll(o.Servers), err)
+		return nil, fmt.Errorf("upstream: connect to %s: %w", secret.URLs(o.Servers), err)
 	}
 	return nc, nil
 }
@@ -147,28 +149,12 @@ func permanent(err error) bool {
 	// nats.go reports a server that drops the connection after the TLS
 	// handshake (a client certificate it does not accept) as a "tls error".
 	msg := strings.ToLower(err.Error())
-	for _, s := range []string{"authorization violation", "no such file", "tls:", "tls error", "certificate"} {
+	// A creds or seed file that does not hold a key ("nkeys: no nkey seed
+	// found") will not hold one on the next attempt either.
+	for _, s := range []string{"authorization violation", "no such file", "tls:", "tls error", "certificate", "nkeys:", "permission denied"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
 	}
 	return false
-}
-
-// redact drops the user info from a URL, so passwords never reach a log.
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = nil
-	return u.String()
-}
-
-func redactAll(ss []string) string {
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = redact(s)
-	}
-	return strings.Join(out, ",")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/secret"
 )
 
 // DefaultMaxPayload is the payload size limit when Options.MaxPayload is 0.
@@ -120,7 +121,7 @@ func New(o Options) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With("source", "mqtt", "broker", o.Broker)
+	s.log = s.log.With("source", "mqtt", "broker", secret.URL(o.Broker))
 	if o.CAFile != "" || o.CertFile != "" {
 		cfg, err := tlsConfig(o.CAFile, o.CertFile, o.KeyFile)
 		if err != nil {
@@ -216,10 +217,10 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 	t.WaitTimeout(10 * time.Second)
 	if err := t.Error(); err != nil {
 		if refused(err) {
-			return fmt.Errorf("mqtt: broker %s refused the connection: %w (check mqtt.username, mqtt.password and mqtt.client_id)", s.o.Broker, err)
+			return fmt.Errorf("mqtt: broker %s refused the connection: %w (check mqtt.username, mqtt.password and mqtt.client_id)", secret.URL(s.o.Broker), err)
 		}
 		if untrusted(err) {
-			return fmt.Errorf("mqtt: broker %s: its TLS certificate does not verify: %w (check mqtt.tls.ca_file, and that the certificate names the host in mqtt.broker)", s.o.Broker, err)
+			return fmt.Errorf("mqtt: broker %s: its TLS certificate does not verify: %w (check mqtt.tls.ca_file, and that the certificate names the host in mqtt.broker)", secret.URL(s.o.Broker), err)
 		}
 		s.log.Warn("broker unreachable; retrying in the background", "err", err)
 		c = mqtt.NewClient(opts.SetConnectRetry(true))
