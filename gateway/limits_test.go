@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -104,5 +106,39 @@ func TestDamagedBufferFileIsQuarantinedAndReported(t *testing.T) {
 	}
 	if v := scrapeMetrics(t, g).must(t, "edgegw_buffer_quarantined_total"); v != 1 {
 		t.Fatalf("edgegw_buffer_quarantined_total = %v", v)
+	}
+}
+
+// 1000 distinct 60 KB topics that map to no subject: each is counted, the
+// log stays small (a line per topic took 65 MB), and a message after them
+// flows.
+func TestHostileTopicFloodKeepsTheLogSmall(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	var logs syncLog
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(runGateway(t, g))
+	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	const n = 1000
+	long := strings.Repeat("x", 60_000) // a subject over NATS' limits: unmappable
+	var toks []paho.Token
+	for i := range n {
+		toks = append(toks, pub.c.Publish(fmt.Sprintf("sensors/%d/%s", i, long), 1, false, "v"))
+		if len(toks) == 100 {
+			for _, tok := range toks {
+				tok.WaitTimeout(10 * time.Second)
+			}
+			toks = toks[:0]
+		}
+	}
+	waitFor(t, time.Minute, "every hostile topic counted", func() bool { return g.Stats().MQTT.Unmappable == n })
+	if size := len(logs.String()); size > 20_000 {
+		t.Fatalf("the log grew %d bytes for %d dropped topics", size, n)
+	}
+	if lines := strings.Count(logs.String(), "message dropped"); lines < 1 || lines > 12 {
+		t.Fatalf("%d 'message dropped' lines, want 1 to 12", lines)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -28,6 +29,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+	"golang.org/x/time/rate"
 
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/secret"
@@ -273,7 +275,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 
 	events := make([]event.Event, 0, s.o.BatchSize)
 	var next mqtt.Message       // taken from msgs, over the last batch's size
-	logged := map[string]bool{} // topics already logged as dropped
+	drops := newDropLog(s.log)
 	for {
 		var batch []mqtt.Message
 		var size int
@@ -306,10 +308,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		for _, m := range batch {
 			e, err := s.event(m, now)
 			if err != nil {
-				if len(logged) < 1000 && !logged[m.Topic()] {
-					logged[m.Topic()] = true
-					s.log.Warn("message dropped (logged once per topic)", "topic", m.Topic(), "err", err)
-				}
+				drops.drop(m.Topic(), err)
 				continue
 			}
 			events = append(events, e)
@@ -333,6 +332,48 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		s.committed.Add(uint64(len(events)))
 		acks <- batch
 	}
+}
+
+// dropLog logs dropped messages once per topic, at most 10 lines a
+// minute, topics cut to 200 bytes: a flood of hostile topics (65 KB each,
+// all distinct) costs neither memory nor the disk the log is on. It
+// remembers a hash per topic, up to 4096 of them.
+type dropLog struct {
+	log        *slog.Logger
+	seen       map[uint64]struct{}
+	lim        *rate.Limiter
+	suppressed int
+}
+
+func newDropLog(log *slog.Logger) *dropLog {
+	return &dropLog{log: log, seen: map[uint64]struct{}{}, lim: rate.NewLimiter(rate.Every(6*time.Second), 10)}
+}
+
+func (d *dropLog) drop(topic string, err error) {
+	h := fnv.New64a()
+	h.Write([]byte(topic))
+	k := h.Sum64()
+	if _, ok := d.seen[k]; ok {
+		return
+	}
+	if len(d.seen) >= 4096 {
+		clear(d.seen)
+	}
+	d.seen[k] = struct{}{}
+	if !d.lim.Allow() {
+		d.suppressed++
+		return
+	}
+	shown := topic
+	if len(shown) > 200 {
+		shown = fmt.Sprintf("%s… (%d bytes)", shown[:200], len(topic))
+	}
+	args := []any{"topic", shown, "err", err}
+	if d.suppressed > 0 {
+		args = append(args, "not_logged_since", d.suppressed)
+		d.suppressed = 0
+	}
+	d.log.Warn("message dropped (logged once per topic, at most 10 a minute; counted in edgegw_source_rejected_total)", args...)
 }
 
 // msgSize is what m costs in a batch: its payload, and its topic twice
