@@ -274,7 +274,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 	}()
 
 	events := make([]event.Event, 0, s.o.BatchSize)
-	var next mqtt.Message       // taken from msgs, over the last batch's size
+	var next mqtt.Message // taken from msgs, over the last batch's size
 	drops := newDropLog(s.log)
 	for {
 		var batch []mqtt.Message
