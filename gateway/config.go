@@ -125,6 +125,9 @@ type SubscriptionConfig struct {
 	Topic   string `yaml:"topic"`
 	QoS     *int   `yaml:"qos"`
 	Subject string `yaml:"subject"`
+	// Retained forwards the retained copies sent on (re)subscribe, marked
+	// with Edgegw-Retained: true (default false: skipped and counted).
+	Retained bool `yaml:"retained"`
 }
 
 type UpstreamConfig struct {

@@ -184,7 +184,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 				return err // LoadConfig checked it
 			}
 			filters = append(filters, t.Filter())
-			subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t})
+			subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained})
 		}
 	}
 	pollers, err := g.Pollers()

@@ -11,9 +11,12 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -140,5 +143,60 @@ func TestHostileTopicFloodKeepsTheLogSmall(t *testing.T) {
 	}
 	if lines := strings.Count(logs.String(), "message dropped"); lines < 1 || lines > 12 {
 		t.Fatalf("%d 'message dropped' lines, want 1 to 12", lines)
+	}
+}
+
+// Retained copies the broker sends on every (re)subscribe are the last
+// known values, not new readings: they are skipped and counted, start
+// after start; a subscription with retained: true forwards them, marked.
+// A message published (retained or not) while subscribed is live.
+func TestRetainedCopiesAreNotNewReadings(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	for i := range 3 {
+		pub.c.Publish(fmt.Sprintf("sensors/r%d", i), 1, true, "last known").WaitTimeout(10 * time.Second)
+	}
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	for start := range 3 {
+		g, _ := gateway.New(cfg, nil)
+		stop := runGateway(t, g)
+		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+		want := 3.0 // r0..r2; from the second start live0 too, retained since
+		if start > 0 {
+			want = 4
+		}
+		waitFor(t, time.Minute, "the retained copies skipped", func() bool {
+			v, _ := scrapeMetrics(t, g).value("edgegw_source_dropped_total", "source", "mqtt", "reason", "retained")
+			return v == want
+		})
+		pub.c.Publish(fmt.Sprintf("sensors/live%d", start), 1, start == 0, "live").WaitTimeout(10 * time.Second)
+		waitFor(t, time.Minute, "the live one in the stream", func() bool { return streamMsgs(t, srv.URL()) == uint64(start+1) })
+		stop()
+	}
+
+	// Asked for, they are forwarded, marked.
+	cfg2, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg2.Gateway.ID = "gw2"
+	cfg2.MQTT.ClientID = "edgegw-gw2"
+	cfg2.MQTT.Subscriptions[0].Retained = true
+	cfg2.MQTT.Subscriptions[0].Subject = "telemetry.gw2.{topic}"
+	g2 := startGateway(t, cfg2)
+	// r0..r2 and live0 (published retained) are retained now: 4.
+	waitFor(t, time.Minute, "the retained copies forwarded", func() bool { return g2.Stats().Forward.Acked == 4 })
+	nc, _ := nats.Connect(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, _ := js.Stream(ctx, "TELEMETRY")
+	m, err := s.GetLastMsgForSubject(ctx, "telemetry.gw2.sensors.r1")
+	if err != nil || m.Header.Get(forward.HeaderRetained) != "true" {
+		t.Fatalf("retained copy: %v, headers %v", err, m.Header)
+	}
+	m, err = s.GetLastMsgForSubject(ctx, "telemetry.gw1.sensors.live1")
+	if err != nil || m.Header.Get(forward.HeaderRetained) != "" {
+		t.Fatalf("live reading marked retained: %v %v", err, m.Header)
 	}
 }

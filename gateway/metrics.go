@@ -68,7 +68,7 @@ func newCollector(g *Gateway) *collector {
 		srcUp:          d("source_up", "1 when the source can deliver: MQTT connected and subscribed, sensor read OK, pin open.", "source", "kind"),
 		srcIngested:    d("source_ingested_total", "Events from the source committed to the buffer.", "source"),
 		srcRejected:    d("source_rejected_total", "Messages refused as bad input (acknowledged and dropped), by reason.", "source", "reason"),
-		srcDropped:     d("source_dropped_total", "Events not stored, by reason: duplicate (a redelivered copy of a stored MQTT message), not_stored (a sensor reading the buffer refused).", "source", "reason"),
+		srcDropped:     d("source_dropped_total", "Events not stored, by reason: duplicate (a redelivered copy of a stored MQTT message), retained (a retained MQTT copy sent on (re)subscribe, not a new reading), not_stored (a sensor reading the buffer refused).", "source", "reason"),
 		srcStoreErrors: d("source_store_errors_total", "Commits of the source's events that the buffer refused (full under when_full: reject, or a write error), each retry once. MQTT messages stay unacknowledged and are retried.", "source"),
 		srcSetAside:    d("source_set_aside_total", "Events too large for buffer.max_bytes, put in the buffer's dead-letter lane instead.", "source"),
 		srcErrors:      d("source_errors_total", "Failed opens and reads of a sensor or pin.", "source"),
@@ -125,6 +125,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		case KindMQTT:
 			counter(c.srcRejected, s.TooLarge, s.Name, "too_large")
 			counter(c.srcRejected, s.Unmappable, s.Name, "unmappable")
+			counter(c.srcDropped, s.Retained, s.Name, "retained")
 		default:
 			counter(c.srcDropped, s.NotStored, s.Name, "not_stored")
 			counter(c.srcErrors, s.Errors, s.Name)

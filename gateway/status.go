@@ -87,6 +87,7 @@ type SourceStatus struct {
 	// MQTT only.
 	TooLarge   uint64 `json:"too_large,omitempty"`
 	Unmappable uint64 `json:"unmappable,omitempty"`
+	Retained   uint64 `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
 	// Sensors and pins only.
 	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
 	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
@@ -144,7 +145,7 @@ func (s *source) status(now time.Time) SourceStatus {
 	case *mqttsource.Source:
 		m := src.Stats()
 		st.Up = m.Connected && m.Subscribed
-		st.TooLarge, st.Unmappable = m.TooLarge, m.Unmappable
+		st.TooLarge, st.Unmappable, st.Retained = m.TooLarge, m.Unmappable, m.Retained
 		if !m.Connected {
 			st.LastError = "not connected to the broker"
 		} else if !m.Subscribed {

@@ -26,6 +26,9 @@ type Event struct {
 	Time time.Time
 	// Payload is the reading, byte for byte as it was ingested.
 	Payload []byte
+	// Retained marks an MQTT retained message: the broker's last known
+	// value, delivered because of a subscription, not a new reading.
+	Retained bool
 	// Once, if set, lets the buffer drop a redelivered copy of an event it
 	// already committed. It is not part of the encoding.
 	Once *Once
@@ -53,8 +56,15 @@ type Source interface {
 	Run(ctx context.Context, emit EmitFunc) error
 }
 
-// encodingV1 is the first byte of every encoded event.
-const encodingV1 = 1
+// The first byte of every encoded event: v1 has no flags; v2 has a flags
+// byte after it. Marshal writes v1 whenever the flags are all clear, so
+// what older versions wrote and what they can read stays the same.
+const (
+	encodingV1 = 1
+	encodingV2 = 2
+
+	flagRetained = 1 << 0
+)
 
 // MaxFieldLen bounds Subject and Source. NATS subjects and MQTT topics are
 // far shorter in practice; the bound keeps a corrupt length from allocating.
@@ -66,7 +76,8 @@ var ErrMalformed = errors.New("malformed event encoding")
 
 // Marshal appends the binary encoding of e (without Seq) to dst.
 //
-// Layout: version byte, uvarint len + subject, uvarint len + source,
+// Layout: version byte (2 followed by a flags byte when a flag is set),
+// uvarint len + subject, uvarint len + source,
 // varint unix nanoseconds (0 for a zero time), then the payload to the end.
 func (e *Event) Marshal(dst []byte) ([]byte, error) {
 	if len(e.Subject) > MaxFieldLen {
@@ -79,7 +90,11 @@ func (e *Event) Marshal(dst []byte) ([]byte, error) {
 	if !e.Time.IsZero() {
 		ns = e.Time.UnixNano()
 	}
-	dst = append(dst, encodingV1)
+	if e.Retained {
+		dst = append(dst, encodingV2, flagRetained)
+	} else {
+		dst = append(dst, encodingV1)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(e.Subject)))
 	dst = append(dst, e.Subject...)
 	dst = binary.AppendUvarint(dst, uint64(len(e.Source)))
@@ -92,13 +107,21 @@ func (e *Event) Marshal(dst []byte) ([]byte, error) {
 // Unmarshal decodes b into e. e.Payload aliases b; copy b first if it is
 // only valid for a while (as bbolt values are).
 func (e *Event) Unmarshal(b []byte) error {
-	if len(b) == 0 || b[0] != encodingV1 {
-		if len(b) == 0 {
-			return fmt.Errorf("%w: empty", ErrMalformed)
-		}
-		return fmt.Errorf("%w: version byte %d, want %d", ErrMalformed, b[0], encodingV1)
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty", ErrMalformed)
 	}
-	b = b[1:]
+	var flags byte
+	switch b[0] {
+	case encodingV1:
+		b = b[1:]
+	case encodingV2:
+		if len(b) < 2 || b[1]&^flagRetained != 0 {
+			return fmt.Errorf("%w: bad flags", ErrMalformed)
+		}
+		flags, b = b[1], b[2:]
+	default:
+		return fmt.Errorf("%w: version byte %d, want %d or %d", ErrMalformed, b[0], encodingV1, encodingV2)
+	}
 	subject, b, err := field(b, "subject")
 	if err != nil {
 		return err
@@ -112,7 +135,7 @@ func (e *Event) Unmarshal(b []byte) error {
 		return fmt.Errorf("%w: bad time", ErrMalformed)
 	}
 	b = b[n:]
-	*e = Event{Seq: e.Seq, Subject: subject, Source: source, Payload: b}
+	*e = Event{Seq: e.Seq, Subject: subject, Source: source, Payload: b, Retained: flags&flagRetained != 0}
 	if ns != 0 {
 		e.Time = time.Unix(0, ns)
 	}

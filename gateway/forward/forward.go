@@ -34,6 +34,10 @@ const (
 	HeaderGateway = "Edgegw-Gateway"
 	HeaderSource  = "Edgegw-Source"
 	HeaderTime    = "Edgegw-Time" // RFC 3339 with nanoseconds
+	// HeaderRetained is "true" on an MQTT retained copy forwarded because
+	// a subscription asked for them (mqtt.subscriptions[].retained): the
+	// broker's last known value, sent again on every (re)subscribe.
+	HeaderRetained = "Edgegw-Retained"
 )
 
 // StreamOptions describe the upstream stream.
@@ -574,6 +578,9 @@ func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
 	}
 	if !e.Time.IsZero() {
 		h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
+	}
+	if e.Retained {
+		h[HeaderRetained] = []string{"true"}
 	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Payload}, nil
 }

@@ -43,6 +43,11 @@ type Subscription struct {
 	Topic   string // an MQTT topic filter, e.g. sensors/#
 	QoS     byte   // 0, 1 or 2
 	Subject *Template
+	// Retained forwards the retained copies the broker sends when the
+	// subscription is made (on every start and reconnect), marked as
+	// retained. Without it they are acknowledged and skipped: a retained
+	// copy is the broker's last known value, not a new reading.
+	Retained bool
 }
 
 // Options configure a Source.
@@ -73,6 +78,7 @@ type Stats struct {
 	Committed  uint64 // events handed to the buffer and acked
 	TooLarge   uint64 // over MaxPayload, dropped
 	Unmappable uint64 // no subject for the topic, dropped
+	Retained   uint64 // retained copies sent on (re)subscribe, skipped
 	Retries    uint64 // commits that failed and were retried (buffer full, disk)
 }
 
@@ -84,6 +90,7 @@ type Source struct {
 
 	connected, subscribed                              atomic.Bool
 	received, committed, tooLarge, unmappable, retries atomic.Uint64
+	retained                                           atomic.Uint64
 }
 
 var _ event.Source = (*Source)(nil)
@@ -146,6 +153,7 @@ func (s *Source) Stats() Stats {
 		Committed:  s.committed.Load(),
 		TooLarge:   s.tooLarge.Load(),
 		Unmappable: s.unmappable.Load(),
+		Retained:   s.retained.Load(),
 		Retries:    s.retries.Load(),
 	}
 }
@@ -307,6 +315,9 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		events = events[:0]
 		for _, m := range batch {
 			e, err := s.event(m, now)
+			if errors.Is(err, errRetained) {
+				continue // counted; acknowledged with the batch
+			}
 			if err != nil {
 				drops.drop(m.Topic(), err)
 				continue
@@ -376,6 +387,13 @@ func (d *dropLog) drop(topic string, err error) {
 	d.log.Warn("message dropped (logged once per topic, at most 10 a minute; counted in edgegw_source_rejected_total)", args...)
 }
 
+// errRetained: a retained copy sent because of the subscription, which
+// the subscription does not ask for. MQTT 3.1.1 §3.3.1.3: the broker sets
+// RETAIN only on a message sent because a subscription was made; a
+// message published while subscribed arrives with it clear, retained or
+// not, so live readings are never skipped.
+var errRetained = errors.New("retained copy on subscribe")
+
 // msgSize is what m costs in a batch: its payload, and its topic twice
 // (source and subject), and a little for the rest of the event.
 func msgSize(m mqtt.Message) int { return len(m.Payload()) + 2*len(m.Topic()) + 64 }
@@ -391,12 +409,16 @@ func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
 		s.unmappable.Add(1)
 		return event.Event{}, errors.New("no subscription matches the topic")
 	}
+	if m.Retained() && !sub.Retained {
+		s.retained.Add(1)
+		return event.Event{}, errRetained
+	}
 	subj, err := sub.Subject.Subject(m.Topic())
 	if err != nil {
 		s.unmappable.Add(1)
 		return event.Event{}, err
 	}
-	e := event.Event{Subject: subj, Source: m.Topic(), Time: now, Payload: m.Payload()}
+	e := event.Event{Subject: subj, Source: m.Topic(), Time: now, Payload: m.Payload(), Retained: m.Retained()}
 	if m.Qos() > 0 {
 		h := sha256.New()
 		h.Write([]byte(m.Topic()))
