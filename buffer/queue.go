@@ -72,6 +72,11 @@ type Stats struct {
 	DeadTotal   uint64 // ever set aside
 	DeadDropped uint64 // dropped at DeadMaxBytes
 
+	// CommitError is why the last commit failed (a full disk, an I/O
+	// error), since CommitErrorSince; empty once a commit works again.
+	CommitError      string
+	CommitErrorSince time.Time
+
 	// Quarantined counts buffer files found damaged and moved aside at
 	// Open over the life of this file and its predecessors; LastQuarantine
 	// says the last one in words (where it went, why, what was salvaged).
@@ -126,6 +131,10 @@ type Queue struct {
 	horizon  uint64 // next seq of the newest transaction readers may see
 	rejected uint64
 	closed   bool
+	// commitErr and commitErrSince: the last commit's failure, until one
+	// works.
+	commitErr      string
+	commitErrSince time.Time
 	changed  chan struct{} // closed and replaced after each commit that adds events
 }
 
@@ -484,6 +493,9 @@ func (q *Queue) Stats() Stats {
 	q.mu.Unlock()
 	s := st.stats()
 	s.Rejected = rejected
+	q.mu.Lock()
+	s.CommitError, s.CommitErrorSince = q.commitErr, q.commitErrSince
+	q.mu.Unlock()
 	if fi, err := os.Stat(q.path); err == nil {
 		s.FileBytes = fi.Size()
 	}

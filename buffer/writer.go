@@ -309,6 +309,12 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		q.ackTo = min(q.ackTo, q.st.next-1) // nothing beyond was ever visible
 		q.mu.Unlock()
 		err = writeError(q.path, err)
+		q.mu.Lock()
+		if q.commitErr == "" {
+			q.commitErrSince = time.Now()
+		}
+		q.commitErr = err.Error()
+		q.mu.Unlock()
 		for _, r := range batch {
 			r.err, r.first = err, 0
 			close(r.done)
@@ -322,6 +328,7 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 	q.mu.Lock()
 	grew := st.next != q.st.next
 	q.st = st
+	q.commitErr, q.commitErrSince = "", time.Time{}
 	q.rejected += rejected
 	if grew {
 		close(q.changed)

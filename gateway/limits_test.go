@@ -5,8 +5,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,4 +202,77 @@ func TestRetainedCopiesAreNotNewReadings(t *testing.T) {
 	if err != nil || m.Header.Get(forward.HeaderRetained) != "" {
 		t.Fatalf("live reading marked retained: %v %v", err, m.Header)
 	}
+}
+
+// A full disk: the buffer's commits fail, /readyz says so (it said ready),
+// and once there is room again the gateway is ready and stores again.
+// It mounts a small tmpfs, so it needs root (as .ci/run has).
+func TestFullDiskIsNotReady(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount a 4 MiB tmpfs to fill (needs root): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.Buffer.Path = filepath.Join(dir, "buffer.db")
+	g := startGateway(t, cfg)
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	payload := bytes.Repeat([]byte("x"), 100_000)
+	var code int
+	var body string
+	for i := 0; ; i++ {
+		pub.c.Publish(topicOf(i), 1, false, payload).WaitTimeout(10 * time.Second)
+		if code, body = get(t, g, "/readyz"); code != http.StatusOK {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("200 × 100 KB into a 4 MiB disk and still %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "buffer cannot commit") || !strings.Contains(body, "disk full") {
+		t.Fatalf("/readyz with a full disk: %d %s", code, body)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "ready again once there is room", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK })
+}
+
+// A stream deleted under a running gateway: it keeps buffering, and
+// /readyz says the upstream refuses its events until the stream is back.
+func TestUpstreamConfigErrorIsNotReady(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	cfg.Upstream.Stream.Create = false
+	nc, _ := nats.Connect(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	scfg := jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}}
+	if _, err := js.CreateStream(ctx, scfg); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, cfg)
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	pub.publish(0, 1, 1, 0)
+	waitFor(t, time.Minute, "the first message delivered", func() bool { return g.Stats().Forward.Acked == 1 })
+	if err := js.DeleteStream(ctx, "TELEMETRY"); err != nil {
+		t.Fatal(err)
+	}
+	pub.publish(1, 2, 1, 0)
+	waitFor(t, time.Minute, "/readyz to say the upstream refuses", func() bool {
+		code, body := get(t, g, "/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "upstream refuses") && strings.Contains(body, "not found")
+	})
+	if _, err := js.CreateStream(ctx, scfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "ready again with the stream back", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK && g.Stats().Forward.Acked == 2 })
 }

@@ -58,6 +58,9 @@ type BufferStatus struct {
 	// Damaged files moved aside at open, and the last one in words.
 	Quarantined    uint64 `json:"quarantined"`
 	LastQuarantine string `json:"last_quarantine,omitempty"`
+	// CommitError: the last commit failed (a full disk, an I/O error).
+	CommitError      string    `json:"commit_error,omitempty"`
+	CommitErrorSince time.Time `json:"commit_error_since,omitzero"`
 }
 
 // UpstreamStatus is the JetStream side of Status.
@@ -73,6 +76,11 @@ type UpstreamStatus struct {
 	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
 	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
 	LastError  string  `json:"last_error,omitempty"`
+	// ConfigError: the stream is missing or refuses this gateway; retrying
+	// will not help until the hub or the config changes.
+	ConfigError bool      `json:"config_error,omitempty"`
+	DownSince   time.Time `json:"down_since,omitzero"`
+	LastAck     time.Time `json:"last_ack,omitzero"`
 }
 
 // SourceStatus is one source in Status.
@@ -199,13 +207,14 @@ func (g *Gateway) Status() Status {
 		b.Appended, b.Acked, b.DroppedFull, b.DroppedAge, b.Rejected = bs.Appended, bs.Acked, bs.DroppedFull, bs.DroppedAge, bs.Rejected
 		b.DeadLetters, b.DeadBytes, b.DeadTotal, b.DeadDropped = bs.DeadEvents, bs.DeadBytes, bs.DeadTotal, bs.DeadDropped
 		b.Quarantined, b.LastQuarantine = bs.Quarantined, bs.LastQuarantine
+		b.CommitError, b.CommitErrorSince = bs.CommitError, bs.CommitErrorSince
 	}
 	if fwd != nil {
 		fs := fwd.Stats()
 		u := &st.Upstream
 		u.Connected = fs.Connected
 		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.LastSeq
-		u.LastError = fs.LastError
+		u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
 		if q != nil {
 			// Acked events leave the buffer a moment later (the writer
 			// deletes them in batches): count from the forwarder's ack.
@@ -219,12 +228,19 @@ func (g *Gateway) Status() Status {
 	return st
 }
 
-// ready: the buffer is open and at least one source can deliver. An
-// uplink that is down does not make the gateway unready: buffering
-// through outages is its job.
+// ready: the buffer is open and commits, the upstream does not refuse
+// this gateway's events, and at least one source can deliver. An uplink
+// that is down does not make the gateway unready: buffering through
+// outages is its job.
 func ready(st Status) (bool, string) {
 	if !st.Buffer.Open {
 		return false, "buffer not open"
+	}
+	if b := st.Buffer; b.CommitError != "" {
+		return false, fmt.Sprintf("buffer cannot commit since %s: %s", b.CommitErrorSince.UTC().Format(time.RFC3339), b.CommitError)
+	}
+	if u := st.Upstream; u.ConfigError {
+		return false, "upstream refuses this gateway's events: " + u.LastError
 	}
 	var why []string
 	for _, s := range st.Sources {
@@ -247,7 +263,7 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	type down struct{ since, warned time.Time }
-	var up, mqtt down
+	var up, mqtt, disk down
 	check := func(d *down, ok bool, now time.Time, warn func(time.Duration)) {
 		switch {
 		case ok:
@@ -266,7 +282,10 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 		case now := <-t.C:
 			st := g.Status()
 			check(&up, st.Upstream.Connected, now, func(d time.Duration) {
-				g.log.Warn("upstream still unreachable; buffering", "for", d, "buffered", st.Buffer.Events, "oldest_age", time.Duration(st.Buffer.OldestAgeSeconds*float64(time.Second)).Round(time.Second))
+				g.log.Warn("uplink still down; buffering", "for", d, "buffered", st.Buffer.Events, "oldest_age", time.Duration(st.Buffer.OldestAgeSeconds*float64(time.Second)).Round(time.Second), "servers", secret.URLs(g.cfg.Upstream.Servers))
+			})
+			check(&disk, st.Buffer.CommitError == "", now, func(d time.Duration) {
+				g.log.Error("the buffer still cannot commit; sources are held back or their readings skipped", "for", d, "err", st.Buffer.CommitError)
 			})
 			for _, s := range st.Sources {
 				if s.Kind == KindMQTT {

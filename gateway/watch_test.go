@@ -29,7 +29,7 @@ func TestWatchThrottlesTheDownWarning(t *testing.T) {
 	defer cancel()
 	g.watch(ctx, 5*time.Millisecond, 100*time.Millisecond, 300*time.Millisecond)
 	mu.Lock()
-	n := strings.Count(logs.String(), "upstream still unreachable")
+	n := strings.Count(logs.String(), "uplink still down")
 	mu.Unlock()
 	if n < 2 || n > 4 {
 		t.Fatalf("%d warnings in 1 s (after 100 ms, then every 300 ms: 3 or 4):\n%s", n, logs.String())

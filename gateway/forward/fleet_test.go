@@ -2,6 +2,7 @@ package forward_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -123,5 +124,26 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 	}
 	if _, err := s.Info(ctx); err != nil {
 		t.Fatalf("the stream is gone: %v", err)
+	}
+
+	// A typo in the stream name under these permissions: the hub answers
+	// the stream's API with a permission error, not "not found". A config
+	// that never worked stops Run, with the name to check.
+	typo, err := forward.New(q, nc, forward.Options{
+		GatewayID: "lobby-pi-01",
+		Stream:    forward.StreamOptions{Name: "TELEMETRYY"},
+		Filters:   []string{"telemetry.lobby-pi-01.>"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	err = typo.Run(runCtx)
+	if !errors.Is(err, forward.ErrConfig) || !strings.Contains(err.Error(), "upstream.stream.name") {
+		t.Fatalf("Run with a misspelt stream under per-gateway permissions: %v", err)
+	}
+	if st := typo.Stats(); !st.ConfigError || st.LastError == "" {
+		t.Fatalf("stats %+v: the config error must show in /status", st)
 	}
 }

@@ -95,6 +95,14 @@ type Stats struct {
 	Rejected  uint64 // events the stream can never take, set aside
 	LastSeq   uint64 // highest seq acknowledged
 	LastError string // why the last session ended, until one makes progress again
+	// ConfigError: the last session ended with an ErrConfig error (the
+	// stream is missing or refuses this gateway): retrying will not help
+	// until someone changes the hub or the config.
+	ConfigError bool
+	// DownSince is when the uplink was found down; zero while it is up.
+	DownSince time.Time
+	// LastAck is when the stream last acknowledged an event.
+	LastAck time.Time
 }
 
 // Forwarder moves events from a buffer.Queue to a JetStream stream.
@@ -108,6 +116,8 @@ type Forwarder struct {
 
 	published, acked, resent, skipped, rejected, lastSeq atomic.Uint64
 	lastErr                                              atomic.Pointer[string]
+	configErr                                            atomic.Bool
+	downSince, lastAck                                   atomic.Int64 // UnixNano; 0: none
 
 	// Owned by the Run goroutine. After a failure that left a gap (a later
 	// publish stored, an earlier one not, as when a cluster's stream leader
@@ -195,6 +205,13 @@ func (f *Forwarder) Stats() Stats {
 	if e := f.lastErr.Load(); e != nil {
 		s.LastError = *e
 	}
+	s.ConfigError = f.configErr.Load()
+	if ns := f.downSince.Load(); ns != 0 && !s.Connected {
+		s.DownSince = time.Unix(0, ns)
+	}
+	if ns := f.lastAck.Load(); ns != 0 {
+		s.LastAck = time.Unix(0, ns)
+	}
 	return s
 }
 
@@ -215,14 +232,21 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		msg := err.Error()
+		if !f.nc.IsConnected() {
+			// What a publish into a dropped connection says ("outbound
+			// buffer limit exceeded") is not the news: the outage is.
+			f.noteDown()
+			msg = fmt.Sprintf("uplink down since %s (%s)", time.Unix(0, f.downSince.Load()).UTC().Format(time.RFC3339), msg)
+		}
+		f.lastErr.Store(&msg)
+		f.configErr.Store(errors.Is(err, ErrConfig))
 		if errors.Is(err, ErrConfig) && !f.worked || errors.Is(err, buffer.ErrClosed) {
 			return err
 		}
 		if progressed {
 			backoff = 100 * time.Millisecond
 		}
-		msg := err.Error()
-		f.lastErr.Store(&msg)
 		if errors.Is(err, ErrConfig) {
 			backoff = max(backoff, 5*time.Second)
 			f.log.Error("the upstream changed and refuses this gateway's events; buffering and retrying", "err", err, "retry_in", backoff)
@@ -243,6 +267,7 @@ func (f *Forwarder) waitConnected(ctx context.Context) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for !f.nc.IsConnected() {
+		f.noteDown()
 		if f.nc.IsClosed() {
 			return errors.New("upstream connection closed")
 		}
@@ -252,7 +277,13 @@ func (f *Forwarder) waitConnected(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+	f.downSince.Store(0)
 	return nil
+}
+
+// noteDown records when the uplink was first found down.
+func (f *Forwarder) noteDown() {
+	f.downSince.CompareAndSwap(0, time.Now().UnixNano())
 }
 
 type inflight struct {
@@ -413,8 +444,10 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				}
 			}
 			f.lastSeq.Store(head.seq)
+			f.lastAck.Store(time.Now().UnixNano())
 			if !progressed {
 				f.lastErr.Store(nil) // moving again
+				f.configErr.Store(false)
 			}
 			progressed = true
 			if len(window) == 0 || head.seq%256 == 0 {
@@ -626,6 +659,12 @@ func (f *Forwarder) ensureStream(ctx context.Context, js jetstream.JetStream) (j
 	}
 	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		return nil, fmt.Errorf("%w: JetStream is not enabled on the upstream server for this account", ErrConfig)
+	}
+	if le := f.nc.LastError(); err != nil && le != nil && strings.Contains(le.Error(), "Permissions Violation") && strings.Contains(le.Error(), "."+f.o.Stream.Name) {
+		// A hub that grants each gateway its stream by name (deploy/
+		// upstream/hub.conf) answers a wrong name with silence and a
+		// permission error: the name is the likelier mistake.
+		return nil, fmt.Errorf("%w: stream %s: the upstream refused this gateway's user the stream's API (%v): check upstream.stream.name, then that the hub grants this user what deploy/upstream/hub.conf grants", ErrConfig, f.o.Stream.Name, le)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", f.o.Stream.Name, err)

@@ -517,6 +517,12 @@ func TestDisconnectedForwarderWaitsWithEverythingBuffered(t *testing.T) {
 		waitFor(t, func() bool { return f.Stats().Acked > n/4 })
 		srv.Shutdown()
 		waitFor(t, func() bool { return !f.Stats().Connected })
+		// An outage reads as one, not as what nats.go says of a publish
+		// into a dropped connection.
+		waitFor(t, func() bool { return strings.HasPrefix(f.Stats().LastError, "uplink down since ") })
+		if st := f.Stats(); st.DownSince.IsZero() || time.Since(st.DownSince) > time.Minute {
+			t.Errorf("DownSince = %v", st.DownSince)
+		}
 		time.Sleep(300 * time.Millisecond) // let in-flight publishes fail
 		before := f.Stats()
 		time.Sleep(time.Second) // an outage: nothing may happen meanwhile

@@ -284,6 +284,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 	events := make([]event.Event, 0, s.o.BatchSize)
 	var next mqtt.Message // taken from msgs, over the last batch's size
 	drops := newDropLog(s.log)
+	var lastWarn time.Time // the last "buffer refused" line
 	for {
 		var batch []mqtt.Message
 		var size int
@@ -333,7 +334,11 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 				return nil // not acked: the broker keeps them
 			}
 			s.retries.Add(1)
-			s.log.Warn("buffer refused the batch; holding it unacknowledged and retrying", "events", len(events), "err", err, "retry_in", backoff)
+			if now := time.Now(); now.Sub(lastWarn) >= time.Minute {
+				// A full disk fails every retry: once, then once a minute.
+				lastWarn = now
+				s.log.Warn("buffer refused the batch; holding it unacknowledged at the broker and retrying (logged once a minute)", "events", len(events), "err", err, "retries", s.retries.Load())
+			}
 			select {
 			case <-ctx.Done():
 				return nil
