@@ -135,7 +135,7 @@ type Queue struct {
 	// works.
 	commitErr      string
 	commitErrSince time.Time
-	changed  chan struct{} // closed and replaced after each commit that adds events
+	changed        chan struct{} // closed and replaced after each commit that adds events
 }
 
 // noteQuarantine records in the file that a damaged predecessor was moved
