@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Options for Start.
@@ -35,6 +37,40 @@ type Options struct {
 	// TLS, if set, makes the listener TLS (URL says ssl://). mochi only:
 	// tests that set it skip under mosquitto.
 	TLS *tls.Config
+	// LosePubacks, if set, names a client whose first N PUBACKs (N =
+	// LosePubacks.Count) never reach the broker: the broker drops the
+	// connection on each instead, as when a link breaks between the
+	// client's PUBACK and the broker, and sends the message again, DUP
+	// set, when the client is back. mochi only.
+	LosePubacks *LosePubacks
+}
+
+// LosePubacks: see Options.
+type LosePubacks struct {
+	Client string
+	Count  int32
+	lost   atomic.Int32
+}
+
+// Lost is how many PUBACKs were lost so far.
+func (l *LosePubacks) Lost() int32 { return l.lost.Load() }
+
+// losePubacks is the mochi hook behind Options.LosePubacks.
+type losePubacks struct {
+	mqtt.HookBase
+	l *LosePubacks
+}
+
+func (h *losePubacks) ID() string { return "lose-pubacks" }
+
+func (h *losePubacks) Provides(b byte) bool { return b == mqtt.OnPacketRead }
+
+func (h *losePubacks) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Puback && cl.ID == h.l.Client && h.l.lost.Load() < h.l.Count {
+		h.l.lost.Add(1)
+		return pk, packets.ErrRejectPacket // the connection drops with it
+	}
+	return pk, nil
 }
 
 // Broker is a restartable in-process MQTT broker.
@@ -114,6 +150,11 @@ func (b *Broker) Restart() {
 	}
 	if err != nil {
 		b.t.Fatal(err)
+	}
+	if b.o.LosePubacks != nil {
+		if err := s.AddHook(&losePubacks{l: b.o.LosePubacks}, nil); err != nil {
+			b.t.Fatal(err)
+		}
 	}
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr, TLSConfig: b.o.TLS})); err != nil {
 		b.t.Fatal(fmt.Errorf("mqtttest: listen on %s: %w", b.addr, err))
