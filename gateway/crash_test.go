@@ -60,6 +60,8 @@ func TestGatewayChild(t *testing.T) {
 	os.Exit(0)
 }
 
+// startChild starts a gateway process; it is killed when the test ends,
+// however it ends.
 func startChild(t *testing.T, cfgPath string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestGatewayChild$")
@@ -68,6 +70,12 @@ func startChild(t *testing.T, cfgPath string) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 	return cmd
 }
 
@@ -91,7 +99,7 @@ func TestSIGKILLWhilePublishing(t *testing.T) {
 
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	child := startChild(t, cfgPath)
-	waitSubscribed(t, pub, srv.URL())
+	base := waitSubscribed(t, pub, srv.URL()) // probes are in the stream too
 
 	const total = 40_000
 	published := make(chan struct{})
@@ -121,7 +129,7 @@ func TestSIGKILLWhilePublishing(t *testing.T) {
 		checkExactlyOnce(t, srv.URL(), accepted)
 	}
 	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
-		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
+		return streamMsgs(t, srv.URL()) >= base+uint64(len(accepted))
 	})
 	// Let anything extra (a duplicate) arrive before counting.
 	time.Sleep(500 * time.Millisecond)
@@ -145,7 +153,12 @@ func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*m
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	g := startGateway(t, cfg)
 	pub := newPublisher(t, broker.URL(), "pub", cleanPublisher)
-	waitSubscribed(t, pub, srv.URL())
+	if !cleanPublisher {
+		// A QoS 2 publisher: the broker has each message once, whatever
+		// happens to it, so any copy in the stream is the gateway's.
+		pub.qos = 2
+	}
+	base := waitSubscribed(t, pub, srv.URL()) // probes are in the stream too
 
 	const total = 20_000
 	published := make(chan struct{})
@@ -160,8 +173,9 @@ func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*m
 	<-published
 	accepted := pub.acceptedSet()
 	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
-		return streamMsgs(t, srv.URL()) >= uint64(len(accepted))
+		return streamMsgs(t, srv.URL()) >= base+uint64(len(accepted))
 	})
+	time.Sleep(300 * time.Millisecond) // a copy would arrive meanwhile
 	return srv.URL(), accepted, g
 }
 
@@ -181,14 +195,11 @@ func TestUplinkOutagesDuringIngest(t *testing.T) {
 
 // The broker restarts twice while messages flow; it keeps its queue
 // (mosquitto with persistence) and the gateway reconnects to the same
-// session: everything the broker accepted arrives. The broker's redelivery
-// of what the gateway committed but had not PUBACKed is recognised
-// (Duplicates counts those). A QoS 1 *publisher* whose PUBLISH was stored
-// by the broker but whose PUBACK was lost in the restart publishes it again,
-// and the broker delivers it again as a new message (another packet id, no
-// DUP flag): that copy is made before the gateway and is indistinguishable
-// from a new reading, so it is allowed here, bounded by what the publisher
-// had in flight (QoS 2 publishers avoid it).
+// session: everything the broker accepted arrives. The broker's
+// redelivery of what the gateway committed but had not PUBACKed is
+// recognised and dropped (Duplicates counts those). The publisher uses
+// QoS 2, so that a QoS 1 publisher's own resends (copies made before the
+// gateway, docs/mqtt.md) do not hide the gateway's.
 func TestBrokerRestartsDuringIngest(t *testing.T) {
 	if !mqtttest.Mosquitto() {
 		t.Skip("needs a broker that keeps in-flight messages across a restart (mochi's persistence cannot): set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto")
@@ -199,17 +210,23 @@ func TestBrokerRestartsDuringIngest(t *testing.T) {
 	})
 	count := checkNoneLost(t, url, accepted)
 	copies := 0
-	for n, c := range count {
-		if c > 1 {
-			copies += c - 1
-			t.Logf("message %d is in the stream %d times (a publisher resend across the restart)", n, c)
-		}
-	}
-	if copies > 2*100 {
-		t.Fatalf("%d copies: more than the publisher had in flight at the two restarts", copies)
+	for _, c := range count {
+		copies += c - 1
 	}
 	st := g.Stats()
-	t.Logf("%d accepted, none lost, %d publisher copies; gateway: mqtt %+v forward %+v redeliveries dropped %d", len(accepted), copies, st.MQTT, st.Forward, st.Duplicates)
+	t.Logf("%d accepted, none lost, %d copies; redeliveries dropped %d", len(accepted), copies, st.Duplicates)
+	// Measured with the marks: 0-1 copies, 18-48 redeliveries dropped per
+	// run; with them ignored: 17-39 copies, none dropped. The copy or two
+	// that remain are the broker's own: mosquitto's persistence is a
+	// snapshot, and a message it had recorded as queued, then sent and
+	// had PUBACKed before the restart, is sent again fresh (a new packet
+	// id, no DUP) after it.
+	if st.Duplicates == 0 {
+		t.Fatal("no redelivery was recognised: two broker restarts at full rate always leave some")
+	}
+	if copies > 2 {
+		t.Fatalf("%d copies in the stream: more than the broker's snapshot can explain", copies)
+	}
 }
 
 // probeBase numbers the probe messages, outside the range of the ones a

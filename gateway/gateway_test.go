@@ -120,6 +120,7 @@ func firstMsg(t testing.TB, url string) *jetstream.RawStreamMsg {
 // publisher is a paho client publishing numbered QoS 1 messages.
 type publisher struct {
 	c        paho.Client
+	qos      byte // 1 unless a test says otherwise
 	mu       sync.Mutex
 	accepted map[int]bool // PUBACKed by the broker
 }
@@ -135,7 +136,7 @@ func newPublisher(t testing.TB, brokerURL, id string, clean bool) *publisher {
 		t.Fatalf("publisher connect: %v", tok.Error())
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
-	return &publisher{c: c, accepted: map[int]bool{}}
+	return &publisher{c: c, qos: 1, accepted: map[int]bool{}}
 }
 
 func topicOf(i int) string { return fmt.Sprintf("sensors/room%d/temp", i%10) }
@@ -165,7 +166,7 @@ func (p *publisher) publish(from, to, window int, pace time.Duration) {
 		}
 	}
 	for i := from; i < to; i++ {
-		inflight = append(inflight, pending{i, p.c.Publish(topicOf(i), 1, false, payloadOf(i))})
+		inflight = append(inflight, pending{i, p.c.Publish(topicOf(i), p.qos, false, payloadOf(i))})
 		settle(window)
 		if pace > 0 {
 			time.Sleep(pace)

@@ -251,7 +251,7 @@ func TestServerRestartsMidDrain(t *testing.T) {
 	st := f.Stats()
 	t.Logf("forwarder: %+v", st)
 	if st.Resent == 0 && st.Skipped == 0 {
-		t.Log("note: no publish was in flight at any restart")
+		t.Fatal("no publish was in flight at any restart: the test did not test a restart mid-drain")
 	}
 	checkStream(t, srv.URL(), n)
 }
@@ -415,19 +415,24 @@ func TestEscapeHeader(t *testing.T) {
 	}
 }
 
-// The drain rate caps hold: 3,000 events at 2,000 events/s take at least a
-// second; 600 payloads of about 16 bytes (9.6 kB) at 4,000 bytes/s, with a
-// one-second burst, at least 1.4 s.
+// The drain rate caps hold. 3,000 events at 2,000 events/s, with a burst
+// of a tenth of a second (200), take at least (3000-200)/2000 = 1.4 s; 600
+// payloads (their bytes summed below) at 4,000 bytes/s, with a burst of
+// one second (4,000 bytes), at least (sum-4000)/4000.
 func TestRateLimits(t *testing.T) {
 	srv := natstest.Start(t, nil)
+	payload := 0
+	for i := range 600 {
+		payload += len(testEvent(i).Payload)
+	}
 	tests := []struct {
 		name    string
 		n       int
 		mod     func(*forward.Options)
 		atLeast time.Duration
 	}{
-		{"events per second", 3000, func(o *forward.Options) { o.RateEvents = 2000 }, time.Second},
-		{"bytes per second", 600, func(o *forward.Options) { o.RateBytes = 4000 }, time.Second},
+		{"events per second", 3000, func(o *forward.Options) { o.RateEvents = 2000 }, 1400 * time.Millisecond},
+		{"bytes per second", 600, func(o *forward.Options) { o.RateBytes = 4000 }, time.Duration(payload-4000) * time.Second / 4000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
