@@ -102,15 +102,22 @@ func TestEdgeDebounce(t *testing.T) {
 	defer stop()
 	waitConfigured(t, pin)
 
+	// No sleeps: each step waits for the source to have handled the last
+	// one (a loaded machine only makes it slower, never wrong). Edges sent
+	// together are inside one debounce window whenever the source gets
+	// to them.
 	pin.EdgesChan <- gpio.High // opens, bouncing
 	pin.EdgesChan <- gpio.Low
 	pin.EdgesChan <- gpio.High
+	// Emitted once the window has closed.
 	waitUntil(t, "the opening", func() bool { return len(edges(t, &c)) == 1 })
-	time.Sleep(80 * time.Millisecond)
 
 	pin.EdgesChan <- gpio.Low // a glitch: back to high inside the window
 	pin.EdgesChan <- gpio.High
-	time.Sleep(120 * time.Millisecond)
+	// Two bounces for the opening, two for the glitch (its second edge,
+	// and a level that did not change), the last counted after its
+	// window closed.
+	waitUntil(t, "the glitch", func() bool { return s.Bounces() == 4 })
 
 	pin.EdgesChan <- gpio.Low // closes
 	waitUntil(t, "the closing", func() bool { return len(edges(t, &c)) == 2 })
@@ -134,7 +141,9 @@ func TestEdgeRisingOnly(t *testing.T) {
 	waitConfigured(t, pin)
 	for _, l := range []gpio.Level{gpio.High, gpio.Low, gpio.High, gpio.Low} {
 		pin.EdgesChan <- l
-		time.Sleep(15 * time.Millisecond)
+		// Taken by the source, and its 1 ms window well past.
+		waitUntil(t, "the edge taken", func() bool { return len(pin.EdgesChan) == 0 })
+		time.Sleep(20 * time.Millisecond)
 	}
 	waitUntil(t, "two rising edges", func() bool { return len(edges(t, &c)) == 2 })
 	time.Sleep(30 * time.Millisecond)
@@ -169,12 +178,12 @@ func TestPulseCounter(t *testing.T) {
 	stop := runSource(t, func(ctx context.Context) error { return p.Run(ctx, c.emit) })
 	defer stop()
 	waitConfigured(t, pin)
-	for range 10 { // ten clean pulses
+	for i := range 10 { // ten clean pulses, each counted before the next
 		pin.EdgesChan <- gpio.High
 		pin.EdgesChan <- gpio.Low
-		time.Sleep(12 * time.Millisecond)
+		waitUntil(t, "the pulse counted", func() bool { return p.Total() == uint64(i+1) })
+		time.Sleep(10 * time.Millisecond) // past the 5 ms debounce from its count
 	}
-	waitUntil(t, "ten pulses", func() bool { return p.Total() == 10 })
 	for range 5 { // contact bounce: five edges inside one debounce
 		pin.EdgesChan <- gpio.High
 		pin.EdgesChan <- gpio.Low
