@@ -20,7 +20,11 @@ const ingestN = 100_000
 // BenchmarkIngestQoS1 measures QoS 1 ingest, publisher → broker → MQTT
 // source → durable buffer commit → PUBACK, against the same run's
 // baseline: the same publisher → broker → a bare paho subscriber that acks
-// at once. With EDGEGW_TEST_MOSQUITTO set the broker is mosquitto.
+// at once. With EDGEGW_TEST_MOSQUITTO set the broker is mosquitto, and
+// both sides run at the broker's ceiling (about 30k/s here): the ratio
+// then says only that edgegw keeps up with it. In-process (mochi) it
+// measures the gateway. It stops at the buffer commit: the whole path
+// into the stream is the embedded-broker issue's benchmark.
 //
 //	go test -run '^$' -bench IngestQoS1 -benchtime 1x -count 3 ./gateway/
 func BenchmarkIngestQoS1(b *testing.B) {
@@ -52,10 +56,12 @@ func BenchmarkIngestQoS1(b *testing.B) {
 			done := make(chan error, 1)
 			go func() { done <- src.Run(ctx, gateway.BufferEmitter(q)) }()
 			deadline := time.Now().Add(10 * time.Second)
-			for !src.Stats().Connected && time.Now().Before(deadline) {
+			for !src.Stats().Subscribed { // the broker's SUBACK
+				if time.Now().After(deadline) {
+					b.Fatal("the source never subscribed")
+				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			time.Sleep(200 * time.Millisecond) // the subscription is sent right after connect
 			return func() uint64 { return src.Stats().Committed }, func() {
 				cancel()
 				<-done
