@@ -233,7 +233,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			Subscriptions: subs,
 			MaxPayload:    int(c.MQTT.MaxPayload),
 			// A batch must fit the buffer, or it could never be stored.
-			BatchBytes: int(max(c.Buffer.MaxBytes/4, 64<<10)),
+			BatchBytes: int(max(c.Buffer.MaxBytes/4, 1)),
 			Logger:     g.log,
 		})
 		if err != nil {

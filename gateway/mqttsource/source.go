@@ -399,9 +399,10 @@ func (d *dropLog) drop(topic string, err error) {
 // not, so live readings are never skipped.
 var errRetained = errors.New("retained copy on subscribe")
 
-// msgSize is what m costs in a batch: its payload, and its topic twice
-// (source and subject), and a little for the rest of the event.
-func msgSize(m mqtt.Message) int { return len(m.Payload()) + 2*len(m.Topic()) + 64 }
+// msgSize bounds what m costs in a batch: its payload, its topic as the
+// source and as the subject (escaping can triple it), and the rest of the
+// event (template literals, time, lengths).
+func msgSize(m mqtt.Message) int { return len(m.Payload()) + 4*len(m.Topic()) + 256 }
 
 // event maps m to an event, or says why it is dropped.
 func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
