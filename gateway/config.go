@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,24 +50,24 @@ const DefaultHTTPListen = "127.0.0.1:9180"
 // SensorConfig is one sensor wired to the gateway (docs/sensors.md).
 type SensorConfig struct {
 	Name     string          `yaml:"name"`
-	Driver   string          `yaml:"driver"` // bme280 (also BMP280), mcp9808, ina219, bh1750, register, sim, gpio_edge, pulse_counter
-	Bus      string          `yaml:"bus"`    // "1" or "/dev/i2c-1"
-	Address  uint16          `yaml:"address"`
+	Driver   string          `yaml:"driver"`          // bme280 (also BMP280), mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge, pulse_counter
+	Bus      string          `yaml:"bus,omitempty"`   // "1" or "/dev/i2c-1"
+	Address  uint16          `yaml:"address,omitempty"`
 	Interval time.Duration   `yaml:"interval"`
 	Subject  string          `yaml:"subject"`
-	Register *RegisterConfig `yaml:"register"`
-	Channels []ChannelConfig `yaml:"channels"` // ads1015, ads1115
-	Seed     uint64          `yaml:"seed"`     // sim only
-	ROM      uint64          `yaml:"rom"`      // ds18b20: the probe's 64-bit 1-Wire address
-	Bits     int             `yaml:"bits"`     // ds18b20: resolution 9-12 (default 12)
+	Register *RegisterConfig `yaml:"register,omitempty"`
+	Channels []ChannelConfig `yaml:"channels,omitempty"` // ads1015, ads1115
+	Seed     uint64          `yaml:"seed,omitempty"`     // sim only
+	ROM      uint64          `yaml:"rom,omitempty"`      // ds18b20: the probe's 64-bit 1-Wire address
+	Bits     int             `yaml:"bits,omitempty"`     // ds18b20: resolution 9-12 (default 12)
 
 	// GPIO (gpio_edge, pulse_counter).
-	Pin      string        `yaml:"pin"`      // GPIO17
-	Edge     string        `yaml:"edge"`     // rising, falling, both (gpio_edge)
-	Pull     string        `yaml:"pull"`     // up, down, none (default down)
-	Debounce time.Duration `yaml:"debounce"` // default 20ms (gpio_edge), 5ms (pulse_counter)
-	Scale    float64       `yaml:"scale"`    // pulse_counter: unit per pulse
-	Unit     string        `yaml:"unit"`     // pulse_counter: e.g. litres
+	Pin      string        `yaml:"pin,omitempty"`      // GPIO17
+	Edge     string        `yaml:"edge,omitempty"`     // rising, falling, both (gpio_edge)
+	Pull     string        `yaml:"pull,omitempty"`     // up, down, none (default down)
+	Debounce time.Duration `yaml:"debounce,omitempty"` // default 20ms (gpio_edge), 5ms (pulse_counter)
+	Scale    float64       `yaml:"scale,omitempty"`    // pulse_counter: unit per pulse
+	Unit     string        `yaml:"unit,omitempty"`     // pulse_counter: e.g. litres
 }
 
 // ChannelConfig is one ADS1x15 input with its linear scale.
@@ -183,7 +184,8 @@ var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$`
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	m := sizeRE.FindStringSubmatch(n.Value)
 	if m == nil {
-		return fmt.Errorf("line %d: %q is not a size like 512MiB, 1GiB or 100MB", n.Line, n.Value)
+		// A TypeError: yaml goes on decoding the rest of the file.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a size like 512MiB, 1GiB or 100MB", n.Line, n.Value)}}
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
@@ -198,6 +200,112 @@ type Problem struct {
 	Path string
 	Line int
 	Msg  string
+
+	unset bool // an unset ${VAR}
+}
+
+var typeLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// typeProblem turns one of yaml's "line N: cannot unmarshal …" messages
+// into a problem at the key on that line.
+func typeProblem(msg string, lines map[string]int) Problem {
+	m := typeLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return Problem{Path: "(value)", Msg: msg}
+	}
+	line, _ := strconv.Atoi(m[1])
+	path := ""
+	for p, l := range lines {
+		if l == line && len(p) > len(path) {
+			path = p // the deepest key on the line
+		}
+	}
+	if path == "" {
+		path = "(value)"
+	}
+	text := m[2]
+	if i := strings.Index(text, "cannot unmarshal !!"); i >= 0 {
+		// "cannot unmarshal !!str `5 minu...` into time.Duration"
+		if j := strings.Index(text, " into "); j > i {
+			want := text[j+len(" into "):]
+			switch want {
+			case "time.Duration":
+				want = "a duration like 30s, 5m or 2h"
+			case "int", "int64", "uint16", "uint64", "float64", "byte", "uint8":
+				want = "a number"
+			case "bool":
+				want = "true or false"
+			}
+			text = "not " + want + " (" + strings.TrimPrefix(text[i:j], "cannot unmarshal ") + ")"
+		}
+	}
+	return Problem{Path: path, Line: line, Msg: text}
+}
+
+// mergeTypos folds "missing" problems into an unknown key next to them
+// whose name is a typo of the missing one: one problem, the right fix.
+func mergeTypos(ps []Problem) []Problem {
+	var out []Problem
+	used := map[int]bool{}
+	for i, p := range ps {
+		if !strings.HasPrefix(p.Msg, "missing") {
+			continue
+		}
+		dir, name := splitPath(p.Path)
+		for j, u := range ps {
+			if !strings.HasPrefix(u.Msg, "unknown key") {
+				continue
+			}
+			if udir, uname := splitPath(u.Path); udir == dir && closeTo(uname, name) {
+				ps[j].Msg = fmt.Sprintf("unknown key; did you mean %s?", name)
+				used[i] = true
+			}
+		}
+	}
+	for i, p := range ps {
+		if !used[i] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func splitPath(p string) (dir, name string) {
+	if i := strings.LastIndex(p, "."); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
+}
+
+// closeTo: an edit distance of at most 2.
+func closeTo(a, b string) bool {
+	if a == b || abs(len(a)-len(b)) > 2 {
+		return false
+	}
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)] <= 2
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 func (p Problem) String() string {
@@ -226,15 +334,38 @@ func (e *ConfigError) Error() string {
 // LoadConfig reads, expands, checks and completes a config file. Every
 // problem is reported at once, in a *ConfigError.
 func LoadConfig(path string) (*Config, error) {
+	return LoadConfigWith(path, LoadOptions{})
+}
+
+// LoadOptions change how a config is loaded.
+type LoadOptions struct {
+	// Lookup resolves ${VAR} references (default os.LookupEnv).
+	Lookup func(string) (string, bool)
+	// Offline is for commands that connect to nothing (buffer stats,
+	// sensors read): a ${VAR} left unset under mqtt, upstream or http (the
+	// secrets of connections) is not a problem; the key is left empty.
+	Offline bool
+}
+
+// LoadConfigWith is LoadConfig with options.
+func LoadConfigWith(path string, o LoadOptions) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return ParseConfig(path, data, os.LookupEnv)
+	if o.Lookup == nil {
+		o.Lookup = os.LookupEnv
+	}
+	return parseConfig(path, data, o)
 }
 
 // ParseConfig is LoadConfig on bytes; lookup resolves ${VAR} references.
 func ParseConfig(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	return parseConfig(name, data, LoadOptions{Lookup: lookup})
+}
+
+func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
+	lookup := o.Lookup
 	ce := &ConfigError{File: name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -249,17 +380,25 @@ func ParseConfig(name string, data []byte, lookup func(string) (string, bool)) (
 	walk(root.Content[0], "", reflect.TypeOf(Config{}), lines, lookup, ce)
 	var cfg Config
 	if err := root.Content[0].Decode(&cfg); err != nil {
+		// Type errors do not stop the decoding of the rest (ByteSize
+		// returns one too); each gets the key path of its line.
 		var te *yaml.TypeError
+		msgs := []string{err.Error()}
 		if errors.As(err, &te) {
-			for _, m := range te.Errors {
-				ce.Problems = append(ce.Problems, Problem{Path: "(value)", Msg: m})
-			}
-		} else {
-			ce.Problems = append(ce.Problems, Problem{Path: "(value)", Msg: err.Error()})
+			msgs = te.Errors
+		}
+		for _, m := range msgs {
+			ce.Problems = append(ce.Problems, typeProblem(m, lines))
 		}
 	}
 	cfg.complete()
 	cfg.check(ce, lines)
+	ce.Problems = mergeTypos(ce.Problems)
+	if o.Offline {
+		ce.Problems = slices.DeleteFunc(ce.Problems, func(p Problem) bool {
+			return p.unset && (strings.HasPrefix(p.Path, "mqtt") || strings.HasPrefix(p.Path, "upstream") || strings.HasPrefix(p.Path, "http"))
+		})
+	}
 	if len(ce.Problems) > 0 {
 		return nil, ce
 	}
@@ -315,7 +454,7 @@ func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, looku
 			if m[2] != "" {
 				return m[3]
 			}
-			ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, Msg: fmt.Sprintf("environment variable %s is not set (use ${%s:-default} for a default)", m[1], m[1])})
+			ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, unset: true, Msg: fmt.Sprintf("environment variable %s is not set (in the environment, or the env file: --env-file, default /etc/edgegw/edgegw.env; or use ${%s:-default} for a default)", m[1], m[1])})
 			return ""
 		})
 		if n.Tag == "!!str" && n.Style == 0 {
@@ -359,6 +498,9 @@ const (
 	DefaultSensorSubject = "telemetry.{gateway}.{sensor}"
 	DefaultInterval      = 10 * time.Second
 	DefaultStreamName    = "TELEMETRY"
+	DefaultWindow        = 1024
+	DefaultAckTimeout    = 5 * time.Second
+	DefaultDuplicates    = 2 * time.Minute
 )
 
 func (c *Config) complete() {
@@ -419,6 +561,19 @@ func (c *Config) complete() {
 	}
 	if c.Upstream.Stream.Name == "" {
 		c.Upstream.Stream.Name = DefaultStreamName
+	}
+	// The forwarder's defaults, here too, so that config check shows them.
+	if c.Upstream.Window == 0 {
+		c.Upstream.Window = DefaultWindow
+	}
+	if c.Upstream.AckTimeout == 0 {
+		c.Upstream.AckTimeout = DefaultAckTimeout
+	}
+	if c.Upstream.Stream.Duplicates == 0 {
+		c.Upstream.Stream.Duplicates = DefaultDuplicates
+	}
+	if c.Upstream.Stream.Replicas == 0 {
+		c.Upstream.Stream.Replicas = 1
 	}
 	if len(c.Upstream.Stream.Subjects) == 0 {
 		// One wildcard per first token: the fleet's stream, e.g. telemetry.>
@@ -512,6 +667,7 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 		}
 	}
 	names := map[string]bool{}
+	onBus := map[string]int{} // bus/address → sensor index
 	for i, s := range c.Sensors {
 		p := fmt.Sprintf("sensors[%d]", i)
 		if s.Name == "" {
@@ -590,6 +746,13 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 		}
 		if s.Address > 0x7f {
 			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)
+		} else if s.Address != 0 && s.Bus != "" {
+			key := s.Bus + "/" + strconv.Itoa(int(s.Address))
+			if j, ok := onBus[key]; ok {
+				bad(p+".address", "%#x on bus %s is also sensors[%d]'s: two devices on one bus cannot share an address (many have an address pin: see docs/sensors.md)", s.Address, s.Bus, j)
+			} else {
+				onBus[key] = i
+			}
 		}
 		if s.Interval < 0 {
 			bad(p+".interval", "must be positive")
@@ -629,7 +792,7 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	if !validStreamName(up.Stream.Name) {
 		bad("upstream.stream.name", "%q may not contain spaces, '.', '*', '>', '/' or '\\'", up.Stream.Name)
 	}
-	if len(up.Stream.Subjects) == 0 {
+	if len(up.Stream.Subjects) == 0 && len(filters) > 0 { // no source at all is said once, above
 		bad("upstream.stream.subjects", "missing; the subjects the stream captures, e.g. [telemetry.>]")
 	}
 	for _, f := range filters {
@@ -674,6 +837,39 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	if !oneOf(c.Log.Format, "text", "json") {
 		bad("log.format", "%q is not text or json", c.Log.Format)
 	}
+}
+
+// CheckFiles reports the files the config names (CA, client
+// certificates and keys, NKey seed, creds) that cannot be read, at their
+// keys. config check and run call it; the offline commands do not.
+func (c *Config) CheckFiles() error {
+	ce := &ConfigError{File: "(files)"}
+	file := func(path, name string) {
+		if name == "" {
+			return
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			ce.Problems = append(ce.Problems, Problem{Path: path, Msg: fmt.Sprintf("%v (is the path right, and readable by the user edgegw runs as?)", err)})
+			return
+		}
+		f.Close()
+	}
+	if m := c.MQTT; m != nil {
+		file("mqtt.tls.ca_file", m.TLS.CAFile)
+		file("mqtt.tls.cert_file", m.TLS.CertFile)
+		file("mqtt.tls.key_file", m.TLS.KeyFile)
+	}
+	u := c.Upstream
+	file("upstream.tls.ca_file", u.TLS.CAFile)
+	file("upstream.tls.cert_file", u.TLS.CertFile)
+	file("upstream.tls.key_file", u.TLS.KeyFile)
+	file("upstream.nkey_seed_file", u.NKeySeedFile)
+	file("upstream.creds_file", u.CredsFile)
+	if len(ce.Problems) > 0 {
+		return ce
+	}
+	return nil
 }
 
 func checkTLS(bad func(string, string, ...any), path string, t TLSConfig) {
@@ -759,9 +955,32 @@ func (c *Config) Summary() string {
 		servers[i] = secret.URL(s)
 	}
 	cp.Upstream.Servers = servers
+	var n yaml.Node
+	if err := n.Encode(cp); err != nil {
+		return err.Error()
+	}
+	hexify(&n)
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
-	enc.Encode(cp)
+	enc.Encode(&n)
 	return b.String()
+}
+
+// hexify writes I²C addresses, registers and 1-Wire ROMs in hex, as
+// datasheets and i2cdetect do.
+func hexify(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if v.Kind == yaml.ScalarNode && (k.Value == "address" || k.Value == "reg" || k.Value == "rom") {
+				if u, err := strconv.ParseUint(v.Value, 10, 64); err == nil {
+					v.Value = fmt.Sprintf("%#02x", u)
+				}
+			}
+		}
+	}
+	for _, c := range n.Content {
+		hexify(c)
+	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/edgegw/edgegw/gateway"
 )
 
-var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment"}
+var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment", "UPSTREAM_PASSWORD": "x"}
 
 func lookup(k string) (string, bool) { v, ok := testEnv[k]; return v, ok }
 
@@ -89,7 +89,10 @@ upstream:
 		{"bad id", strings.Replace(good, "id: gw1", "id: lobby.pi", 1), "gateway.id", 2, "letters, digits"},
 		{"unknown key", good + "  sever: x\n", "upstream.sever", 10, "unknown key"},
 		{"when_full", good + "buffer:\n  when_full: drop_newest\n", "buffer.when_full", 11, "drop_oldest or reject"},
-		{"max_bytes unit", good + "buffer:\n  max_bytes: 1 gigabyte\n", "(value)", 0, "not a size"},
+		{"max_bytes unit", good + "buffer:\n  max_bytes: 1 gigabyte\n", "buffer.max_bytes", 11, "not a size"},
+		{"duration", good + "sensors:\n  - name: a\n    driver: sim\n    interval: 5 minutes\n", "sensors[0].interval", 13, "not a duration like 30s"},
+		{"typo", strings.Replace(good, "subscriptions:", "subscriptons:", 1), "mqtt.subscriptons", 5, "did you mean subscriptions?"},
+		{"same I2C address", good + "sensors:\n  - name: a\n    driver: ads1115\n    address: 0x48\n    channels: [{input: \"0\", name: v}]\n  - name: b\n    driver: ads1115\n    address: 0x48\n    channels: [{input: \"0\", name: v}]\n", "sensors[1].address", 17, "also sensors[0]"},
 		{"negative max_age", good + "buffer:\n  max_age: -1h\n", "buffer.max_age", 11, "negative"},
 		{"broker credentials twice", strings.Replace(good, "tcp://127.0.0.1:1883", "tcp://u:p@127.0.0.1:1883\n  username: u", 1), "mqtt.broker", 4, "one place"},
 		{"broker URL", strings.Replace(good, "tcp://127.0.0.1:1883", "127.0.0.1:1883", 1), "mqtt.broker", 4, "broker URL"},
@@ -150,5 +153,55 @@ func TestEveryProblemAtOnce(t *testing.T) {
 	ce, ok := err.(*gateway.ConfigError)
 	if !ok || len(ce.Problems) < 4 {
 		t.Fatalf("want every problem reported together: %v", err)
+	}
+}
+
+// One bad value does not stop the rest of the file from being read, and a
+// typo is one problem, not a typo and the missing key it meant.
+func TestNoKnockOnProblems(t *testing.T) {
+	for name, yaml := range map[string]string{
+		"bad size": "gateway:\n  id: gw1\nbuffer:\n  max_bytes: lots\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptions:\n    - topic: a/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n",
+		"typo":     "gateway:\n  id: gw1\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptons:\n    - topic: a/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n",
+	} {
+		_, err := gateway.ParseConfig("x.yaml", []byte(yaml), lookup)
+		ce, ok := err.(*gateway.ConfigError)
+		if !ok || len(ce.Problems) != 1 {
+			t.Errorf("%s: want exactly one problem: %v", name, err)
+		}
+	}
+}
+
+// Commands that connect to nothing do not need the secrets of the
+// connections; config check and run do.
+func TestOfflineLoadNeedsNoSecrets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edgegw.yaml")
+	os.WriteFile(path, []byte("gateway:\n  id: gw1\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  username: edgegw\n  password: ${EDGEGW_UNSET_PW}\n  subscriptions:\n    - topic: a/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n  token: ${EDGEGW_UNSET_TOKEN}\n"), 0o600)
+	none := func(string) (string, bool) { return "", false }
+	if _, err := gateway.LoadConfigWith(path, gateway.LoadOptions{Lookup: none}); err == nil || !strings.Contains(err.Error(), "EDGEGW_UNSET_PW is not set") {
+		t.Fatalf("strict: %v", err)
+	}
+	cfg, err := gateway.LoadConfigWith(path, gateway.LoadOptions{Lookup: none, Offline: true})
+	if err != nil || cfg.Buffer.Path == "" {
+		t.Fatalf("offline: %v", err)
+	}
+}
+
+// The effective config shows the defaults that apply, not zeros, and
+// addresses in hex, and only the keys a sensor's driver uses.
+func TestSummaryShowsDefaults(t *testing.T) {
+	cfg, err := gateway.ParseConfig("x.yaml", []byte("gateway:\n  id: gw1\nsensors:\n  - name: a\n    driver: mcp9808\n    address: 0x18\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := cfg.Summary()
+	for _, want := range []string{"window: 1024", "ack_timeout: 5s", "duplicates: 2m0s", "replicas: 1", "address: 0x18"} {
+		if !strings.Contains(sum, want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum)
+		}
+	}
+	for _, not := range []string{"rom:", "channels:", "pin:", "seed:"} {
+		if strings.Contains(sum, not) {
+			t.Errorf("summary shows %q for an mcp9808:\n%s", not, sum)
+		}
 	}
 }

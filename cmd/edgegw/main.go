@@ -47,8 +47,12 @@ const usage = `usage:
   edgegw version
 `
 
-// defaultConfig is where the packaged service keeps its config.
-const defaultConfig = "/etc/edgegw/edgegw.yaml"
+// defaultConfig is where the packaged service keeps its config, and
+// defaultEnvFile its secrets (the unit's EnvironmentFile=).
+const (
+	defaultConfig  = "/etc/edgegw/edgegw.yaml"
+	defaultEnvFile = "/etc/edgegw/edgegw.env"
+)
 
 // shutdownLimit bounds a graceful stop: stop ingest, flush, wait for the
 // upstream's acks (5s), close the buffer.
@@ -91,13 +95,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flags("run", stderr)
-	cfgPath := fs.String("config", defaultConfig, "config file")
+	cf := addConfigFlags(fs, defaultConfig)
+	cfgPath := cf.config
 	format := fs.String("log-format", "", "text or json (overrides log.format)")
 	level := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(*cfgPath)
+	cfg, err := cf.load(false)
+	if err == nil {
+		err = cfg.CheckFiles()
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
@@ -122,9 +130,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 	g.Version = versionString()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A reload is not supported: say so rather than ignore it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
+wait:
 	select {
+	case <-hup:
+		log.Warn("SIGHUP: edgegw does not reload its config; restart it to apply a change (systemctl restart edgegw): the buffer keeps everything across the restart")
+		goto wait
 	case err = <-done:
 	case <-ctx.Done():
 		log.Info("stopping: ingest first, then the forwarder's in-flight acks, then the buffer")
@@ -144,11 +160,15 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flags("config check", stderr)
-	cfgPath := fs.String("config", defaultConfig, "config file")
+	cf := addConfigFlags(fs, defaultConfig)
+	cfgPath := cf.config
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(*cfgPath)
+	cfg, err := cf.load(false)
+	if err == nil {
+		err = cfg.CheckFiles()
+	}
 	var ce *gateway.ConfigError
 	if errors.As(err, &ce) {
 		for _, p := range ce.Problems {
@@ -166,15 +186,12 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 // bufferPath is the buffer file a command names with --path, or the one
-// its --config names.
-func bufferPath(cfgPath, path string) (string, error) {
+// its config names (read offline: no secrets needed).
+func bufferPath(cf configFlags, path string) (string, error) {
 	if path != "" {
 		return path, nil
 	}
-	if cfgPath == "" {
-		cfgPath = defaultConfig
-	}
-	cfg, err := gateway.LoadConfig(cfgPath)
+	cfg, err := cf.load(true)
 	if err != nil {
 		return "", err
 	}
@@ -183,13 +200,13 @@ func bufferPath(cfgPath, path string) (string, error) {
 
 func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	fs := flags("buffer stats", stderr)
-	cfgPath := fs.String("config", "", "config file (its buffer.path)")
-	path := fs.String("path", "", "buffer file")
+	cf := addConfigFlags(fs, defaultConfig)
+	path := fs.String("path", "", "buffer file (instead of the config's buffer.path)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var err error
-	if *path, err = bufferPath(*cfgPath, *path); err != nil {
+	if *path, err = bufferPath(cf, *path); err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
 	}
@@ -234,15 +251,15 @@ type deadLetterJSON struct {
 // gateway must be stopped (the file is locked while it runs).
 func cmdDeadLetters(args []string, stdout, stderr io.Writer) int {
 	fs := flags("buffer dead-letters", stderr)
-	cfgPath := fs.String("config", "", "config file (its buffer.path)")
-	path := fs.String("path", "", "buffer file")
+	cf := addConfigFlags(fs, defaultConfig)
+	path := fs.String("path", "", "buffer file (instead of the config's buffer.path)")
 	export := fs.String("export", "", "write every dead letter to this file as JSON lines")
 	drop := fs.Bool("drop", false, "delete the dead letters listed (export them first)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var err error
-	if *path, err = bufferPath(*cfgPath, *path); err != nil {
+	if *path, err = bufferPath(cf, *path); err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
 	}
@@ -317,7 +334,11 @@ func cmdI2CScan(args []string, stdout, stderr io.Writer) int {
 	}
 	bus, err := i2creg.Open(*name)
 	if err != nil {
-		fmt.Fprintf(stderr, "edgegw: I²C bus %q: %v (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)\n", *name, err)
+		if len(i2creg.All()) == 0 {
+			fmt.Fprintf(stderr, "edgegw: no I²C bus on this machine (no /dev/i2c-*): enable I²C (sudo raspi-config nonint do_i2c 0, or dtparam=i2c_arm=on in /boot/firmware/config.txt) and reboot\n")
+		} else {
+			fmt.Fprintf(stderr, "edgegw: I²C bus %q: %v; the buses here are: %s (is the user in group i2c?)\n", *name, err, busNames())
+		}
 		return 1
 	}
 	defer bus.Close()
@@ -337,11 +358,12 @@ func cmdI2CScan(args []string, stdout, stderr io.Writer) int {
 // installers. It exits 1 if any sensor cannot be read.
 func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 	fs := flags("sensors read", stderr)
-	cfgPath := fs.String("config", defaultConfig, "config file")
+	cf := addConfigFlags(fs, defaultConfig)
+	cfgPath := cf.config
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(*cfgPath)
+	cfg, err := cf.load(true)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
@@ -356,7 +378,14 @@ func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
 	}
-	if len(pollers) == 0 {
+	var events int
+	for _, sc := range cfg.Sensors {
+		if sc.Driver == "gpio_edge" || sc.Driver == "pulse_counter" {
+			events++
+			fmt.Fprintf(stdout, "%-24s not read: a %s on %s reports edges as they happen; watch them with edgegw run --log-level debug\n", sc.Name, sc.Driver, sc.Pin)
+		}
+	}
+	if len(pollers) == 0 && events == 0 {
 		fmt.Fprintln(stderr, "edgegw: no sensors in", *cfgPath)
 		return 1
 	}
@@ -380,6 +409,69 @@ func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%-24s %s%s\n", p.Name(), ts.Format(time.RFC3339), b.String())
 	}
 	return code
+}
+
+// configFlags are the flags of every command that reads the config.
+type configFlags struct {
+	config, envFile *string
+}
+
+func addConfigFlags(fs *flag.FlagSet, config string) configFlags {
+	return configFlags{
+		config:  fs.String("config", config, "config file"),
+		envFile: fs.String("env-file", defaultEnvFile, "KEY=VALUE file for the config's ${VAR}s, as the unit's EnvironmentFile= (skipped when the default is absent)"),
+	}
+}
+
+// load reads the config, resolving ${VAR} from the environment first,
+// then from the env file. offline: a command that connects to nothing
+// does not need the connections' secrets.
+func (c configFlags) load(offline bool) (*gateway.Config, error) {
+	env, err := readEnvFile(*c.envFile, *c.envFile == defaultEnvFile)
+	if err != nil {
+		return nil, err
+	}
+	lookup := func(k string) (string, bool) {
+		if v, ok := os.LookupEnv(k); ok {
+			return v, true
+		}
+		v, ok := env[k]
+		return v, ok
+	}
+	return gateway.LoadConfigWith(*c.config, gateway.LoadOptions{Lookup: lookup, Offline: offline})
+}
+
+// readEnvFile reads a systemd EnvironmentFile: KEY=VALUE lines, # comments,
+// values optionally in quotes. A missing file is no error when optional.
+func readEnvFile(name string, optional bool) (map[string]string, error) {
+	env := map[string]string{}
+	if name == "" {
+		return env, nil
+	}
+	data, err := os.ReadFile(name)
+	if optional && errors.Is(err, os.ErrNotExist) {
+		return env, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("env file: %w (it holds the config's secrets: run as root, e.g. with sudo, or point --env-file elsewhere)", err)
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("env file %s:%d: not KEY=VALUE", name, i+1)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+			v = v[1 : len(v)-1]
+		}
+		env[k] = v
+	}
+	return env, nil
 }
 
 // flags is a subcommand's flag set: errors and usage go to stderr.
@@ -427,6 +519,8 @@ func cmdHealth(args []string, stdout, stderr io.Writer) int {
 	if *live {
 		path = "/healthz"
 	}
+	// Take http.listen as written, or a URL.
+	*addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(*addr, "http://"), "https://"), "/")
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + *addr + path)
 	if err != nil {
@@ -440,4 +534,12 @@ func cmdHealth(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func busNames() string {
+	var names []string
+	for _, r := range i2creg.All() {
+		names = append(names, r.Name)
+	}
+	return strings.Join(names, ", ")
 }
