@@ -50,8 +50,8 @@ const DefaultHTTPListen = "127.0.0.1:9180"
 // SensorConfig is one sensor wired to the gateway (docs/sensors.md).
 type SensorConfig struct {
 	Name     string          `yaml:"name"`
-	Driver   string          `yaml:"driver"`          // bme280 (also BMP280), mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge, pulse_counter
-	Bus      string          `yaml:"bus,omitempty"`   // "1" or "/dev/i2c-1"
+	Driver   string          `yaml:"driver"`        // bme280 (also BMP280), mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge, pulse_counter
+	Bus      string          `yaml:"bus,omitempty"` // "1" or "/dev/i2c-1"
 	Address  uint16          `yaml:"address,omitempty"`
 	Interval time.Duration   `yaml:"interval"`
 	Subject  string          `yaml:"subject"`
