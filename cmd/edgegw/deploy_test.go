@@ -9,7 +9,13 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"fmt"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/edgegw/edgegw/gateway"
+	"net"
+	"os/exec"
+	"strconv"
+	"time"
 )
 
 // The deploy files agree with each other and with the binary: the paths
@@ -107,4 +113,113 @@ func TestDeployFilesAgree(t *testing.T) {
 	if !strings.Contains(strings.Join(gw.Ports, " "), "9180:9180") {
 		t.Errorf("compose does not publish the metrics port: %v", gw.Ports)
 	}
+}
+
+// deploy/mosquitto.conf as the guide installs it: in the conf.d of
+// Debian's own main config. mosquitto starts with it (it refused to, with
+// "Duplicate persistence_location"), refuses anonymous clients, takes the
+// logged-in ones, and the guide's command to retire a gateway drops its
+// session. Needs mosquitto (EDGEGW_TEST_MOSQUITTO, as .ci/run sets it) and
+// Debian's /etc/mosquitto/mosquitto.conf.
+func TestMosquittoConfWithDebiansMainConfig(t *testing.T) {
+	bin := os.Getenv("EDGEGW_TEST_MOSQUITTO")
+	main, err := os.ReadFile("/etc/mosquitto/mosquitto.conf")
+	if bin == "" || err != nil {
+		t.Skip("needs mosquitto (EDGEGW_TEST_MOSQUITTO) and Debian's /etc/mosquitto/mosquitto.conf; .ci/run installs both")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	// Debian's main config as it is, its paths moved into the test's dir.
+	conf := string(main)
+	for _, r := range [][2]string{
+		{"/run/mosquitto/mosquitto.pid", dir + "/mosquitto.pid"},
+		{"/var/lib/mosquitto/", dir + "/"},
+		{"/var/log/mosquitto/mosquitto.log", dir + "/mosquitto.log"},
+		{"/etc/mosquitto/conf.d", dir + "/conf.d"},
+	} {
+		if !strings.Contains(conf, r[0]) {
+			t.Fatalf("Debian's mosquitto.conf no longer has %s", r[0])
+		}
+		conf = strings.ReplaceAll(conf, r[0], r[1])
+	}
+	if os.Geteuid() == 0 {
+		conf += "user root\n" // as root it would drop to a user that cannot write here
+	}
+	ours, err := os.ReadFile("../../deploy/mosquitto.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ours as it is, but on a test port on loopback, and the password file here.
+	edgegw := strings.Replace(string(ours), "listener 1883\n", fmt.Sprintf("listener %d 127.0.0.1\n", port), 1)
+	edgegw = strings.Replace(edgegw, "password_file /etc/mosquitto/passwd", "password_file "+dir+"/passwd", 1)
+	if edgegw == string(ours) {
+		t.Fatal("deploy/mosquitto.conf changed: the test's edits no longer apply")
+	}
+	os.Mkdir(dir+"/conf.d", 0o700)
+	os.WriteFile(dir+"/mosquitto.conf", []byte(conf), 0o600)
+	os.WriteFile(dir+"/conf.d/edgegw.conf", []byte(edgegw), 0o600)
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", dir+"/passwd", "edgegw", "pw").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
+	}
+	cmd := exec.Command(bin, "-c", dir+"/mosquitto.conf")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	url := fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	connect := func(id, user string, clean bool) (paho.Client, paho.Token) {
+		o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(clean).SetUsername(user).SetPassword("pw")
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		tok.WaitTimeout(5 * time.Second)
+		return c, tok
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, tok := connect("probe", "edgegw", true)
+		if tok.Error() == nil {
+			c.Disconnect(0)
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(dir + "/mosquitto.log")
+			t.Fatalf("mosquitto did not start with deploy/mosquitto.conf in Debian's conf.d: %v\n%s%s", tok.Error(), out.String(), log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, tok := connect("anon", "", true); tok.Error() == nil {
+		t.Fatal("an anonymous client was let in")
+	}
+
+	// A gateway's persistent session, with a message queued for it.
+	gw, tok := connect("edgegw-old", "edgegw", false)
+	if tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	gw.Subscribe("sensors/#", 1, nil).WaitTimeout(5 * time.Second)
+	gw.Disconnect(100)
+	pub, _ := connect("pub", "edgegw", true)
+	pub.Publish("sensors/x", 1, false, "queued").WaitTimeout(5 * time.Second)
+	pub.Disconnect(100)
+	// The guide's way to retire it.
+	if out, err := exec.Command("mosquitto_sub", "-i", "edgegw-old", "-t", "retire", "-E", "-u", "edgegw", "-P", "pw", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_sub: %v %s", err, out)
+	}
+	again, tok := connect("edgegw-old", "edgegw", false)
+	defer again.Disconnect(0)
+	if ct, ok := tok.(*paho.ConnectToken); !ok || ct.SessionPresent() {
+		t.Fatal("the retired gateway's session is still there")
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
