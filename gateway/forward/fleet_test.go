@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +146,97 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 	}
 	if st := typo.Stats(); !st.ConfigError || st.LastError == "" {
 		t.Fatalf("stats %+v: the config error must show in /status", st)
+	}
+}
+
+// The single-node hub recipe, as docs/upstream.md gives it: nats-server
+// with deploy/upstream/hub-single.conf (only its ports and store moved to
+// the test's), the stream from telemetry-stream-single.json as it is
+// (the cluster's needs 3 replicas: "replicas > 1 not supported in
+// non-clustered mode"), a gateway with its own user, and a consumer that
+// reads the data back as `nats sub --stream` would.
+func TestSingleNodeHubFromDeploy(t *testing.T) {
+	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
+		t.Setenv(k, v)
+	}
+	hub, err := server.ProcessConfigFile("../../deploy/upstream/hub-single.conf")
+	if err != nil {
+		t.Fatalf("deploy/upstream/hub-single.conf: %v", err)
+	}
+	if !hub.JetStream || hub.Cluster.Port != 0 || len(hub.Routes) != 0 {
+		t.Fatalf("hub-single.conf should run JetStream on one node, no routes: %+v", hub.Cluster)
+	}
+	srv := natstest.Start(t, func(o *server.Options) {
+		port, store := o.Port, o.StoreDir
+		*o = *hub
+		o.Host, o.Port, o.StoreDir = "127.0.0.1", port, store
+		o.HTTPHost, o.HTTPPort = "", 0
+		o.NoLog, o.NoSigs = true, true
+	})
+	data, err := os.ReadFile("../../deploy/upstream/telemetry-stream-single.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg jetstream.StreamConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The same stream as the cluster's, but for the replicas.
+	clusterData, _ := os.ReadFile("../../deploy/upstream/telemetry-stream.json")
+	var cluster jetstream.StreamConfig
+	json.Unmarshal(clusterData, &cluster)
+	cluster.Replicas, cluster.Description = cfg.Replicas, cfg.Description
+	if !reflect.DeepEqual(cluster, cfg) || cfg.Replicas != 1 {
+		t.Fatalf("telemetry-stream-single.json differs from telemetry-stream.json beyond replicas:\n%+v\n%+v", cfg, cluster)
+	}
+	ops, err := nats.Connect(srv.URL(), nats.UserInfo("ops", "ops-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	js, _ := jetstream.New(ops)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatalf("create the stream from telemetry-stream-single.json as it is: %v", err)
+	}
+
+	q, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for i := range 10 {
+		e := event.Event{Subject: fmt.Sprintf("telemetry.lobby-pi-01.room%d", i%3), Source: "sensors/x", Time: t0, Payload: []byte(fmt.Sprint(i))}
+		b, _ := e.Marshal(nil)
+		q.Append(ctx, b)
+	}
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	f, _ := forward.New(q, nc, forward.Options{GatewayID: "lobby-pi-01", Stream: forward.StreamOptions{Name: "TELEMETRY"}, Filters: []string{"telemetry.lobby-pi-01.>"}})
+	runForwarder(t, f, q, nil)
+
+	// Reading it back: an ordered consumer on the gateway's subjects.
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"telemetry.lobby-pi-01.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(10, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for m := range batch.Messages() {
+		if string(m.Data()) != fmt.Sprint(i) || m.Headers().Get(forward.HeaderGateway) != "lobby-pi-01" {
+			t.Fatalf("message %d: %s %q %v", i, m.Subject(), m.Data(), m.Headers())
+		}
+		i++
+	}
+	if i != 10 {
+		t.Fatalf("read back %d of 10", i)
 	}
 }
