@@ -380,3 +380,31 @@ func TestRefusedMessagesStayAtTheBroker(t *testing.T) {
 		t.Fatalf("stream holds %d, want %d", got, n)
 	}
 }
+
+// log.level debug answers "did my device's message arrive, and which
+// subject did it get?", a line per message at most 10 a second; info has
+// none of them.
+func TestDebugLogSaysWhereEachMessageWent(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		broker := mqtttest.Start(t, mqtttest.Options{})
+		srv := natstest.Start(t, nil)
+		cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+		cfg.HTTP.Listen = "127.0.0.1:0"
+		var logs syncLog
+		g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level})))
+		stop := runGateway(t, g)
+		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+		pub := newPublisher(t, broker.URL(), "pub", true)
+		pub.publish(0, 50, 50, 0)
+		waitFor(t, time.Minute, "50 in the stream", func() bool { return g.Stats().Forward.Acked == 50 })
+		stop()
+		stored := strings.Count(logs.String(), "topic=sensors/room1/temp subject=telemetry.gw1.sensors.room1.temp")
+		inStream := strings.Count(logs.String(), `msg="event in the stream"`)
+		if level == slog.LevelDebug && (stored == 0 || inStream == 0 || strings.Count(logs.String(), "message stored") > 20) {
+			t.Fatalf("debug: %d stored lines for room1, %d in-the-stream lines:\n%s", stored, inStream, logs.String())
+		}
+		if level == slog.LevelInfo && (stored != 0 || inStream != 0) {
+			t.Fatalf("info has per-message lines:\n%s", logs.String())
+		}
+	}
+}

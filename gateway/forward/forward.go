@@ -287,9 +287,10 @@ func (f *Forwarder) noteDown() {
 }
 
 type inflight struct {
-	seq  uint64
-	fut  jetstream.PubAckFuture
-	sent time.Time
+	seq     uint64
+	fut     jetstream.PubAckFuture
+	sent    time.Time
+	subject string // for the debug line
 }
 
 // session publishes from the oldest unacknowledged event until a publish
@@ -308,6 +309,8 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 		return false, err
 	}
 
+	debug := f.log.Enabled(ctx, slog.LevelDebug)
+	dbgLim := rate.NewLimiter(10, 10) // debug lines per second
 	var (
 		window  = make([]inflight, 0, f.o.Window) // publishes in seq order
 		pending []buffer.Record                   // read, not yet published
@@ -385,6 +388,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 			}
 			pending = pending[1:]
 			w := inflight{seq: rec.Seq, fut: fut}
+			if debug && msg != nil {
+				w.subject = msg.Subject
+			}
 			if fut != nil && f.o.OnAck != nil {
 				w.sent = time.Now()
 			}
@@ -441,6 +447,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 				f.acked.Add(1)
 				if f.o.OnAck != nil {
 					f.o.OnAck(time.Since(head.sent))
+				}
+				if debug && dbgLim.Allow() {
+					f.log.Debug("event in the stream", "seq", head.seq, "subject", head.subject)
 				}
 			}
 			f.lastSeq.Store(head.seq)

@@ -285,6 +285,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 	var next mqtt.Message // taken from msgs, over the last batch's size
 	drops := newDropLog(s.log)
 	var lastWarn time.Time // the last "buffer refused" line
+	debug := newDebugLog(s.log)
 	for {
 		var batch []mqtt.Message
 		var size int
@@ -346,6 +347,11 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 			}
 		}
 		s.committed.Add(uint64(len(events)))
+		if debug.enabled(ctx) {
+			for _, e := range events {
+				debug.line("message stored", "topic", e.Source, "subject", e.Subject, "bytes", len(e.Payload), "retained", e.Retained)
+			}
+		}
 		acks <- batch
 	}
 }
@@ -398,6 +404,35 @@ func (d *dropLog) drop(topic string, err error) {
 // message published while subscribed arrives with it clear, retained or
 // not, so live readings are never skipped.
 var errRetained = errors.New("retained copy on subscribe")
+
+// debugLog writes per-message lines at debug level ("did my device's
+// message arrive, and which subject did it get?"), at most 10 a second,
+// with a count of those left out.
+type debugLog struct {
+	log     *slog.Logger
+	lim     *rate.Limiter
+	skipped int
+}
+
+func newDebugLog(log *slog.Logger) *debugLog {
+	return &debugLog{log: log, lim: rate.NewLimiter(10, 10)}
+}
+
+func (d *debugLog) enabled(ctx context.Context) bool {
+	return d.log.Enabled(ctx, slog.LevelDebug)
+}
+
+func (d *debugLog) line(msg string, args ...any) {
+	if !d.lim.Allow() {
+		d.skipped++
+		return
+	}
+	if d.skipped > 0 {
+		args = append(args, "not_logged_since", d.skipped)
+		d.skipped = 0
+	}
+	d.log.Debug(msg, args...)
+}
 
 // msgSize bounds what m costs in a batch: its payload, its topic as the
 // source and as the subject (escaping can triple it), and the rest of the
