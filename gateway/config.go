@@ -32,7 +32,7 @@ type Config struct {
 	Buffer   BufferConfig   `yaml:"buffer"`
 	MQTT     *MQTTConfig    `yaml:"mqtt"`
 	Upstream UpstreamConfig `yaml:"upstream"`
-	Sensors  []SensorConfig `yaml:"sensors"`
+	Sensors  []SensorConfig `yaml:"sensors,omitempty"`
 	HTTP     HTTPConfig     `yaml:"http"`
 	Log      LogConfig      `yaml:"log"`
 }
@@ -107,17 +107,17 @@ type BufferConfig struct {
 }
 
 type TLSConfig struct {
-	CAFile   string `yaml:"ca_file"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file,omitempty"`
+	CertFile string `yaml:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty"`
 }
 
 type MQTTConfig struct {
 	Broker        string               `yaml:"broker"`
 	ClientID      string               `yaml:"client_id"`
-	Username      string               `yaml:"username"`
-	Password      string               `yaml:"password"`
-	TLS           TLSConfig            `yaml:"tls"`
+	Username      string               `yaml:"username,omitempty"`
+	Password      string               `yaml:"password,omitempty"`
+	TLS           TLSConfig            `yaml:"tls,omitempty"`
 	MaxPayload    ByteSize             `yaml:"max_payload"`
 	Subscriptions []SubscriptionConfig `yaml:"subscriptions"`
 }
@@ -133,16 +133,16 @@ type SubscriptionConfig struct {
 
 type UpstreamConfig struct {
 	Servers      []string      `yaml:"servers"`
-	User         string        `yaml:"user"`
-	Password     string        `yaml:"password"`
-	Token        string        `yaml:"token"`
-	NKeySeedFile string        `yaml:"nkey_seed_file"`
-	CredsFile    string        `yaml:"creds_file"`
-	TLS          TLSConfig     `yaml:"tls"`
+	User         string        `yaml:"user,omitempty"`
+	Password     string        `yaml:"password,omitempty"`
+	Token        string        `yaml:"token,omitempty"`
+	NKeySeedFile string        `yaml:"nkey_seed_file,omitempty"`
+	CredsFile    string        `yaml:"creds_file,omitempty"`
+	TLS          TLSConfig     `yaml:"tls,omitempty"`
 	Stream       StreamConfig  `yaml:"stream"`
 	Window       int           `yaml:"window"`
 	AckTimeout   time.Duration `yaml:"ack_timeout"`
-	Rate         RateConfig    `yaml:"rate"`
+	Rate         RateConfig    `yaml:"rate,omitempty"`
 }
 
 type StreamConfig struct {
@@ -154,8 +154,8 @@ type StreamConfig struct {
 }
 
 type RateConfig struct {
-	EventsPerSecond float64  `yaml:"events_per_second"`
-	BytesPerSecond  ByteSize `yaml:"bytes_per_second"`
+	EventsPerSecond float64  `yaml:"events_per_second,omitempty"`
+	BytesPerSecond  ByteSize `yaml:"bytes_per_second,omitempty"`
 }
 
 type LogConfig struct {
@@ -165,6 +165,10 @@ type LogConfig struct {
 
 // ByteSize is a size in bytes, written as 1048576, 512KiB, 1GiB or 100MB.
 type ByteSize int64
+
+// MarshalYAML writes b as String does, so the effective config reads as
+// the file would.
+func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
 
 // String writes b the way a config would: 512MiB, 4KiB, 1000.
 func (b ByteSize) String() string {
