@@ -138,6 +138,14 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// SIGHUP is answered, not ignored and not fatal.
+	cmd.Process.Signal(syscall.SIGHUP)
+	for !strings.Contains(logs.String(), "does not reload its config") {
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("no answer to SIGHUP:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
