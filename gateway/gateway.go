@@ -187,11 +187,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained})
 		}
 	}
-	pollers, err := g.Pollers()
-	if err != nil {
-		return err
-	}
-	gpioSources, err := g.gpioSources()
+	sensorSrcs, err := g.sensorSources()
 	if err != nil {
 		return err
 	}
@@ -241,12 +237,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		}
 		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
 	}
-	for _, p := range pollers {
-		srcs = append(srcs, &source{Source: p, kind: KindSensor})
-	}
-	for _, s := range gpioSources {
-		srcs = append(srcs, &source{Source: s, kind: KindGPIO})
-	}
+	srcs = append(srcs, sensorSrcs...)
 	g.mu.Lock()
 	g.fwd, g.srcs = fwd, srcs
 	g.mu.Unlock()
@@ -273,18 +264,14 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	return err
 }
 
-// Pollers builds a poller per configured sensor; it opens nothing.
+// Pollers builds a poller per configured polled sensor; it opens nothing.
 func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	var out []*sensors.Poller
 	for _, sc := range g.cfg.Sensors {
 		if sc.Driver == "gpio_edge" || sc.Driver == "pulse_counter" {
-			continue // event-driven, not polled: see gpioSources
+			continue // event-driven, not polled: see sensorSources
 		}
-		subj, err := sensorSubject(sc.Subject, g.cfg.Gateway.ID, sc.Name)
-		if err != nil {
-			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
-		}
-		p, err := sensors.NewPoller(sc.Name, subj, sc.Interval, g.opener(sc), g.log)
+		p, err := sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
 		if err != nil {
 			return nil, err
 		}
@@ -293,33 +280,39 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	return out, nil
 }
 
-// gpioSources builds the GPIO edge sources and pulse counters.
-func (g *Gateway) gpioSources() ([]event.Source, error) {
+// sensorSources builds every configured sensor, pin and pulse counter, as
+// event sources on their subjects, with the kind /status shows.
+func (g *Gateway) sensorSources() ([]*source, error) {
+	pollers, err := g.Pollers()
+	if err != nil {
+		return nil, err
+	}
 	open := g.OpenPin
 	if open == nil {
 		open = hostPin
 	}
-	var out []event.Source
+	var out []*source
 	for _, sc := range g.cfg.Sensors {
-		if sc.Driver != "gpio_edge" && sc.Driver != "pulse_counter" {
-			continue
-		}
 		subj, err := sensorSubject(sc.Subject, g.cfg.Gateway.ID, sc.Name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
 		}
+		var r sensorRunner
+		kind := KindGPIO
 		pull, _ := parsePull(sc.Pull)
-		var src event.Source
-		if sc.Driver == "gpio_edge" {
+		switch sc.Driver {
+		case "gpio_edge":
 			edge, _ := sensors.ParseEdge(sc.Edge)
-			src, err = sensors.NewEdgeSource(sc.Name, subj, sc.Pin, edge, pull, sc.Debounce, open, g.log)
-		} else {
-			src, err = sensors.NewPulseCounter(sc.Name, subj, sc.Pin, pull, sc.Debounce, sc.Interval, sc.Scale, sc.Unit, open, g.log)
+			r, err = sensors.NewEdgeSource(sc.Name, sensors.EdgeOptions{Pin: sc.Pin, Edge: edge, Pull: pull, Debounce: sc.Debounce}, open, g.log)
+		case "pulse_counter":
+			r, err = sensors.NewPulseCounter(sc.Name, sensors.PulseOptions{Pin: sc.Pin, Pull: pull, Debounce: sc.Debounce, Interval: sc.Interval, Scale: sc.Scale, Unit: sc.Unit}, open, g.log)
+		default:
+			r, pollers, kind = pollers[0], pollers[1:], KindSensor // in config order
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, src)
+		out = append(out, &source{Source: sensorSource{r, subj}, kind: kind})
 	}
 	return out, nil
 }

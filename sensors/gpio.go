@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
-
-	"github.com/edgegw/edgegw/gateway/event"
 )
 
 // PinOpener returns an input pin by name ("GPIO17"). The gateway's default
@@ -55,43 +53,45 @@ type EdgePayload struct {
 // reported, timestamped with that first edge. Bounces inside the window
 // are counted, not reported.
 type EdgeSource struct {
-	name, subject, pinName string
-	edge                   Edge
-	pull                   gpio.Pull
-	debounce               time.Duration
-	open                   PinOpener
-	log                    *slog.Logger
+	name string
+	o    EdgeOptions
+	open PinOpener
+	log  *slog.Logger
 
 	health
 	bounces atomic.Uint64
 }
 
-var _ event.Source = (*EdgeSource)(nil)
+// EdgeOptions configure an EdgeSource.
+type EdgeOptions struct {
+	Pin      string        // the GPIO line's name, e.g. GPIO17
+	Edge     Edge          // which changes to report (Both by default)
+	Pull     gpio.Pull     // the input's pull (gpio.PullDown in the config's default)
+	Debounce time.Duration // how long a change must settle
+}
 
 // NewEdgeSource checks its arguments; it opens nothing.
-func NewEdgeSource(name, subject, pin string, edge Edge, pull gpio.Pull, debounce time.Duration, open PinOpener, log *slog.Logger) (*EdgeSource, error) {
-	if name == "" || subject == "" || pin == "" || open == nil {
-		return nil, errors.New("sensors: an edge source needs a name, a subject, a pin and an opener")
+func NewEdgeSource(name string, o EdgeOptions, open PinOpener, log *slog.Logger) (*EdgeSource, error) {
+	if name == "" || o.Pin == "" || open == nil {
+		return nil, errors.New("sensors: an edge source needs a name, a pin and an opener")
 	}
-	if debounce < 0 {
+	if o.Debounce < 0 {
 		return nil, fmt.Errorf("sensors: %s: debounce must not be negative", name)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &EdgeSource{name: name, subject: subject, pinName: pin, edge: edge, pull: pull, debounce: debounce, open: open, log: log.With("sensor", name)}, nil
+	return &EdgeSource{name: name, o: o, open: open, log: log.With("sensor", name)}, nil
 }
 
 // Name is the sensor's name.
 func (s *EdgeSource) Name() string { return s.name }
 
-// Bounces is the number of edges ignored inside a debounce window.
-func (s *EdgeSource) Bounces() uint64 { return s.bounces.Load() }
 
 // Run watches the pin until ctx ends; a pin that cannot be opened is
 // retried with backoff, like a failing I²C sensor.
-func (s *EdgeSource) Run(ctx context.Context, emit event.EmitFunc) error {
-	pin, err := openPin(ctx, s.pinName, s.pull, s.open, &s.health, s.log)
+func (s *EdgeSource) Run(ctx context.Context, emit EmitFunc) error {
+	pin, err := openPin(ctx, s.o.Pin, s.o.Pull, s.open, &s.health, s.log)
 	if pin == nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (s *EdgeSource) Run(ctx context.Context, emit event.EmitFunc) error {
 		}
 		first := time.Now()
 		// Let it settle: every further edge inside the window is a bounce.
-		for deadline := first.Add(s.debounce); ; {
+		for deadline := first.Add(s.o.Debounce); ; {
 			rest := time.Until(deadline)
 			if rest <= 0 || !pin.WaitForEdge(rest) {
 				break
@@ -121,11 +121,11 @@ func (s *EdgeSource) Run(ctx context.Context, emit event.EmitFunc) error {
 		if level == gpio.High {
 			edge = "rising"
 		}
-		if s.edge == Rising && level != gpio.High || s.edge == Falling && level != gpio.Low {
+		if s.o.Edge == Rising && level != gpio.High || s.o.Edge == Falling && level != gpio.Low {
 			continue
 		}
 		b, _ := json.Marshal(EdgePayload{Sensor: s.name, TS: first, Level: bool(level), Edge: edge})
-		s.emitted(ctx, emit(ctx, event.Event{Subject: s.subject, Source: s.name, Time: first, Payload: b}), s.log, &storeLog, "edges")
+		s.emitted(ctx, emit(ctx, Reading{Sensor: s.name, Time: first, Payload: b}), s.log, &storeLog, "edges")
 	}
 	return nil
 }
@@ -143,45 +143,48 @@ type PulsePayload struct {
 // reported as Name_total and Name_per_s. Edges closer than Debounce to the
 // last counted one are ignored.
 type PulseCounter struct {
-	name, subject, pinName string
-	pull                   gpio.Pull
-	debounce, interval     time.Duration
-	scale                  float64
-	unit                   string
-	open                   PinOpener
-	log                    *slog.Logger
+	name string
+	o    PulseOptions
+	open PinOpener
+	log  *slog.Logger
 
 	health
 	total atomic.Uint64
 }
 
-var _ event.Source = (*PulseCounter)(nil)
+// PulseOptions configure a PulseCounter.
+type PulseOptions struct {
+	Pin      string        // the GPIO line's name, e.g. GPIO27
+	Pull     gpio.Pull     // the input's pull
+	Debounce time.Duration // edges closer than this to the last counted one are ignored
+	Interval time.Duration // how often to report (required)
+	Scale    float64       // unit per pulse (default 1)
+	Unit     string        // e.g. litres (default "pulses")
+}
 
 // NewPulseCounter checks its arguments; it opens nothing.
-func NewPulseCounter(name, subject, pin string, pull gpio.Pull, debounce, interval time.Duration, scale float64, unit string, open PinOpener, log *slog.Logger) (*PulseCounter, error) {
-	if name == "" || subject == "" || pin == "" || open == nil {
-		return nil, errors.New("sensors: a pulse counter needs a name, a subject, a pin and an opener")
+func NewPulseCounter(name string, o PulseOptions, open PinOpener, log *slog.Logger) (*PulseCounter, error) {
+	if name == "" || o.Pin == "" || open == nil {
+		return nil, errors.New("sensors: a pulse counter needs a name, a pin and an opener")
 	}
-	if interval <= 0 || debounce < 0 {
+	if o.Interval <= 0 || o.Debounce < 0 {
 		return nil, fmt.Errorf("sensors: %s: interval must be positive and debounce not negative", name)
 	}
-	if scale == 0 {
-		scale = 1
+	if o.Scale == 0 {
+		o.Scale = 1
 	}
-	if unit == "" {
-		unit = "pulses"
+	if o.Unit == "" {
+		o.Unit = "pulses"
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PulseCounter{name: name, subject: subject, pinName: pin, pull: pull, debounce: debounce, interval: interval, scale: scale, unit: unit, open: open, log: log.With("sensor", name)}, nil
+	return &PulseCounter{name: name, o: o, open: open, log: log.With("sensor", name)}, nil
 }
 
 // Name is the sensor's name.
 func (p *PulseCounter) Name() string { return p.name }
 
-// Total is the pulses counted since start.
-func (p *PulseCounter) Total() uint64 { return p.total.Load() }
 
 // PulseValues is the arithmetic of one report: count pulses in elapsed,
 // total so far, scaled.
@@ -200,31 +203,31 @@ func PulseValues(count, total uint64, elapsed time.Duration, scale float64, unit
 }
 
 // Run counts until ctx ends, reporting every interval.
-func (p *PulseCounter) Run(ctx context.Context, emit event.EmitFunc) error {
-	pin, err := openPin(ctx, p.pinName, p.pull, p.open, &p.health, p.log)
+func (p *PulseCounter) Run(ctx context.Context, emit EmitFunc) error {
+	pin, err := openPin(ctx, p.o.Pin, p.o.Pull, p.open, &p.health, p.log)
 	if pin == nil {
 		return err
 	}
 	defer p.available.Store(false)
 	var storeLog throttle
 	start := time.Now()
-	next := start.Add(p.interval)
+	next := start.Add(p.o.Interval)
 	var count uint64
 	var lastPulse time.Time
 	for ctx.Err() == nil {
 		if pin.WaitForEdge(min(time.Until(next), 250*time.Millisecond)) {
 			now := time.Now()
-			if pin.Read() == gpio.High && (lastPulse.IsZero() || now.Sub(lastPulse) >= p.debounce) {
+			if pin.Read() == gpio.High && (lastPulse.IsZero() || now.Sub(lastPulse) >= p.o.Debounce) {
 				lastPulse = now
 				count++
 				p.total.Add(1)
 			}
 		}
 		if now := time.Now(); !now.Before(next) {
-			vals := PulseValues(count, p.total.Load(), now.Sub(start), p.scale, p.unit)
+			vals := PulseValues(count, p.total.Load(), now.Sub(start), p.o.Scale, p.o.Unit)
 			b, _ := json.Marshal(PulsePayload{Sensor: p.name, TS: now, Values: vals})
-			p.emitted(ctx, emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: now, Payload: b}), p.log, &storeLog, "counts")
-			count, start, next = 0, now, now.Add(p.interval)
+			p.emitted(ctx, emit(ctx, Reading{Sensor: p.name, Time: now, Payload: b}), p.log, &storeLog, "counts")
+			count, start, next = 0, now, now.Add(p.o.Interval)
 		}
 	}
 	return nil

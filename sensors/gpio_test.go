@@ -93,7 +93,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // one change; a glitch that returns to the old level is none.
 func TestEdgeDebounce(t *testing.T) {
 	pin := testPin()
-	s, err := sensors.NewEdgeSource("door", "telemetry.gw1.door", "GPIO17", sensors.Both, gpio.PullDown, 50*time.Millisecond, opener(pin), nil)
+	s, err := sensors.NewEdgeSource("door", sensors.EdgeOptions{Pin: "GPIO17", Edge: sensors.Both, Pull: gpio.PullDown, Debounce: 50 * time.Millisecond}, opener(pin), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestEdgeDebounce(t *testing.T) {
 // A PIR sensor reported on rising edges only.
 func TestEdgeRisingOnly(t *testing.T) {
 	pin := testPin()
-	s, _ := sensors.NewEdgeSource("pir", "telemetry.gw1.pir", "GPIO17", sensors.Rising, gpio.PullDown, time.Millisecond, opener(pin), nil)
+	s, _ := sensors.NewEdgeSource("pir", sensors.EdgeOptions{Pin: "GPIO17", Edge: sensors.Rising, Pull: gpio.PullDown, Debounce: time.Millisecond}, opener(pin), nil)
 	var c collector
 	stop := runSource(t, func(ctx context.Context) error { return s.Run(ctx, c.emit) })
 	defer stop()
@@ -170,7 +170,7 @@ func TestPulseArithmetic(t *testing.T) {
 // A meter's pulses are counted; pulses closer than the debounce are not.
 func TestPulseCounter(t *testing.T) {
 	pin := testPin()
-	p, err := sensors.NewPulseCounter("water", "telemetry.gw1.water", "GPIO27", gpio.PullDown, 5*time.Millisecond, 100*time.Millisecond, 0.5, "litres", opener(pin), nil)
+	p, err := sensors.NewPulseCounter("water", sensors.PulseOptions{Pin: "GPIO27", Pull: gpio.PullDown, Debounce: 5 * time.Millisecond, Interval: 100 * time.Millisecond, Scale: 0.5, Unit: "litres"}, opener(pin), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
-// Package sensors reads sensors wired to the gateway itself (I²C, and
-// simulated ones for demos and tests) with periph.io, and produces their
-// readings as events. It knows nothing of the buffer or NATS: a Poller is
-// an event.Source, and the gateway gives it an EmitFunc.
+// Package sensors reads sensors wired to the box itself (I²C, 1-Wire, GPIO,
+// and simulated ones for demos and tests) with periph.io, and produces
+// their readings. It stands alone, as periph's device packages do: it
+// knows nothing of the gateway, the buffer or NATS. A source's Run takes
+// an EmitFunc; the gateway gives it one that turns each Reading into an
+// event on the sensor's subject.
 package sensors
 
 import (
@@ -11,8 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-
-	"github.com/edgegw/edgegw/gateway/event"
 )
 
 // A Reader takes one reading of named values, each name carrying its unit
@@ -36,20 +36,18 @@ type Payload struct {
 
 // Poller reads one sensor every Interval and emits each reading.
 type Poller struct {
-	name, subject string
-	interval      time.Duration
+	name     string
+	interval time.Duration
 	open          OpenFunc
 	log           *slog.Logger
 
 	health
 }
 
-var _ event.Source = (*Poller)(nil)
-
 // NewPoller checks its arguments; it opens nothing.
-func NewPoller(name, subject string, interval time.Duration, open OpenFunc, log *slog.Logger) (*Poller, error) {
-	if name == "" || subject == "" || open == nil {
-		return nil, errors.New("sensors: a poller needs a name, a subject and an open function")
+func NewPoller(name string, interval time.Duration, open OpenFunc, log *slog.Logger) (*Poller, error) {
+	if name == "" || open == nil {
+		return nil, errors.New("sensors: a poller needs a name and an open function")
 	}
 	if interval <= 0 {
 		return nil, fmt.Errorf("sensors: %s: interval must be positive", name)
@@ -57,7 +55,7 @@ func NewPoller(name, subject string, interval time.Duration, open OpenFunc, log 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Poller{name: name, subject: subject, interval: interval, open: open, log: log.With("sensor", name)}, nil
+	return &Poller{name: name, interval: interval, open: open, log: log.With("sensor", name)}, nil
 }
 
 // Name is the sensor's name.
@@ -68,7 +66,7 @@ func (p *Poller) Name() string { return p.name }
 // at most once a minute) and reopened with backoff from one interval up to
 // a minute; it never returns an error for that, so it never stops the
 // other sources. Each reading is timestamped when it is taken.
-func (p *Poller) Run(ctx context.Context, emit event.EmitFunc) error {
+func (p *Poller) Run(ctx context.Context, emit EmitFunc) error {
 	var r Reader
 	defer func() {
 		p.available.Store(false)
@@ -119,7 +117,7 @@ func (p *Poller) Run(ctx context.Context, emit event.EmitFunc) error {
 		if err != nil {
 			return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
 		}
-		p.emitted(ctx, emit(ctx, event.Event{Subject: p.subject, Source: p.name, Time: ts, Payload: b}), p.log, &storeLog, "readings")
+		p.emitted(ctx, emit(ctx, Reading{Sensor: p.name, Time: ts, Payload: b}), p.log, &storeLog, "readings")
 		select {
 		case <-ctx.Done():
 			return nil

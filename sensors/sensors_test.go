@@ -11,7 +11,6 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 	"periph.io/x/conn/v3/onewire/onewiretest"
 
-	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -126,13 +125,13 @@ func FuzzRegisterDecode(f *testing.F) {
 // collector is an EmitFunc that keeps what it is given.
 type collector struct {
 	mu     sync.Mutex
-	events []event.Event
+	events []sensors.Reading
 }
 
-func (c *collector) emit(_ context.Context, es ...event.Event) error {
+func (c *collector) emit(_ context.Context, r sensors.Reading) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.events = append(c.events, es...)
+	c.events = append(c.events, r)
 	return nil
 }
 
@@ -141,7 +140,7 @@ func (c *collector) count(source string) int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, e := range c.events {
-		if e.Source == source {
+		if e.Sensor == source {
 			n++
 		}
 	}
@@ -157,11 +156,11 @@ func TestFailingSensorDoesNotStopOthers(t *testing.T) {
 		opened++
 		return sensors.OpenBME280(bad, 0x76)
 	}
-	failing, err := sensors.NewPoller("hall", "telemetry.gw1.hall", 20*time.Millisecond, open, nil)
+	failing, err := sensors.NewPoller("hall", 20*time.Millisecond, open, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim, _ := sensors.NewPoller("lobby", "telemetry.gw1.lobby", 20*time.Millisecond, func() (sensors.Reader, error) { return sensors.NewSim(1), nil }, nil)
+	sim, _ := sensors.NewPoller("lobby", 20*time.Millisecond, func() (sensors.Reader, error) { return sensors.NewSim(1), nil }, nil)
 
 	var c collector
 	ctx, cancel := context.WithCancel(context.Background())
@@ -190,7 +189,7 @@ func TestFailingSensorDoesNotStopOthers(t *testing.T) {
 	if err := json.Unmarshal(e.Payload, &p); err != nil {
 		t.Fatal(err)
 	}
-	if !p.TS.Equal(e.Time) || p.Sensor != e.Source || len(p.Values) == 0 {
+	if !p.TS.Equal(e.Time) || p.Sensor != e.Sensor || len(p.Values) == 0 {
 		t.Fatalf("payload %s for event %+v", e.Payload, e)
 	}
 }

@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/sensors"
+)
+
+// sensorRunner is what every source of the sensors package is.
+type sensorRunner interface {
+	Name() string
+	Run(ctx context.Context, emit sensors.EmitFunc) error
+	Stats() sensors.Stats
+}
+
+// sensorSource adapts a source of the sensors package, which knows nothing
+// of events or subjects, to an event.Source: each reading becomes an event
+// on the sensor's subject.
+type sensorSource struct {
+	sensorRunner
+	subject string
+}
+
+var _ event.Source = sensorSource{}
+
+func (s sensorSource) Run(ctx context.Context, emit event.EmitFunc) error {
+	return s.sensorRunner.Run(ctx, func(ctx context.Context, r sensors.Reading) error {
+		return emit(ctx, event.Event{Subject: s.subject, Source: r.Sensor, Time: r.Time, Payload: r.Payload})
+	})
+}
