@@ -87,7 +87,6 @@ func NewEdgeSource(name string, o EdgeOptions, open PinOpener, log *slog.Logger)
 // Name is the sensor's name.
 func (s *EdgeSource) Name() string { return s.name }
 
-
 // Run watches the pin until ctx ends; a pin that cannot be opened is
 // retried with backoff, like a failing I²C sensor.
 func (s *EdgeSource) Run(ctx context.Context, emit EmitFunc) error {
@@ -184,7 +183,6 @@ func NewPulseCounter(name string, o PulseOptions, open PinOpener, log *slog.Logg
 
 // Name is the sensor's name.
 func (p *PulseCounter) Name() string { return p.name }
-
 
 // PulseValues is the arithmetic of one report: count pulses in elapsed,
 // total so far, scaled.

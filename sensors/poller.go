@@ -38,8 +38,8 @@ type Payload struct {
 type Poller struct {
 	name     string
 	interval time.Duration
-	open          OpenFunc
-	log           *slog.Logger
+	open     OpenFunc
+	log      *slog.Logger
 
 	health
 }
