@@ -23,7 +23,7 @@ var (
 )
 
 // CorruptError reports a buffer file that could not be used and was moved
-// aside. Open returns it together with a usable, fresh Queue.
+// aside: Queue.Quarantine of the fresh queue Open returned instead.
 type CorruptError struct {
 	Path    string // the configured buffer path, now a fresh buffer
 	MovedTo string // where the unusable file was moved

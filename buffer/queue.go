@@ -21,6 +21,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -117,6 +118,8 @@ type Queue struct {
 	path string
 	opts Options
 
+	quarantine *CorruptError // set by Open, read-only after
+
 	reqs chan *appendReq
 	wake chan struct{} // an ack is waiting to be applied
 	quit chan struct{} // closed by Close
@@ -162,14 +165,16 @@ func (q *Queue) noteQuarantine(ctx context.Context, note string) error {
 }
 
 // Open opens or creates the buffer file at path and starts its writer.
+// It returns a Queue and a nil error, or a nil Queue and an error, as
+// bolt.Open does.
 //
 // A file locked by another process gives ErrLocked after
 // Options.LockTimeout. A file that is not a bbolt database, or whose
 // contents are corrupt or truncated, is renamed to
-// "<path>.corrupt-<UTC timestamp>" and a fresh buffer is created in its
-// place: Open then returns the fresh Queue together with a *CorruptError
-// describing what happened, so a caller can log it and carry on. Any other
-// error returns a nil Queue.
+// "<path>.corrupt-<UTC timestamp>", a fresh buffer is created in its place
+// with every event that could still be read from it, and Open succeeds:
+// the queue's Quarantine says what happened (and Stats counts it, in this
+// file and its successors), so a caller can log it and carry on.
 func Open(path string, opts *Options) (*Queue, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -210,8 +215,13 @@ func Open(path string, opts *Options) (*Queue, error) {
 		q.Close()
 		return nil, err
 	}
-	return q, ce
+	q.quarantine = ce
+	return q, nil
 }
+
+// Quarantine is the damaged file Open moved aside to open this queue, or
+// nil.
+func (q *Queue) Quarantine() *CorruptError { return q.quarantine }
 
 func open(path string, o Options) (*Queue, error) {
 	if err := verify(path, o); err != nil {
@@ -299,9 +309,9 @@ func (q *Queue) load(tx *bolt.Tx) error {
 
 func openError(path string, err error) error {
 	switch {
-	case errors.Is(err, bolt.ErrTimeout):
+	case errors.Is(err, berrors.ErrTimeout):
 		return fmt.Errorf("%w: %s (is another edgegw running with the same buffer.path?)", ErrLocked, path)
-	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return corruptf("%v", err)
 	}
 	var pe *os.PathError
@@ -622,7 +632,7 @@ func readOnly(path string, timeout time.Duration) (*bolt.DB, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s is open in a running edgegw; stop it first (systemctl stop edgegw)", ErrLocked, path)
 		}
 		return nil, openError(path, err)

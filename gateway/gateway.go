@@ -140,11 +140,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		FirstSeq: uint64(time.Now().UnixMicro()),
 		OnCommit: func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) },
 	})
-	var ce *buffer.CorruptError
-	if errors.As(err, &ce) {
-		g.log.Error("buffer file was unusable and has been replaced", "err", err)
-	} else if err != nil {
+	if err != nil {
 		return err
+	}
+	if ce := q.Quarantine(); ce != nil {
+		g.log.Error("buffer file was unusable and has been replaced", "err", ce)
 	}
 	defer func() {
 		g.mu.Lock()
