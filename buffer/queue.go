@@ -448,29 +448,6 @@ func (q *Queue) Changed() <-chan struct{} {
 	return q.changed
 }
 
-// Wait blocks until an event with seq > after is held (or was appended and
-// since dropped), ctx is done, or the queue is closed.
-func (q *Queue) Wait(ctx context.Context, after uint64) error {
-	for {
-		q.mu.Lock()
-		next, ch, closed := q.st.next, q.changed, q.closed
-		q.mu.Unlock()
-		if closed {
-			return ErrClosed
-		}
-		if next > after+1 {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-q.quit:
-			return ErrClosed
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 // Ack marks every event with seq <= upTo as delivered. The writer deletes
 // them in its next transactions, in batches; Flush (or Close) waits for
 // that. Acking a seq that was never appended is an error.
@@ -511,9 +488,6 @@ func (q *Queue) Stats() Stats {
 	}
 	return s
 }
-
-// Path returns the file the queue lives in.
-func (q *Queue) Path() string { return q.path }
 
 // Close commits what is pending (appends already handed over and acks),
 // marks the file cleanly shut down and closes it. Appends that were not yet

@@ -124,7 +124,7 @@ http:
 	gdone := make(chan error, 1)
 	go func() { gdone <- g.Run(gctx) }()
 	defer func() { gstop(); <-gdone }()
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return g.Stats().MQTT.Subscribed }); err != nil {
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return mqttOf(g.Status()).Up }); err != nil {
 		return fmt.Errorf("gateway did not subscribe at the broker: %w", err)
 	}
 
@@ -175,13 +175,14 @@ http:
 	}
 
 	status := func(phase string) {
-		st := g.Stats()
+		st := g.Status()
 		uplink := "up"
-		if !st.Forward.Connected {
+		if !st.Upstream.Connected {
 			uplink = "DOWN"
 		}
+		m := mqttOf(st)
 		fmt.Printf("%-22s accepted %7d  ingested %7d  buffered %6d  delivered %7d  duplicates dropped %d  uplink %s\n",
-			phase, accepted.Load(), st.MQTT.Committed, st.Buffer.Events, st.Forward.Acked, st.Duplicates, uplink)
+			phase, accepted.Load(), m.Ingested, st.Buffer.Events, st.Upstream.Acked, m.Duplicates, uplink)
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -236,8 +237,8 @@ http:
 	time.Sleep(time.Second)
 	want := accepted.Load()
 	if err := waitUntil(context.Background(), 30*time.Second, func() bool {
-		st := g.Stats()
-		return st.MQTT.Committed >= uint64(want) && st.Buffer.Events == 0 && st.Forward.Acked >= uint64(want)
+		st := g.Status()
+		return mqttOf(st).Ingested >= uint64(want) && st.Buffer.Events == 0 && st.Upstream.Acked >= uint64(want)
 	}); err != nil {
 		status("drain timed out")
 	}
@@ -359,4 +360,14 @@ func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) error
 		}
 	}
 	return nil
+}
+
+// mqttOf is the MQTT source's part of a gateway's status.
+func mqttOf(st gateway.Status) gateway.SourceStatus {
+	for _, s := range st.Sources {
+		if s.Kind == gateway.KindMQTT {
+			return s
+		}
+	}
+	return gateway.SourceStatus{}
 }

@@ -14,9 +14,6 @@ import (
 
 // Event is one reading.
 type Event struct {
-	// Seq is the buffer's sequence number, assigned when the event is
-	// committed; it is zero before that and is not part of the encoding.
-	Seq uint64
 	// Subject is the NATS subject the event is published to.
 	Subject string
 	// Source names where the reading came from: the MQTT topic or the
@@ -74,7 +71,7 @@ const MaxFieldLen = 64 << 10
 // encoded event.
 var ErrMalformed = errors.New("malformed event encoding")
 
-// Marshal appends the binary encoding of e (without Seq) to dst.
+// Marshal appends the binary encoding of e to dst.
 //
 // Layout: version byte (2 followed by a flags byte when a flag is set),
 // uvarint len + subject, uvarint len + source,
@@ -135,7 +132,7 @@ func (e *Event) Unmarshal(b []byte) error {
 		return fmt.Errorf("%w: bad time", ErrMalformed)
 	}
 	b = b[n:]
-	*e = Event{Seq: e.Seq, Subject: subject, Source: source, Payload: b, Retained: flags&flagRetained != 0}
+	*e = Event{Subject: subject, Source: source, Payload: b, Retained: flags&flagRetained != 0}
 	if ns != 0 {
 		e.Time = time.Unix(0, ns)
 	}

@@ -477,15 +477,15 @@ func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
 
 func (s *Source) match(topic string) *Subscription {
 	for i := range s.o.Subscriptions {
-		if Match(s.o.Subscriptions[i].Topic, topic) {
+		if match(s.o.Subscriptions[i].Topic, topic) {
 			return &s.o.Subscriptions[i]
 		}
 	}
 	return nil
 }
 
-// Match reports whether the MQTT topic filter matches topic.
-func Match(filter, topic string) bool {
+// match reports whether the MQTT topic filter matches topic.
+func match(filter, topic string) bool {
 	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {
 		return false // wildcards at the start never match $SYS-like topics
 	}

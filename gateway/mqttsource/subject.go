@@ -136,7 +136,7 @@ func (t *Template) Subject(topic string) (string, error) {
 // Letters, digits and - _ ~ = : , @ are kept; every other byte (including
 // '.', '*', '>', '%', '$', whitespace, control bytes and UTF-8) becomes %XX
 // in upper-case hex; an empty level becomes "%". The mapping is injective:
-// UnescapeLevel undoes it.
+// unescapeLevel (in the tests) undoes it.
 func EscapeLevel(level string) string {
 	if level == "" {
 		return "%"
@@ -161,33 +161,6 @@ func EscapeLevel(level string) string {
 		}
 	}
 	return string(out)
-}
-
-// UnescapeLevel is the inverse of EscapeLevel.
-func UnescapeLevel(tok string) (string, error) {
-	if tok == "%" {
-		return "", nil
-	}
-	if !strings.Contains(tok, "%") {
-		return tok, nil
-	}
-	out := make([]byte, 0, len(tok))
-	for i := 0; i < len(tok); i++ {
-		if tok[i] != '%' {
-			out = append(out, tok[i])
-			continue
-		}
-		if i+2 >= len(tok) {
-			return "", fmt.Errorf("token %q: truncated escape", tok)
-		}
-		v, err := strconv.ParseUint(tok[i+1:i+3], 16, 8)
-		if err != nil {
-			return "", fmt.Errorf("token %q: bad escape %q", tok, tok[i:i+3])
-		}
-		out = append(out, byte(v))
-		i += 2
-	}
-	return string(out), nil
 }
 
 func safeByte(c byte) bool {
