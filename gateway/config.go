@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-	"periph.io/x/conn/v3/gpio"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
@@ -680,82 +679,27 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 			bad(p+".name", "%q is used by another sensor", s.Name)
 		}
 		names[s.Name] = true
-		switch s.Driver {
-		case "sim":
-		case "bme280", "bmp280":
-			if s.Address == 0 {
-				bad(p+".address", "missing; 0x76 (SDO to GND) or 0x77")
-			}
-		case "mcp9808":
-			if s.Address != 0 && (s.Address < 0x18 || s.Address > 0x1f) {
-				bad(p+".address", "%#x: an MCP9808 answers at 0x18 to 0x1f", s.Address)
-			}
-		case "ina219":
-			if s.Address != 0 && (s.Address < 0x40 || s.Address > 0x4f) {
-				bad(p+".address", "%#x: an INA219 answers at 0x40 to 0x4f", s.Address)
-			}
-		case "ads1015", "ads1115":
-			if s.Address != 0 && (s.Address < 0x48 || s.Address > 0x4b) {
-				bad(p+".address", "%#x: an ADS1x15 answers at 0x48 to 0x4b", s.Address)
-			}
-			if len(s.Channels) == 0 {
-				bad(p+".channels", "missing; list the inputs to read, e.g. - {input: \"0\", name: voltage_v}")
-			}
-			for j, ch := range s.Channels {
-				if err := ch.adc().Check(); err != nil {
-					bad(fmt.Sprintf("%s.channels[%d]", p, j), "%v", err)
-				}
-			}
-		case "ds18b20":
-			if s.ROM == 0 {
-				bad(p+".rom", "missing; the probe's 64-bit ROM address, e.g. 0x740000070e41ac28 (ls /sys/bus/w1/devices)")
-			}
-			if s.Bits != 0 && (s.Bits < 9 || s.Bits > 12) {
-				bad(p+".bits", "%d is not 9 to 12", s.Bits)
-			}
-		case "scd4x":
-			if s.Address != 0 && s.Address != 0x62 {
-				bad(p+".address", "%#x: an SCD4x answers at 0x62", s.Address)
-			}
-			if s.Interval < 5*time.Second {
-				bad(p+".interval", "%s is shorter than the SCD4x's 5 s measurement period", s.Interval)
-			}
-		case "bh1750":
-			if s.Address != 0 && s.Address != 0x23 && s.Address != 0x5c {
-				bad(p+".address", "%#x: a BH1750 answers at 0x23 or 0x5c", s.Address)
-			}
-		case "register":
-			if s.Register == nil {
-				bad(p+".register", "missing; a register sensor needs reg, length and name")
-			} else if _, err := registerOf(s); err != nil {
+		d, known := sensors.DriverNamed(s.Driver)
+		switch {
+		case s.Driver == "":
+			bad(p+".driver", "missing; one of %s", sensors.DriverNames())
+		case !known:
+			bad(p+".driver", "%q is not one of %s", s.Driver, sensors.DriverNames())
+		default:
+			spec, err := s.spec()
+			if err != nil {
 				bad(p+".register", "%v", err)
 			}
-		case "gpio_edge", "pulse_counter":
-			if s.Pin == "" {
-				bad(p+".pin", "missing; the GPIO line's name, e.g. GPIO17")
+			for _, e := range d.CheckSpec(spec) {
+				bad(p+"."+e.Field, "%s", e.Msg)
 			}
-			if _, err := sensors.ParseEdge(s.Edge); err != nil {
-				bad(p+".edge", "%v", err)
-			}
-			if _, err := parsePull(s.Pull); err != nil {
-				bad(p+".pull", "%v", err)
-			}
-			if s.Debounce < 0 {
-				bad(p+".debounce", "must not be negative")
-			}
-		case "":
-			bad(p+".driver", "missing; one of bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge, pulse_counter")
-		default:
-			bad(p+".driver", "%q is not bme280, bmp280, mcp9808, ina219, bh1750, scd4x, ads1015, ads1115, ds18b20, register, sim, gpio_edge or pulse_counter", s.Driver)
-		}
-		if s.Address > 0x7f {
-			bad(p+".address", "%#x is not a 7-bit I²C address", s.Address)
-		} else if s.Address != 0 && s.Bus != "" {
-			key := s.Bus + "/" + strconv.Itoa(int(s.Address))
-			if j, ok := onBus[key]; ok {
-				bad(p+".address", "%#x on bus %s is also sensors[%d]'s: two devices on one bus cannot share an address (many have an address pin: see docs/sensors.md)", s.Address, s.Bus, j)
-			} else {
-				onBus[key] = i
+			if addr := d.Addr(spec); d.Bus == sensors.BusI2C && addr != 0 && s.Bus != "" {
+				key := s.Bus + "/" + strconv.Itoa(int(addr))
+				if j, ok := onBus[key]; ok {
+					bad(p+".address", "%#x on bus %s is also sensors[%d]'s: two devices on one bus cannot share an address (many have an address pin: see docs/sensors.md)", addr, s.Bus, j)
+				} else {
+					onBus[key] = i
+				}
 			}
 		}
 		if s.Interval < 0 {
@@ -921,16 +865,21 @@ func sensorSubject(tmpl, gatewayID, name string) (string, error) {
 	return t.Subject("x") // no topic placeholders left: the literal subject
 }
 
-func parsePull(s string) (gpio.Pull, error) {
-	switch s {
-	case "", "down":
-		return gpio.PullDown, nil
-	case "up":
-		return gpio.PullUp, nil
-	case "none", "float":
-		return gpio.Float, nil
+// spec is the sensor's config in the driver table's terms; an error is a
+// register byte order that is neither big nor little.
+func (s SensorConfig) spec() (sensors.Spec, error) {
+	sp := sensors.Spec{Address: s.Address, Interval: s.Interval, ROM: s.ROM, Bits: s.Bits, Seed: s.Seed,
+		Pin: s.Pin, Edge: s.Edge, Pull: s.Pull, Debounce: s.Debounce}
+	for _, c := range s.Channels {
+		sp.Channels = append(sp.Channels, c.adc())
 	}
-	return 0, fmt.Errorf("pull %q is not up, down or none", s)
+	var err error
+	if s.Register != nil {
+		var r sensors.Register
+		r, err = registerOf(s)
+		sp.Register = &r
+	}
+	return sp, err
 }
 
 func registerOf(s SensorConfig) (sensors.Register, error) {
@@ -938,9 +887,8 @@ func registerOf(s SensorConfig) (sensors.Register, error) {
 	if r.ByteOrder != "" && r.ByteOrder != "big" && r.ByteOrder != "little" {
 		return sensors.Register{}, fmt.Errorf("byte_order %q is not big or little", r.ByteOrder)
 	}
-	reg := sensors.Register{Addr: s.Address, Reg: r.Reg, Length: r.Length, BigEndian: r.ByteOrder != "little",
-		Signed: r.Signed, Scale: r.Scale, Offset: r.Offset, Name: r.Name}
-	return reg, reg.Check()
+	return sensors.Register{Addr: s.Address, Reg: r.Reg, Length: r.Length, BigEndian: r.ByteOrder != "little",
+		Signed: r.Signed, Scale: r.Scale, Offset: r.Offset, Name: r.Name}, nil
 }
 
 // Summary prints the effective config without secrets.

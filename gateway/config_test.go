@@ -118,7 +118,7 @@ upstream:
 		{"log level", good + "log:\n  level: loud\n", "log.level", 11, "debug, info"},
 		{"log format", good + "log:\n  format: xml\n", "log.format", 11, "text or json"},
 		{"unset env", strings.Replace(good, "id: gw1", "id: ${NOPE}", 1), "gateway.id", 2, "NOPE is not set"},
-		{"sensor driver", good + "sensors:\n  - name: s1\n    driver: dht22\n", "sensors[0].driver", 12, "not bme280"},
+		{"sensor driver", good + "sensors:\n  - name: s1\n    driver: dht22\n", "sensors[0].driver", 12, "is not one of bme280"},
 		{"sensor name", good + "sensors:\n  - driver: sim\n", "sensors[0].name", 0, "missing"},
 		{"duplicate sensor", good + "sensors:\n  - name: a\n    driver: sim\n  - name: a\n    driver: sim\n", "sensors[1].name", 13, "used by another"},
 		{"bme280 address", good + "sensors:\n  - name: a\n    driver: bme280\n", "sensors[0].address", 0, "0x76"},

@@ -262,7 +262,7 @@ func (g *Gateway) sensorSources() ([]*source, error) {
 		}
 		var r sensorRunner
 		kind := KindGPIO
-		pull, _ := parsePull(sc.Pull)
+		pull, _ := sensors.ParsePull(sc.Pull)
 		switch sc.Driver {
 		case "gpio_edge":
 			edge, _ := sensors.ParseEdge(sc.Edge)
@@ -292,12 +292,14 @@ func hostPin(name string) (gpio.PinIn, error) {
 	return p, nil
 }
 
-// opener returns how to open sc's bus and device.
+// opener returns how to open sc's bus and device, as the driver table
+// says.
 func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
-	if sc.Driver == "sim" {
-		return func() (sensors.Reader, error) { return sensors.NewSim(sc.Seed), nil }
-	}
-	if sc.Driver == "ds18b20" {
+	d, _ := sensors.DriverNamed(sc.Driver) // the config check knows it
+	spec, _ := sc.spec()
+	spec.Address = d.Addr(spec)
+	switch d.Bus {
+	case sensors.BusOneWire:
 		return func() (sensors.Reader, error) {
 			open := g.OpenOneWire
 			if open == nil {
@@ -307,55 +309,34 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 			if err != nil {
 				return nil, fmt.Errorf("1-Wire bus %q: %w (is dtoverlay=w1-gpio set in config.txt?)", sc.Bus, err)
 			}
-			r, err := sensors.OpenDS18B20(bus, onewire.Address(sc.ROM), sc.Bits)
+			r, err := d.OpenOneWire(bus, spec)
 			if err != nil {
 				bus.Close()
 				return nil, err
 			}
 			return closer{r, bus}, nil
 		}
-	}
-	return func() (sensors.Reader, error) {
-		open := g.OpenI2C
-		if open == nil {
-			open = hostI2C
-		}
-		bus, err := open(sc.Bus)
-		if err != nil {
-			return nil, fmt.Errorf("I²C bus %q: %w (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)", sc.Bus, err)
-		}
-		var r sensors.Reader
-		switch sc.Driver {
-		case "bme280", "bmp280":
-			r, err = sensors.OpenBME280(bus, sc.Address)
-		case "mcp9808":
-			r, err = sensors.OpenMCP9808(bus, sc.Address)
-		case "ina219":
-			r, err = sensors.OpenINA219(bus, sc.Address)
-		case "bh1750":
-			r, err = sensors.OpenBH1750(bus, sc.Address)
-		case "scd4x":
-			r, err = sensors.OpenSCD4x(bus, sc.Address)
-		case "ads1015", "ads1115":
-			chs := make([]sensors.ADCChannel, len(sc.Channels))
-			for i, c := range sc.Channels {
-				chs[i] = c.adc()
+	case sensors.BusI2C:
+		return func() (sensors.Reader, error) {
+			open := g.OpenI2C
+			if open == nil {
+				open = hostI2C
 			}
-			r, err = sensors.OpenADS1x15(bus, sc.Address, sc.Driver == "ads1115", chs)
-		case "register":
-			var reg sensors.Register
-			if reg, err = registerOf(sc); err == nil {
-				r, err = sensors.OpenRegister(bus, reg)
+			bus, err := open(sc.Bus)
+			if err != nil {
+				return nil, fmt.Errorf("I²C bus %q: %w (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)", sc.Bus, err)
 			}
-		default:
-			err = fmt.Errorf("unknown driver %q", sc.Driver)
+			r, err := d.OpenI2C(bus, spec)
+			if err != nil {
+				bus.Close()
+				return nil, err
+			}
+			return closer{r, bus}, nil
 		}
-		if err != nil {
-			bus.Close()
-			return nil, err
-		}
-		return closer{r, bus}, nil
+	case sensors.BusNone:
+		return func() (sensors.Reader, error) { return d.Open(spec) }
 	}
+	return func() (sensors.Reader, error) { return nil, fmt.Errorf("driver %q opens no reader", sc.Driver) }
 }
 
 // closer is a Reader that closes the bus it was opened on.

@@ -39,6 +39,20 @@ func ParseEdge(s string) (Edge, error) {
 	return 0, fmt.Errorf("edge %q is not rising, falling or both", s)
 }
 
+// ParsePull parses the config spelling of a pull: up, down (or empty)
+// and none.
+func ParsePull(s string) (gpio.Pull, error) {
+	switch s {
+	case "", "down":
+		return gpio.PullDown, nil
+	case "up":
+		return gpio.PullUp, nil
+	case "none", "float":
+		return gpio.Float, nil
+	}
+	return 0, fmt.Errorf("pull %q is not up, down or none", s)
+}
+
 // EdgePayload is what an EdgeSource publishes for each debounced change.
 type EdgePayload struct {
 	Sensor string    `json:"sensor"`

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -379,5 +382,40 @@ func TestDS18B20Reading(t *testing.T) {
 	}
 	if err := bus.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Every driver of the table is in docs/sensors.md, and every row is
+// complete: a bus, an opener for its bus, and addresses for I²C devices
+// that have fixed ones.
+func TestDriverTable(t *testing.T) {
+	doc, err := os.ReadFile("../docs/sensors.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range sensors.Drivers {
+		if !strings.Contains(string(doc), "`"+d.Name+"`") {
+			t.Errorf("driver %s is not in docs/sensors.md", d.Name)
+		}
+		switch d.Bus {
+		case sensors.BusI2C:
+			if d.OpenI2C == nil || len(d.Addrs) == 0 && d.Name != "register" {
+				t.Errorf("driver %s: an I²C driver needs OpenI2C and its addresses", d.Name)
+			}
+		case sensors.BusOneWire:
+			if d.OpenOneWire == nil {
+				t.Errorf("driver %s: no OpenOneWire", d.Name)
+			}
+		case sensors.BusNone:
+			if d.Open == nil {
+				t.Errorf("driver %s: no Open", d.Name)
+			}
+		case sensors.BusGPIO:
+		default:
+			t.Errorf("driver %s: bus %q", d.Name, d.Bus)
+		}
+		if d.DefaultAddr != 0 && !slices.Contains(d.Addrs, d.DefaultAddr) {
+			t.Errorf("driver %s: default address %#x is not one of its own", d.Name, d.DefaultAddr)
+		}
 	}
 }
