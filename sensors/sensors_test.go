@@ -419,3 +419,55 @@ func TestDriverTable(t *testing.T) {
 		}
 	}
 }
+
+// AHT20 (datasheet §5.4): status 0x71 says calibrated (bit 3), so no
+// calibration; a measurement is 0xAC 0x33 0x00, then 7 bytes: status (not
+// busy), 20 bits of humidity, 20 bits of temperature, CRC-8 (poly 0x31,
+// init 0xFF). 0x80000 is 50 %RH; 0x60000 is 0x60000/2^20*200-50 = 25 °C.
+func TestAHT20Reading(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x38, W: []byte{0x71}, R: []byte{0x18}},
+		{Addr: 0x38, W: []byte{0xac, 0x33, 0x00}},
+		{Addr: 0x38, R: []byte{0x1c, 0x80, 0x00, 0x06, 0x00, 0x00, 0x4e}},
+	}}
+	s, err := sensors.OpenAHT20(bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v["temperature_c"] != 25 || v["humidity_pct"] != 50 || len(v) != 2 {
+		t.Fatalf("values %v, want 25 °C and 50 %%RH only", v)
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TMP102 (datasheet §7.5): on open the driver reads the configuration
+// register (0x01; 0x60A0 at power-on: 12 bits, 4 Hz, comparator, running)
+// and writes it back; the temperature register (0x00) holds 12 bits in
+// 0.0625 °C steps, left-aligned: 0x1900 is 25 °C, 0xF600 is -10 °C.
+func TestTMP102Reading(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
+		{Addr: 0x49, W: []byte{0x01}, R: []byte{0x60, 0xa0}},
+		{Addr: 0x49, W: []byte{0x01, 0x60, 0xa0}},
+		{Addr: 0x49, W: []byte{0x00}, R: []byte{0x19, 0x00}},
+		{Addr: 0x49, W: []byte{0x00}, R: []byte{0xf6, 0x00}},
+	}}
+	s, err := sensors.OpenTMP102(bus, 0x49)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []float64{25, -10} {
+		v, err := s.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v["temperature_c"] != want || len(v) != 1 {
+			t.Fatalf("values %v, want %v °C only", v, want)
+		}
+	}
+}
