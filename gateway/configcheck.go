@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/sensors"
+)
+
+// checker collects problems at their key paths.
+type checker struct {
+	ce    *ConfigError
+	lines map[string]int
+}
+
+func (k checker) bad(path, format string, args ...any) {
+	k.ce.Problems = append(k.ce.Problems, Problem{Path: path, Line: k.lines[path], Msg: fmt.Sprintf(format, args...)})
+}
+
+// check appends every problem to ce, section by section; lines gives key
+// paths their lines.
+func (c *Config) check(ce *ConfigError, lines map[string]int) {
+	k := checker{ce, lines}
+	c.checkGateway(k)
+	c.checkBuffer(k)
+	filters := c.checkMQTT(k)
+	filters = append(filters, c.checkSensors(k)...)
+	if c.MQTT == nil && len(c.Sensors) == 0 {
+		k.bad("mqtt", "no source: configure mqtt, sensors, or both")
+	}
+	c.checkUpstream(k, filters)
+	c.checkHTTPAndLog(k)
+}
+
+func (c *Config) checkGateway(k checker) {
+	if c.Gateway.ID == "" {
+		k.bad("gateway.id", "missing; give each gateway a unique id such as lobby-pi-01")
+	} else if !validID(c.Gateway.ID) {
+		k.bad("gateway.id", "%q may hold only letters, digits, '-' and '_' (it becomes a NATS subject token and part of message ids)", c.Gateway.ID)
+	}
+}
+
+func (c *Config) checkBuffer(k checker) {
+	if c.Buffer.MaxBytes < 0 {
+		k.bad("buffer.max_bytes", "must not be negative")
+	} else if limit := buffer.MaxBytesLimit(); limit > 0 && int64(c.Buffer.MaxBytes) > limit {
+		k.bad("buffer.max_bytes", "%d is more than a 32-bit system can map (bbolt maps the whole file); use %dMiB or less, or a 64-bit OS", c.Buffer.MaxBytes, limit>>20)
+	}
+	if c.Buffer.MaxAge < 0 {
+		k.bad("buffer.max_age", "must not be negative")
+	}
+	if _, err := buffer.ParsePolicy(c.Buffer.WhenFull); err != nil {
+		k.bad("buffer.when_full", "%q is not drop_oldest or reject", c.Buffer.WhenFull)
+	}
+}
+
+// checkMQTT returns the subject filters of the subscriptions.
+func (c *Config) checkMQTT(k checker) (filters []string) {
+	if m := c.MQTT; m != nil {
+		if m.Broker == "" {
+			k.bad("mqtt.broker", "missing; e.g. tcp://127.0.0.1:1883")
+		} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" || !oneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss") {
+			k.bad("mqtt.broker", "%q is not a broker URL like tcp://127.0.0.1:1883 or ssl://host:8883", secret.URL(m.Broker))
+		} else if u.User != nil && (m.Username != "" || m.Password != "") {
+			k.bad("mqtt.broker", "carries a user and mqtt.username/password are set too; the URL's would win: keep the credentials in one place")
+		}
+		if m.MaxPayload < 0 {
+			k.bad("mqtt.max_payload", "must not be negative")
+		} else if m.MaxPayload > MaxMQTTPayload {
+			k.bad("mqtt.max_payload", "%s is over the limit of %s (a batch of messages is held in memory until committed)", m.MaxPayload, ByteSize(MaxMQTTPayload))
+		} else if mb := c.Buffer.MaxBytes; mb > 0 && m.MaxPayload+eventHeadroom > mb {
+			k.bad("mqtt.max_payload", "%s plus %s for topic and headers is more than buffer.max_bytes (%s): the buffer could not hold one maximal message; lower mqtt.max_payload or raise buffer.max_bytes", m.MaxPayload, ByteSize(eventHeadroom), mb)
+		}
+		checkTLS(k, "mqtt.tls", m.TLS)
+		if len(m.Subscriptions) == 0 {
+			k.bad("mqtt.subscriptions", "missing; subscribe to at least one topic filter such as sensors/#")
+		}
+		for i, s := range m.Subscriptions {
+			p := fmt.Sprintf("mqtt.subscriptions[%d]", i)
+			if s.Topic == "" {
+				k.bad(p+".topic", "missing")
+			} else if err := mqttsource.ValidFilter(s.Topic); err != nil {
+				k.bad(p+".topic", "%v", err)
+			}
+			if *s.QoS < 0 || *s.QoS > 2 {
+				k.bad(p+".qos", "%d is not 0, 1 or 2", *s.QoS)
+			}
+			if t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID); err != nil {
+				if validID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
+					k.bad(p+".subject", "%v", err)
+				}
+			} else {
+				filters = append(filters, t.Filter())
+			}
+		}
+	}
+	return filters
+}
+
+// checkSensors returns the sensors' subjects.
+func (c *Config) checkSensors(k checker) (filters []string) {
+	names := map[string]bool{}
+	onBus := map[string]int{} // bus/address → sensor index
+	for i, s := range c.Sensors {
+		p := fmt.Sprintf("sensors[%d]", i)
+		if s.Name == "" {
+			k.bad(p+".name", "missing; name each sensor, e.g. lobby-climate")
+		} else if names[s.Name] {
+			k.bad(p+".name", "%q is used by another sensor", s.Name)
+		}
+		names[s.Name] = true
+		d, known := sensors.DriverNamed(s.Driver)
+		switch {
+		case s.Driver == "":
+			k.bad(p+".driver", "missing; one of %s", sensors.DriverNames())
+		case !known:
+			k.bad(p+".driver", "%q is not one of %s", s.Driver, sensors.DriverNames())
+		default:
+			spec, err := s.spec()
+			if err != nil {
+				k.bad(p+".register", "%v", err)
+			}
+			for _, e := range d.CheckSpec(spec) {
+				k.bad(p+"."+e.Field, "%s", e.Msg)
+			}
+			if addr := d.Addr(spec); d.Bus == sensors.BusI2C && addr != 0 && s.Bus != "" {
+				key := s.Bus + "/" + strconv.Itoa(int(addr))
+				if j, ok := onBus[key]; ok {
+					k.bad(p+".address", "%#x on bus %s is also sensors[%d]'s: two devices on one bus cannot share an address (many have an address pin: see docs/sensors.md)", addr, s.Bus, j)
+				} else {
+					onBus[key] = i
+				}
+			}
+		}
+		if s.Interval < 0 {
+			k.bad(p+".interval", "must be positive")
+		} else if s.Interval < MinInterval {
+			k.bad(p+".interval", "%s is under the limit of %s", s.Interval, MinInterval)
+		}
+		if subj, err := sensorSubject(s.Subject, c.Gateway.ID, s.Name); err != nil {
+			if validID(c.Gateway.ID) && s.Name != "" {
+				k.bad(p+".subject", "%v", err)
+			}
+		} else {
+			filters = append(filters, subj)
+		}
+	}
+	return filters
+}
+
+// checkUpstream checks the uplink; filters are where this gateway
+// publishes, which the stream must capture.
+func (c *Config) checkUpstream(k checker, filters []string) {
+	up := c.Upstream
+	if len(up.Servers) == 0 {
+		k.bad("upstream.servers", "missing; list the NATS servers, e.g. [nats://hub.example.com:4222]")
+	}
+	for i, s := range up.Servers {
+		if u, err := url.Parse(s); err != nil || u.Host == "" || !oneOf(u.Scheme, "nats", "tls", "ws", "wss") {
+			k.bad(fmt.Sprintf("upstream.servers[%d]", i), "%q is not a NATS URL like nats://host:4222", secret.URL(s))
+		}
+	}
+	auth := 0
+	for _, set := range []bool{up.User != "", up.Token != "", up.NKeySeedFile != "", up.CredsFile != ""} {
+		if set {
+			auth++
+		}
+	}
+	if auth > 1 {
+		k.bad("upstream", "set only one of user/password, token, nkey_seed_file and creds_file")
+	}
+	checkTLS(k, "upstream.tls", up.TLS)
+	if !validStreamName(up.Stream.Name) {
+		k.bad("upstream.stream.name", "%q may not contain spaces, '.', '*', '>', '/' or '\\'", up.Stream.Name)
+	}
+	if len(up.Stream.Subjects) == 0 && len(filters) > 0 { // no source at all is said once, above
+		k.bad("upstream.stream.subjects", "missing; the subjects the stream captures, e.g. [telemetry.>]")
+	}
+	for _, f := range filters {
+		if !forward.Covers(up.Stream.Subjects, f) {
+			k.bad("upstream.stream.subjects", "%v do not capture %q, where this gateway's subject template publishes", up.Stream.Subjects, f)
+		}
+	}
+	if up.Stream.Duplicates < 0 {
+		k.bad("upstream.stream.duplicates", "must not be negative")
+	}
+	if up.Stream.Replicas < 0 || up.Stream.Replicas > 5 {
+		k.bad("upstream.stream.replicas", "%d is not between 1 and 5", up.Stream.Replicas)
+	}
+	if up.Window < 0 {
+		k.bad("upstream.window", "must not be negative")
+	} else if up.Window > MaxWindow {
+		k.bad("upstream.window", "%d is over the limit of %d publishes in flight (each holds its message in memory until the stream acknowledges it)", up.Window, MaxWindow)
+	}
+	if up.AckTimeout < 0 {
+		k.bad("upstream.ack_timeout", "must not be negative")
+	} else if up.AckTimeout > 10*time.Minute {
+		k.bad("upstream.ack_timeout", "%s is over the limit of 10m", up.AckTimeout)
+	}
+	if up.Stream.Duplicates > 7*24*time.Hour {
+		k.bad("upstream.stream.duplicates", "%s is over the limit of 168h (the server keeps every Msg-Id of the window in memory)", up.Stream.Duplicates)
+	}
+	if up.Rate.EventsPerSecond < 0 {
+		k.bad("upstream.rate.events_per_second", "must not be negative")
+	}
+	if up.Rate.BytesPerSecond < 0 {
+		k.bad("upstream.rate.bytes_per_second", "must not be negative")
+	}
+}
+
+func (c *Config) checkHTTPAndLog(k checker) {
+	if l := c.HTTP.Listen; l != "off" {
+		host, port, err := net.SplitHostPort(l)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
+			k.bad("http.listen", "%q is not host:port (e.g. 127.0.0.1:9180, or :9180 for every interface) or off", l)
+		}
+	}
+	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
+		k.bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	if !oneOf(c.Log.Format, "text", "json") {
+		k.bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+}
+
+// CheckFiles reports the files the config names (CA, client
+// certificates and keys, NKey seed, creds) that cannot be read, at their
+// keys. config check and run call it; the offline commands do not.
+func (c *Config) CheckFiles() error {
+	ce := &ConfigError{File: "(files)"}
+	file := func(path, name string) {
+		if name == "" {
+			return
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			ce.Problems = append(ce.Problems, Problem{Path: path, Msg: fmt.Sprintf("%v (is the path right, and readable by the user edgegw runs as?)", err)})
+			return
+		}
+		f.Close()
+	}
+	if m := c.MQTT; m != nil {
+		file("mqtt.tls.ca_file", m.TLS.CAFile)
+		file("mqtt.tls.cert_file", m.TLS.CertFile)
+		file("mqtt.tls.key_file", m.TLS.KeyFile)
+	}
+	u := c.Upstream
+	file("upstream.tls.ca_file", u.TLS.CAFile)
+	file("upstream.tls.cert_file", u.TLS.CertFile)
+	file("upstream.tls.key_file", u.TLS.KeyFile)
+	file("upstream.nkey_seed_file", u.NKeySeedFile)
+	file("upstream.creds_file", u.CredsFile)
+	if len(ce.Problems) > 0 {
+		return ce
+	}
+	return nil
+}
+
+func checkTLS(k checker, path string, t TLSConfig) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		k.bad(path, "cert_file and key_file go together")
+	}
+}
+
+func validID(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func validStreamName(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t\r\n.*>/\\")
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, v := range set {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// sensorSubject fills a sensor's subject template: {gateway} and {sensor}
+// (escaped like an MQTT topic level).
+func sensorSubject(tmpl, gatewayID, name string) (string, error) {
+	if strings.Contains(tmpl, "{topic}") || strings.Contains(tmpl, "{level") {
+		return "", fmt.Errorf("subject template %q: a sensor's template takes {gateway} and {sensor}", tmpl)
+	}
+	subj := strings.ReplaceAll(tmpl, "{sensor}", mqttsource.EscapeLevel(name))
+	t, err := mqttsource.ParseTemplate(subj, gatewayID)
+	if err != nil {
+		return "", err
+	}
+	return t.Subject("x") // no topic placeholders left: the literal subject
+}

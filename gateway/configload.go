@@ -1,0 +1,334 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ByteSize is a size in bytes, written as 1048576, 512KiB, 1GiB or 100MB.
+type ByteSize int64
+
+// MarshalYAML writes b as String does, so the effective config reads as
+// the file would.
+func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
+
+// String writes b the way a config would: 512MiB, 4KiB, 1000.
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		suffix string
+		n      ByteSize
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b >= u.n && b%u.n == 0 {
+			return strconv.FormatInt(int64(b/u.n), 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$`)
+
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	m := sizeRE.FindStringSubmatch(n.Value)
+	if m == nil {
+		// A TypeError: yaml goes on decoding the rest of the file.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a size like 512MiB, 1GiB or 100MB", n.Line, n.Value)}}
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[m[2]]
+	*b = ByteSize(v * mult)
+	return nil
+}
+
+// Problem is one thing wrong with a config: the key path, the line in the
+// file when known, and what to do.
+type Problem struct {
+	Path string
+	Line int
+	Msg  string
+
+	unset bool // an unset ${VAR}
+}
+
+var typeLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// typeProblem turns one of yaml's "line N: cannot unmarshal …" messages
+// into a problem at the key on that line.
+func typeProblem(msg string, lines map[string]int) Problem {
+	m := typeLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return Problem{Path: "(value)", Msg: msg}
+	}
+	line, _ := strconv.Atoi(m[1])
+	path := ""
+	for p, l := range lines {
+		if l == line && len(p) > len(path) {
+			path = p // the deepest key on the line
+		}
+	}
+	if path == "" {
+		path = "(value)"
+	}
+	text := m[2]
+	if i := strings.Index(text, "cannot unmarshal !!"); i >= 0 {
+		// "cannot unmarshal !!str `5 minu...` into time.Duration"
+		if j := strings.Index(text, " into "); j > i {
+			want := text[j+len(" into "):]
+			switch want {
+			case "time.Duration":
+				want = "a duration like 30s, 5m or 2h"
+			case "int", "int64", "uint16", "uint64", "float64", "byte", "uint8":
+				want = "a number"
+			case "bool":
+				want = "true or false"
+			}
+			text = "not " + want + " (" + strings.TrimPrefix(text[i:j], "cannot unmarshal ") + ")"
+		}
+	}
+	return Problem{Path: path, Line: line, Msg: text}
+}
+
+// mergeTypos folds "missing" problems into an unknown key next to them
+// whose name is a typo of the missing one: one problem, the right fix.
+func mergeTypos(ps []Problem) []Problem {
+	var out []Problem
+	used := map[int]bool{}
+	for i, p := range ps {
+		if !strings.HasPrefix(p.Msg, "missing") {
+			continue
+		}
+		dir, name := splitPath(p.Path)
+		for j, u := range ps {
+			if !strings.HasPrefix(u.Msg, "unknown key") {
+				continue
+			}
+			if udir, uname := splitPath(u.Path); udir == dir && closeTo(uname, name) {
+				ps[j].Msg = fmt.Sprintf("unknown key; did you mean %s?", name)
+				used[i] = true
+			}
+		}
+	}
+	for i, p := range ps {
+		if !used[i] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func splitPath(p string) (dir, name string) {
+	if i := strings.LastIndex(p, "."); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
+}
+
+// closeTo: an edit distance of at most 2.
+func closeTo(a, b string) bool {
+	if a == b || abs(len(a)-len(b)) > 2 {
+		return false
+	}
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)] <= 2
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", p.Path, p.Line, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s", p.Path, p.Msg)
+}
+
+// ConfigError lists every problem found in a config.
+type ConfigError struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %s: %d problem(s)", e.File, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// LoadConfig reads, expands, checks and completes a config file. Every
+// problem is reported at once, in a *ConfigError.
+func LoadConfig(path string) (*Config, error) {
+	return LoadConfigWith(path, LoadOptions{})
+}
+
+// LoadOptions change how a config is loaded.
+type LoadOptions struct {
+	// Lookup resolves ${VAR} references (default os.LookupEnv).
+	Lookup func(string) (string, bool)
+	// Offline is for commands that connect to nothing (buffer stats,
+	// sensors read): a ${VAR} left unset under mqtt, upstream or http (the
+	// secrets of connections) is not a problem; the key is left empty.
+	Offline bool
+}
+
+// LoadConfigWith is LoadConfig with options.
+func LoadConfigWith(path string, o LoadOptions) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if o.Lookup == nil {
+		o.Lookup = os.LookupEnv
+	}
+	return parseConfig(path, data, o)
+}
+
+// ParseConfig is LoadConfig on bytes; lookup resolves ${VAR} references.
+func ParseConfig(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	return parseConfig(name, data, LoadOptions{Lookup: lookup})
+}
+
+func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
+	lookup := o.Lookup
+	ce := &ConfigError{File: name}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: err.Error()})
+		return nil, ce
+	}
+	if len(root.Content) == 0 {
+		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: "empty config; see configs/edgegw.yaml"})
+		return nil, ce
+	}
+	lines := map[string]int{}
+	walk(root.Content[0], "", reflect.TypeOf(Config{}), lines, lookup, ce)
+	var cfg Config
+	if err := root.Content[0].Decode(&cfg); err != nil {
+		// Type errors do not stop the decoding of the rest (ByteSize
+		// returns one too); each gets the key path of its line.
+		var te *yaml.TypeError
+		msgs := []string{err.Error()}
+		if errors.As(err, &te) {
+			msgs = te.Errors
+		}
+		for _, m := range msgs {
+			ce.Problems = append(ce.Problems, typeProblem(m, lines))
+		}
+	}
+	cfg.complete()
+	cfg.check(ce, lines)
+	ce.Problems = mergeTypos(ce.Problems)
+	if o.Offline {
+		ce.Problems = slices.DeleteFunc(ce.Problems, func(p Problem) bool {
+			return p.unset && (strings.HasPrefix(p.Path, "mqtt") || strings.HasPrefix(p.Path, "upstream") || strings.HasPrefix(p.Path, "http"))
+		})
+	}
+	if len(ce.Problems) > 0 {
+		return nil, ce
+	}
+	return &cfg, nil
+}
+
+var envRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// walk records each key's line, reports unknown keys, and expands
+// ${VAR} and ${VAR:-default} in scalar values (never in keys, and never
+// into YAML structure: a value stays one value).
+func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, lookup func(string) (string, bool), ce *ConfigError) {
+	for t != nil && (t.Kind() == reflect.Pointer) {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			lines[p] = k.Line
+			var ft reflect.Type
+			if t != nil && t.Kind() == reflect.Struct {
+				f, ok := fieldByTag(t, k.Value)
+				if !ok {
+					ce.Problems = append(ce.Problems, Problem{Path: p, Line: k.Line, Msg: "unknown key; see docs/config.md"})
+					continue
+				}
+				ft = f
+			}
+			walk(v, p, ft, lines, lookup, ce)
+		}
+	case yaml.SequenceNode:
+		var et reflect.Type
+		if t != nil && t.Kind() == reflect.Slice {
+			et = t.Elem()
+		}
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			lines[p] = c.Line
+			walk(c, p, et, lines, lookup, ce)
+		}
+	case yaml.ScalarNode:
+		lines[path] = n.Line
+		if !strings.Contains(n.Value, "${") {
+			return
+		}
+		n.Value = envRE.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			m := envRE.FindStringSubmatch(ref)
+			if v, ok := lookup(m[1]); ok {
+				return v
+			}
+			if m[2] != "" {
+				return m[3]
+			}
+			ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, unset: true, Msg: fmt.Sprintf("environment variable %s is not set (in the environment, or the env file: --env-file, default /etc/edgegw/edgegw.env; or use ${%s:-default} for a default)", m[1], m[1])})
+			return ""
+		})
+		if n.Tag == "!!str" && n.Style == 0 {
+			n.Tag = "" // let the expanded value resolve as a number or bool
+		}
+	}
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] == key {
+			return t.Field(i).Type, true
+		}
+	}
+	return nil, false
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
