@@ -90,24 +90,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	g.mu.Unlock()
 
-	policy, _ := buffer.ParsePolicy(c.Buffer.WhenFull)
-	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
-		return fmt.Errorf("gateway: buffer directory: %w", err)
-	}
-	q, err := buffer.Open(c.Buffer.Path, &buffer.Options{
-		MaxBytes: int64(c.Buffer.MaxBytes),
-		MaxAge:   c.Buffer.MaxAge,
-		WhenFull: policy,
-		// A fresh file counts on from the clock, so a buffer that had to be
-		// replaced never reuses message ids upstream.
-		FirstSeq: uint64(time.Now().UnixMicro()),
-		OnCommit: func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) },
-	})
+	q, err := g.openBuffer()
 	if err != nil {
 		return err
-	}
-	if ce := q.Quarantine(); ce != nil {
-		g.log.Error("buffer file was unusable and has been replaced", "err", ce)
 	}
 	defer func() {
 		g.mu.Lock()
@@ -117,90 +102,23 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			err = cerr
 		}
 	}()
-	g.mu.Lock()
-	g.q = q
-	g.mu.Unlock()
-
-	nc, err := forward.Connect(forward.ConnOptions{
-		Servers:      c.Upstream.Servers,
-		Name:         "edgegw " + c.Gateway.ID,
-		User:         c.Upstream.User,
-		Password:     c.Upstream.Password,
-		Token:        c.Upstream.Token,
-		NKeySeedFile: c.Upstream.NKeySeedFile,
-		CredsFile:    c.Upstream.CredsFile,
-		CAFile:       c.Upstream.TLS.CAFile,
-		CertFile:     c.Upstream.TLS.CertFile,
-		KeyFile:      c.Upstream.TLS.KeyFile,
-	}, g.log.With("component", "upstream"))
+	nc, err := forward.Connect(c.connOptions(), g.log.With("component", "upstream"))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-
-	var filters []string
-	var subs []mqttsource.Subscription
-	if c.MQTT != nil {
-		for _, s := range c.MQTT.Subscriptions {
-			t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID)
-			if err != nil {
-				return err // LoadConfig checked it
-			}
-			filters = append(filters, t.Filter())
-			subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained})
-		}
-	}
-	sensorSrcs, err := g.sensorSources()
+	subs, err := c.subscriptions()
 	if err != nil {
 		return err
 	}
-	for _, sc := range c.Sensors {
-		subj, _ := sensorSubject(sc.Subject, c.Gateway.ID, sc.Name)
-		filters = append(filters, subj)
-	}
-	fwd, err := forward.New(q, nc, forward.Options{
-		GatewayID: c.Gateway.ID,
-		Stream: forward.StreamOptions{
-			Name:       c.Upstream.Stream.Name,
-			Subjects:   c.Upstream.Stream.Subjects,
-			Create:     c.Upstream.Stream.Create,
-			Duplicates: c.Upstream.Stream.Duplicates,
-			Replicas:   c.Upstream.Stream.Replicas,
-		},
-		Filters:       filters,
-		MaxEventBytes: maxEventBytes(c),
-		Window:        c.Upstream.Window,
-		AckTimeout:    c.Upstream.AckTimeout,
-		RateEvents:    c.Upstream.Rate.EventsPerSecond,
-		RateBytes:     float64(c.Upstream.Rate.BytesPerSecond),
-		OnAck:         func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) },
-		Logger:        g.log,
-	})
+	fwd, err := forward.New(q, nc, c.forwardOptions(c.filters(subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
 	if err != nil {
 		return err
 	}
-	var srcs []*source
-	if c.MQTT != nil {
-		msrc, err := mqttsource.New(mqttsource.Options{
-			Broker:        c.MQTT.Broker,
-			ClientID:      c.MQTT.ClientID,
-			Username:      c.MQTT.Username,
-			Password:      c.MQTT.Password,
-			CAFile:        c.MQTT.TLS.CAFile,
-			CertFile:      c.MQTT.TLS.CertFile,
-			KeyFile:       c.MQTT.TLS.KeyFile,
-			Subscriptions: subs,
-			MaxPayload:    int(c.MQTT.MaxPayload),
-			// A batch must fit the buffer, or it could never be stored.
-			BatchBytes: int(max(c.Buffer.MaxBytes/4, 1)),
-			Logger:     g.log,
-		})
-		if err != nil {
-			return err
-		}
-		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
+	srcs, err := g.sources(subs)
+	if err != nil {
+		return err
 	}
-	srcs = append(srcs, sensorSrcs...)
 	g.mu.Lock()
 	g.fwd, g.srcs = fwd, srcs
 	g.mu.Unlock()
@@ -222,9 +140,45 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	})
 	grp.Go(func() error { return fwd.Run(gctx) })
 	err = grp.Wait()
-	st := q.Stats()
-	g.log.Info("edgegw stopped", "buffered", st.Events, "err", err)
+	g.log.Info("edgegw stopped", "buffered", q.Stats().Events, "err", err)
 	return err
+}
+
+// openBuffer opens the buffer file (its directory made if need be) and
+// says so when a damaged one had to be set aside.
+func (g *Gateway) openBuffer() (*buffer.Queue, error) {
+	c := g.cfg
+	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("gateway: buffer directory: %w", err)
+	}
+	q, err := buffer.Open(c.Buffer.Path, c.bufferOptions(func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) }))
+	if err != nil {
+		return nil, err
+	}
+	if ce := q.Quarantine(); ce != nil {
+		g.log.Error("buffer file was unusable and has been replaced", "err", ce)
+	}
+	g.mu.Lock()
+	g.q = q
+	g.mu.Unlock()
+	return q, nil
+}
+
+// sources builds the MQTT source and every sensor; it opens nothing.
+func (g *Gateway) sources(subs []mqttsource.Subscription) ([]*source, error) {
+	var srcs []*source
+	if g.cfg.MQTT != nil {
+		msrc, err := mqttsource.New(g.cfg.mqttOptions(subs, g.log))
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
+	}
+	sensorSrcs, err := g.sensorSources()
+	if err != nil {
+		return nil, err
+	}
+	return append(srcs, sensorSrcs...), nil
 }
 
 // Pollers builds a poller per configured polled sensor; it opens nothing.
@@ -415,12 +369,4 @@ func appendEvents(ctx context.Context, q *buffer.Queue, events []event.Event) (s
 		}
 	}
 	return len(events) - dups, dups, nil
-}
-
-// maxEventBytes is the largest payload the config's sources may produce.
-func maxEventBytes(c *Config) int {
-	if c.MQTT != nil {
-		return int(c.MQTT.MaxPayload)
-	}
-	return 0
 }

@@ -1,0 +1,114 @@
+package gateway
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+)
+
+// The config in each component's own terms: what Run hands them.
+
+func (c *Config) bufferOptions(onCommit func(time.Duration)) *buffer.Options {
+	policy, _ := buffer.ParsePolicy(c.Buffer.WhenFull) // checked
+	return &buffer.Options{
+		MaxBytes: int64(c.Buffer.MaxBytes),
+		MaxAge:   c.Buffer.MaxAge,
+		WhenFull: policy,
+		// A fresh file counts on from the clock, so a buffer that had to be
+		// replaced never reuses message ids upstream.
+		FirstSeq: uint64(time.Now().UnixMicro()),
+		OnCommit: onCommit,
+	}
+}
+
+func (c *Config) connOptions() forward.ConnOptions {
+	u := c.Upstream
+	return forward.ConnOptions{
+		Servers:      u.Servers,
+		Name:         "edgegw " + c.Gateway.ID,
+		User:         u.User,
+		Password:     u.Password,
+		Token:        u.Token,
+		NKeySeedFile: u.NKeySeedFile,
+		CredsFile:    u.CredsFile,
+		CAFile:       u.TLS.CAFile,
+		CertFile:     u.TLS.CertFile,
+		KeyFile:      u.TLS.KeyFile,
+	}
+}
+
+// subscriptions are the MQTT subscriptions with their parsed templates.
+func (c *Config) subscriptions() ([]mqttsource.Subscription, error) {
+	if c.MQTT == nil {
+		return nil, nil
+	}
+	var subs []mqttsource.Subscription
+	for _, s := range c.MQTT.Subscriptions {
+		t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID)
+		if err != nil {
+			return nil, err // the config check refuses it first
+		}
+		subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained})
+	}
+	return subs, nil
+}
+
+// filters are every subject this gateway publishes to: the forwarder
+// reads its last message on them.
+func (c *Config) filters(subs []mqttsource.Subscription) []string {
+	var out []string
+	for _, s := range subs {
+		out = append(out, s.Subject.Filter())
+	}
+	for _, sc := range c.Sensors {
+		subj, _ := sensorSubject(sc.Subject, c.Gateway.ID, sc.Name)
+		out = append(out, subj)
+	}
+	return out
+}
+
+func (c *Config) forwardOptions(filters []string, onAck func(time.Duration), log *slog.Logger) forward.Options {
+	u := c.Upstream
+	o := forward.Options{
+		GatewayID: c.Gateway.ID,
+		Stream: forward.StreamOptions{
+			Name:       u.Stream.Name,
+			Subjects:   u.Stream.Subjects,
+			Create:     u.Stream.Create,
+			Duplicates: u.Stream.Duplicates,
+			Replicas:   u.Stream.Replicas,
+		},
+		Filters:    filters,
+		Window:     u.Window,
+		AckTimeout: u.AckTimeout,
+		RateEvents: u.Rate.EventsPerSecond,
+		RateBytes:  float64(u.Rate.BytesPerSecond),
+		OnAck:      onAck,
+		Logger:     log,
+	}
+	if c.MQTT != nil {
+		o.MaxEventBytes = int(c.MQTT.MaxPayload)
+	}
+	return o
+}
+
+func (c *Config) mqttOptions(subs []mqttsource.Subscription, log *slog.Logger) mqttsource.Options {
+	m := c.MQTT
+	return mqttsource.Options{
+		Broker:        m.Broker,
+		ClientID:      m.ClientID,
+		Username:      m.Username,
+		Password:      m.Password,
+		CAFile:        m.TLS.CAFile,
+		CertFile:      m.TLS.CertFile,
+		KeyFile:       m.TLS.KeyFile,
+		Subscriptions: subs,
+		MaxPayload:    int(m.MaxPayload),
+		// A batch must fit the buffer, or it could never be stored.
+		BatchBytes: int(max(c.Buffer.MaxBytes/4, 1)),
+		Logger:     log,
+	}
+}
