@@ -168,134 +168,26 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 	now := time.Now()
 	var rejected uint64
 	err := q.update(func(tx *bolt.Tx) error {
-		events := tx.Bucket(bucketEvents)
-		events.FillPercent = 1.0 // keys only ever grow: pack pages full
-		budget := maxDeletesPerTx
-
-		// Acknowledged events.
-		c := events.Cursor()
-		for st.first <= ackTo && st.first < st.next && budget > 0 {
-			if err := deleteFirst(c, &st); err != nil {
+		t := &txn{q: q, tx: tx, events: tx.Bucket(bucketEvents), st: st, now: now, budget: maxDeletesPerTx}
+		t.events.FillPercent = 1.0 // keys only ever grow: pack pages full
+		acks, err := t.deleteAcked(ackTo)
+		if err != nil {
+			return err
+		}
+		expiry, err := t.expire()
+		if err != nil {
+			return err
+		}
+		more = acks || expiry
+		for _, r := range batch { // appends, in the order they arrived
+			if err := t.apply(r); err != nil {
 				return err
 			}
-			st.acked++
-			budget--
 		}
-		if err := refreshOldest(c, &st); err != nil {
+		if err := q.writeMeta(tx.Bucket(bucketMeta), &t.st); err != nil {
 			return err
 		}
-		more = st.first <= ackTo && st.first < st.next
-
-		// Expired events.
-		if q.opts.MaxAge > 0 {
-			cutoff := now.Add(-q.opts.MaxAge)
-			for st.first < st.next && budget > 0 && st.oldest.Before(cutoff) {
-				if err := deleteFirst(c, &st); err != nil {
-					return err
-				}
-				if err := refreshOldest(c, &st); err != nil {
-					return err
-				}
-				st.droppedAge++
-				budget--
-			}
-			more = more || (st.first < st.next && st.oldest.Before(cutoff))
-		}
-
-		// Appends, in the order they arrived.
-		var key [8]byte
-		var slab []byte // bbolt keeps value slices until commit: no reuse
-		for _, r := range batch {
-			r.err = nil
-			if r.dead != nil {
-				if err := q.applyDead(tx, r.dead, &st, now); errors.Is(err, ErrNotHeld) {
-					r.err = err
-				} else if err != nil {
-					return err
-				}
-				continue
-			}
-			if len(r.data) == 0 {
-				continue
-			}
-			var marks *bolt.Bucket
-			if r.marks != nil {
-				if marks = tx.Bucket(bucketMarks); marks == nil {
-					var err error
-					if marks, err = tx.CreateBucket(bucketMarks); err != nil {
-						return err
-					}
-				}
-				r.seqs = make([]uint64, len(r.data))
-			}
-			skip := func(i int) bool {
-				m := r.marks[i]
-				return m != nil && m.SkipIfSame && bytes.Equal(marks.Get(m.Slot), m.Token)
-			}
-			var size int64
-			for i, d := range r.data {
-				if marks != nil && skip(i) {
-					continue
-				}
-				size += int64(len(d)) + recordOverhead
-			}
-			if limit := q.opts.MaxBytes; limit > 0 {
-				if size > limit {
-					r.err = fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, limit)
-					continue
-				}
-				if st.bytes+size > limit && q.opts.WhenFull == Reject {
-					r.err = ErrFull
-					rejected += uint64(len(r.data))
-					continue
-				}
-				dc := events.Cursor()
-				for st.bytes+size > limit && st.first < st.next {
-					if err := deleteFirst(dc, &st); err != nil {
-						return err
-					}
-					st.droppedFull++
-				}
-				if err := refreshOldest(dc, &st); err != nil {
-					return err
-				}
-			}
-			r.first = st.next
-			ts := uint64(now.UnixNano())
-			for i, d := range r.data {
-				if marks != nil {
-					if skip(i) {
-						continue // a copy of an event already stored
-					}
-					if m := r.marks[i]; m != nil {
-						if err := marks.Put(m.Slot, append([]byte(nil), m.Token...)); err != nil {
-							return err
-						}
-					}
-					r.seqs[i] = st.next
-				}
-				binary.BigEndian.PutUint64(key[:], st.next)
-				if cap(slab)-len(slab) < 8+len(d) {
-					slab = make([]byte, 0, max(64<<10, 8+len(d)))
-				}
-				off := len(slab)
-				slab = binary.BigEndian.AppendUint64(slab, ts)
-				slab = append(slab, d...)
-				val := slab[off:len(slab):len(slab)]
-				if err := events.Put(key[:], val); err != nil {
-					return err
-				}
-				if st.first == st.next {
-					st.oldest = now
-				}
-				st.next++
-				st.bytes += int64(len(d)) + recordOverhead
-				st.appended++
-			}
-		}
-		if err := q.writeMeta(tx.Bucket(bucketMeta), &st); err != nil {
-			return err
-		}
+		st, rejected = t.st, t.rejected
 		// Readers may see these events as soon as bbolt commits, before
 		// q.st is updated below: let Ack accept them from now on.
 		q.mu.Lock()
@@ -304,21 +196,7 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		return nil
 	})
 	if err != nil {
-		q.mu.Lock()
-		q.horizon = q.st.next
-		q.ackTo = min(q.ackTo, q.st.next-1) // nothing beyond was ever visible
-		q.mu.Unlock()
-		err = writeError(q.path, err)
-		q.mu.Lock()
-		if q.commitErr == "" {
-			q.commitErrSince = time.Now()
-		}
-		q.commitErr = err.Error()
-		q.mu.Unlock()
-		for _, r := range batch {
-			r.err, r.first = err, 0
-			close(r.done)
-		}
+		q.failed(batch, err)
 		return false
 	}
 	if q.opts.OnCommit != nil {
@@ -339,6 +217,183 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		close(r.done)
 	}
 	return more
+}
+
+// failed tells every request of a failed transaction, and keeps the
+// failure for Stats until a commit works.
+func (q *Queue) failed(batch []*appendReq, err error) {
+	q.mu.Lock()
+	q.horizon = q.st.next
+	q.ackTo = min(q.ackTo, q.st.next-1) // nothing beyond was ever visible
+	q.mu.Unlock()
+	err = writeError(q.path, err)
+	q.mu.Lock()
+	if q.commitErr == "" {
+		q.commitErrSince = time.Now()
+	}
+	q.commitErr = err.Error()
+	q.mu.Unlock()
+	for _, r := range batch {
+		r.err, r.first = err, 0
+		close(r.done)
+	}
+}
+
+// txn is one transaction's work on the events: the state it moves, and
+// how many deletes it may still do.
+type txn struct {
+	q        *Queue
+	tx       *bolt.Tx
+	events   *bolt.Bucket
+	st       state
+	now      time.Time
+	budget   int
+	rejected uint64
+	slab     []byte // bbolt keeps value slices until commit: no reuse
+}
+
+// deleteAcked deletes acknowledged events (up to the budget) and reports
+// whether some are left for another transaction.
+func (t *txn) deleteAcked(ackTo uint64) (more bool, err error) {
+	c := t.events.Cursor()
+	for t.st.first <= ackTo && t.st.first < t.st.next && t.budget > 0 {
+		if err := deleteFirst(c, &t.st); err != nil {
+			return false, err
+		}
+		t.st.acked++
+		t.budget--
+	}
+	if err := refreshOldest(c, &t.st); err != nil {
+		return false, err
+	}
+	return t.st.first <= ackTo && t.st.first < t.st.next, nil
+}
+
+// expire deletes events older than MaxAge (up to the budget) and reports
+// whether some are left.
+func (t *txn) expire() (more bool, err error) {
+	if t.q.opts.MaxAge <= 0 {
+		return false, nil
+	}
+	c := t.events.Cursor()
+	cutoff := t.now.Add(-t.q.opts.MaxAge)
+	for t.st.first < t.st.next && t.budget > 0 && t.st.oldest.Before(cutoff) {
+		if err := deleteFirst(c, &t.st); err != nil {
+			return false, err
+		}
+		if err := refreshOldest(c, &t.st); err != nil {
+			return false, err
+		}
+		t.st.droppedAge++
+		t.budget--
+	}
+	return t.st.first < t.st.next && t.st.oldest.Before(cutoff), nil
+}
+
+// apply runs one request: a dead-letter change, or an append. A refusal
+// (ErrTooLarge, ErrFull, ErrNotHeld) is the request's error; an error
+// returned fails the whole transaction.
+func (t *txn) apply(r *appendReq) error {
+	r.err = nil
+	if r.dead != nil {
+		if err := t.q.applyDead(t.tx, r.dead, &t.st, t.now); errors.Is(err, ErrNotHeld) {
+			r.err = err
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}
+	if len(r.data) == 0 {
+		return nil
+	}
+	var marks *bolt.Bucket
+	if r.marks != nil {
+		var err error
+		if marks, err = t.tx.CreateBucketIfNotExists(bucketMarks); err != nil {
+			return err
+		}
+		r.seqs = make([]uint64, len(r.data))
+	}
+	skip := func(i int) bool {
+		m := r.marks[i]
+		return m != nil && m.SkipIfSame && bytes.Equal(marks.Get(m.Slot), m.Token)
+	}
+	var size int64
+	for i, d := range r.data {
+		if marks != nil && skip(i) {
+			continue
+		}
+		size += int64(len(d)) + recordOverhead
+	}
+	if ok, err := t.makeRoom(r, size); !ok || err != nil {
+		return err
+	}
+	r.first = t.st.next
+	for i, d := range r.data {
+		if marks != nil {
+			if skip(i) {
+				continue // a copy of an event already stored
+			}
+			if m := r.marks[i]; m != nil {
+				if err := marks.Put(m.Slot, append([]byte(nil), m.Token...)); err != nil {
+					return err
+				}
+			}
+			r.seqs[i] = t.st.next
+		}
+		if err := t.put(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeRoom applies MaxBytes to an append of size bytes: it refuses it
+// (r.err, false) or drops the oldest events to fit it.
+func (t *txn) makeRoom(r *appendReq, size int64) (bool, error) {
+	limit := t.q.opts.MaxBytes
+	if limit <= 0 {
+		return true, nil
+	}
+	if size > limit {
+		r.err = fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, limit)
+		return false, nil
+	}
+	if t.st.bytes+size > limit && t.q.opts.WhenFull == Reject {
+		r.err = ErrFull
+		t.rejected += uint64(len(r.data))
+		return false, nil
+	}
+	dc := t.events.Cursor()
+	for t.st.bytes+size > limit && t.st.first < t.st.next {
+		if err := deleteFirst(dc, &t.st); err != nil {
+			return false, err
+		}
+		t.st.droppedFull++
+	}
+	return true, refreshOldest(dc, &t.st)
+}
+
+// put stores d as the next event.
+func (t *txn) put(d []byte) error {
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], t.st.next)
+	if cap(t.slab)-len(t.slab) < 8+len(d) {
+		t.slab = make([]byte, 0, max(64<<10, 8+len(d)))
+	}
+	off := len(t.slab)
+	t.slab = binary.BigEndian.AppendUint64(t.slab, uint64(t.now.UnixNano()))
+	t.slab = append(t.slab, d...)
+	if err := t.events.Put(key[:], t.slab[off:len(t.slab):len(t.slab)]); err != nil {
+		return err
+	}
+	if t.st.first == t.st.next {
+		t.st.oldest = t.now
+	}
+	t.st.next++
+	t.st.bytes += int64(len(d)) + recordOverhead
+	t.st.appended++
+	return nil
 }
 
 // update runs fn in a read-write transaction. bbolt panics on pages it
