@@ -308,183 +308,235 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-
-	debug := f.log.Enabled(ctx, slog.LevelDebug)
-	dbgLim := rate.NewLimiter(10, 10) // debug lines per second
-	var (
-		window  = make([]inflight, 0, f.o.Window) // publishes in seq order
-		pending []buffer.Record                   // read, not yet published
-		toAck   uint64
-		okSubj  = map[string]bool{}
-		stopC   <-chan time.Time
-	)
-	ackBuffer := func() error {
-		if toAck == 0 {
-			return nil
-		}
-		err := f.q.Ack(toAck)
-		toAck = 0
-		return err
-	}
+	s := &sess{f: f, js: js, captured: captured, next: next,
+		window: make([]inflight, 0, f.o.Window), okSubj: map[string]bool{},
+		debug: f.log.Enabled(ctx, slog.LevelDebug), dbgLim: rate.NewLimiter(10, 10)}
 	defer func() {
-		if aerr := ackBuffer(); err == nil && aerr != nil {
+		if s.stopT != nil {
+			s.stopT.Stop()
+		}
+		if aerr := s.ackBuffer(); err == nil && aerr != nil {
 			err = aerr
 		}
+		progressed = s.progressed
 	}()
-
 	for {
-		// Fill the window, in seq order.
-		for len(window) < f.o.Window && ctx.Err() == nil {
-			if len(pending) == 0 {
-				// Read a whole window's worth: many small reads cost a
-				// read transaction each.
-				if pending, err = f.q.Read(next, f.o.Window); err != nil {
-					return progressed, err
-				}
-				if len(pending) == 0 {
-					break
-				}
-				next = pending[len(pending)-1].Seq + 1
-			}
-			rec := pending[0]
-			msg, bad := f.message(rec)
-			var fut jetstream.PubAckFuture // nil: not published, acked in its turn
-			if f.storedAhead[rec.Seq] {
-				// noSkipFrom stays until the gap itself is acknowledged
-				// (resume clears it): the stream's last message does not
-				// prove the failed seq is there.
-				delete(f.storedAhead, rec.Seq)
-				f.skipped.Add(1)
-			} else if bad != nil {
-				if err := f.setAside(ctx, rec.Seq, bad); err != nil {
-					return progressed, err
-				}
-			} else {
-				if !okSubj[msg.Subject] {
-					if !Covers(captured, msg.Subject) {
-						return progressed, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s); add the subject to the stream or change the subject template", ErrConfig, f.o.Stream.Name, msg.Subject, strings.Join(captured, ", "))
-					}
-					if len(okSubj) > 10_000 {
-						clear(okSubj)
-					}
-					okSubj[msg.Subject] = true
-				}
-				if f.limit(ctx, len(msg.Data)) != nil {
-					break // ctx ended; rec stays pending
-				}
-				fut, err = js.PublishMsgAsync(msg)
-				if errors.Is(err, nats.ErrMaxPayload) {
-					// The server will never take it: set it aside, go on.
-					bad := fmt.Errorf("%d bytes with headers is over the upstream server's max_payload of %d (raise max_payload on the server, or lower mqtt.max_payload)", len(msg.Data)+headerSize(msg), f.nc.MaxPayload())
-					if err := f.setAside(ctx, rec.Seq, bad); err != nil {
-						return progressed, err
-					}
-				} else if err != nil {
-					f.resent.Add(uint64(len(window)))
-					return progressed, fmt.Errorf("publish seq %d: %w", rec.Seq, err)
-				} else {
-					f.published.Add(1)
-				}
-			}
-			pending = pending[1:]
-			w := inflight{seq: rec.Seq, fut: fut}
-			if debug && msg != nil {
-				w.subject = msg.Subject
-			}
-			if fut != nil && f.o.OnAck != nil {
-				w.sent = time.Now()
-			}
-			window = append(window, w)
+		if err := s.fill(ctx); err != nil {
+			return s.progressed, err
 		}
-
-		if len(window) == 0 {
-			if err := ackBuffer(); err != nil {
-				return progressed, err
-			}
-			if ctx.Err() != nil {
-				return progressed, nil
-			}
-			changed := f.q.Changed()
-			if len(pending) > 0 || f.q.Stats().NextSeq > next {
-				continue
-			}
-			select {
-			case <-changed:
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-				if !f.nc.IsConnected() {
-					return progressed, errors.New("upstream disconnected")
-				}
-			}
-			continue
-		}
-
-		// Wait for the oldest publish; after ctx ends, for StopTimeout.
-		head := window[0]
-		done := ctx.Done()
-		if ctx.Err() != nil {
-			if stopC == nil {
-				t := time.NewTimer(f.o.StopTimeout)
-				defer t.Stop()
-				stopC = t.C
-			}
-			done = nil
-		}
-		var okC <-chan *jetstream.PubAck
-		var errC <-chan error
-		if head.fut == nil {
-			c := make(chan *jetstream.PubAck, 1)
-			c <- nil
-			okC = c
+		var stop bool
+		if len(s.window) == 0 {
+			stop, err = s.idle(ctx)
 		} else {
-			okC, errC = head.fut.Ok(), head.fut.Err()
+			stop, err = s.awaitHead(ctx)
 		}
-		select {
-		case <-okC:
-			window = window[1:]
-			toAck = head.seq
-			if head.fut != nil {
-				f.acked.Add(1)
-				if f.o.OnAck != nil {
-					f.o.OnAck(time.Since(head.sent))
-				}
-				if debug && dbgLim.Allow() {
-					f.log.Debug("event in the stream", "seq", head.seq, "subject", head.subject)
-				}
-			}
-			f.lastSeq.Store(head.seq)
-			f.lastAck.Store(time.Now().UnixNano())
-			if !progressed {
-				f.lastErr.Store(nil) // moving again
-				f.configErr.Store(false)
-			}
-			progressed = true
-			if len(window) == 0 || head.seq%256 == 0 {
-				if err := ackBuffer(); err != nil {
-					return progressed, err
-				}
-			}
-		case err := <-errC:
-			if refusedForGood(err) {
-				// The stream refused this message and will refuse it
-				// again; the ones after it are unaffected. Set it aside
-				// and acknowledge it in its turn.
-				if serr := f.setAside(context.WithoutCancel(ctx), head.seq, fmt.Errorf("the stream refused it: %w", err)); serr != nil {
-					return progressed, serr
-				}
-				window[0].fut = nil
-				continue
-			}
-			f.settle(head.seq, window[1:])
-			f.resent.Add(uint64(len(window)))
-			return progressed, fmt.Errorf("seq %d: %w", head.seq, err)
-		case <-stopC:
-			f.log.Warn("stopped with publishes unacknowledged; they stay in the buffer", "count", len(window), "from_seq", head.seq)
-			return progressed, nil
-		case <-done:
-			// Stop filling; wait for the window with the stop timer.
+		if stop || err != nil {
+			return s.progressed, err
 		}
 	}
+}
+
+// sess is one session's state, owned by the Run goroutine.
+type sess struct {
+	f          *Forwarder
+	js         jetstream.JetStream
+	captured   []string        // the stream's subjects
+	next       uint64          // the next seq to read
+	window     []inflight      // publishes in seq order
+	pending    []buffer.Record // read, not yet published
+	toAck      uint64          // acknowledged by the stream, not yet in the buffer
+	okSubj     map[string]bool // subjects known to be captured
+	stopT      *time.Timer     // after ctx ends: how long to wait for the window
+	progressed bool
+	debug      bool
+	dbgLim     *rate.Limiter // debug lines per second
+}
+
+func (s *sess) ackBuffer() error {
+	if s.toAck == 0 {
+		return nil
+	}
+	err := s.f.q.Ack(s.toAck)
+	s.toAck = 0
+	return err
+}
+
+// fill publishes events, in seq order, until the window is full, the
+// buffer has no more, or ctx ends.
+func (s *sess) fill(ctx context.Context) error {
+	f := s.f
+	for len(s.window) < f.o.Window && ctx.Err() == nil {
+		if len(s.pending) == 0 {
+			// Read a whole window's worth: many small reads cost a read
+			// transaction each.
+			var err error
+			if s.pending, err = f.q.Read(s.next, f.o.Window); err != nil {
+				return err
+			}
+			if len(s.pending) == 0 {
+				return nil
+			}
+			s.next = s.pending[len(s.pending)-1].Seq + 1
+		}
+		rec := s.pending[0]
+		w, ok, err := s.publish(ctx, rec)
+		if err != nil || !ok {
+			return err
+		}
+		s.pending = s.pending[1:]
+		s.window = append(s.window, w)
+	}
+	return nil
+}
+
+// publish sends rec, or passes it over (stored ahead of a gap, or set
+// aside): then its future is nil and it is acknowledged in its turn. ok
+// is false when ctx ended before it could be sent.
+func (s *sess) publish(ctx context.Context, rec buffer.Record) (w inflight, ok bool, err error) {
+	f := s.f
+	w.seq = rec.Seq
+	msg, bad := f.message(rec)
+	switch {
+	case f.storedAhead[rec.Seq]:
+		// noSkipFrom stays until the gap itself is acknowledged (resume
+		// clears it): the stream's last message does not prove the failed
+		// seq is there.
+		delete(f.storedAhead, rec.Seq)
+		f.skipped.Add(1)
+		return w, true, nil
+	case bad != nil:
+		return w, true, f.setAside(ctx, rec.Seq, bad)
+	}
+	if !s.okSubj[msg.Subject] {
+		if !Covers(s.captured, msg.Subject) {
+			return w, false, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s); add the subject to the stream or change the subject template", ErrConfig, f.o.Stream.Name, msg.Subject, strings.Join(s.captured, ", "))
+		}
+		if len(s.okSubj) > 10_000 {
+			clear(s.okSubj)
+		}
+		s.okSubj[msg.Subject] = true
+	}
+	if f.limit(ctx, len(msg.Data)) != nil {
+		return w, false, nil // ctx ended; rec stays pending
+	}
+	fut, err := s.js.PublishMsgAsync(msg)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// The server will never take it: set it aside, go on.
+		bad := fmt.Errorf("%d bytes with headers is over the upstream server's max_payload of %d (raise max_payload on the server, or lower mqtt.max_payload)", len(msg.Data)+headerSize(msg), f.nc.MaxPayload())
+		return w, true, f.setAside(ctx, rec.Seq, bad)
+	}
+	if err != nil {
+		f.resent.Add(uint64(len(s.window)))
+		return w, false, fmt.Errorf("publish seq %d: %w", rec.Seq, err)
+	}
+	f.published.Add(1)
+	w.fut = fut
+	if s.debug {
+		w.subject = msg.Subject
+	}
+	if f.o.OnAck != nil {
+		w.sent = time.Now()
+	}
+	return w, true, nil
+}
+
+// idle waits, with nothing in flight, for events to send; stop when the
+// session is over.
+func (s *sess) idle(ctx context.Context) (stop bool, err error) {
+	f := s.f
+	if err := s.ackBuffer(); err != nil {
+		return true, err
+	}
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	changed := f.q.Changed()
+	if len(s.pending) > 0 || f.q.Stats().NextSeq > s.next {
+		return false, nil
+	}
+	select {
+	case <-changed:
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+		if !f.nc.IsConnected() {
+			return true, errors.New("upstream disconnected")
+		}
+	}
+	return false, nil
+}
+
+// awaitHead waits for the oldest publish's PubAck (after ctx ends, for
+// StopTimeout at most); stop when the session is over.
+func (s *sess) awaitHead(ctx context.Context) (stop bool, err error) {
+	f := s.f
+	head := s.window[0]
+	done := ctx.Done()
+	var stopC <-chan time.Time
+	if ctx.Err() != nil {
+		if s.stopT == nil {
+			s.stopT = time.NewTimer(f.o.StopTimeout)
+		}
+		stopC, done = s.stopT.C, nil
+	}
+	var okC <-chan *jetstream.PubAck
+	var errC <-chan error
+	if head.fut == nil {
+		c := make(chan *jetstream.PubAck, 1)
+		c <- nil
+		okC = c
+	} else {
+		okC, errC = head.fut.Ok(), head.fut.Err()
+	}
+	select {
+	case <-okC:
+		return false, s.acked(head)
+	case err := <-errC:
+		if refusedForGood(err) {
+			// The stream refused this message and will refuse it again;
+			// the ones after it are unaffected. Set it aside and
+			// acknowledge it in its turn.
+			if serr := f.setAside(context.WithoutCancel(ctx), head.seq, fmt.Errorf("the stream refused it: %w", err)); serr != nil {
+				return true, serr
+			}
+			s.window[0].fut = nil
+			return false, nil
+		}
+		f.settle(head.seq, s.window[1:])
+		f.resent.Add(uint64(len(s.window)))
+		return true, fmt.Errorf("seq %d: %w", head.seq, err)
+	case <-stopC:
+		f.log.Warn("stopped with publishes unacknowledged; they stay in the buffer", "count", len(s.window), "from_seq", head.seq)
+		return true, nil
+	case <-done:
+		return false, nil // stop filling; wait for the window with the stop timer
+	}
+}
+
+// acked takes the head of the window off as acknowledged.
+func (s *sess) acked(head inflight) error {
+	f := s.f
+	s.window = s.window[1:]
+	s.toAck = head.seq
+	if head.fut != nil {
+		f.acked.Add(1)
+		if f.o.OnAck != nil {
+			f.o.OnAck(time.Since(head.sent))
+		}
+		if s.debug && s.dbgLim.Allow() {
+			f.log.Debug("event in the stream", "seq", head.seq, "subject", head.subject)
+		}
+	}
+	f.lastSeq.Store(head.seq)
+	f.lastAck.Store(time.Now().UnixNano())
+	if !s.progressed {
+		f.lastErr.Store(nil) // moving again
+		f.configErr.Store(false)
+	}
+	s.progressed = true
+	if len(s.window) == 0 || head.seq%256 == 0 {
+		return s.ackBuffer()
+	}
+	return nil
 }
 
 // resume starts a session: it finds the stream, asks it for this gateway's
