@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegw/edgegw/buffer"
 	bbolt "go.etcd.io/bbolt"
+
+	"github.com/edgegw/edgegw/buffer"
 )
 
 // BenchmarkDurableAppend measures group-committed appends of 128-byte events

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegw/edgegw/buffer"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgegw/edgegw/buffer"
 )
 
 func openT(t *testing.T, path string, o *buffer.Options) *buffer.Queue {

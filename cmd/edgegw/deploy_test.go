@@ -10,12 +10,14 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"fmt"
-	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/edgegw/edgegw/gateway"
 	"net"
 	"os/exec"
 	"strconv"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgegw/edgegw/gateway"
 )
 
 // The deploy files agree with each other and with the binary: the paths

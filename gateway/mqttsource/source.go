@@ -14,22 +14,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
-	"golang.org/x/time/rate"
 
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/secret"
@@ -245,22 +238,6 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 	return s.ingest(ctx, msgs, emit)
 }
 
-// refusedSubs lists the filters a SUBACK refused (return code 0x80).
-func refusedSubs(t mqtt.Token) []string {
-	st, ok := t.(*mqtt.SubscribeToken)
-	if !ok {
-		return nil
-	}
-	var out []string
-	for topic, code := range st.Result() {
-		if code == 0x80 {
-			out = append(out, topic)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // ingest commits messages in batches and acks them, in arrival order, once
 // their batch is on disk. Acks are sent by a second goroutine, so the next
 // batch is collected and committed while paho writes the PUBACKs of the
@@ -356,83 +333,12 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 	}
 }
 
-// dropLog logs dropped messages once per topic, at most 10 lines a
-// minute, topics cut to 200 bytes: a flood of hostile topics (65 KB each,
-// all distinct) costs neither memory nor the disk the log is on. It
-// remembers a hash per topic, up to 4096 of them.
-type dropLog struct {
-	log        *slog.Logger
-	seen       map[uint64]struct{}
-	lim        *rate.Limiter
-	suppressed int
-}
-
-func newDropLog(log *slog.Logger) *dropLog {
-	return &dropLog{log: log, seen: map[uint64]struct{}{}, lim: rate.NewLimiter(rate.Every(6*time.Second), 10)}
-}
-
-func (d *dropLog) drop(topic string, err error) {
-	h := fnv.New64a()
-	h.Write([]byte(topic))
-	k := h.Sum64()
-	if _, ok := d.seen[k]; ok {
-		return
-	}
-	if len(d.seen) >= 4096 {
-		clear(d.seen)
-	}
-	d.seen[k] = struct{}{}
-	if !d.lim.Allow() {
-		d.suppressed++
-		return
-	}
-	shown := topic
-	if len(shown) > 200 {
-		shown = fmt.Sprintf("%s… (%d bytes)", shown[:200], len(topic))
-	}
-	args := []any{"topic", shown, "err", err}
-	if d.suppressed > 0 {
-		args = append(args, "not_logged_since", d.suppressed)
-		d.suppressed = 0
-	}
-	d.log.Warn("message dropped (logged once per topic, at most 10 a minute; counted in edgegw_source_rejected_total)", args...)
-}
-
 // errRetained: a retained copy sent because of the subscription, which
 // the subscription does not ask for. MQTT 3.1.1 §3.3.1.3: the broker sets
 // RETAIN only on a message sent because a subscription was made; a
 // message published while subscribed arrives with it clear, retained or
 // not, so live readings are never skipped.
 var errRetained = errors.New("retained copy on subscribe")
-
-// debugLog writes per-message lines at debug level ("did my device's
-// message arrive, and which subject did it get?"), at most 10 a second,
-// with a count of those left out.
-type debugLog struct {
-	log     *slog.Logger
-	lim     *rate.Limiter
-	skipped int
-}
-
-func newDebugLog(log *slog.Logger) *debugLog {
-	return &debugLog{log: log, lim: rate.NewLimiter(10, 10)}
-}
-
-func (d *debugLog) enabled(ctx context.Context) bool {
-	return d.log.Enabled(ctx, slog.LevelDebug)
-}
-
-func (d *debugLog) line(msg string, args ...any) {
-	if !d.lim.Allow() {
-		d.skipped++
-		return
-	}
-	if d.skipped > 0 {
-		args = append(args, "not_logged_since", d.skipped)
-		d.skipped = 0
-	}
-	d.log.Debug(msg, args...)
-}
 
 // msgSize bounds what m costs in a batch: its payload, its topic as the
 // source and as the subject (escaping can triple it), and the rest of the
@@ -482,76 +388,4 @@ func (s *Source) match(topic string) *Subscription {
 		}
 	}
 	return nil
-}
-
-// match reports whether the MQTT topic filter matches topic.
-func match(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {
-		return false // wildcards at the start never match $SYS-like topics
-	}
-	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
-	for i, l := range f {
-		if l == "#" {
-			return true
-		}
-		if i >= len(t) || l != "+" && l != t[i] {
-			return false
-		}
-	}
-	return len(f) == len(t)
-}
-
-// ValidFilter checks an MQTT topic filter: + and # must be whole levels, # the last.
-func ValidFilter(f string) error {
-	if f == "" {
-		return errors.New("empty topic filter")
-	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return fmt.Errorf("%q: '#' must be a whole level and the last", f)
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return fmt.Errorf("%q: '+' must be a whole level", f)
-		}
-	}
-	return nil
-}
-
-func refused(err error) bool {
-	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
-		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
-		errors.Is(err, packets.ErrorRefusedIDRejected) ||
-		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
-}
-
-// untrusted reports a broker certificate that does not verify: retrying
-// will not make it trusted.
-func untrusted(err error) bool {
-	var certErr *tls.CertificateVerificationError
-	var unknownAuth x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	return errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr)
-}
-
-func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt: tls.ca_file: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt: tls.ca_file %s holds no PEM certificate", caFile)
-		}
-	}
-	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt: tls.cert_file/key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }

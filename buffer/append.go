@@ -1,0 +1,85 @@
+package buffer
+
+import "context"
+
+// Append stores data as consecutive events and returns the seq of the first
+// once the transaction holding them has committed to disk. Either all of
+// data is stored or none is. Once the append is handed to the writer it is
+// waited for even if ctx ends, so a nil error always means committed and an
+// error means not stored.
+func (q *Queue) Append(ctx context.Context, data ...[]byte) (first uint64, err error) {
+	if len(data) == 0 {
+		return 0, nil
+	}
+	return q.submit(ctx, data)
+}
+
+// A Mark lets a source whose transport redelivers (MQTT QoS 1 after a
+// reconnect) have copies it already committed dropped, in the same
+// transaction as the append: the queue remembers the last Token stored in
+// each Slot, and an entry with SkipIfSame whose Token equals it is not
+// stored. Slots are few and reused (an MQTT source uses its packet ids), so
+// the marks stay small.
+type Mark struct {
+	Slot, Token []byte
+	SkipIfSame  bool
+}
+
+// An Entry is one event to append, with an optional Mark.
+type Entry struct {
+	Data []byte
+	Mark *Mark
+}
+
+// AppendEntries is Append with marks. It returns each entry's seq, or 0 for
+// an entry dropped as a copy of one already stored.
+func (q *Queue) AppendEntries(ctx context.Context, entries []Entry) ([]uint64, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	r := &appendReq{data: make([][]byte, len(entries)), marks: make([]*Mark, len(entries)), done: make(chan struct{})}
+	for i, e := range entries {
+		r.data[i], r.marks[i] = e.Data, e.Mark
+	}
+	if err := q.hand(ctx, r); err != nil {
+		return nil, err
+	}
+	return r.seqs, r.err
+}
+
+// Flush commits pending acknowledgements and expiry, and returns when they
+// are on disk.
+func (q *Queue) Flush(ctx context.Context) error {
+	for {
+		if _, err := q.submit(ctx, nil); err != nil {
+			return err
+		}
+		q.mu.Lock()
+		done := q.ackTo < q.st.first || q.st.first == q.st.next
+		q.mu.Unlock()
+		if done {
+			return nil
+		}
+	}
+}
+
+func (q *Queue) submit(ctx context.Context, data [][]byte) (uint64, error) {
+	r := &appendReq{data: data, done: make(chan struct{})}
+	if err := q.hand(ctx, r); err != nil {
+		return 0, err
+	}
+	return r.first, r.err
+}
+
+// hand gives r to the writer and waits for its commit.
+func (q *Queue) hand(ctx context.Context, r *appendReq) error {
+	select {
+	case q.reqs <- r:
+	case <-q.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-r.done
+	return nil
+}
