@@ -1,8 +1,6 @@
 package forward
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/gateway/tlsclient"
 )
 
 // ConnOptions say how to reach the upstream NATS servers.
@@ -107,14 +106,12 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 	case o.User != "":
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
-	if o.CAFile != "" {
-		opts = append(opts, nats.RootCAs(o.CAFile))
-	}
-	if o.CertFile != "" || o.KeyFile != "" {
-		if o.CertFile == "" || o.KeyFile == "" {
-			return nil, errors.New("upstream: tls needs both cert_file and key_file for a client certificate")
+	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
+		cfg, err := tlsclient.Config(o.CAFile, o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: tls.%w", err)
 		}
-		opts = append(opts, nats.ClientCert(o.CertFile, o.KeyFile))
+		opts = append(opts, nats.Secure(cfg))
 	}
 	urls := strings.Join(o.Servers, ",")
 	// A first attempt that may fail, so that a wrong credential or
@@ -140,10 +137,7 @@ func permanent(err error) bool {
 		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
 		return true
 	}
-	var certErr *tls.CertificateVerificationError
-	var unknownAuth x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
+	if tlsclient.Untrusted(err) {
 		return true
 	}
 	// nats.go reports a server that drops the connection after the TLS

@@ -1,11 +1,8 @@
 package mqttsource
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
@@ -68,35 +65,4 @@ func refused(err error) bool {
 		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
 		errors.Is(err, packets.ErrorRefusedIDRejected) ||
 		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
-}
-
-// untrusted reports a broker certificate that does not verify: retrying
-// will not make it trusted.
-func untrusted(err error) bool {
-	var certErr *tls.CertificateVerificationError
-	var unknownAuth x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	return errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr)
-}
-
-func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt: tls.ca_file: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt: tls.ca_file %s holds no PEM certificate", caFile)
-		}
-	}
-	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt: tls.cert_file/key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }

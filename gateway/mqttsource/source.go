@@ -26,6 +26,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/gateway/tlsclient"
 )
 
 // DefaultMaxPayload is the payload size limit when Options.MaxPayload is 0.
@@ -125,9 +126,9 @@ func New(o Options) (*Source, error) {
 	}
 	s.log = s.log.With("source", "mqtt", "broker", secret.URL(o.Broker))
 	if o.CAFile != "" || o.CertFile != "" {
-		cfg, err := tlsConfig(o.CAFile, o.CertFile, o.KeyFile)
+		cfg, err := tlsclient.Config(o.CAFile, o.CertFile, o.KeyFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("mqtt: tls.%w", err)
 		}
 		s.tlsCfg = cfg
 	}
@@ -222,7 +223,7 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		if refused(err) {
 			return fmt.Errorf("mqtt: broker %s refused the connection: %w (check mqtt.username, mqtt.password and mqtt.client_id)", secret.URL(s.o.Broker), err)
 		}
-		if untrusted(err) {
+		if tlsclient.Untrusted(err) {
 			return fmt.Errorf("mqtt: broker %s: its TLS certificate does not verify: %w (check mqtt.tls.ca_file, and that the certificate names the host in mqtt.broker)", secret.URL(s.o.Broker), err)
 		}
 		s.log.Warn("broker unreachable; retrying in the background", "err", err)
