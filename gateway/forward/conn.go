@@ -54,6 +54,32 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	opts, err := o.natsOptions(log)
+	if err != nil {
+		return nil, err
+	}
+	urls := strings.Join(o.Servers, ",")
+	// A first attempt that may fail, so that a wrong credential or
+	// certificate is an error now rather than a silent retry loop.
+	nc, err := nats.Connect(urls, opts...)
+	if err == nil {
+		return nc, nil
+	}
+	if permanent(err) {
+		return nil, fmt.Errorf("upstream: connect to %s: %w (check upstream credentials and TLS settings)", secret.URLs(o.Servers), err)
+	}
+	log.Warn("upstream unreachable; buffering and retrying in the background", "servers", secret.URLs(o.Servers), "err", err)
+	nc, err = nats.Connect(urls, append(opts, nats.RetryOnFailedConnect(true))...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: connect to %s: %w", secret.URLs(o.Servers), err)
+	}
+	return nc, nil
+}
+
+// natsOptions are the connection's options: reconnect forever with
+// jitter, no reconnect buffer, handlers that log, and the credential and
+// TLS of o.
+func (o ConnOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 	name := o.Name
 	if name == "" {
 		name = "edgegw"
@@ -113,22 +139,7 @@ func Connect(o ConnOptions, log *slog.Logger) (*nats.Conn, error) {
 		}
 		opts = append(opts, nats.Secure(cfg))
 	}
-	urls := strings.Join(o.Servers, ",")
-	// A first attempt that may fail, so that a wrong credential or
-	// certificate is an error now rather than a silent retry loop.
-	nc, err := nats.Connect(urls, opts...)
-	if err == nil {
-		return nc, nil
-	}
-	if permanent(err) {
-		return nil, fmt.Errorf("upstream: connect to %s: %w (check upstream credentials and TLS settings)", secret.URLs(o.Servers), err)
-	}
-	log.Warn("upstream unreachable; buffering and retrying in the background", "servers", secret.URLs(o.Servers), "err", err)
-	nc, err = nats.Connect(urls, append(opts, nats.RetryOnFailedConnect(true))...)
-	if err != nil {
-		return nil, fmt.Errorf("upstream: connect to %s: %w", secret.URLs(o.Servers), err)
-	}
-	return nc, nil
+	return opts, nil
 }
 
 // permanent reports connect errors that retrying will not fix.

@@ -169,24 +169,7 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 	// Each (re)connect waits for its SUBACK on a goroutine of its own, so
 	// that paho's OnConnect does not block; Run waits for them to end.
 	var subWaits sync.WaitGroup
-	subscribe := func(c mqtt.Client) {
-		filters := make(map[string]byte, len(s.o.Subscriptions))
-		for _, sub := range s.o.Subscriptions {
-			filters[sub.Topic] = sub.QoS
-		}
-		t := c.SubscribeMultiple(filters, nil) // messages go to the default handler
-		subWaits.Go(func() {
-			if !t.WaitTimeout(30 * time.Second) {
-				s.log.Error("subscribe: no SUBACK from the broker within 30s")
-			} else if err := t.Error(); err != nil {
-				s.log.Error("subscribe failed", "err", err)
-			} else if refusedTopics := refusedSubs(t); len(refusedTopics) > 0 {
-				s.log.Error("the broker refused subscriptions (check its ACL for this user)", "topics", refusedTopics)
-			} else if c.IsConnectionOpen() {
-				s.subscribed.Store(true)
-			}
-		})
-	}
+	subscribe := func(c mqtt.Client) { s.subscribe(c, &subWaits) }
 	opts := mqtt.NewClientOptions().
 		AddBroker(s.o.Broker).
 		SetClientID(s.o.ClientID).
@@ -266,29 +249,8 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 	debug := newDebugLog(s.log)
 	for {
 		var batch []mqtt.Message
-		var size int
-		if next != nil {
-			batch, size, next = append(make([]mqtt.Message, 0, 64), next), msgSize(next), nil
-		} else {
-			select {
-			case m := <-msgs:
-				batch, size = append(make([]mqtt.Message, 0, 64), m), msgSize(m)
-			case <-ctx.Done():
-				return nil
-			}
-		}
-	fill:
-		for len(batch) < s.o.BatchSize {
-			select {
-			case m := <-msgs:
-				if size+msgSize(m) > s.o.BatchBytes {
-					next = m // the first of the next batch
-					break fill
-				}
-				batch, size = append(batch, m), size+msgSize(m)
-			default:
-				break fill
-			}
+		if batch, next = s.nextBatch(ctx, msgs, next); batch == nil {
+			return nil // ctx ended
 		}
 		s.received.Add(uint64(len(batch)))
 		now := time.Now()
@@ -332,6 +294,32 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		}
 		acks <- batch
 	}
+}
+
+// nextBatch waits for a message (next, if one was left over), then takes
+// every one already waiting, up to BatchSize messages and BatchBytes; it
+// returns the first that did not fit, for the next batch. nil: ctx ended.
+func (s *Source) nextBatch(ctx context.Context, msgs <-chan mqtt.Message, next mqtt.Message) (batch []mqtt.Message, left mqtt.Message) {
+	if next == nil {
+		select {
+		case next = <-msgs:
+		case <-ctx.Done():
+			return nil, nil
+		}
+	}
+	batch, size := append(make([]mqtt.Message, 0, 64), next), msgSize(next)
+	for len(batch) < s.o.BatchSize {
+		select {
+		case m := <-msgs:
+			if size+msgSize(m) > s.o.BatchBytes {
+				return batch, m // the first of the next batch
+			}
+			batch, size = append(batch, m), size+msgSize(m)
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
 }
 
 // errRetained: a retained copy sent because of the subscription, which
@@ -389,4 +377,25 @@ func (s *Source) match(topic string) *Subscription {
 		}
 	}
 	return nil
+}
+
+// subscribe renews every subscription on c, and waits for the SUBACK on
+// a goroutine that wg counts.
+func (s *Source) subscribe(c mqtt.Client, wg *sync.WaitGroup) {
+	filters := make(map[string]byte, len(s.o.Subscriptions))
+	for _, sub := range s.o.Subscriptions {
+		filters[sub.Topic] = sub.QoS
+	}
+	t := c.SubscribeMultiple(filters, nil) // messages go to the default handler
+	wg.Go(func() {
+		if !t.WaitTimeout(30 * time.Second) {
+			s.log.Error("subscribe: no SUBACK from the broker within 30s")
+		} else if err := t.Error(); err != nil {
+			s.log.Error("subscribe failed", "err", err)
+		} else if refusedTopics := refusedSubs(t); len(refusedTopics) > 0 {
+			s.log.Error("the broker refused subscriptions (check its ACL for this user)", "topics", refusedTopics)
+		} else if c.IsConnectionOpen() {
+			s.subscribed.Store(true)
+		}
+	})
 }
