@@ -265,91 +265,115 @@ func (w *pageWalker) tree(id uint64, lo, hi []byte, name string) ([]byte, error)
 }
 
 func (w *pageWalker) node(p []byte, id uint64, lo, hi []byte, name string) ([]byte, error) {
-	flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
-	if pageHeaderSize+count*elemSize > len(p) {
-		return nil, w.fail("page %d: %d elements do not fit", id, count)
+	pv := pageView{w: w, p: p, id: id, flags: le.Uint16(p[8:]), count: int(le.Uint16(p[10:]))}
+	if pageHeaderSize+pv.count*elemSize > len(p) {
+		return nil, w.fail("page %d: %d elements do not fit", id, pv.count)
 	}
-	elem := func(i int) (k, v []byte, f uint32, child uint64, err error) {
-		off := pageHeaderSize + i*elemSize
-		e := p[off : off+elemSize]
-		pos := uint64(le.Uint32(e[4:]))
-		ks := uint64(le.Uint32(e[8:]))
-		if flags == flagBranch {
-			pos, ks = uint64(le.Uint32(e[0:])), uint64(le.Uint32(e[4:]))
-			if uint64(off)+pos+ks > uint64(len(p)) {
-				return nil, nil, 0, 0, w.fail("page %d: branch element %d out of the page", id, i)
-			}
-			return p[uint64(off)+pos : uint64(off)+pos+ks], nil, 0, le.Uint64(e[8:]), nil
-		}
-		vs := uint64(le.Uint32(e[12:]))
-		if uint64(off)+pos+ks+vs > uint64(len(p)) {
-			return nil, nil, 0, 0, w.fail("page %d: leaf element %d out of the page", id, i)
-		}
-		k = p[uint64(off)+pos : uint64(off)+pos+ks]
-		v = p[uint64(off)+pos+ks : uint64(off)+pos+ks+vs]
-		return k, v, le.Uint32(e[0:]), 0, nil
-	}
-	inOrder := func(i int, k, prev []byte) error {
-		if i == 0 && prev != nil && bytes.Compare(prev, k) > 0 || i > 0 && bytes.Compare(prev, k) >= 0 || hi != nil && bytes.Compare(k, hi) >= 0 {
-			return w.fail("page %d: key %d out of order", id, i)
-		}
-		return nil
-	}
-	switch flags {
+	switch pv.flags {
 	case flagBranch:
-		prev := lo
-		var maxKey []byte
-		for i := range count {
-			k, _, _, child, err := elem(i)
-			if err != nil {
-				if w.salvage {
-					continue
-				}
-				return nil, err
-			}
-			if err := inOrder(i, k, prev); err != nil && !w.salvage {
-				return nil, err
-			}
-			next := hi
-			if i+1 < count {
-				if nk, _, _, _, err := elem(i + 1); err == nil {
-					next = nk
-				}
-			}
-			m, err := w.tree(child, k, next, name)
-			if err != nil && !w.salvage {
-				return nil, err
-			}
-			if m != nil {
-				maxKey, prev = m, m
-			}
-		}
-		return maxKey, nil
+		return w.branch(pv, lo, hi, name)
 	case flagLeaf:
-		if w.salvage && name == string(bucketEvents) {
-			w.salvageLeaf(count, elem)
-			return nil, nil
-		}
-		prev := lo
-		for i := range count {
-			k, v, f, _, err := elem(i)
-			if err != nil {
-				if w.salvage {
-					continue
-				}
-				return nil, err
-			}
-			if err := inOrder(i, k, prev); err != nil && !w.salvage {
-				return nil, err
-			}
-			prev = k
-			if err := w.leaf(k, v, f, id, name); err != nil && !w.salvage {
-				return nil, err
-			}
-		}
-		return prev, nil
+		return w.leafPage(pv, lo, hi, name)
 	}
-	return nil, w.fail("page %d: has unexpected flags %#x for a %s page", id, flags, "branch or leaf")
+	return nil, w.fail("page %d: has unexpected flags %#x for a %s page", id, pv.flags, "branch or leaf")
+}
+
+// pageView reads one page's elements, every offset checked against it.
+type pageView struct {
+	w     *pageWalker
+	p     []byte
+	id    uint64
+	flags uint16
+	count int
+}
+
+func (pv pageView) elem(i int) (k, v []byte, f uint32, child uint64, err error) {
+	p := pv.p
+	off := pageHeaderSize + i*elemSize
+	e := p[off : off+elemSize]
+	pos := uint64(le.Uint32(e[4:]))
+	ks := uint64(le.Uint32(e[8:]))
+	if pv.flags == flagBranch {
+		pos, ks = uint64(le.Uint32(e[0:])), uint64(le.Uint32(e[4:]))
+		if uint64(off)+pos+ks > uint64(len(p)) {
+			return nil, nil, 0, 0, pv.w.fail("page %d: branch element %d out of the page", pv.id, i)
+		}
+		return p[uint64(off)+pos : uint64(off)+pos+ks], nil, 0, le.Uint64(e[8:]), nil
+	}
+	vs := uint64(le.Uint32(e[12:]))
+	if uint64(off)+pos+ks+vs > uint64(len(p)) {
+		return nil, nil, 0, 0, pv.w.fail("page %d: leaf element %d out of the page", pv.id, i)
+	}
+	k = p[uint64(off)+pos : uint64(off)+pos+ks]
+	v = p[uint64(off)+pos+ks : uint64(off)+pos+ks+vs]
+	return k, v, le.Uint32(e[0:]), 0, nil
+}
+
+// inOrder checks key i against the one before it (prev) and the bound hi,
+// as bbolt's check does.
+func (pv pageView) inOrder(i int, k, prev, hi []byte) error {
+	if i == 0 && prev != nil && bytes.Compare(prev, k) > 0 || i > 0 && bytes.Compare(prev, k) >= 0 || hi != nil && bytes.Compare(k, hi) >= 0 {
+		return pv.w.fail("page %d: key %d out of order", pv.id, i)
+	}
+	return nil
+}
+
+// branch walks a branch page's children; it returns the largest key.
+func (w *pageWalker) branch(pv pageView, lo, hi []byte, name string) ([]byte, error) {
+	prev := lo
+	var maxKey []byte
+	for i := range pv.count {
+		k, _, _, child, err := pv.elem(i)
+		if err != nil {
+			if w.salvage {
+				continue
+			}
+			return nil, err
+		}
+		if err := pv.inOrder(i, k, prev, hi); err != nil && !w.salvage {
+			return nil, err
+		}
+		next := hi
+		if i+1 < pv.count {
+			if nk, _, _, _, err := pv.elem(i + 1); err == nil {
+				next = nk
+			}
+		}
+		m, err := w.tree(child, k, next, name)
+		if err != nil && !w.salvage {
+			return nil, err
+		}
+		if m != nil {
+			maxKey, prev = m, m
+		}
+	}
+	return maxKey, nil
+}
+
+// leafPage takes a leaf page's elements; it returns the largest key.
+func (w *pageWalker) leafPage(pv pageView, lo, hi []byte, name string) ([]byte, error) {
+	if w.salvage && name == string(bucketEvents) {
+		w.salvageLeaf(pv.count, pv.elem)
+		return nil, nil
+	}
+	prev := lo
+	for i := range pv.count {
+		k, v, f, _, err := pv.elem(i)
+		if err != nil {
+			if w.salvage {
+				continue
+			}
+			return nil, err
+		}
+		if err := pv.inOrder(i, k, prev, hi); err != nil && !w.salvage {
+			return nil, err
+		}
+		prev = k
+		if err := w.leaf(k, v, f, pv.id, name); err != nil && !w.salvage {
+			return nil, err
+		}
+	}
+	return prev, nil
 }
 
 // leaf takes one key/value of a leaf page in bucket name.
