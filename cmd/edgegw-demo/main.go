@@ -64,32 +64,68 @@ func demo(ctx context.Context, devices, rate int, forever, verbose bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-
-	// The cloud: JetStream on a loopback port, its store in dir.
-	natsOpts := &server.Options{Host: "127.0.0.1", Port: freePort(), JetStream: true, StoreDir: dir + "/cloud", NoLog: true, NoSigs: true}
-	cloud, err := startNATS(natsOpts)
+	w, err := startWorld(ctx, dir, verbose)
 	if err != nil {
 		return err
 	}
-	defer func() { cloud.Shutdown() }()
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsOpts.Port)
+	defer w.close()
+	fmt.Printf("edgegw demo: %d devices x %d readings/s -> MQTT broker %s -> edgegw -> JetStream %s\n", devices, rate, w.brokerAddr, w.natsURL)
+	fmt.Println("the uplink will be cut and restored; every reading must arrive exactly once")
+	if a := w.g.HTTPAddr(); a != nil {
+		fmt.Printf("watch it: http://%s/metrics and http://%s/status\n", a, a)
+	}
 
-	// The building: an MQTT broker.
-	brokerAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	f, err := startDevices(ctx, w.brokerAddr, devices, rate)
+	if err != nil {
+		return err
+	}
+	err = w.phases(ctx, f, forever)
+	f.stop()
+	if err != nil {
+		return err
+	}
+	if w.cloud == nil { // the demo ended with the uplink down
+		if w.cloud, err = startNATS(w.natsOpts); err != nil {
+			return err
+		}
+	}
+	return w.check(f)
+}
+
+// world is the demo's cloud, building and gateway.
+type world struct {
+	natsOpts   *server.Options
+	cloud      *server.Server // nil while the uplink is cut
+	natsURL    string
+	broker     *mqtt.Server
+	brokerAddr string
+	g          *gateway.Gateway
+	gstop      func()
+}
+
+// startWorld starts JetStream (the cloud), an MQTT broker (the building)
+// and the gateway between them, from the same config a user writes.
+func startWorld(ctx context.Context, dir string, verbose bool) (*world, error) {
+	w := &world{natsOpts: &server.Options{Host: "127.0.0.1", Port: freePort(), JetStream: true, StoreDir: dir + "/cloud", NoLog: true, NoSigs: true}}
+	var err error
+	if w.cloud, err = startNATS(w.natsOpts); err != nil {
+		return nil, err
+	}
+	w.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", w.natsOpts.Port)
+	w.brokerAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumInflight = 65535
 	caps.MaximumClientWritesPending = 1 << 20
-	broker := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	broker.AddHook(new(auth.AllowHook), nil)
-	if err := broker.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: brokerAddr})); err != nil {
-		return err
+	w.broker = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.broker.AddHook(new(auth.AllowHook), nil)
+	if err := w.broker.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: w.brokerAddr})); err != nil {
+		w.close()
+		return nil, err
 	}
-	if err := broker.Serve(); err != nil {
-		return err
+	if err := w.broker.Serve(); err != nil {
+		w.close()
+		return nil, err
 	}
-	defer broker.Close()
-
-	// The gateway, from the same config a user writes.
 	cfgText := fmt.Sprintf(`gateway:
   id: demo-gw
   data_dir: %s/gateway
@@ -107,152 +143,169 @@ upstream:
     create: true
 http:
   listen: 127.0.0.1:0   # any free port; a real gateway uses 127.0.0.1:9180
-`, dir, brokerAddr, natsURL)
+`, dir, w.brokerAddr, w.natsURL)
 	cfg, err := gateway.ParseConfig("demo.yaml", []byte(cfgText), os.LookupEnv)
 	if err != nil {
-		return err
+		w.close()
+		return nil, err
 	}
 	logw := io.Discard
 	if verbose {
 		logw = os.Stderr
 	}
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(logw, nil)))
-	if err != nil {
-		return err
+	if w.g, err = gateway.New(cfg, slog.New(slog.NewTextHandler(logw, nil))); err != nil {
+		w.close()
+		return nil, err
 	}
-	gctx, gstop := context.WithCancel(context.Background())
+	gctx, cancel := context.WithCancel(context.Background())
 	gdone := make(chan error, 1)
-	go func() { gdone <- g.Run(gctx) }()
-	defer func() { gstop(); <-gdone }()
-	if err := waitUntil(ctx, 20*time.Second, func() bool { return mqttOf(g.Status()).Up }); err != nil {
-		return fmt.Errorf("gateway did not subscribe at the broker: %w", err)
+	go func() { gdone <- w.g.Run(gctx) }()
+	w.gstop = func() { cancel(); <-gdone }
+	if err := waitUntil(ctx, 20*time.Second, func() bool { return mqttOf(w.g.Status()).Up }); err != nil {
+		w.close()
+		return nil, fmt.Errorf("gateway did not subscribe at the broker: %w", err)
 	}
+	return w, nil
+}
 
-	fmt.Printf("edgegw demo: %d devices x %d readings/s -> MQTT broker %s -> edgegw -> JetStream %s\n", devices, rate, brokerAddr, natsURL)
-	fmt.Println("the uplink will be cut and restored; every reading must arrive exactly once")
-	if a := g.HTTPAddr(); a != nil {
-		fmt.Printf("watch it: http://%s/metrics and http://%s/status\n", a, a)
+func (w *world) close() {
+	if w.gstop != nil {
+		w.gstop()
 	}
+	if w.broker != nil {
+		w.broker.Close()
+	}
+	if w.cloud != nil {
+		w.cloud.Shutdown()
+	}
+}
 
-	// The devices.
-	var accepted atomic.Int64
-	var acceptedMu sync.Mutex
-	acceptedSet := map[string]bool{}
-	devCtx, devStop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for d := 1; d <= devices; d++ {
+// devices publish readings and remember which the broker accepted.
+type devices struct {
+	accepted atomic.Int64
+	mu       sync.Mutex
+	set      map[string]bool // device/n, PUBACKed by the broker
+	wg       sync.WaitGroup
+	stop     func() // stops them and waits
+}
+
+func startDevices(ctx context.Context, brokerAddr string, n, rate int) (*devices, error) {
+	f := &devices{set: map[string]bool{}}
+	devCtx, cancel := context.WithCancel(ctx)
+	f.stop = func() { cancel(); f.wg.Wait() }
+	for d := 1; d <= n; d++ {
 		name := fmt.Sprintf("room-%d", d)
 		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID("device-" + name).SetAutoReconnect(true))
 		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-			devStop()
-			return fmt.Errorf("device %s: %v", name, t.Error())
+			f.stop()
+			return nil, fmt.Errorf("device %s: %v", name, t.Error())
 		}
-		wg.Add(1)
+		f.wg.Go(func() { f.publish(devCtx, c, name, rate) })
+	}
+	return f, nil
+}
+
+// publish sends rate readings a second from one device until ctx ends.
+func (f *devices) publish(ctx context.Context, c paho.Client, name string, rate int) {
+	defer c.Disconnect(100)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r := reading{Device: name, N: n, TempC: 21 + 2*math.Sin(float64(n)/50), RH: 40 + 5*math.Cos(float64(n)/70)}
+		b, _ := json.Marshal(r)
+		t := c.Publish("building/"+name+"/climate", 1, false, b)
 		go func() {
-			defer wg.Done()
-			defer c.Disconnect(100)
-			tick := time.NewTicker(time.Second / time.Duration(rate))
-			defer tick.Stop()
-			for n := 0; ; n++ {
-				select {
-				case <-devCtx.Done():
-					return
-				case <-tick.C:
-				}
-				r := reading{Device: name, N: n, TempC: 21 + 2*math.Sin(float64(n)/50), RH: 40 + 5*math.Cos(float64(n)/70)}
-				b, _ := json.Marshal(r)
-				t := c.Publish("building/"+name+"/climate", 1, false, b)
-				go func() {
-					if t.WaitTimeout(30*time.Second) && t.Error() == nil {
-						acceptedMu.Lock()
-						acceptedSet[fmt.Sprintf("%s/%d", name, n)] = true
-						acceptedMu.Unlock()
-						accepted.Add(1)
-					}
-				}()
+			if t.WaitTimeout(30*time.Second) && t.Error() == nil {
+				f.mu.Lock()
+				f.set[fmt.Sprintf("%s/%d", name, n)] = true
+				f.mu.Unlock()
+				f.accepted.Add(1)
 			}
 		}()
 	}
+}
 
-	status := func(phase string) {
-		st := g.Status()
-		uplink := "up"
-		if !st.Upstream.Connected {
-			uplink = "DOWN"
-		}
-		m := mqttOf(st)
-		fmt.Printf("%-22s accepted %7d  ingested %7d  buffered %6d  delivered %7d  duplicates dropped %d  uplink %s\n",
-			phase, accepted.Load(), m.Ingested, st.Buffer.Events, st.Upstream.Acked, m.Duplicates, uplink)
+func (w *world) status(phase string, f *devices) {
+	st := w.g.Status()
+	uplink := "up"
+	if !st.Upstream.Connected {
+		uplink = "DOWN"
 	}
+	m := mqttOf(st)
+	fmt.Printf("%-22s accepted %7d  ingested %7d  buffered %6d  delivered %7d  duplicates dropped %d  uplink %s\n",
+		phase, f.accepted.Load(), m.Ingested, st.Buffer.Events, st.Upstream.Acked, m.Duplicates, uplink)
+}
+
+// phases runs the show: streaming, the uplink cut, restored; a line a
+// second. With forever it repeats until ctx ends.
+func (w *world) phases(ctx context.Context, f *devices, forever bool) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	start := time.Now()
-	uplinkDown := false
 	for {
 		select {
 		case <-ctx.Done():
 			if !forever {
-				devStop()
-				wg.Wait()
 				return ctx.Err()
 			}
 		case <-tick.C:
 		}
 		el := time.Since(start)
-		phase := "streaming"
 		cutAt, backAt, endAt := 8*time.Second, 20*time.Second, 30*time.Second
 		if forever {
 			el %= 45 * time.Second
 			cutAt, backAt, endAt = 15*time.Second, 30*time.Second, time.Duration(math.MaxInt64)
 		}
 		switch {
-		case el >= cutAt && el < backAt && !uplinkDown:
-			cloud.Shutdown()
-			uplinkDown = true
+		case el >= cutAt && el < backAt && w.cloud != nil:
+			w.cloud.Shutdown()
+			w.cloud = nil
 			fmt.Println("--- uplink cut: readings keep coming and wait in the gateway's bbolt buffer")
-		case el >= backAt && uplinkDown:
-			if cloud, err = startNATS(natsOpts); err != nil {
-				devStop()
+		case el >= backAt && w.cloud == nil:
+			var err error
+			if w.cloud, err = startNATS(w.natsOpts); err != nil {
 				return err
 			}
-			uplinkDown = false
 			fmt.Println("--- uplink restored: the backlog drains, in order")
 		}
-		if uplinkDown {
+		phase := "streaming"
+		if w.cloud == nil {
 			phase = "uplink down"
 		}
-		status(phase)
+		w.status(phase, f)
 		if ctx.Err() != nil || (!forever && time.Since(start) >= endAt) {
-			break
+			return nil
 		}
 	}
-	devStop()
-	wg.Wait()
-	if uplinkDown {
-		if cloud, err = startNATS(natsOpts); err != nil {
-			return err
-		}
-	}
+}
+
+// check waits for the drain, reads the whole stream and compares it with
+// what the broker accepted.
+func (w *world) check(f *devices) error {
 	// Let the publishes in flight settle, then drain.
 	time.Sleep(time.Second)
-	want := accepted.Load()
+	want := f.accepted.Load()
 	if err := waitUntil(context.Background(), 30*time.Second, func() bool {
-		st := g.Status()
+		st := w.g.Status()
 		return mqttOf(st).Ingested >= uint64(want) && st.Buffer.Events == 0 && st.Upstream.Acked >= uint64(want)
 	}); err != nil {
-		status("drain timed out")
+		w.status("drain timed out", f)
 	}
-	status("drained")
+	w.status("drained", f)
 
-	// Check the stream.
-	got, dups, err := readStream(natsURL)
+	got, dups, err := readStream(w.natsURL)
 	if err != nil {
 		return err
 	}
-	acceptedMu.Lock()
-	defer acceptedMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	lost := 0
-	for k := range acceptedSet {
+	for k := range f.set {
 		if got[k] == 0 {
 			lost++
 		}
@@ -262,11 +315,11 @@ http:
 	// as accepted. Not a duplicate.
 	unacked := 0
 	for k := range got {
-		if !acceptedSet[k] {
+		if !f.set[k] {
 			unacked++
 		}
 	}
-	fmt.Printf("\nresult: %d readings accepted by the broker, %d in the stream, %d lost, %d duplicated\n", len(acceptedSet), len(got), lost, dups)
+	fmt.Printf("\nresult: %d readings accepted by the broker, %d in the stream, %d lost, %d duplicated\n", len(f.set), len(got), lost, dups)
 	if unacked > 0 {
 		fmt.Printf("        (%d of those in the stream were published as the devices stopped: the broker took them, its PUBACK never reached the device; each is there once)\n", unacked)
 	}
