@@ -309,6 +309,21 @@ func (pv pageView) elem(i int) (k, v []byte, f uint32, child uint64, err error) 
 	return k, v, le.Uint32(e[0:]), 0, nil
 }
 
+// checked is element i, its order checked. Salvaging, a damaged element
+// is skipped and an order error let through; otherwise both are errors.
+func (pv pageView) checked(i int, prev, hi []byte) (k, v []byte, f uint32, child uint64, skip bool, err error) {
+	if k, v, f, child, err = pv.elem(i); err != nil {
+		if pv.w.salvage {
+			return nil, nil, 0, 0, true, nil
+		}
+		return nil, nil, 0, 0, false, err
+	}
+	if err := pv.inOrder(i, k, prev, hi); err != nil && !pv.w.salvage {
+		return nil, nil, 0, 0, false, err
+	}
+	return k, v, f, child, false, nil
+}
+
 // inOrder checks key i against the one before it (prev) and the bound hi,
 // as bbolt's check does.
 func (pv pageView) inOrder(i int, k, prev, hi []byte) error {
@@ -323,15 +338,11 @@ func (w *pageWalker) branch(pv pageView, lo, hi []byte, name string) ([]byte, er
 	prev := lo
 	var maxKey []byte
 	for i := range pv.count {
-		k, _, _, child, err := pv.elem(i)
+		k, _, _, child, skip, err := pv.checked(i, prev, hi)
 		if err != nil {
-			if w.salvage {
-				continue
-			}
 			return nil, err
-		}
-		if err := pv.inOrder(i, k, prev, hi); err != nil && !w.salvage {
-			return nil, err
+		} else if skip {
+			continue
 		}
 		next := hi
 		if i+1 < pv.count {
@@ -358,15 +369,11 @@ func (w *pageWalker) leafPage(pv pageView, lo, hi []byte, name string) ([]byte, 
 	}
 	prev := lo
 	for i := range pv.count {
-		k, v, f, _, err := pv.elem(i)
+		k, v, f, _, skip, err := pv.checked(i, prev, hi)
 		if err != nil {
-			if w.salvage {
-				continue
-			}
 			return nil, err
-		}
-		if err := pv.inOrder(i, k, prev, hi); err != nil && !w.salvage {
-			return nil, err
+		} else if skip {
+			continue
 		}
 		prev = k
 		if err := w.leaf(k, v, f, pv.id, name); err != nil && !w.salvage {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,10 +26,9 @@ func bufferPath(cf configFlags, path string) (string, error) {
 	return cfg.Buffer.Path, nil
 }
 
-func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
-	fs := flags("buffer stats", stderr)
-	cf := addConfigFlags(fs, defaultConfig)
-	path := fs.String("path", "", "buffer file (instead of the config's buffer.path)")
+// parseBufferFlags parses a buffer command's flags and sets *path to the
+// buffer file; non-zero is the exit code of a failure, said on stderr.
+func parseBufferFlags(fs *flag.FlagSet, args []string, cf configFlags, path *string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -36,6 +36,16 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	if *path, err = bufferPath(cf, *path); err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
+	}
+	return 0
+}
+
+func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
+	fs := flags("buffer stats", stderr)
+	cf := addConfigFlags(fs, defaultConfig)
+	path := fs.String("path", "", "buffer file (instead of the config's buffer.path)")
+	if code := parseBufferFlags(fs, args, cf, path, stderr); code != 0 {
+		return code
 	}
 	st, err := buffer.ReadStats(*path, time.Second)
 	if err != nil {
@@ -82,13 +92,8 @@ func cmdDeadLetters(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("path", "", "buffer file (instead of the config's buffer.path)")
 	export := fs.String("export", "", "write every dead letter to this file as JSON lines")
 	drop := fs.Bool("drop", false, "delete the dead letters listed (export them first)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	var err error
-	if *path, err = bufferPath(cf, *path); err != nil {
-		fmt.Fprintln(stderr, "edgegw:", err)
-		return 1
+	if code := parseBufferFlags(fs, args, cf, path, stderr); code != 0 {
+		return code
 	}
 	dead, err := buffer.ReadDeadLetters(*path, time.Second)
 	if err != nil {
