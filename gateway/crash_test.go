@@ -37,7 +37,7 @@ func TestGatewayChild(t *testing.T) {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid", os.Getpid())
 	}
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, err := gateway.New(cfg, log)
+	g, err := gateway.New(cfg, gateway.Options{Logger: log})
 	if err != nil {
 		fmt.Println(err)
 		os.Exit(3)

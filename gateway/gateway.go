@@ -30,20 +30,25 @@ import (
 	"github.com/edgegw/edgegw/sensors"
 )
 
-// Gateway is one running edgegw.
-type Gateway struct {
+// Options are what New takes besides the config.
+type Options struct {
+	Logger *slog.Logger // nil: discard
+	// Version is reported by /status and edgegw_build_info.
+	Version string
 	// OpenI2C opens an I²C bus by name ("1", "/dev/i2c-1"). nil means the
-	// host's buses through periph.io; tests set a periph i2ctest bus.
+	// host's buses through periph.io; tests give a periph i2ctest bus.
 	OpenI2C func(name string) (i2c.BusCloser, error)
 	// OpenOneWire opens a 1-Wire bus by name ("" for the first). nil means
 	// the host's buses through periph.io (the kernel's w1 bus via netlink).
 	OpenOneWire func(name string) (onewire.BusCloser, error)
 	// OpenPin opens a GPIO input by name ("GPIO17"). nil means the host's
-	// GPIO lines through periph.io; tests set a periph gpiotest pin.
+	// GPIO lines through periph.io; tests give a periph gpiotest pin.
 	OpenPin sensors.PinOpener
-	// Version is reported by /status and edgegw_build_info.
-	Version string
+}
 
+// Gateway is one running edgegw.
+type Gateway struct {
+	o       Options
 	cfg     *Config
 	log     *slog.Logger
 	metrics *metrics
@@ -57,14 +62,15 @@ type Gateway struct {
 }
 
 // New checks cfg; it opens and starts nothing.
-func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
+func New(cfg *Config, o Options) (*Gateway, error) {
 	if cfg == nil {
 		return nil, errors.New("gateway: no config")
 	}
+	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, log: log}
+	g := &Gateway{o: o, cfg: cfg, log: log}
 	g.metrics = newMetrics(g)
 	return g, nil
 }
@@ -204,7 +210,7 @@ func (g *Gateway) sensorSources() ([]*source, error) {
 	if err != nil {
 		return nil, err
 	}
-	open := g.OpenPin
+	open := g.o.OpenPin
 	if open == nil {
 		open = hostPin
 	}
@@ -255,7 +261,7 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 	switch d.Bus {
 	case sensors.BusOneWire:
 		return func() (sensors.Reader, error) {
-			open := g.OpenOneWire
+			open := g.o.OpenOneWire
 			if open == nil {
 				open = hostOneWire
 			}
@@ -272,7 +278,7 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 		}
 	case sensors.BusI2C:
 		return func() (sensors.Reader, error) {
-			open := g.OpenI2C
+			open := g.o.OpenI2C
 			if open == nil {
 				open = hostI2C
 			}

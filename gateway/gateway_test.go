@@ -64,7 +64,7 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, err := gateway.New(cfg, log)
+	g, err := gateway.New(cfg, gateway.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +434,7 @@ func TestMQTTUsernamePassword(t *testing.T) {
 	bad.MQTT.Username, bad.MQTT.Password = "edgegw", "wrong-"+secret
 	bad.MQTT.ClientID = "edgegw-other"
 	bad.HTTP.Listen = "127.0.0.1:0"
-	g, _ := gateway.New(bad, nil)
+	g, _ := gateway.New(bad, gateway.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := g.Run(ctx)

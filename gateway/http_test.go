@@ -265,14 +265,14 @@ func TestHTTPListen(t *testing.T) {
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.HTTP.Listen = ln.Addr().String()
-	g, _ := gateway.New(cfg, nil)
+	g, _ := gateway.New(cfg, gateway.Options{})
 	err = g.Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "http.listen") || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("Run with a taken port: %v", err)
 	}
 
 	cfg.HTTP.Listen = "off"
-	g, _ = gateway.New(cfg, nil)
+	g, _ = gateway.New(cfg, gateway.Options{})
 	stop := runGateway(t, g)
 	defer stop()
 	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
@@ -344,7 +344,7 @@ http:
 		t.Fatal(err)
 	}
 	var logs syncLog
-	g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	stop := runGateway(t, g)
 	defer stop()
 	var m scrape

@@ -151,7 +151,7 @@ func TestHostileTopicFloodKeepsTheLogSmall(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	var logs syncLog
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	t.Cleanup(runGateway(t, g))
 	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	pub := newPublisher(t, broker.URL(), "pub", true)
@@ -190,7 +190,7 @@ func TestRetainedCopiesAreNotNewReadings(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	for start := range 3 {
-		g, _ := gateway.New(cfg, nil)
+		g, _ := gateway.New(cfg, gateway.Options{})
 		stop := runGateway(t, g)
 		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 		want := 3.0 // r0..r2; from the second start live0 too, retained since
@@ -357,7 +357,7 @@ func TestRefusedMessagesStayAtTheBroker(t *testing.T) {
 	srv.Shutdown()
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.Buffer.MaxBytes, cfg.Buffer.WhenFull, cfg.MQTT.MaxPayload = 64<<10, "reject", 16<<10 // as config check allows
-	g, _ := gateway.New(cfg, nil)
+	g, _ := gateway.New(cfg, gateway.Options{})
 	stop := runGateway(t, g)
 	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	pub := newPublisher(t, broker.URL(), "pub", false)
@@ -391,7 +391,7 @@ func TestDebugLogSaysWhereEachMessageWent(t *testing.T) {
 		cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 		cfg.HTTP.Listen = "127.0.0.1:0"
 		var logs syncLog
-		g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level})))
+		g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))})
 		stop := runGateway(t, g)
 		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 		pub := newPublisher(t, broker.URL(), "pub", true)

@@ -50,7 +50,7 @@ func TestMQTTOverTLS(t *testing.T) {
 	bad.MQTT.TLS.CAFile = otherFile
 	bad.MQTT.ClientID = "edgegw-other"
 	bad.HTTP.Listen = "127.0.0.1:0"
-	g, _ := gateway.New(bad, nil)
+	g, _ := gateway.New(bad, gateway.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = g.Run(ctx)

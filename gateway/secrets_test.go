@@ -73,7 +73,7 @@ http:
 	check("config check's effective config")
 
 	var logs syncLog
-	g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	stop := runGateway(t, g)
 	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetUsername("pub").SetPassword("pub"), withCreds(srv.URL(), "edge", secrets["upstream URL"]))
@@ -108,7 +108,7 @@ http:
 		}
 		seen.WriteString(cfg.Summary())
 		var logs syncLog
-		g, _ := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err = g.Run(ctx)
 		cancel()
@@ -124,7 +124,7 @@ http:
 		t.Fatal(err)
 	}
 	seen.WriteString(cfg.Summary())
-	g, _ = gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	g, _ = gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err := g.Run(context.Background()); err == nil {
 		t.Fatal("wrong MQTT password: Run returned nil")
 	} else {

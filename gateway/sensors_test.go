@@ -66,15 +66,14 @@ upstream:
 	}
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, err := gateway.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.OpenI2C = func(name string) (i2c.BusCloser, error) {
+	g, err := gateway.New(cfg, gateway.Options{OpenI2C: func(name string) (i2c.BusCloser, error) {
 		if name != "1" {
 			return nil, fmt.Errorf("no bus %q", name)
 		}
 		return nopCloser{bus}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
 	}
 	start := time.Now()
 	stop := runGateway(t, g)
@@ -109,8 +108,7 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, _ := gateway.New(cfg, nil)
-	g.OpenI2C = func(name string) (i2c.BusCloser, error) { return nil, fmt.Errorf("no such bus") }
+	g, _ := gateway.New(cfg, gateway.Options{OpenI2C: func(name string) (i2c.BusCloser, error) { return nil, fmt.Errorf("no such bus") }})
 	stop := runGateway(t, g)
 	waitFor(t, time.Minute, "sim readings while the other sensor is missing", func() bool {
 		st := g.Stats()
@@ -135,13 +133,12 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 	pin := &gpiotest.Pin{N: "GPIO17", EdgesChan: make(chan gpio.Level, 8)}
 	configured := make(chan struct{})
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, _ := gateway.New(cfg, nil)
-	g.OpenPin = func(name string) (gpio.PinIn, error) {
+	g, _ := gateway.New(cfg, gateway.Options{OpenPin: func(name string) (gpio.PinIn, error) {
 		if name != "GPIO17" {
 			return nil, fmt.Errorf("no pin %s", name)
 		}
 		return inNotifier{pin, configured}, nil
-	}
+	}})
 	stop := runGateway(t, g)
 	defer stop()
 	select {
@@ -219,8 +216,7 @@ func TestEveryDriverFromConfig(t *testing.T) {
 			}
 			bus := &i2ctest.Playback{Ops: tt.ops, DontPanic: true}
 			cfg.HTTP.Listen = "127.0.0.1:0"
-			g, _ := gateway.New(cfg, nil)
-			g.OpenI2C = func(string) (i2c.BusCloser, error) { return nopCloser{bus}, nil }
+			g, _ := gateway.New(cfg, gateway.Options{OpenI2C: func(string) (i2c.BusCloser, error) { return nopCloser{bus}, nil }})
 			ps, err := g.Pollers()
 			if err != nil || len(ps) != 1 {
 				t.Fatalf("pollers: %v", err)
@@ -254,8 +250,7 @@ func TestDS18B20FromConfig(t *testing.T) {
 		{W: append(append([]byte{}, rom...), 0xbe), R: scratch},
 	}}
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, _ := gateway.New(cfg, nil)
-	g.OpenOneWire = func(string) (onewire.BusCloser, error) { return nopOneWire{bus}, nil }
+	g, _ := gateway.New(cfg, gateway.Options{OpenOneWire: func(string) (onewire.BusCloser, error) { return nopOneWire{bus}, nil }})
 	ps, err := g.Pollers()
 	if err != nil {
 		t.Fatal(err)

@@ -179,7 +179,7 @@ func (g *Gateway) Status() Status {
 	now := time.Now()
 	st := Status{
 		Gateway: g.cfg.Gateway.ID,
-		Version: g.Version,
+		Version: g.o.Version,
 		Started: started,
 		Buffer:  BufferStatus{Path: g.cfg.Buffer.Path, MaxBytes: int64(g.cfg.Buffer.MaxBytes)},
 		Upstream: UpstreamStatus{
@@ -187,7 +187,7 @@ func (g *Gateway) Status() Status {
 		},
 		Sources: make([]SourceStatus, 0, len(srcs)),
 	}
-	if g.Version == "" {
+	if g.o.Version == "" {
 		st.Version = "(devel)"
 	}
 	if !started.IsZero() {

@@ -18,11 +18,11 @@ func TestWatchThrottlesTheDownWarning(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var logs strings.Builder
-	g, _ := New(cfg, slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+	g, _ := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return logs.Write(p)
-	}), nil)))
+	}), nil))})
 	// Nothing runs: the uplink counts as down for the whole second, checked
 	// every 5 ms: 200 checks; warned after 100 ms, then every 300 ms.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -153,7 +153,7 @@ http:
 	if verbose {
 		logw = os.Stderr
 	}
-	if w.g, err = gateway.New(cfg, slog.New(slog.NewTextHandler(logw, nil))); err != nil {
+	if w.g, err = gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(logw, nil))}); err != nil {
 		w.close()
 		return nil, err
 	}

@@ -115,12 +115,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log.Info("starting", "version", versionString(), "config", *cfgPath)
-	g, err := gateway.New(cfg, log)
+	g, err := gateway.New(cfg, gateway.Options{Logger: log, Version: versionString()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	g.Version = versionString()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// A reload is not supported: say so rather than ignore it.

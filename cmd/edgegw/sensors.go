@@ -62,7 +62,7 @@ func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
 	}
-	g, err := gateway.New(cfg, nil)
+	g, err := gateway.New(cfg, gateway.Options{})
 	if err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
