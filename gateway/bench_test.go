@@ -13,6 +13,7 @@ import (
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/subject"
 )
 
 const ingestN = 100_000
@@ -46,7 +47,7 @@ func BenchmarkIngestQoS1(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			tmpl, _ := mqttsource.ParseTemplate("telemetry.{gateway}.{topic}", "gw1")
+			tmpl, _ := subject.ParseTemplate("telemetry.{gateway}.{topic}", "gw1")
 			src, err := mqttsource.New(mqttsource.Options{Broker: url, ClientID: "edgegw-gw1",
 				Subscriptions: []mqttsource.Subscription{{Topic: "sensors/#", QoS: 1, Subject: tmpl}}})
 			if err != nil {

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
-	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -94,7 +94,7 @@ func (c *Config) checkMQTT(k checker) (filters []string) {
 			if *s.QoS < 0 || *s.QoS > 2 {
 				k.bad(p+".qos", "%d is not 0, 1 or 2", *s.QoS)
 			}
-			if t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID); err != nil {
+			if t, err := subject.ParseTemplate(s.Subject, c.Gateway.ID); err != nil {
 				if validID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
 					k.bad(p+".subject", "%v", err)
 				}
@@ -146,7 +146,7 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 		} else if s.Interval < MinInterval {
 			k.bad(p+".interval", "%s is under the limit of %s", s.Interval, MinInterval)
 		}
-		if subj, err := sensorSubject(s.Subject, c.Gateway.ID, s.Name); err != nil {
+		if subj, err := subject.ForSensor(s.Subject, c.Gateway.ID, s.Name); err != nil {
 			if validID(c.Gateway.ID) && s.Name != "" {
 				k.bad(p+".subject", "%v", err)
 			}
@@ -186,7 +186,7 @@ func (c *Config) checkUpstream(k checker, filters []string) {
 		k.bad("upstream.stream.subjects", "missing; the subjects the stream captures, e.g. [telemetry.>]")
 	}
 	for _, f := range filters {
-		if !forward.Covers(up.Stream.Subjects, f) {
+		if !subject.Covers(up.Stream.Subjects, f) {
 			k.bad("upstream.stream.subjects", "%v do not capture %q, where this gateway's subject template publishes", up.Stream.Subjects, f)
 		}
 	}
@@ -294,18 +294,4 @@ func oneOf(s string, set ...string) bool {
 		}
 	}
 	return false
-}
-
-// sensorSubject fills a sensor's subject template: {gateway} and {sensor}
-// (escaped like an MQTT topic level).
-func sensorSubject(tmpl, gatewayID, name string) (string, error) {
-	if strings.Contains(tmpl, "{topic}") || strings.Contains(tmpl, "{level") {
-		return "", fmt.Errorf("subject template %q: a sensor's template takes {gateway} and {sensor}", tmpl)
-	}
-	subj := strings.ReplaceAll(tmpl, "{sensor}", mqttsource.EscapeLevel(name))
-	t, err := mqttsource.ParseTemplate(subj, gatewayID)
-	if err != nil {
-		return "", err
-	}
-	return t.Subject("x") // no topic placeholders left: the literal subject
 }

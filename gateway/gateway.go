@@ -27,6 +27,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -216,7 +217,7 @@ func (g *Gateway) sensorSources() ([]*source, error) {
 	}
 	var out []*source
 	for _, sc := range g.cfg.Sensors {
-		subj, err := sensorSubject(sc.Subject, g.cfg.Gateway.ID, sc.Name)
+		subj, err := subject.ForSensor(sc.Subject, g.cfg.Gateway.ID, sc.Name)
 		if err != nil {
 			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/subject"
 )
 
 // The config in each component's own terms: what Run hands them.
@@ -47,7 +48,7 @@ func (c *Config) subscriptions() ([]mqttsource.Subscription, error) {
 	}
 	var subs []mqttsource.Subscription
 	for _, s := range c.MQTT.Subscriptions {
-		t, err := mqttsource.ParseTemplate(s.Subject, c.Gateway.ID)
+		t, err := subject.ParseTemplate(s.Subject, c.Gateway.ID)
 		if err != nil {
 			return nil, err // the config check refuses it first
 		}
@@ -64,7 +65,7 @@ func (c *Config) filters(subs []mqttsource.Subscription) []string {
 		out = append(out, s.Subject.Filter())
 	}
 	for _, sc := range c.Sensors {
-		subj, _ := sensorSubject(sc.Subject, c.Gateway.ID, sc.Name)
+		subj, _ := subject.ForSensor(sc.Subject, c.Gateway.ID, sc.Name)
 		out = append(out, subj)
 	}
 	return out

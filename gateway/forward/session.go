@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/subject"
 )
 
 type inflight struct {
@@ -137,7 +138,7 @@ func (s *sess) publish(ctx context.Context, rec buffer.Record) (w inflight, ok b
 		return w, true, f.setAside(ctx, rec.Seq, bad)
 	}
 	if !s.okSubj[msg.Subject] {
-		if !Covers(s.captured, msg.Subject) {
+		if !subject.Covers(s.captured, msg.Subject) {
 			return w, false, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s); add the subject to the stream or change the subject template", ErrConfig, f.o.Stream.Name, msg.Subject, strings.Join(s.captured, ", "))
 		}
 		if len(s.okSubj) > 10_000 {

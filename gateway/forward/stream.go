@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/subject"
 )
 
 // resume starts a session: it finds the stream, asks it for this gateway's
@@ -101,7 +102,7 @@ func (f *Forwarder) ensureStream(ctx context.Context, js jetstream.JetStream) (j
 		return nil, fmt.Errorf("stream %s: %w", f.o.Stream.Name, err)
 	}
 	for _, flt := range f.o.Filters {
-		if !Covers(s.CachedInfo().Config.Subjects, flt) {
+		if !subject.Covers(s.CachedInfo().Config.Subjects, flt) {
 			return nil, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s)", ErrConfig, f.o.Stream.Name, flt, strings.Join(s.CachedInfo().Config.Subjects, ", "))
 		}
 	}
@@ -139,7 +140,7 @@ func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
 	if err := e.Unmarshal(rec.Data); err != nil {
 		return nil, err
 	}
-	if !validSubject(e.Subject) {
+	if !subject.Valid(e.Subject) {
 		return nil, fmt.Errorf("subject %q is not a valid NATS subject to publish to", e.Subject)
 	}
 	// The keys are already in canonical form: no need for Header.Set.
@@ -186,55 +187,4 @@ func EscapeHeader(s string) string {
 		}
 	}
 	return string(b)
-}
-
-// validSubject reports whether s can be published to: non-empty tokens, no
-// wildcards, no whitespace or control bytes.
-func validSubject(s string) bool {
-	if s == "" || len(s) > 4096 {
-		return false
-	}
-	for tok := range strings.SplitSeq(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-		for i := 0; i < len(tok); i++ {
-			if c := tok[i]; c <= ' ' || c == 0x7f {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// Covers reports whether some stream subject pattern matches every subject
-// that filter matches.
-func Covers(patterns []string, filter string) bool {
-	for _, p := range patterns {
-		if subsumes(p, filter) {
-			return true
-		}
-	}
-	return false
-}
-
-func subsumes(pattern, filter string) bool {
-	pt, ft := strings.Split(pattern, "."), strings.Split(filter, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return len(ft) > i
-		}
-		if i >= len(ft) {
-			return false
-		}
-		switch {
-		case p == "*":
-			if ft[i] == ">" {
-				return false
-			}
-		case p != ft[i]:
-			return false
-		}
-	}
-	return len(pt) == len(ft)
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/gateway/tlsclient"
 )
 
@@ -36,7 +37,7 @@ const DefaultMaxPayload = 256 << 10
 type Subscription struct {
 	Topic   string // an MQTT topic filter, e.g. sensors/#
 	QoS     byte   // 0, 1 or 2
-	Subject *Template
+	Subject *subject.Template
 	// Retained forwards the retained copies the broker sends when the
 	// subscription is made (on every start and reconnect), marked as
 	// retained. Without it they are acknowledged and skipped: a retained

@@ -1,4 +1,4 @@
-package mqttsource
+package subject
 
 import (
 	"fmt"

@@ -1,4 +1,9 @@
-package mqttsource
+// Package subject holds the rules for NATS subjects in edgegw: the
+// templates that map MQTT topics and sensors to subjects (with the escaping
+// that keeps any topic inside its template), what may be published to,
+// and whether a stream's subjects capture a filter. The config check, the
+// MQTT source and the forwarder all use it.
+package subject
 
 import (
 	"errors"
@@ -191,4 +196,69 @@ func literalToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// Valid reports whether s can be published to: non-empty tokens, no
+// wildcards, no whitespace or control bytes.
+func Valid(s string) bool {
+	if s == "" || len(s) > 4096 {
+		return false
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if c := tok[i]; c <= ' ' || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Covers reports whether some stream subject pattern matches every subject
+// that filter matches.
+func Covers(patterns []string, filter string) bool {
+	for _, p := range patterns {
+		if subsumes(p, filter) {
+			return true
+		}
+	}
+	return false
+}
+
+func subsumes(pattern, filter string) bool {
+	pt, ft := strings.Split(pattern, "."), strings.Split(filter, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return len(ft) > i
+		}
+		if i >= len(ft) {
+			return false
+		}
+		switch {
+		case p == "*":
+			if ft[i] == ">" {
+				return false
+			}
+		case p != ft[i]:
+			return false
+		}
+	}
+	return len(pt) == len(ft)
+}
+
+// ForSensor fills a sensor's subject template: {gateway} and {sensor}
+// (escaped like an MQTT topic level).
+func ForSensor(tmpl, gatewayID, name string) (string, error) {
+	if strings.Contains(tmpl, "{topic}") || strings.Contains(tmpl, "{level") {
+		return "", fmt.Errorf("subject template %q: a sensor's template takes {gateway} and {sensor}", tmpl)
+	}
+	subj := strings.ReplaceAll(tmpl, "{sensor}", EscapeLevel(name))
+	t, err := ParseTemplate(subj, gatewayID)
+	if err != nil {
+		return "", err
+	}
+	return t.Subject("x") // no topic placeholders left: the literal subject
 }

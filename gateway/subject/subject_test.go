@@ -1,10 +1,10 @@
-package mqttsource_test
+package subject_test
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/subject"
 )
 
 func TestSubjectMapping(t *testing.T) {
@@ -26,7 +26,7 @@ func TestSubjectMapping(t *testing.T) {
 		{"telemetry.{gateway}.{topic}", strings.Repeat("x/", 600), "", "longer than"},
 	}
 	for _, tt := range tests {
-		tmpl, err := mqttsource.ParseTemplate(tt.tmpl, "gw1")
+		tmpl, err := subject.ParseTemplate(tt.tmpl, "gw1")
 		if err != nil {
 			t.Fatalf("ParseTemplate(%q): %v", tt.tmpl, err)
 		}
@@ -45,11 +45,11 @@ func TestSubjectMapping(t *testing.T) {
 
 func TestBadTemplates(t *testing.T) {
 	for _, tmpl := range []string{"", "a..b", "a.*", "a.>", "a.{topic}.{topic}", "a.{nope}", "a.{level0}", "a.x{topic}", "$JS.API.{topic}", "a b.{topic}"} {
-		if _, err := mqttsource.ParseTemplate(tmpl, "gw1"); err == nil {
+		if _, err := subject.ParseTemplate(tmpl, "gw1"); err == nil {
 			t.Errorf("ParseTemplate(%q): no error", tmpl)
 		}
 	}
-	if _, err := mqttsource.ParseTemplate("t.{gateway}", "gw.1"); err == nil {
+	if _, err := subject.ParseTemplate("t.{gateway}", "gw.1"); err == nil {
 		t.Error("a gateway id with a dot: no error")
 	}
 }
@@ -61,7 +61,7 @@ func TestFilter(t *testing.T) {
 		"telemetry.{topic}.{gateway}":  "telemetry.>",
 		"x.{level1}.{gateway}.raw":     "x.*.gw1.raw",
 	} {
-		tp, err := mqttsource.ParseTemplate(tmpl, "gw1")
+		tp, err := subject.ParseTemplate(tmpl, "gw1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func FuzzSubject(f *testing.F) {
 	for _, s := range []string{"a/b/c", "a//b", "/", "", ".", "*", ">", "#", "+", "a b", "\x00", "%", "%41", "ü/ß", "$SYS/x"} {
 		f.Add(s)
 	}
-	tmpl, err := mqttsource.ParseTemplate("telemetry.{gateway}.{topic}", "gw1")
+	tmpl, err := subject.ParseTemplate("telemetry.{gateway}.{topic}", "gw1")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func FuzzSubject(f *testing.F) {
 		}
 		var levels []string
 		for _, tok := range toks[2:] {
-			l, err := mqttsource.UnescapeLevel(tok)
+			l, err := subject.UnescapeLevel(tok)
 			if err != nil {
 				t.Fatalf("%q -> %q: %v", topic, subj, err)
 			}
