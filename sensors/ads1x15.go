@@ -50,19 +50,34 @@ type ADS1x15 struct {
 	chs  []ADCChannel
 }
 
-// OpenADS1x15 opens the converter (ads1115 true for the 16-bit part) at
-// addr (0 means 0x48) and its channels.
-func OpenADS1x15(bus i2c.Bus, addr uint16, ads1115 bool, chs []ADCChannel) (*ADS1x15, error) {
+// ADCModel is which of the two parts an ADS1x15 is.
+type ADCModel int
+
+const (
+	ADS1015 ADCModel = iota // 12-bit, up to 3300 samples/s
+	ADS1115                 // 16-bit, up to 860 samples/s
+)
+
+// ADCOptions configure an ADS1x15.
+type ADCOptions struct {
+	Model    ADCModel
+	Addr     uint16 // 0x48 to 0x4b by the ADDR pin; 0 means 0x48
+	Channels []ADCChannel
+}
+
+// OpenADS1x15 opens the converter and its channels.
+func OpenADS1x15(bus i2c.Bus, ao ADCOptions) (*ADS1x15, error) {
+	chs := ao.Channels
 	if len(chs) == 0 {
 		return nil, errors.New("ads1x15: no channels")
 	}
 	o := ads1x15.DefaultOpts
-	if addr != 0 {
-		o.I2cAddress = addr
+	if ao.Addr != 0 {
+		o.I2cAddress = ao.Addr
 	}
 	var dev *ads1x15.Dev
 	var err error
-	if ads1115 {
+	if ao.Model == ADS1115 {
 		dev, err = ads1x15.NewADS1115(bus, &o)
 	} else {
 		dev, err = ads1x15.NewADS1015(bus, &o)

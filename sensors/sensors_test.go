@@ -305,7 +305,7 @@ func TestADS1x15Reading(t *testing.T) {
 		{Addr: 0x48, W: []byte{0x1, 0x91, 0x3}},
 		{Addr: 0x48, W: []byte{0x0}, R: []byte{0xff, 0x50}},
 	}}
-	a, err := sensors.OpenADS1x15(bus, 0x48, false, []sensors.ADCChannel{{Input: "0-3", MaxVoltage: 5, Scale: 1000, Offset: 100, Name: "bridge_mv_plus_100"}})
+	a, err := sensors.OpenADS1x15(bus, sensors.ADCOptions{Model: sensors.ADS1015, Addr: 0x48, Channels: []sensors.ADCChannel{{Input: "0-3", MaxVoltage: 5, Scale: 1000, Offset: 100, Name: "bridge_mv_plus_100"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
