@@ -96,9 +96,13 @@ var Drivers = []Driver{
 	{Name: "scd4x", Bus: BusI2C, Parts: "SCD4x", Addrs: []uint16{0x62}, DefaultAddr: 0x62, MinInterval: 5 * time.Second,
 		OpenI2C: func(b i2c.Bus, s Spec) (Reader, error) { return OpenSCD4x(b, s.Address) }},
 	{Name: "ads1015", Bus: BusI2C, Parts: "ADS1x15", Addrs: span(0x48, 0x4b), DefaultAddr: 0x48, Check: checkChannels,
-		OpenI2C: func(b i2c.Bus, s Spec) (Reader, error) { return OpenADS1x15(b, ADCOptions{Model: ADS1015, Addr: s.Address, Channels: s.Channels}) }},
+		OpenI2C: func(b i2c.Bus, s Spec) (Reader, error) {
+			return OpenADS1x15(b, ADCOptions{Model: ADS1015, Addr: s.Address, Channels: s.Channels})
+		}},
 	{Name: "ads1115", Bus: BusI2C, Parts: "ADS1x15", Addrs: span(0x48, 0x4b), DefaultAddr: 0x48, Check: checkChannels,
-		OpenI2C: func(b i2c.Bus, s Spec) (Reader, error) { return OpenADS1x15(b, ADCOptions{Model: ADS1115, Addr: s.Address, Channels: s.Channels}) }},
+		OpenI2C: func(b i2c.Bus, s Spec) (Reader, error) {
+			return OpenADS1x15(b, ADCOptions{Model: ADS1115, Addr: s.Address, Channels: s.Channels})
+		}},
 	{Name: "ds18b20", Bus: BusOneWire, Parts: "DS18B20", Check: checkDS18B20,
 		OpenOneWire: func(b onewire.Bus, s Spec) (Reader, error) { return OpenDS18B20(b, onewire.Address(s.ROM), s.Bits) }},
 	{Name: "register", Bus: BusI2C, Check: checkRegister,
