@@ -123,6 +123,8 @@ upstream:
 		{"duplicate sensor", good + "sensors:\n  - name: a\n    driver: sim\n  - name: a\n    driver: sim\n", "sensors[1].name", 13, "used by another"},
 		{"bme280 address", good + "sensors:\n  - name: a\n    driver: bme280\n", "sensors[0].address", 0, "0x76"},
 		{"register length", good + "sensors:\n  - name: a\n    driver: register\n    address: 0x48\n    register:\n      length: 9\n      name: t\n", "sensors[0].register", 14, "1 to 4"},
+		{"shared subject", strings.Replace(good, "qos: 1", "qos: 1\n      subject: telemetry.{topic}", 1), "mqtt.subscriptions[0].subject", 8, "subjects of its own"},
+		{"shared sensor subject", good + "sensors:\n  - name: a\n    driver: sim\n    subject: telemetry.{sensor}\n", "sensors[0].subject", 13, "subjects of its own"},
 		{"sensor subject", good + "sensors:\n  - name: a\n    driver: sim\n    subject: x.{topic}\n", "sensors[0].subject", 13, "{sensor}"},
 		{"gpio pin", good + "sensors:\n  - name: door\n    driver: gpio_edge\n", "sensors[0].pin", 0, "GPIO17"},
 		{"gpio edge", good + "sensors:\n  - name: door\n    driver: gpio_edge\n    pin: GPIO17\n    edge: up\n", "sensors[0].edge", 14, "rising, falling or both"},

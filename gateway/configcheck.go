@@ -98,6 +98,8 @@ func (c *Config) checkMQTT(k checker) (filters []string) {
 				if validID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
 					k.bad(p+".subject", "%v", err)
 				}
+			} else if !ownSubject(s.Subject, c.Gateway.ID) {
+				k.bad(p+".subject", errShared, s.Subject)
 			} else {
 				filters = append(filters, t.Filter())
 			}
@@ -150,6 +152,8 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 			if validID(c.Gateway.ID) && s.Name != "" {
 				k.bad(p+".subject", "%v", err)
 			}
+		} else if !ownSubject(s.Subject, c.Gateway.ID) {
+			k.bad(p+".subject", errShared, s.Subject)
 		} else {
 			filters = append(filters, subj)
 		}
@@ -290,6 +294,23 @@ func validStreamName(s string) bool {
 func oneOf(s string, set ...string) bool {
 	for _, v := range set {
 		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// errShared: a template whose subjects other gateways could publish to
+// too. The forwarder learns what the stream already holds of this gateway
+// from the last message on its subjects; another gateway's there would
+// make it start over, and after an outage longer than the duplicate
+// window events would reach the stream twice.
+const errShared = "%q has neither {gateway} nor this gateway's id as a token: every gateway needs subjects of its own (e.g. telemetry.{gateway}.{topic}), or the forwarder cannot tell what the stream already holds of it"
+
+// ownSubject reports whether a subject template is this gateway's alone.
+func ownSubject(tmpl, id string) bool {
+	for _, tok := range strings.Split(tmpl, ".") {
+		if tok == "{gateway}" || tok == id {
 			return true
 		}
 	}
