@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -75,36 +74,12 @@ func verify(path string, o Options) (err error) {
 	return err
 }
 
-// walk reads every event and checks the file against its meta bucket, then
-// runs bbolt's own consistency check.
+// walk runs bbolt's own consistency check. The events themselves (keys,
+// seqs in a row and below next_seq, bytes against the meta bucket) were
+// checked with every page by checkPages, on every open.
 func walk(tx *bolt.Tx, meta *bolt.Bucket) error {
-	events := tx.Bucket(bucketEvents)
-	if events == nil {
+	if tx.Bucket(bucketEvents) == nil {
 		return corruptf("no events bucket")
-	}
-	next := getUint(meta, keyNext)
-	var prev uint64
-	var bytes int64
-	err := events.ForEach(func(k, v []byte) error {
-		if len(k) != 8 || len(v) < 8 {
-			return corruptf("record with a %d-byte key and a %d-byte value", len(k), len(v))
-		}
-		seq := binary.BigEndian.Uint64(k)
-		if prev != 0 && seq != prev+1 {
-			return corruptf("seq %d follows %d", seq, prev)
-		}
-		if seq >= next {
-			return corruptf("seq %d is not below next seq %d", seq, next)
-		}
-		prev = seq
-		bytes += int64(len(v)) - 8 + recordOverhead
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if want := int64(getUint(meta, keyBytes)); bytes != want {
-		return corruptf("events hold %d bytes, meta says %d", bytes, want)
 	}
 	var first error
 	for err := range tx.Check() { // drain it all: the checker is a goroutine

@@ -207,10 +207,6 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 // sensorSources builds every configured sensor, pin and pulse counter, as
 // event sources on their subjects, with the kind /status shows.
 func (g *Gateway) sensorSources() ([]*source, error) {
-	pollers, err := g.Pollers()
-	if err != nil {
-		return nil, err
-	}
 	open := g.o.OpenPin
 	if open == nil {
 		open = hostPin
@@ -231,7 +227,8 @@ func (g *Gateway) sensorSources() ([]*source, error) {
 		case "pulse_counter":
 			r, err = sensors.NewPulseCounter(sc.Name, sensors.PulseOptions{Pin: sc.Pin, Pull: pull, Debounce: sc.Debounce, Interval: sc.Interval, Scale: sc.Scale, Unit: sc.Unit}, open, g.log)
 		default:
-			r, pollers, kind = pollers[0], pollers[1:], KindSensor // in config order
+			r, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
+			kind = KindSensor
 		}
 		if err != nil {
 			return nil, err
@@ -261,43 +258,41 @@ func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
 	spec.Address = d.Addr(spec)
 	switch d.Bus {
 	case sensors.BusOneWire:
-		return func() (sensors.Reader, error) {
-			open := g.o.OpenOneWire
-			if open == nil {
-				open = hostOneWire
-			}
-			bus, err := open(sc.Bus)
-			if err != nil {
-				return nil, fmt.Errorf("1-Wire bus %q: %w (is dtoverlay=w1-gpio set in config.txt?)", sc.Bus, err)
-			}
-			r, err := d.OpenOneWire(bus, spec)
-			if err != nil {
-				bus.Close()
-				return nil, err
-			}
-			return closer{r, bus}, nil
+		open := g.o.OpenOneWire
+		if open == nil {
+			open = hostOneWire
 		}
+		return onBus(open, sc.Bus, "1-Wire bus %q: %w (is dtoverlay=w1-gpio set in config.txt?)",
+			func(b onewire.BusCloser) (sensors.Reader, error) { return d.OpenOneWire(b, spec) })
 	case sensors.BusI2C:
-		return func() (sensors.Reader, error) {
-			open := g.o.OpenI2C
-			if open == nil {
-				open = hostI2C
-			}
-			bus, err := open(sc.Bus)
-			if err != nil {
-				return nil, fmt.Errorf("I²C bus %q: %w (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)", sc.Bus, err)
-			}
-			r, err := d.OpenI2C(bus, spec)
-			if err != nil {
-				bus.Close()
-				return nil, err
-			}
-			return closer{r, bus}, nil
+		open := g.o.OpenI2C
+		if open == nil {
+			open = hostI2C
 		}
+		return onBus(open, sc.Bus, "I²C bus %q: %w (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)",
+			func(b i2c.BusCloser) (sensors.Reader, error) { return d.OpenI2C(b, spec) })
 	case sensors.BusNone:
 		return func() (sensors.Reader, error) { return d.Open(spec) }
 	}
 	return func() (sensors.Reader, error) { return nil, fmt.Errorf("driver %q opens no reader", sc.Driver) }
+}
+
+// onBus opens a device on the bus name each time it is called: the bus,
+// then the device, closing the bus again if the device fails. busErr
+// says what to check when the bus does not open (%q the name, %w the error).
+func onBus[B io.Closer](open func(string) (B, error), name, busErr string, device func(B) (sensors.Reader, error)) sensors.OpenFunc {
+	return func() (sensors.Reader, error) {
+		bus, err := open(name)
+		if err != nil {
+			return nil, fmt.Errorf(busErr, name, err)
+		}
+		r, err := device(bus)
+		if err != nil {
+			bus.Close()
+			return nil, err
+		}
+		return closer{r, bus}, nil
+	}
 }
 
 // closer is a Reader that closes the bus it was opened on.

@@ -10,7 +10,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"fmt"
-	"net"
 	"os/exec"
 	"strconv"
 	"time"
@@ -18,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 // The deploy files agree with each other and with the binary: the paths
@@ -130,7 +130,7 @@ func TestMosquittoConfWithDebiansMainConfig(t *testing.T) {
 		t.Skip("needs mosquitto (EDGEGW_TEST_MOSQUITTO) and Debian's /etc/mosquitto/mosquitto.conf; .ci/run installs both")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := natstest.FreePort(t)
 	// Debian's main config as it is, its paths moved into the test's dir.
 	conf := string(main)
 	for _, r := range [][2]string{
@@ -214,14 +214,4 @@ func TestMosquittoConfWithDebiansMainConfig(t *testing.T) {
 	if ct, ok := tok.(*paho.ConnectToken); !ok || ct.SessionPresent() {
 		t.Fatal("the retired gateway's session is still there")
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

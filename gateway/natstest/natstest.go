@@ -82,7 +82,7 @@ func (s *Server) Server() *server.Server { return s.s }
 func loopback(t testing.TB) server.Options {
 	return server.Options{
 		Host:       "127.0.0.1",
-		Port:       freePort(t),
+		Port:       FreePort(t),
 		JetStream:  true,
 		StoreDir:   t.TempDir(),
 		NoLog:      true,
@@ -91,7 +91,8 @@ func loopback(t testing.TB) server.Options {
 	}
 }
 
-func freePort(t testing.TB) int {
+// FreePort is a free TCP port on loopback.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,7 +111,7 @@ func StartCluster(t testing.TB, n int) []*Server {
 	t.Helper()
 	clusterPorts := make([]int, n)
 	for i := range clusterPorts {
-		clusterPorts[i] = freePort(t)
+		clusterPorts[i] = FreePort(t)
 	}
 	var routes []*url.URL
 	for _, p := range clusterPorts {
