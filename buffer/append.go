@@ -25,9 +25,10 @@ type Mark struct {
 	SkipIfSame  bool
 }
 
-// An Entry is one event to append, with an optional Mark.
+// An Entry is one event to append, in Lane, with an optional Mark.
 type Entry struct {
 	Data []byte
+	Lane Lane // the zero Lane is priority 0, the highest: see DefaultLane
 	Mark *Mark
 }
 
@@ -37,9 +38,12 @@ func (q *Queue) AppendEntries(ctx context.Context, entries []Entry) ([]uint64, e
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	r := &appendReq{data: make([][]byte, len(entries)), marks: make([]*Mark, len(entries)), done: make(chan struct{})}
+	r := &appendReq{data: make([][]byte, len(entries)), lanes: make([]Lane, len(entries)), marks: make([]*Mark, len(entries)), done: make(chan struct{})}
 	for i, e := range entries {
-		r.data[i], r.marks[i] = e.Data, e.Mark
+		if err := e.Lane.check(); err != nil {
+			return nil, err
+		}
+		r.data[i], r.lanes[i], r.marks[i] = e.Data, e.Lane, e.Mark
 	}
 	if err := q.hand(ctx, r); err != nil {
 		return nil, err
@@ -47,15 +51,15 @@ func (q *Queue) AppendEntries(ctx context.Context, entries []Entry) ([]uint64, e
 	return r.seqs, r.err
 }
 
-// Flush commits pending acknowledgements and expiry, and returns when they
-// are on disk.
+// Flush commits pending acknowledgements (and cursors), and returns when
+// they are on disk.
 func (q *Queue) Flush(ctx context.Context) error {
 	for {
 		if _, err := q.submit(ctx, nil); err != nil {
 			return err
 		}
 		q.mu.Lock()
-		done := q.ackTo < q.st.first || q.st.first == q.st.next
+		done := len(q.acks) == 0
 		q.mu.Unlock()
 		if done {
 			return nil

@@ -176,13 +176,18 @@ func (q *Queue) applyDead(tx *bolt.Tx, op *deadOp, st *state, now time.Time) err
 		d.Reason = d.Reason[:1024]
 	}
 	if op.seq != 0 {
-		var key [8]byte
-		binary.BigEndian.PutUint64(key[:], op.seq)
-		v := tx.Bucket(bucketEvents).Get(key[:])
-		if len(v) < 8 {
+		var v []byte
+		for _, l := range st.lanes {
+			if b := tx.Bucket(l.lane.bucket()); b != nil && l.events > 0 {
+				if v = b.Get(seqKey(op.seq)); v != nil {
+					break
+				}
+			}
+		}
+		if len(v) < headerSize {
 			return fmt.Errorf("%w: seq %d", ErrNotHeld, op.seq)
 		}
-		d.Data = v[8:]
+		d.Data = v[headerSize:]
 	}
 	d.Size = len(d.Data)
 	if int64(d.Size) > q.opts.DeadMaxBytes/2 {

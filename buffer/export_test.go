@@ -26,3 +26,6 @@ func (q *Queue) Wait(ctx context.Context, after uint64) error {
 		}
 	}
 }
+
+// RecordOverhead is what each event counts beyond its data.
+const RecordOverhead = recordOverhead

@@ -70,6 +70,9 @@ type Options struct {
 	// SetAside). Past it the oldest dead letters are dropped and counted.
 	// Default: MaxBytes/16, at least 1 MiB and at most 64 MiB.
 	DeadMaxBytes int64
+	// Clock stamps each commit (boot, boot time, wall time, synchronized)
+	// for the lanes' TTLs; default SystemClock().
+	Clock Clock
 	// OnCommit, if set, is called by the writer after each committed
 	// transaction with the time bbolt took (write and fsync): the gateway
 	// feeds its commit latency histogram with it. It must not block.
@@ -99,8 +102,8 @@ const (
 	ackBatch = 4096
 	ackDelay = 100 * time.Millisecond
 	// recordOverhead is what each event costs beyond its data: the 8-byte
-	// key and the 8-byte append time.
-	recordOverhead = 16
+	// key and the header (stamp of its commit).
+	recordOverhead = 8 + headerSize
 )
 
 func (o *Options) withDefaults() (Options, error) {

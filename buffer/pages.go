@@ -402,7 +402,21 @@ func (w *pageWalker) leaf(k, v []byte, flags uint32, id uint64, name string) err
 		if bytes.Equal(k, keyBytes) && len(v) == 8 {
 			w.bytes = int64(binary.BigEndian.Uint64(v))
 		}
-	case string(bucketEvents):
+	default:
+		l, ok := parseLane([]byte(name))
+		if !ok {
+			return nil
+		}
+		if len(k) != 8 || len(v) < headerSize {
+			return w.fail("page %d: event of %s with a %d-byte key and a %d-byte value", id, l, len(k), len(v))
+		}
+		seq := binary.BigEndian.Uint64(k)
+		w.lastSeq, w.haveSeq = max(w.lastSeq, seq), true
+		w.evBytes += int64(len(v)-headerSize) + recordOverhead
+		if w.salvage {
+			w.events = append(w.events, Record{Seq: seq, Lane: l, Data: append([]byte(nil), v[headerSize:]...)})
+		}
+	case string(bucketEvents): // format 1, or a file halfway through migrate
 		if len(k) != 8 || len(v) < 8 {
 			return w.fail("page %d: event with a %d-byte key and a %d-byte value", id, len(k), len(v))
 		}
@@ -411,9 +425,9 @@ func (w *pageWalker) leaf(k, v []byte, flags uint32, id uint64, name string) err
 			return w.fail("page %d: event seq %d follows %d", id, seq, w.lastSeq)
 		}
 		w.lastSeq, w.haveSeq = seq, true
-		w.evBytes += int64(len(v)) - 8 + recordOverhead
+		w.evBytes += int64(len(v)) - 8 + 16
 		if w.salvage {
-			w.events = append(w.events, Record{Seq: seq, Data: append([]byte(nil), v[8:]...)})
+			w.events = append(w.events, Record{Seq: seq, Lane: DefaultLane, Data: append([]byte(nil), v[8:]...)})
 		}
 	}
 	return nil
@@ -446,7 +460,7 @@ func (w *pageWalker) salvageLeaf(count int, elem func(int) ([]byte, []byte, uint
 	}
 	for _, r := range got {
 		if r.seq == best+r.idx {
-			w.events = append(w.events, Record{Seq: r.seq, Data: append([]byte(nil), r.data...)})
+			w.events = append(w.events, Record{Seq: r.seq, Lane: DefaultLane, Data: append([]byte(nil), r.data...)})
 		}
 	}
 }

@@ -11,11 +11,14 @@
 package buffer
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,9 +27,10 @@ import (
 )
 
 var (
-	bucketEvents = []byte("events")
+	bucketEvents = []byte("events") // format 1's only lane
 	bucketMeta   = []byte("meta")
 	bucketMarks  = []byte("marks")
+	bucketBoots  = []byte("boots")
 
 	keyFormat      = []byte("format")
 	keyNext        = []byte("next_seq")
@@ -35,35 +39,51 @@ var (
 	keyAcked       = []byte("acked_total")
 	keyDroppedFull = []byte("dropped_full_total")
 	keyDroppedAge  = []byte("dropped_age_total")
+	keyDroppedTTL  = []byte("dropped_ttl_total")
 	keyClean       = []byte("clean_shutdown")
 	keyQuarantined = []byte("quarantined_total")
 	keyQuarantine  = []byte("last_quarantine")
+	keyCursor      = []byte("cursor")
 )
 
-const formatVersion = 1
+// formatVersion 2 has lanes and stamps; Open migrates a format 1 file.
+const formatVersion = 2
 
 // Record is one stored event.
 type Record struct {
 	Seq  uint64
-	Time time.Time // when it was appended
-	Data []byte
+	Lane Lane
+	// Time is when it was appended, by the wall clock. When the clock was
+	// not synchronized then, but was later in the same boot, Time is
+	// corrected (the boot's offset plus the boot time at append) and Shift
+	// is what was added; when it never was, Unsynced is set and Time is
+	// what the clock said.
+	Time     time.Time
+	Shift    time.Duration
+	Unsynced bool
+	Data     []byte
 }
 
 // Stats is a snapshot of the queue.
 type Stats struct {
 	Events    uint64        // events held
-	Bytes     int64         // bytes held (data + 16 per event)
-	FirstSeq  uint64        // seq of the oldest event held; NextSeq when empty
+	Bytes     int64         // bytes held (data + 28 per event)
+	FirstSeq  uint64        // lowest seq held; NextSeq when empty
 	NextSeq   uint64        // seq the next appended event gets
 	Oldest    time.Time     // append time of the oldest event; zero when empty
-	OldestAge time.Duration // age of the oldest event when Stats was taken
+	OldestAge time.Duration // its age when Stats was taken
 	FileBytes int64         // size of the file on disk
+
+	// Lanes holds a snapshot of each lane that holds events or has ever
+	// counted any, by priority.
+	Lanes []LaneStats
 
 	// Totals over the life of the file (they survive restarts).
 	Appended    uint64
 	Acked       uint64
 	DroppedFull uint64 // dropped by drop_oldest at max_bytes
 	DroppedAge  uint64 // dropped at max_age
+	DroppedTTL  uint64 // dropped at their lane's TTL
 	Rejected    uint64 // events refused with ErrFull since Open
 
 	// The dead-letter lane: events set aside (see SetAside).
@@ -82,17 +102,20 @@ type Stats struct {
 	// says the last one in words (where it went, why, what was salvaged).
 	Quarantined    uint64
 	LastQuarantine string
+
+	// ClockSynced says the wall clock is synchronized now.
+	ClockSynced bool
 }
 
 // state is what the writer keeps in memory; it mirrors the meta bucket.
 type state struct {
-	first, next uint64
-	bytes       int64
-	oldest      time.Time
+	next        uint64
+	lanes       lanes
 	appended    uint64
 	acked       uint64
 	droppedFull uint64
 	droppedAge  uint64
+	droppedTTL  uint64
 
 	deadNext, deadEvents, deadTotal, deadDropped uint64
 	deadBytes                                    int64
@@ -101,9 +124,35 @@ type state struct {
 	quarantine  string
 }
 
+func (st *state) clone() state {
+	c := *st
+	c.lanes = st.lanes.clone()
+	return c
+}
+
+// first is the lowest seq held, next when the queue is empty.
+func (st *state) first() uint64 {
+	first := st.next
+	for _, l := range st.lanes {
+		if l.events > 0 {
+			first = min(first, l.head)
+		}
+	}
+	return first
+}
+
+func (st *state) events() (n uint64, bytes int64) {
+	for _, l := range st.lanes {
+		n += l.events
+		bytes += l.bytes
+	}
+	return n, bytes
+}
+
 type appendReq struct {
 	dead  *deadOp // a dead-letter change instead of an append
 	data  [][]byte
+	lanes []Lane  // nil (DefaultLane), or one per data
 	marks []*Mark // nil, or one per data (entries may be nil)
 	seqs  []uint64
 	first uint64
@@ -111,11 +160,25 @@ type appendReq struct {
 	done  chan struct{}
 }
 
-// Queue is a durable FIFO of byte records. It is safe for concurrent use.
+// An ackOp is an acknowledgement waiting for the writer: the events of
+// lane with from <= seq <= to; with all, of every lane; with any, the one
+// event from in whichever lane holds it. Or, with cursor set, a cursor to
+// store once every op before it is applied.
+type ackOp struct {
+	lane     Lane
+	from, to uint64
+	all, any bool
+	cursor   []byte
+	n        int // roughly how many events it acknowledges
+}
+
+// Queue is a durable queue of byte records in lanes. It is safe for
+// concurrent use.
 type Queue struct {
-	db   *bolt.DB
-	path string
-	opts Options
+	db    *bolt.DB
+	path  string
+	opts  Options
+	clock Clock
 
 	quarantine *CorruptError // set by Open, read-only after
 
@@ -127,12 +190,16 @@ type Queue struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu       sync.Mutex
-	st       state // committed state
-	ackTo    uint64
-	horizon  uint64 // next seq of the newest transaction readers may see
-	rejected uint64
-	closed   bool
+	mu        sync.Mutex
+	st        state   // committed state
+	boots     boots   // the boots table; the last is this boot
+	bootDirty bool    // the current boot's offset is not yet in the file
+	acks      []ackOp // waiting for the writer, in order
+	ackEvents int     // roughly how many events acks holds
+	cursor    []byte  // the last committed cursor
+	horizon   uint64  // next seq of the newest transaction readers may see
+	rejected  uint64
+	closed    bool
 	// commitErr and commitErrSince: the last commit's failure, until one
 	// works.
 	commitErr      string
@@ -199,11 +266,11 @@ func Open(path string, opts *Options) (*Queue, error) {
 	ctx := context.Background()
 	for len(recs) > 0 {
 		n := min(len(recs), o.MaxBatch)
-		data := make([][]byte, n)
+		entries := make([]Entry, n)
 		for i := range n {
-			data[i] = recs[i].Data
+			entries[i] = Entry{Data: recs[i].Data, Lane: recs[i].Lane}
 		}
-		if _, err := q.Append(ctx, data...); err != nil {
+		if _, err := q.AppendEntries(ctx, entries); err != nil {
 			ce.Salvaged -= len(recs)
 			break
 		}
@@ -242,11 +309,19 @@ func open(path string, o Options) (*Queue, error) {
 		db:      db,
 		path:    path,
 		opts:    o,
+		clock:   o.Clock,
 		reqs:    make(chan *appendReq), // unbuffered: a handed-over append is always committed
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
+	}
+	if q.clock == nil {
+		q.clock = SystemClock()
+	}
+	if err := migrate(db, path); err != nil {
+		db.Close()
+		return nil, err
 	}
 	if err := db.Update(q.load); err != nil {
 		db.Close()
@@ -255,17 +330,16 @@ func open(path string, o Options) (*Queue, error) {
 		}
 		return nil, fmt.Errorf("buffer: open %s: %w", path, err)
 	}
-	q.ackTo = q.st.first - 1
 	q.horizon = q.st.next
 	go q.writer()
 	return q, nil
 }
 
-// load reads (or initialises) the meta bucket and marks the file in use, so
-// that an unclean shutdown is noticed on the next open.
+// load reads (or initialises) the meta bucket, enters this boot in the
+// boots table, and marks the file in use, so that an unclean shutdown is
+// noticed on the next open.
 func (q *Queue) load(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
-	events := tx.Bucket(bucketEvents)
 	if meta == nil {
 		empty := true
 		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
@@ -276,14 +350,11 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
 			return err
 		}
-		if events, err = tx.CreateBucket(bucketEvents); err != nil {
-			return err
-		}
 		if _, err = tx.CreateBucket(bucketMarks); err != nil {
 			return err
 		}
 		first := max(q.opts.FirstSeq, 1)
-		q.st = state{first: first, next: first}
+		q.st = state{next: first}
 		if err := putUint(meta, keyFormat, formatVersion); err != nil {
 			return err
 		}
@@ -291,18 +362,32 @@ func (q *Queue) load(tx *bolt.Tx) error {
 			return err
 		}
 	} else {
-		if events == nil {
-			return corruptf("meta bucket without events bucket")
-		}
 		if v := getUint(meta, keyFormat); v != formatVersion {
 			return fmt.Errorf("buffer: %s has format %d; this edgegw reads format %d (use the edgegw version that wrote it to drain it)", q.path, v, formatVersion)
 		}
-		st, err := readState(meta, events)
+		st, err := readState(tx)
 		if err != nil {
 			return err
 		}
 		q.st = st
+		q.cursor = bytes.Clone(meta.Get(keyCursor))
 	}
+	bs, err := readBoots(tx)
+	if err != nil {
+		return err
+	}
+	now := q.clock.Now()
+	if len(bs) == 0 || bs[len(bs)-1].id != now.Boot {
+		n := uint32(1)
+		if len(bs) > 0 {
+			n = bs[len(bs)-1].n + 1
+		}
+		bs = append(bs, boot{n: n, id: now.Boot, first: q.st.next})
+		if err := putBoot(tx, bs[len(bs)-1]); err != nil {
+			return err
+		}
+	}
+	q.boots = bs
 	return putUint(meta, keyClean, 0)
 }
 
@@ -320,41 +405,94 @@ func openError(path string, err error) error {
 	return fmt.Errorf("buffer: open %s: %w", path, err)
 }
 
-// Read returns up to max events with seq >= from, in order. Events below
-// the oldest held (acknowledged or dropped) are skipped: a gap in the seqs
-// returned means events were dropped. It never blocks appends.
-func (q *Queue) Read(from uint64, limit int) ([]Record, error) {
+// ReadLane returns up to limit events of lane with from <= seq < to (to 0:
+// no bound), in order, skipping events past the lane's TTL (or MaxAge)
+// that the writer has not yet swept. It never blocks appends.
+func (q *Queue) ReadLane(l Lane, from, to uint64, limit int) ([]Record, error) {
 	if q.isClosed() {
 		return nil, ErrClosed
 	}
+	now := q.clock.Now()
+	q.mu.Lock()
+	q.noteSync(now)
+	bs := q.boots
+	q.mu.Unlock()
+	cur := bs[len(bs)-1].n
+	maxAge, _ := q.limitOf(l)
 	var out []Record
 	err := q.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
+		b := tx.Bucket(l.bucket())
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
 		var key [8]byte
 		binary.BigEndian.PutUint64(key[:], from)
 		var slab []byte // one allocation for many records' data
 		for k, v := c.Seek(key[:]); k != nil && len(out) < limit; k, v = c.Next() {
-			if len(k) != 8 || len(v) < 8 {
-				return corruptf("bad record at key %x", k)
+			h, ok := readHeader(v)
+			if len(k) != 8 || !ok {
+				return corruptf("bad record at key %x in %s", k, l)
 			}
-			d := v[8:]
+			seq := binary.BigEndian.Uint64(k)
+			if to != 0 && seq >= to {
+				break
+			}
+			if maxAge > 0 {
+				if age, known := bs.age(h, now, cur); known && age > maxAge {
+					continue // expired: the writer sweeps it
+				}
+			}
+			d := v[headerSize:]
 			if cap(slab)-len(slab) < len(d) {
 				slab = make([]byte, 0, max(32<<10, len(d)))
 			}
 			off := len(slab)
 			slab = append(slab, d...)
+			wall, trusted := bs.wallOf(h)
 			out = append(out, Record{
-				Seq:  binary.BigEndian.Uint64(k),
-				Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
-				Data: slab[off:len(slab):len(slab)],
+				Seq:      seq,
+				Lane:     l,
+				Time:     wall,
+				Shift:    time.Duration(wall.UnixNano() - h.wall),
+				Unsynced: !trusted,
+				Data:     slab[off:len(slab):len(slab)],
 			})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("buffer: read from %d: %w", from, err)
+		return nil, fmt.Errorf("buffer: read %s from %d: %w", l, from, err)
 	}
 	return out, nil
+}
+
+// Read returns up to limit events with seq >= from of every lane, in seq
+// order (as ReadLane).
+func (q *Queue) Read(from uint64, limit int) ([]Record, error) {
+	var out []Record
+	for _, l := range q.Lanes() {
+		recs, err := q.ReadLane(l, from, 0, limit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	slices.SortFunc(out, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out[:min(len(out), limit)], nil
+}
+
+// Lanes returns the lanes that hold events, by priority (highest first).
+func (q *Queue) Lanes() []Lane {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []Lane
+	for _, l := range q.st.lanes {
+		if l.events > 0 {
+			out = append(out, l.lane)
+		}
+	}
+	return out
 }
 
 // Changed returns a channel that is closed when events are next appended.
@@ -365,23 +503,59 @@ func (q *Queue) Changed() <-chan struct{} {
 	return q.changed
 }
 
-// Ack marks every event with seq <= upTo as delivered. The writer deletes
-// them in its next transactions, in batches; Flush (or Close) waits for
-// that. Acking a seq that was never appended is an error.
+// Ack marks every event with seq <= upTo, in every lane, as delivered.
+// The writer deletes acknowledged events in its next transactions, in
+// batches; Flush (or Close) waits for that. Acking a seq that was never
+// appended is an error.
 func (q *Queue) Ack(upTo uint64) error {
+	return q.ack(ackOp{all: true, to: upTo}, int(min(upTo, 1<<20)))
+}
+
+// AckRange marks the events of lane with from <= seq <= to as delivered
+// (as Ack).
+func (q *Queue) AckRange(l Lane, from, to uint64) error {
+	if from > to {
+		return nil
+	}
+	return q.ack(ackOp{lane: l, from: from, to: to}, int(min(to-from+1, 1<<20)))
+}
+
+// AckSeq marks the event seq, in whichever lane holds it, as delivered
+// (as Ack).
+func (q *Queue) AckSeq(seq uint64) error {
+	return q.ack(ackOp{any: true, from: seq, to: seq}, 1)
+}
+
+// SetCursor stores v in the file once every acknowledgement handed to the
+// queue before it is committed: in the same transaction as the last of
+// them or a later one, never before. Cursor returns it, after restarts
+// too. The forwarder keeps there how far upstream its acknowledgements
+// are known to reach.
+func (q *Queue) SetCursor(v []byte) error {
+	return q.ack(ackOp{cursor: bytes.Clone(v)}, 0)
+}
+
+// Cursor returns the last committed SetCursor value, or nil.
+func (q *Queue) Cursor() []byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return bytes.Clone(q.cursor)
+}
+
+func (q *Queue) ack(op ackOp, events int) error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return ErrClosed
 	}
-	if upTo >= q.horizon {
+	if op.cursor == nil && op.to >= q.horizon {
 		next := q.horizon
 		q.mu.Unlock()
-		return fmt.Errorf("buffer: ack up to %d, but the last appended seq is %d", upTo, next-1)
+		return fmt.Errorf("buffer: ack up to %d, but the last appended seq is %d", op.to, next-1)
 	}
-	if upTo > q.ackTo {
-		q.ackTo = upTo
-	}
+	op.n = events
+	q.acks = append(q.acks, op)
+	q.ackEvents += events
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -392,18 +566,31 @@ func (q *Queue) Ack(upTo uint64) error {
 
 // Stats returns a snapshot of the queue.
 func (q *Queue) Stats() Stats {
+	now := q.clock.Now()
 	q.mu.Lock()
-	st, rejected := q.st, q.rejected
-	q.mu.Unlock()
-	s := st.stats()
+	q.noteSync(now)
+	st, bs, rejected := q.st.clone(), q.boots, q.rejected
+	s := st.stats(bs, now, q.opts)
 	s.Rejected = rejected
-	q.mu.Lock()
 	s.CommitError, s.CommitErrorSince = q.commitErr, q.commitErrSince
 	q.mu.Unlock()
 	if fi, err := os.Stat(q.path); err == nil {
 		s.FileBytes = fi.Size()
 	}
 	return s
+}
+
+// noteSync enters the current boot's clock offset, in memory, the first
+// time a stamp says the clock is synchronized; the next commit writes it.
+// q.mu is held.
+func (q *Queue) noteSync(now Stamp) {
+	cur := &q.boots[len(q.boots)-1]
+	if now.Synced && !cur.synced && now.Boot == cur.id {
+		q.boots = slices.Clone(q.boots)
+		cur = &q.boots[len(q.boots)-1]
+		cur.offset, cur.synced = time.Duration(now.Wall.UnixNano())-now.Since, true
+		q.bootDirty = true
+	}
 }
 
 // Close commits what is pending (appends already handed over and acks),

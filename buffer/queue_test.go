@@ -140,7 +140,7 @@ func TestFlushCommitsAcks(t *testing.T) {
 	if err := q.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := q.Stats(); st.FirstSeq != 5 || st.Events != 6 || st.Acked != 4 || st.Bytes != 6*(14+16) {
+	if st := q.Stats(); st.FirstSeq != 5 || st.Events != 6 || st.Acked != 4 || st.Bytes != 6*(14+buffer.RecordOverhead) {
 		t.Fatalf("stats after ack 4 + flush: %+v", st)
 	}
 }
@@ -208,7 +208,7 @@ func TestConcurrentAppendReadAck(t *testing.T) {
 
 func TestDropOldestKeepsNewestWithinMaxBytes(t *testing.T) {
 	ctx := context.Background()
-	const rec = 100 + 16 // each event's size as counted
+	const rec = 100 + buffer.RecordOverhead // each event's size as counted
 	q := openT(t, filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{MaxBytes: 50 * rec})
 	for i := 1; i <= 500; i++ {
 		if _, err := q.Append(ctx, bytes.Repeat([]byte{byte(i)}, 100)); err != nil {
@@ -235,7 +235,7 @@ func TestDropOldestKeepsNewestWithinMaxBytes(t *testing.T) {
 
 func TestRejectReturnsErrFull(t *testing.T) {
 	ctx := context.Background()
-	q := openT(t, filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{MaxBytes: 10 * (84 + 16), WhenFull: buffer.Reject})
+	q := openT(t, filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{MaxBytes: 10 * (84 + buffer.RecordOverhead), WhenFull: buffer.Reject})
 	for i := range 10 {
 		if _, err := q.Append(ctx, make([]byte, 84)); err != nil {
 			t.Fatalf("append %d: %v", i, err)

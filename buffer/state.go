@@ -12,16 +12,16 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// readState reads the committed state from the meta bucket and the first
-// and last events.
-func readState(meta, events *bolt.Bucket) (state, error) {
+// readState reads the committed state from the meta bucket and the lanes.
+func readState(tx *bolt.Tx) (state, error) {
+	meta := tx.Bucket(bucketMeta)
 	st := state{
 		next:        getUint(meta, keyNext),
-		bytes:       int64(getUint(meta, keyBytes)),
 		appended:    getUint(meta, keyAppended),
 		acked:       getUint(meta, keyAcked),
 		droppedFull: getUint(meta, keyDroppedFull),
 		droppedAge:  getUint(meta, keyDroppedAge),
+		droppedTTL:  getUint(meta, keyDroppedTTL),
 		deadNext:    getUint(meta, keyDeadNext),
 		deadEvents:  getUint(meta, keyDeadEvents),
 		deadBytes:   int64(getUint(meta, keyDeadBytes)),
@@ -33,36 +33,76 @@ func readState(meta, events *bolt.Bucket) (state, error) {
 	if st.next == 0 {
 		st.next = 1
 	}
-	c := events.Cursor()
-	k, v := c.First()
-	if k == nil {
-		st.first, st.bytes = st.next, 0
-		return st, nil
-	}
-	if len(k) != 8 || len(v) < 8 {
-		return st, corruptf("bad first record")
-	}
-	st.first = binary.BigEndian.Uint64(k)
-	st.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-	lk, _ := c.Last()
-	if last := binary.BigEndian.Uint64(lk); last >= st.next {
-		return st, corruptf("last seq %d not below next seq %d", last, st.next)
-	}
-	return st, nil
+	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		l, ok := parseLane(name)
+		if !ok {
+			return nil
+		}
+		ls := laneState{lane: l}
+		ls.readMeta(meta.Get(name))
+		c := b.Cursor()
+		k, v := c.First()
+		if k == nil {
+			ls.events, ls.bytes = 0, 0
+		} else {
+			h, ok := readHeader(v)
+			if len(k) != 8 || !ok {
+				return corruptf("bad first record in %s", l)
+			}
+			ls.head, ls.oldest = binary.BigEndian.Uint64(k), h
+			lk, _ := c.Last()
+			if last := binary.BigEndian.Uint64(lk); last >= st.next {
+				return corruptf("last seq %d of %s not below next seq %d", last, l, st.next)
+			}
+		}
+		st.lanes, _ = st.lanes.add(l)
+		st.lanes[st.lanes.find(l)] = ls
+		return nil
+	})
+	return st, err
 }
 
-// stats is the Stats view of st (without Rejected and FileBytes).
-func (st state) stats() Stats {
+func readBoots(tx *bolt.Tx) (boots, error) {
+	b := tx.Bucket(bucketBoots)
+	if b == nil {
+		return nil, nil
+	}
+	var bs boots
+	err := b.ForEach(func(k, v []byte) error {
+		bt, ok := decodeBoot(k, v)
+		if !ok {
+			return corruptf("bad boots entry %x", k)
+		}
+		bs = append(bs, bt)
+		return nil
+	})
+	return bs, err
+}
+
+func putBoot(tx *bolt.Tx, bt boot) error {
+	b, err := tx.CreateBucketIfNotExists(bucketBoots)
+	if err != nil {
+		return err
+	}
+	var k [4]byte
+	binary.BigEndian.PutUint32(k[:], bt.n)
+	return b.Put(k[:], bt.encode())
+}
+
+// stats is the Stats view of st (without Rejected, the commit error and
+// FileBytes).
+func (st *state) stats(bs boots, now Stamp, o Options) Stats {
+	n, size := st.events()
 	s := Stats{
-		Events:      st.next - st.first,
-		Bytes:       st.bytes,
-		FirstSeq:    st.first,
+		Events:      n,
+		Bytes:       size,
+		FirstSeq:    st.first(),
 		NextSeq:     st.next,
-		Oldest:      st.oldest,
 		Appended:    st.appended,
 		Acked:       st.acked,
 		DroppedFull: st.droppedFull,
 		DroppedAge:  st.droppedAge,
+		DroppedTTL:  st.droppedTTL,
 		DeadEvents:  st.deadEvents,
 		DeadBytes:   st.deadBytes,
 		DeadTotal:   st.deadTotal,
@@ -70,9 +110,28 @@ func (st state) stats() Stats {
 
 		Quarantined:    st.quarantined,
 		LastQuarantine: st.quarantine,
+		ClockSynced:    now.Synced,
 	}
-	if !st.oldest.IsZero() {
-		s.OldestAge = time.Since(st.oldest)
+	var cur uint32
+	if len(bs) > 0 {
+		cur = bs[len(bs)-1].n
+	}
+	for _, l := range st.lanes {
+		ls := LaneStats{Lane: l.lane, Events: l.events, Bytes: l.bytes, Acked: l.acked,
+			DroppedFull: l.droppedFull, DroppedAge: l.droppedAge, DroppedTTL: l.droppedTTL}
+		if l.events > 0 {
+			ls.FirstSeq = l.head
+			ls.Oldest, _ = bs.wallOf(l.oldest)
+			if age, ok := bs.age(l.oldest, now, cur); ok {
+				ls.OldestAge = age
+			} else {
+				ls.OldestAge = max(now.Wall.Sub(ls.Oldest), 0)
+			}
+			if s.Oldest.IsZero() || ls.Oldest.Before(s.Oldest) {
+				s.Oldest, s.OldestAge = ls.Oldest, max(ls.OldestAge, 0)
+			}
+		}
+		s.Lanes = append(s.Lanes, ls)
 	}
 	return s
 }
@@ -135,19 +194,26 @@ func ReadStats(path string, timeout time.Duration) (Stats, error) {
 	}
 	defer db.Close()
 	var st state
+	var bs boots
 	err = db.View(func(tx *bolt.Tx) error {
-		meta, events := tx.Bucket(bucketMeta), tx.Bucket(bucketEvents)
-		if meta == nil || events == nil {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
 			return fmt.Errorf("%w: %s", ErrForeign, path)
 		}
+		if v := getUint(meta, keyFormat); v != formatVersion {
+			return fmt.Errorf("buffer: %s has format %d; start edgegw once to bring it to format %d", path, v, formatVersion)
+		}
 		var err error
-		st, err = readState(meta, events)
+		if st, err = readState(tx); err != nil {
+			return err
+		}
+		bs, err = readBoots(tx)
 		return err
 	})
 	if err != nil {
 		return Stats{}, err
 	}
-	s := st.stats()
+	s := st.stats(bs, SystemClock().Now(), Options{})
 	if fi, err := os.Stat(path); err == nil {
 		s.FileBytes = fi.Size()
 	}

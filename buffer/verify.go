@@ -69,7 +69,7 @@ func verify(path string, o Options) (err error) {
 		if clean := getUint(meta, keyClean) == 1; clean && !o.VerifyOnOpen {
 			return nil
 		}
-		return walk(tx, meta)
+		return walk(tx)
 	})
 	return err
 }
@@ -77,10 +77,7 @@ func verify(path string, o Options) (err error) {
 // walk runs bbolt's own consistency check. The events themselves (keys,
 // seqs in a row and below next_seq, bytes against the meta bucket) were
 // checked with every page by checkPages, on every open.
-func walk(tx *bolt.Tx, meta *bolt.Bucket) error {
-	if tx.Bucket(bucketEvents) == nil {
-		return corruptf("no events bucket")
-	}
+func walk(tx *bolt.Tx) error {
 	var first error
 	for err := range tx.Check() { // drain it all: the checker is a goroutine
 		if first == nil {

@@ -1,8 +1,10 @@
 package buffer
 
 import (
+	"encoding/binary"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,12 +14,12 @@ import (
 // bbolt read-write transaction; Close stops it and waits for it.
 func (q *Queue) writer() {
 	defer close(q.done)
-	var tick <-chan time.Time
-	if q.opts.MaxAge > 0 {
-		t := time.NewTicker(expiryInterval(q.opts.MaxAge))
-		defer t.Stop()
-		tick = t.C
-	}
+	// The sweep of expired events runs every twentieth of the shortest
+	// limit in use (10ms to a minute): never "every 30 minutes whatever
+	// the TTL".
+	sweepEvery := q.sweepInterval()
+	sweep := time.NewTimer(sweepEvery)
+	defer sweep.Stop()
 	batch := make([]*appendReq, 0, 64)
 	q.releasePages() // what Open's checks and bbolt's freelist scan touched
 	lastRelease := time.Now()
@@ -53,7 +55,9 @@ func (q *Queue) writer() {
 			}
 		case <-ackC:
 			ackC = nil
-		case <-tick:
+		case <-sweep.C:
+			sweepEvery = q.sweepInterval()
+			sweep.Reset(sweepEvery)
 		case <-q.quit:
 			q.drainOnQuit(batch)
 			return
@@ -71,6 +75,10 @@ func (q *Queue) writer() {
 		start := time.Now()
 		more := q.commit(batch)
 		lastReqs, lastDur = len(batch), time.Since(start)
+		if d := q.sweepInterval(); d < sweepEvery { // a lane with a shorter limit
+			sweepEvery = d
+			sweep.Reset(d)
+		}
 		if start.Sub(lastRelease) >= releaseEvery {
 			q.releasePages()
 			lastRelease = start
@@ -132,57 +140,91 @@ func (q *Queue) drainOnQuit(batch []*appendReq) {
 func (q *Queue) acksDue() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.ackTo >= q.st.first && q.ackTo-q.st.first+1 >= ackBatch
+	return q.ackEvents >= ackBatch
 }
 
-// hasWork reports whether acks or expiry are waiting for a transaction.
+// hasWork reports whether acks or expired events are waiting for a
+// transaction.
 func (q *Queue) hasWork() bool {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.st.first == q.st.next {
-		return false
-	}
-	if q.ackTo >= q.st.first {
+	work := len(q.acks) > 0
+	st, bs := q.st.clone(), q.boots
+	q.mu.Unlock()
+	if work {
 		return true
 	}
-	return q.opts.MaxAge > 0 && time.Since(q.st.oldest) > q.opts.MaxAge
+	limited := false
+	for _, l := range st.lanes {
+		if d, _ := q.limitOf(l.lane); d > 0 && l.events > 0 {
+			limited = true
+		}
+	}
+	if !limited {
+		return false
+	}
+	var due bool
+	_ = q.db.View(func(tx *bolt.Tx) error {
+		t := &txn{q: q, tx: tx, st: st, now: q.clock.Now(), boots: bs, cur: bs[len(bs)-1].n}
+		due, _ = t.expire(true)
+		return nil
+	})
+	return due
 }
 
-func expiryInterval(maxAge time.Duration) time.Duration {
-	d := maxAge / 20
-	return min(max(d, 10*time.Millisecond), time.Minute)
+// sweepInterval is how often the writer looks for expired events: a
+// twentieth of the shortest limit of a lane that holds events, from 10ms
+// to a minute.
+func (q *Queue) sweepInterval() time.Duration {
+	d := time.Duration(0)
+	q.mu.Lock()
+	for _, l := range q.st.lanes {
+		if lim, _ := q.limitOf(l.lane); lim > 0 && (d == 0 || lim < d) {
+			d = lim
+		}
+	}
+	q.mu.Unlock()
+	if d == 0 {
+		return time.Minute
+	}
+	return min(max(d/20, 10*time.Millisecond), time.Minute)
 }
 
 // commit runs one transaction: pending acks, expiry, then the appends in
 // order. It reports whether deletions are left for another transaction.
 func (q *Queue) commit(batch []*appendReq) (more bool) {
 	q.mu.Lock()
-	st, ackTo := q.st, q.ackTo
+	st, bs, dirty := q.st.clone(), q.boots, q.bootDirty
+	ops := q.acks[:len(q.acks):len(q.acks)]
 	q.mu.Unlock()
 
-	now := time.Now()
+	now, start := q.clock.Now(), time.Now()
 	var rejected uint64
+	var acked int
+	var cursor []byte
 	err := q.update(func(tx *bolt.Tx) error {
-		t := &txn{q: q, tx: tx, events: tx.Bucket(bucketEvents), st: st, now: now, budget: maxDeletesPerTx}
-		t.events.FillPercent = 1.0 // keys only ever grow: pack pages full
-		acks, err := t.deleteAcked(ackTo)
+		t := &txn{q: q, tx: tx, st: st, now: now, boots: bs, cur: bs[len(bs)-1].n, budget: maxDeletesPerTx}
+		if err := t.syncBoots(dirty); err != nil {
+			return err
+		}
+		t.hdr = t.header().append(nil)
+		var err error
+		if acked, err = t.applyAcks(ops); err != nil {
+			return err
+		}
+		expiry, err := t.expire(false)
 		if err != nil {
 			return err
 		}
-		expiry, err := t.expire()
-		if err != nil {
-			return err
-		}
-		more = acks || expiry
+		more = acked < len(ops) || expiry
 		for _, r := range batch { // appends, in the order they arrived
 			if err := t.apply(r); err != nil {
 				return err
 			}
 		}
-		if err := q.writeMeta(tx.Bucket(bucketMeta), &t.st); err != nil {
+		if err := q.writeMeta(tx.Bucket(bucketMeta), &t.st, t.cursor); err != nil {
 			return err
 		}
-		st, rejected = t.st, t.rejected
+		st, bs, rejected, cursor = t.st, t.boots, t.rejected, t.cursor
 		// Readers may see these events as soon as bbolt commits, before
 		// q.st is updated below: let Ack accept them from now on.
 		q.mu.Lock()
@@ -195,12 +237,27 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		return false
 	}
 	if q.opts.OnCommit != nil {
-		q.opts.OnCommit(time.Since(now))
+		q.opts.OnCommit(time.Since(start))
 	}
 
 	q.mu.Lock()
 	grew := st.next != q.st.next
 	q.st = st
+	// Unless a reader saw the clock synchronized meanwhile (then the next
+	// commit writes it), the file now has this boots table.
+	if bs[len(bs)-1].synced || !q.boots[len(q.boots)-1].synced {
+		q.boots, q.bootDirty = bs, false
+	}
+	if cursor != nil {
+		q.cursor = cursor
+	}
+	for _, op := range q.acks[:acked] {
+		q.ackEvents -= op.n
+	}
+	q.acks = q.acks[acked:]
+	if len(q.acks) == 0 {
+		q.acks, q.ackEvents = nil, 0
+	}
 	q.commitErr, q.commitErrSince = "", time.Time{}
 	q.rejected += rejected
 	if grew {
@@ -214,12 +271,46 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 	return more
 }
 
+// syncBoots enters the first synchronization of this boot's clock in the
+// boots table (seen now, or by a reader: dirty), and forgets boots that
+// no event held belongs to.
+func (t *txn) syncBoots(dirty bool) error {
+	cur := t.boots[len(t.boots)-1]
+	if t.now.Synced && !cur.synced && t.now.Boot == cur.id {
+		cur.offset, cur.synced = time.Duration(t.now.Wall.UnixNano())-t.now.Since, true
+		t.boots = append(t.boots[:len(t.boots)-1:len(t.boots)-1], cur)
+		dirty = true
+	}
+	if dirty {
+		if err := putBoot(t.tx, cur); err != nil {
+			return err
+		}
+	}
+	if len(t.boots) > 1 && t.boots[1].first <= t.st.first() {
+		if b := t.tx.Bucket(bucketBoots); b != nil {
+			var k [4]byte
+			binary.BigEndian.PutUint32(k[:], t.boots[0].n)
+			if err := b.Delete(k[:]); err != nil {
+				return err
+			}
+		}
+		t.boots = t.boots[1:]
+	}
+	return nil
+}
+
 // failed tells every request of a failed transaction, and keeps the
 // failure for Stats until a commit works.
 func (q *Queue) failed(batch []*appendReq, err error) {
 	q.mu.Lock()
 	q.horizon = q.st.next
-	q.ackTo = min(q.ackTo, q.st.next-1) // nothing beyond was ever visible
+	// Nothing at or beyond next was ever committed: an ack of it would
+	// take the seq the next append reuses.
+	q.acks = slices.DeleteFunc(q.acks, func(op ackOp) bool { return op.cursor == nil && op.to >= q.st.next })
+	q.ackEvents = 0
+	for _, op := range q.acks {
+		q.ackEvents += op.n
+	}
 	q.mu.Unlock()
 	err = writeError(q.path, err)
 	q.mu.Lock()
