@@ -1,13 +1,16 @@
 // Package forward drains the buffer into a NATS JetStream stream: exactly
-// once, in order, through outages.
+// once, through outages, by priority, and (with LiveFirst) what arrives
+// during a backlog before the backlog.
 //
 // Each event is published asynchronously with Nats-Msg-Id
-// "<gateway id>-<seq>", so the stream's duplicate window drops re-sends; the
-// buffer is acknowledged only on the stream's PubAck, in seq order. On any
-// failure the forwarder goes back to the lowest unacknowledged seq (go-back-N)
-// after asking the stream for the highest seq of this gateway it already
-// holds, so a message stored before a crash is not sent again even after the
-// duplicate window has passed.
+// "<gateway id>-<seq>", so the stream's duplicate window drops re-sends; an
+// event is acknowledged in the buffer only on the stream's PubAck, and
+// with the acks the buffer keeps a cursor: the stream sequence up to which
+// every message of this gateway is acknowledged in the buffer. On any
+// failure the forwarder reads back this gateway's messages stored after
+// the cursor, acknowledges them, and sends the rest again: a message
+// stored before a crash is not sent again even after the duplicate window
+// has passed. docs/forwarder.md has the argument.
 package forward
 
 import (
@@ -35,7 +38,46 @@ const (
 	// a subscription asked for them (mqtt.subscriptions[].retained): the
 	// broker's last known value, sent again on every (re)subscribe.
 	HeaderRetained = "Edgegw-Retained"
+	// HeaderBackfill is "true" on an event sent, with LiveFirst, behind
+	// events that arrived after it: it was in the backlog when the uplink
+	// came back. Its seq (in Nats-Msg-Id) and time restore the order.
+	HeaderBackfill = "Edgegw-Backfill"
+	// HeaderUnsynced is "true" when the event's time comes from a wall
+	// clock that was not synchronized then and has not been since, in
+	// that boot (a box without a real-time clock, before NTP).
+	HeaderUnsynced = "Edgegw-Time-Unsynced"
+	// HeaderPriority is the priority of the event's lane.
+	HeaderPriority = "Edgegw-Priority"
 )
+
+// Drain is the order in which the forwarder sends what the buffer holds.
+type Drain int
+
+const (
+	// OldestFirst sends each lane in seq order.
+	OldestFirst Drain = iota
+	// LiveFirst sends what arrives while a backlog drains first, and the
+	// backlog behind it oldest first, marked with HeaderBackfill.
+	LiveFirst
+)
+
+func (d Drain) String() string {
+	if d == LiveFirst {
+		return "live_first"
+	}
+	return "oldest_first"
+}
+
+// ParseDrain parses the config spelling of a Drain; "" is LiveFirst.
+func ParseDrain(s string) (Drain, error) {
+	switch s {
+	case "", "live_first":
+		return LiveFirst, nil
+	case "oldest_first":
+		return OldestFirst, nil
+	}
+	return 0, fmt.Errorf("drain %q is not live_first or oldest_first", s)
+}
 
 // StreamOptions describe the upstream stream.
 type StreamOptions struct {
@@ -75,6 +117,13 @@ type Options struct {
 	// produce (mqtt.max_payload). On each connect it is checked against
 	// the server's max_payload: larger events would be set aside.
 	MaxEventBytes int
+	// Drain: OldestFirst (the zero value) or LiveFirst.
+	Drain Drain
+	// LowerShare is the share of sends that goes to lanes below the
+	// highest one waiting (lower priorities; with LiveFirst, the backlog
+	// behind live events), so that none starves: 0 means the default,
+	// 0.1; at most 0.5.
+	LowerShare float64
 	// OnAck, if set, is called with the time from publish to PubAck of each
 	// acknowledged publish (the gateway's latency histogram). It must not
 	// block.
@@ -91,6 +140,7 @@ type Stats struct {
 	Skipped   uint64 // events found already in the stream on (re)connect
 	Rejected  uint64 // events the stream can never take, set aside
 	LastSeq   uint64 // highest seq acknowledged
+	Backfill  uint64 // events sent behind live ones (LiveFirst)
 	LastError string // why the last session ended, until one makes progress again
 	// ConfigError: the last session ended with an ErrConfig error (the
 	// stream is missing or refuses this gateway): retrying will not help
@@ -111,20 +161,10 @@ type Forwarder struct {
 	evLm *rate.Limiter
 	byLm *rate.Limiter
 
-	published, acked, resent, skipped, rejected, lastSeq atomic.Uint64
-	lastErr                                              atomic.Pointer[string]
-	configErr                                            atomic.Bool
-	downSince, lastAck                                   atomic.Int64 // UnixNano; 0: none
-
-	// Owned by the Run goroutine. After a failure that left a gap (a later
-	// publish stored, an earlier one not, as when a cluster's stream leader
-	// dies with publishes in flight), storedAhead holds the seqs known to be
-	// stored beyond the gap and noSkipFrom the first seq of the gap: the
-	// last message upstream no longer proves that everything below it is
-	// there, so the gap is re-sent and the stored ones are not.
-	storedAhead map[uint64]bool
-	noSkipFrom  uint64
-	noSkipUntil uint64 // the last seq of the failed windows
+	published, acked, resent, skipped, rejected, lastSeq, backfill atomic.Uint64
+	lastErr                                                        atomic.Pointer[string]
+	configErr                                                      atomic.Bool
+	downSince, lastAck                                             atomic.Int64 // UnixNano; 0: none
 
 	gwHeader []string // shared by every message; nobody modifies it
 
@@ -173,7 +213,13 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 	if o.RateEvents < 0 || o.RateBytes < 0 {
 		return nil, errors.New("forward: rate limits must not be negative")
 	}
-	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, storedAhead: map[uint64]bool{}, gwHeader: []string{o.GatewayID}}
+	if o.LowerShare < 0 || o.LowerShare > 0.5 {
+		return nil, fmt.Errorf("forward: lower share %g is outside 0..0.5", o.LowerShare)
+	}
+	if o.LowerShare == 0 {
+		o.LowerShare = 0.1
+	}
+	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, gwHeader: []string{o.GatewayID}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -198,6 +244,7 @@ func (f *Forwarder) Stats() Stats {
 		Skipped:   f.skipped.Load(),
 		Rejected:  f.rejected.Load(),
 		LastSeq:   f.lastSeq.Load(),
+		Backfill:  f.backfill.Load(),
 	}
 	if e := f.lastErr.Load(); e != nil {
 		s.LastError = *e

@@ -18,13 +18,15 @@ import (
 
 type inflight struct {
 	seq     uint64
+	lane    buffer.Lane
+	from    uint64 // its ack covers lane's seqs from..seq: see source
 	fut     jetstream.PubAckFuture
 	sent    time.Time
 	subject string // for the debug line
 }
 
-// session publishes from the oldest unacknowledged event until a publish
-// fails or ctx ends. It reports whether any event was acknowledged.
+// session publishes until a publish fails or ctx ends. It reports whether
+// any event was acknowledged.
 func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	js, err := jetstream.New(f.nc,
 		jetstream.WithPublishAsyncMaxPending(f.o.Window),
@@ -34,13 +36,14 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	}
 	defer js.CleanupPublisher()
 
-	captured, next, err := f.resume(ctx, js)
+	r, err := f.resume(ctx, js)
 	if err != nil {
 		return false, err
 	}
-	s := &sess{f: f, js: js, captured: captured, next: next,
+	s := &sess{f: f, js: js, captured: r.captured, stream: r.cursor, cursorDone: r.cursor.seq,
 		window: make([]inflight, 0, f.o.Window), okSubj: map[string]bool{},
 		debug: f.log.Enabled(ctx, slog.LevelDebug), dbgLim: rate.NewLimiter(10, 10)}
+	s.sched = newScheduler(f.q, f.o, r.live)
 	defer func() {
 		if s.stopT != nil {
 			s.stopT.Stop()
@@ -70,11 +73,12 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 type sess struct {
 	f          *Forwarder
 	js         jetstream.JetStream
-	captured   []string        // the stream's subjects
-	next       uint64          // the next seq to read
-	window     []inflight      // publishes in seq order
-	pending    []buffer.Record // read, not yet published
-	toAck      uint64          // acknowledged by the stream, not yet in the buffer
+	captured   []string // the stream's subjects
+	sched      *scheduler
+	window     []inflight      // publishes in the order sent
+	toAck      []ackRange      // acknowledged by the stream, not yet handed to the buffer
+	stream     cursor          // how far upstream the acks reach
+	cursorDone uint64          // stream.seq last handed to the buffer
 	okSubj     map[string]bool // subjects known to be captured
 	stopT      *time.Timer     // after ctx ends: how long to wait for the window
 	progressed bool
@@ -82,59 +86,58 @@ type sess struct {
 	dbgLim     *rate.Limiter // debug lines per second
 }
 
-func (s *sess) ackBuffer() error {
-	if s.toAck == 0 {
-		return nil
-	}
-	err := s.f.q.Ack(s.toAck)
-	s.toAck = 0
-	return err
+type ackRange struct {
+	lane     buffer.Lane
+	from, to uint64
 }
 
-// fill publishes events, in seq order, until the window is full, the
-// buffer has no more, or ctx ends.
+// ackBuffer hands the acknowledged ranges to the buffer, then the cursor:
+// the buffer commits the cursor only with or after them.
+func (s *sess) ackBuffer() error {
+	for _, r := range s.toAck {
+		if err := s.f.q.AckRange(r.lane, r.from, r.to); err != nil {
+			return err
+		}
+	}
+	s.toAck = s.toAck[:0]
+	if s.stream.seq != s.cursorDone {
+		if err := s.f.q.SetCursor(s.stream.encode()); err != nil {
+			return err
+		}
+		s.cursorDone = s.stream.seq
+	}
+	return nil
+}
+
+// fill publishes events, in the scheduler's order, until the window is
+// full, the buffer has no more, or ctx ends.
 func (s *sess) fill(ctx context.Context) error {
 	f := s.f
 	for len(s.window) < f.o.Window && ctx.Err() == nil {
-		if len(s.pending) == 0 {
-			// Read a whole window's worth: many small reads cost a read
-			// transaction each.
-			var err error
-			if s.pending, err = f.q.Read(s.next, f.o.Window); err != nil {
-				return err
-			}
-			if len(s.pending) == 0 {
-				return nil
-			}
-			s.next = s.pending[len(s.pending)-1].Seq + 1
+		src, err := s.sched.pick()
+		if err != nil || src == nil {
+			return err
 		}
-		rec := s.pending[0]
-		w, ok, err := s.publish(ctx, rec)
+		rec := src.pending[0]
+		w, ok, err := s.publish(ctx, rec, src.backfill)
 		if err != nil || !ok {
 			return err
 		}
-		s.pending = s.pending[1:]
+		w.lane, w.from = src.lane, src.ackFrom
+		src.take()
 		s.window = append(s.window, w)
 	}
 	return nil
 }
 
-// publish sends rec, or passes it over (stored ahead of a gap, or set
-// aside): then its future is nil and it is acknowledged in its turn. ok
-// is false when ctx ended before it could be sent.
-func (s *sess) publish(ctx context.Context, rec buffer.Record) (w inflight, ok bool, err error) {
+// publish sends rec, or passes it over (set aside): then its future is
+// nil and it is acknowledged in its turn. ok is false when ctx ended
+// before it could be sent.
+func (s *sess) publish(ctx context.Context, rec buffer.Record, backfill bool) (w inflight, ok bool, err error) {
 	f := s.f
 	w.seq = rec.Seq
-	msg, bad := f.message(rec)
-	switch {
-	case f.storedAhead[rec.Seq]:
-		// noSkipFrom stays until the gap itself is acknowledged (resume
-		// clears it): the stream's last message does not prove the failed
-		// seq is there.
-		delete(f.storedAhead, rec.Seq)
-		f.skipped.Add(1)
-		return w, true, nil
-	case bad != nil:
+	msg, bad := f.message(rec, backfill)
+	if bad != nil {
 		return w, true, f.setAside(ctx, rec.Seq, bad)
 	}
 	if !s.okSubj[msg.Subject] {
@@ -160,6 +163,9 @@ func (s *sess) publish(ctx context.Context, rec buffer.Record) (w inflight, ok b
 		return w, false, fmt.Errorf("publish seq %d: %w", rec.Seq, err)
 	}
 	f.published.Add(1)
+	if backfill {
+		f.backfill.Add(1)
+	}
 	w.fut = fut
 	if s.debug {
 		w.subject = msg.Subject
@@ -180,12 +186,12 @@ func (s *sess) idle(ctx context.Context) (stop bool, err error) {
 	if ctx.Err() != nil {
 		return true, nil
 	}
-	changed := f.q.Changed()
-	if len(s.pending) > 0 || f.q.Stats().NextSeq > s.next {
-		return false, nil
+	src, err := s.sched.pick()
+	if err != nil || src != nil {
+		return false, err
 	}
 	select {
-	case <-changed:
+	case <-s.sched.changed:
 	case <-ctx.Done():
 	case <-time.After(time.Second):
 		if !f.nc.IsConnected() {
@@ -208,19 +214,13 @@ func (s *sess) awaitHead(ctx context.Context) (stop bool, err error) {
 		}
 		stopC, done = s.stopT.C, nil
 	}
-	var okC <-chan *jetstream.PubAck
-	var errC <-chan error
 	if head.fut == nil {
-		c := make(chan *jetstream.PubAck, 1)
-		c <- nil
-		okC = c
-	} else {
-		okC, errC = head.fut.Ok(), head.fut.Err()
+		return false, s.acked(head, nil)
 	}
 	select {
-	case <-okC:
-		return false, s.acked(head)
-	case err := <-errC:
+	case pa := <-head.fut.Ok():
+		return false, s.acked(head, pa)
+	case err := <-head.fut.Err():
 		if refusedForGood(err) {
 			// The stream refused this message and will refuse it again;
 			// the ones after it are unaffected. Set it aside and
@@ -231,7 +231,7 @@ func (s *sess) awaitHead(ctx context.Context) (stop bool, err error) {
 			s.window[0].fut = nil
 			return false, nil
 		}
-		f.settle(head.seq, s.window[1:])
+		f.settle(s.window[1:])
 		f.resent.Add(uint64(len(s.window)))
 		return true, fmt.Errorf("seq %d: %w", head.seq, err)
 	case <-stopC:
@@ -242,11 +242,22 @@ func (s *sess) awaitHead(ctx context.Context) (stop bool, err error) {
 	}
 }
 
-// acked takes the head of the window off as acknowledged.
-func (s *sess) acked(head inflight) error {
+// acked takes the head of the window off as acknowledged (pa nil: it was
+// passed over).
+func (s *sess) acked(head inflight, pa *jetstream.PubAck) error {
 	f := s.f
 	s.window = s.window[1:]
-	s.toAck = head.seq
+	if n := len(s.toAck); n > 0 && s.toAck[n-1].lane == head.lane && s.toAck[n-1].to+1 == head.from {
+		s.toAck[n-1].to = head.seq
+	} else {
+		s.toAck = append(s.toAck, ackRange{head.lane, head.from, head.seq})
+	}
+	if pa != nil {
+		// PubAcks are taken in the order sent, which is the order stored:
+		// every message of this gateway up to this stream seq is now
+		// acknowledged (the buffer commits the cursor after the ranges).
+		s.stream.seq = max(s.stream.seq, pa.Sequence)
+	}
 	if head.fut != nil {
 		f.acked.Add(1)
 		if f.o.OnAck != nil {
@@ -256,43 +267,34 @@ func (s *sess) acked(head inflight) error {
 			f.log.Debug("event in the stream", "seq", head.seq, "subject", head.subject)
 		}
 	}
-	f.lastSeq.Store(head.seq)
+	if head.seq > f.lastSeq.Load() {
+		f.lastSeq.Store(head.seq)
+	}
 	f.lastAck.Store(time.Now().UnixNano())
 	if !s.progressed {
 		f.lastErr.Store(nil) // moving again
 		f.configErr.Store(false)
 	}
 	s.progressed = true
-	if len(s.window) == 0 || head.seq%256 == 0 {
+	if len(s.window) == 0 || len(s.toAck) >= 64 || f.acked.Load()%256 == 0 {
 		return s.ackBuffer()
 	}
 	return nil
 }
 
-// settle waits for every publish in a failed window (each resolves within
-// AckTimeout) and records those stored after the first failure.
-func (f *Forwarder) settle(failed uint64, window []inflight) {
+// settle waits for every publish in a failed window to resolve (each does
+// within AckTimeout), so that the next session's resume sees every message
+// the stream stored.
+func (f *Forwarder) settle(window []inflight) {
 	for _, w := range window {
 		if w.fut == nil {
 			continue
 		}
 		select {
 		case <-w.fut.Ok():
-			if failed != 0 {
-				f.storedAhead[w.seq] = true
-			}
 		case <-w.fut.Err():
 		case <-time.After(f.o.AckTimeout + time.Second):
 		}
-	}
-	if len(f.storedAhead) > 0 {
-		if f.noSkipFrom == 0 || failed < f.noSkipFrom {
-			f.noSkipFrom = failed
-		}
-		if len(window) > 0 {
-			f.noSkipUntil = max(f.noSkipUntil, window[len(window)-1].seq)
-		}
-		f.log.Warn("upstream stored publishes after one that failed: the failed ones are re-sent and will follow them in the stream", "first_failed_seq", failed, "stored_after", len(f.storedAhead))
 	}
 }
 

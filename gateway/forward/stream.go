@@ -16,56 +16,157 @@ import (
 	"github.com/edgegw/edgegw/gateway/subject"
 )
 
-// resume starts a session: it finds the stream, asks it for this gateway's
-// last message, and acknowledges in the buffer what the stream already
-// holds. It returns the stream's subjects and the first seq to send.
-func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (captured []string, next uint64, err error) {
+// resumed is what a session starts from.
+type resumed struct {
+	captured []string // the stream's subjects
+	cursor   cursor   // how far upstream the buffer's acks reach
+	live     uint64   // with LiveFirst, the first seq that is live; else 0
+}
+
+// A cursor is how far this gateway's messages in the stream are known to
+// be acknowledged in the buffer: every message of this gateway in stream
+// name (created at created) with a stream seq <= seq. The buffer stores
+// it with its acks (SetCursor), never ahead of them.
+type cursor struct {
+	stream  string
+	created int64 // the stream's creation time, Unix ns: a recreated stream is another
+	seq     uint64
+}
+
+func (c cursor) encode() []byte {
+	return fmt.Appendf(nil, "v1 %s %d %d", c.stream, c.created, c.seq)
+}
+
+func decodeCursor(b []byte) (cursor, bool) {
+	var c cursor
+	_, err := fmt.Sscanf(string(b), "v1 %s %d %d", &c.stream, &c.created, &c.seq)
+	return c, err == nil
+}
+
+// resume starts a session: it finds the stream, acknowledges in the buffer
+// every event the stream already holds, and moves the cursor to the
+// stream's end, all committed before anything is sent.
+//
+// The messages to look for are this gateway's with a stream seq past the
+// cursor: the PubAcks taken before a crash or a failure whose acks did not
+// reach the file, and messages stored after one that failed. Each is read
+// back (its Nats-Msg-Id names the seq) and acknowledged. A buffer without
+// a cursor has never sent out of seq order (it is new, or was written by
+// an edgegw without lanes): then the last message on the filters names
+// the highest seq held and everything below it, as before lanes.
+func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (r resumed, err error) {
 	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	stream, err := f.ensureStream(reqCtx, js)
 	if err != nil {
-		cancel()
-		return nil, 0, err
-	}
-	held, err := f.heldUpstream(reqCtx, stream)
-	cancel()
-	if err != nil {
-		return nil, 0, err
+		return r, err
 	}
 	f.worked = true
-	captured = stream.CachedInfo().Config.Subjects
+	info := stream.CachedInfo()
+	r.captured = info.Config.Subjects
 	if mp := f.nc.MaxPayload(); f.o.MaxEventBytes > 0 && int64(f.o.MaxEventBytes)+maxHeaderBytes > mp && mp != f.warnedMaxPayload {
 		f.warnedMaxPayload = mp
 		f.log.Error("the upstream server's max_payload cannot take every message the sources may produce: larger ones will be set aside in the dead-letter lane; lower mqtt.max_payload or raise max_payload on the server", "mqtt_max_payload", f.o.MaxEventBytes, "headroom", maxHeaderBytes, "server_max_payload", mp)
 	}
-
+	here := cursor{stream: info.Config.Name, created: info.Created.UnixNano(), seq: info.State.LastSeq}
 	st := f.q.Stats()
-	next = max(st.FirstSeq, f.lastSeq.Load()+1)
-	for seq := range f.storedAhead {
-		if seq < next {
-			delete(f.storedAhead, seq)
+	prev, ok := decodeCursor(f.q.Cursor())
+	switch {
+	case !ok:
+		if err := f.resumeInOrder(reqCtx, stream, st); err != nil {
+			return r, err
+		}
+	case prev.stream != here.stream || prev.created != here.created || prev.seq > here.seq:
+		f.log.Warn("the stream is not the one this buffer last sent to (recreated, or another): reading all of this gateway's messages in it", "stream", here.stream, "from_seq", info.State.FirstSeq)
+		if err := f.readBack(ctx, stream, info.State.FirstSeq, here.seq, st); err != nil {
+			return r, err
+		}
+	default:
+		if err := f.readBack(ctx, stream, prev.seq+1, here.seq, st); err != nil {
+			return r, err
 		}
 	}
-	if f.noSkipFrom != 0 && f.lastSeq.Load() >= f.noSkipUntil {
-		// Every event of the failed windows has been acknowledged: the
-		// stream's last message is proof again.
-		f.noSkipFrom, f.noSkipUntil = 0, 0
+	if err := f.q.SetCursor(here.encode()); err != nil {
+		return r, err
 	}
-	if f.noSkipFrom != 0 && held >= f.noSkipFrom {
-		held = f.noSkipFrom - 1
+	if err := f.q.Flush(ctx); err != nil {
+		return r, err
+	}
+	r.cursor = here
+	if f.o.Drain == LiveFirst {
+		r.live = st.NextSeq
+		if st.Events > 0 {
+			f.log.Info("draining the backlog behind live events", "backlog_events", st.Events, "oldest", st.Oldest)
+		}
+	}
+	return r, nil
+}
+
+// resumeInOrder acknowledges everything up to the highest seq of this
+// gateway in the stream: right for a buffer that has only ever sent in
+// seq order.
+func (f *Forwarder) resumeInOrder(ctx context.Context, stream jetstream.Stream, st buffer.Stats) error {
+	held, err := f.heldUpstream(ctx, stream)
+	if err != nil {
+		return err
 	}
 	switch {
 	case held >= st.NextSeq:
 		f.log.Error("the stream holds a later seq of this gateway than its buffer has ever had: another gateway uses the same id, or this buffer was replaced; forwarding everything held", "stream_seq", held, "buffer_next_seq", st.NextSeq)
-	case held >= next:
+	case held >= st.FirstSeq:
 		if err := f.q.Ack(held); err != nil {
-			return nil, 0, err
+			return err
 		}
-		f.skipped.Add(held - next + 1)
-		f.lastSeq.Store(held)
-		f.log.Info("events already in the stream skipped", "up_to_seq", held, "count", held-next+1)
-		next = held + 1
+		f.skipped.Add(held - st.FirstSeq + 1)
+		f.log.Info("events already in the stream skipped", "up_to_seq", held)
 	}
-	return captured, next, nil
+	return nil
+}
+
+// readBack reads this gateway's messages with stream seqs from..to and
+// acknowledges the buffer's events they hold.
+func (f *Forwarder) readBack(ctx context.Context, stream jetstream.Stream, from, to uint64, st buffer.Stats) error {
+	prefix := f.o.GatewayID + "-"
+	var found, lastLog = 0, time.Now()
+	for _, flt := range f.o.Filters {
+		for seq := from; seq <= to; {
+			reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			m, err := stream.GetMsg(reqCtx, seq, jetstream.WithGetMsgSubject(flt))
+			cancel()
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read back this gateway's messages on %s in stream %s from seq %d: %w", flt, f.o.Stream.Name, seq, err)
+			}
+			if m.Sequence > to {
+				break
+			}
+			seq = m.Sequence + 1
+			id := m.Header.Get(jetstream.MsgIDHeader)
+			n, err := strconv.ParseUint(strings.TrimPrefix(id, prefix), 10, 64)
+			if !strings.HasPrefix(id, prefix) || err != nil {
+				f.log.Warn("a message on this gateway's subjects was not sent by it; check that filters match only this gateway", "subject", m.Subject, "msg_id", id)
+				continue
+			}
+			if n < st.FirstSeq || n >= st.NextSeq {
+				continue // acknowledged long ago, or another buffer's
+			}
+			if err := f.q.AckSeq(n); err != nil {
+				return err
+			}
+			found++
+			f.skipped.Add(1)
+			if time.Since(lastLog) > 5*time.Second {
+				f.log.Info("reading back what the stream already holds", "found", found, "stream_seq", m.Sequence, "up_to", to)
+				lastLog = time.Now()
+			}
+		}
+	}
+	if found > 0 {
+		f.log.Info("events already in the stream skipped", "count", found)
+	}
+	return nil
 }
 
 // ensureStream finds the stream, or creates it when allowed.
@@ -135,7 +236,7 @@ func (f *Forwarder) heldUpstream(ctx context.Context, s jetstream.Stream) (uint6
 
 // message builds the NATS message for rec; an error means the event can
 // never be published.
-func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
+func (f *Forwarder) message(rec buffer.Record, backfill bool) (*nats.Msg, error) {
 	var e event.Event
 	if err := e.Unmarshal(rec.Data); err != nil {
 		return nil, err
@@ -151,13 +252,28 @@ func (f *Forwarder) message(rec buffer.Record) (*nats.Msg, error) {
 		h[HeaderSource] = []string{EscapeHeader(e.Source)}
 	}
 	if !e.Time.IsZero() {
-		h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
+		// The event's time came from the same clock as its append time:
+		// it takes the same correction.
+		h[HeaderTime] = []string{e.Time.Add(rec.Shift).UTC().Format(time.RFC3339Nano)}
+		if rec.Unsynced {
+			h[HeaderUnsynced] = trueHeader
+		}
 	}
 	if e.Retained {
-		h[HeaderRetained] = []string{"true"}
+		h[HeaderRetained] = trueHeader
+	}
+	if backfill {
+		h[HeaderBackfill] = trueHeader
+	}
+	if rec.Lane.Priority != buffer.DefaultPriority {
+		h[HeaderPriority] = []string{strconv.Itoa(rec.Lane.Priority)}
 	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Payload}, nil
 }
+
+// trueHeader is shared by every message that sets a flag header; nobody
+// modifies it.
+var trueHeader = []string{"true"}
 
 // EscapeHeader makes s safe as a NATS header value: control bytes (CR and
 // LF would start a new header line), '%', and leading or trailing spaces
