@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/sensors"
@@ -59,6 +60,42 @@ type SensorConfig struct {
 	Debounce time.Duration `yaml:"debounce,omitempty"` // default 20ms (gpio_edge), 5ms (pulse_counter)
 	Scale    float64       `yaml:"scale,omitempty"`    // pulse_counter: unit per pulse
 	Unit     string        `yaml:"unit,omitempty"`     // pulse_counter: e.g. litres
+
+	Route `yaml:",inline"`
+}
+
+// Route is where a subscription's or a sensor's events wait in the buffer:
+// the lane of their priority and TTL (docs/lanes.md).
+type Route struct {
+	// Priority 0 is the highest, 9 the lowest; default 5.
+	Priority *int `yaml:"priority,omitempty"`
+	// TTL drops an event older than this before it is sent (none by
+	// default), measured so that reboots and clock jumps do not fool it.
+	TTL time.Duration `yaml:"ttl,omitempty"`
+}
+
+func (r Route) lane() buffer.Lane {
+	l := buffer.Lane{Priority: buffer.DefaultPriority, TTL: r.TTL}
+	if r.Priority != nil {
+		l.Priority = *r.Priority
+	}
+	return l
+}
+
+func (r *Route) complete() {
+	if r.Priority == nil {
+		p := buffer.DefaultPriority
+		r.Priority = &p
+	}
+}
+
+func (r Route) check(k checker, path string) {
+	if p := *r.Priority; p < 0 || p > buffer.MaxPriority {
+		k.bad(path+".priority", "%d is outside 0..%d (0 is the highest)", p, buffer.MaxPriority)
+	}
+	if r.TTL < 0 || r.TTL > 0 && r.TTL < buffer.MinTTL {
+		k.bad(path+".ttl", "%s is under %s; leave it out for no TTL", r.TTL, buffer.MinTTL)
+	}
 }
 
 // ChannelConfig is one ADS1x15 input with its linear scale.
@@ -120,6 +157,8 @@ type SubscriptionConfig struct {
 	// Retained forwards the retained copies sent on (re)subscribe, marked
 	// with Edgegw-Retained: true (default false: skipped and counted).
 	Retained bool `yaml:"retained"`
+
+	Route `yaml:",inline"`
 }
 
 type UpstreamConfig struct {
@@ -134,6 +173,11 @@ type UpstreamConfig struct {
 	Window       int           `yaml:"window"`
 	AckTimeout   time.Duration `yaml:"ack_timeout"`
 	Rate         RateConfig    `yaml:"rate,omitempty"`
+	// Drain is live_first (default) or oldest_first: docs/lanes.md.
+	Drain string `yaml:"drain"`
+	// LowerShare is the share of sends kept for lanes below the highest
+	// waiting one, so none starves (default 0.1, at most 0.5).
+	LowerShare float64 `yaml:"lower_share,omitempty"`
 }
 
 type StreamConfig struct {
@@ -175,6 +219,7 @@ const (
 	DefaultStreamName    = "TELEMETRY"
 	DefaultWindow        = 1024
 	DefaultAckTimeout    = 5 * time.Second
+	DefaultLowerShare    = 0.1
 	DefaultDuplicates    = 2 * time.Minute
 )
 
@@ -225,6 +270,7 @@ func (c *Config) completeMQTT() {
 			if s.Subject == "" {
 				s.Subject = DefaultSubject
 			}
+			s.Route.complete()
 		}
 	}
 }
@@ -238,6 +284,7 @@ func (c *Config) completeSensors() {
 		if s.Subject == "" {
 			s.Subject = DefaultSensorSubject
 		}
+		s.Route.complete()
 		gpioDriver := s.Driver == "gpio_edge" || s.Driver == "pulse_counter"
 		if s.Bus == "" && s.Driver != "sim" && s.Driver != "ds18b20" && !gpioDriver {
 			s.Bus = "1"
@@ -261,6 +308,12 @@ func (c *Config) completeUpstream() {
 	}
 	if c.Upstream.AckTimeout == 0 {
 		c.Upstream.AckTimeout = DefaultAckTimeout
+	}
+	if c.Upstream.Drain == "" {
+		c.Upstream.Drain = forward.LiveFirst.String()
+	}
+	if c.Upstream.LowerShare == 0 {
+		c.Upstream.LowerShare = DefaultLowerShare
 	}
 	if c.Upstream.Stream.Duplicates == 0 {
 		c.Upstream.Stream.Duplicates = DefaultDuplicates

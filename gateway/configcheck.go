@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/gateway/subject"
@@ -94,6 +95,7 @@ func (c *Config) checkMQTT(k checker) (filters []string) {
 			if *s.QoS < 0 || *s.QoS > 2 {
 				k.bad(p+".qos", "%d is not 0, 1 or 2", *s.QoS)
 			}
+			s.Route.check(k, p)
 			if t, err := subject.ParseTemplate(s.Subject, c.Gateway.ID); err != nil {
 				if validID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
 					k.bad(p+".subject", "%v", err)
@@ -143,6 +145,7 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 				}
 			}
 		}
+		s.Route.check(k, p)
 		if s.Interval < 0 {
 			k.bad(p+".interval", "must be positive")
 		} else if s.Interval < MinInterval {
@@ -193,6 +196,12 @@ func (c *Config) checkUpstream(k checker, filters []string) {
 		if !subject.Covers(up.Stream.Subjects, f) {
 			k.bad("upstream.stream.subjects", "%v do not capture %q, where this gateway's subject template publishes", up.Stream.Subjects, f)
 		}
+	}
+	if _, err := forward.ParseDrain(up.Drain); err != nil {
+		k.bad("upstream.drain", "%q is not live_first or oldest_first", up.Drain)
+	}
+	if up.LowerShare < 0 || up.LowerShare > 0.5 {
+		k.bad("upstream.lower_share", "%g is outside 0..0.5 (a share of the sends, e.g. 0.1)", up.LowerShare)
 	}
 	if up.Stream.Duplicates < 0 {
 		k.bad("upstream.stream.duplicates", "must not be negative")

@@ -233,7 +233,7 @@ func (g *Gateway) sensorSources() ([]*source, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &source{Source: sensorSource{r, subj}, kind: kind})
+		out = append(out, &source{Source: sensorSource{r, subj, sc.lane()}, kind: kind})
 	}
 	return out, nil
 }
@@ -357,6 +357,7 @@ func appendEvents(ctx context.Context, q *buffer.Queue, events []event.Event) (s
 			return 0, 0, err
 		}
 		entries[i].Data = data
+		entries[i].Lane = buffer.Lane{Priority: events[i].Priority, TTL: events[i].TTL}
 		if o := events[i].Once; o != nil {
 			entries[i].Mark = &buffer.Mark{Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
 		}

@@ -52,7 +52,8 @@ func (c *Config) subscriptions() ([]mqttsource.Subscription, error) {
 		if err != nil {
 			return nil, err // the config check refuses it first
 		}
-		subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained})
+		l := s.lane()
+		subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained, Priority: l.Priority, TTL: l.TTL})
 	}
 	return subs, nil
 }
@@ -87,12 +88,14 @@ func (c *Config) forwardOptions(filters []string, onAck func(time.Duration), log
 		AckTimeout: u.AckTimeout,
 		RateEvents: u.Rate.EventsPerSecond,
 		RateBytes:  float64(u.Rate.BytesPerSecond),
+		LowerShare: u.LowerShare,
 		OnAck:      onAck,
 		Logger:     log,
 	}
 	if c.MQTT != nil {
 		o.MaxEventBytes = int(c.MQTT.MaxPayload)
 	}
+	o.Drain, _ = forward.ParseDrain(u.Drain) // checked
 	return o
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 
+	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/sensors"
 )
@@ -20,12 +21,13 @@ type sensorRunner interface {
 type sensorSource struct {
 	sensorRunner
 	subject string
+	lane    buffer.Lane
 }
 
 var _ event.Source = sensorSource{}
 
 func (s sensorSource) Run(ctx context.Context, emit event.EmitFunc) error {
 	return s.sensorRunner.Run(ctx, func(ctx context.Context, r sensors.Reading) error {
-		return emit(ctx, event.Event{Subject: s.subject, Source: r.Sensor, Time: r.Time, Payload: r.Payload})
+		return emit(ctx, event.Event{Subject: s.subject, Source: r.Sensor, Time: r.Time, Payload: r.Payload, Priority: s.lane.Priority, TTL: s.lane.TTL})
 	})
 }

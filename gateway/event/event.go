@@ -29,6 +29,11 @@ type Event struct {
 	// Once, if set, lets the buffer drop a redelivered copy of an event it
 	// already committed. It is not part of the encoding.
 	Once *Once
+	// Priority (0 highest, 9 lowest) and TTL (0: none) choose the lane the
+	// buffer keeps the event in: its route's. They are not part of the
+	// encoding (the lane is where it is stored).
+	Priority int
+	TTL      time.Duration
 }
 
 // Once identifies a message whose transport may deliver it again: MQTT

@@ -43,6 +43,9 @@ type Subscription struct {
 	// retained. Without it they are acknowledged and skipped: a retained
 	// copy is the broker's last known value, not a new reading.
 	Retained bool
+	// Priority and TTL are its events' lane in the buffer.
+	Priority int
+	TTL      time.Duration
 }
 
 // Options configure a Source.
@@ -355,7 +358,7 @@ func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
 		s.unmappable.Add(1)
 		return event.Event{}, err
 	}
-	e := event.Event{Subject: subj, Source: m.Topic(), Time: now, Payload: m.Payload(), Retained: m.Retained()}
+	e := event.Event{Subject: subj, Source: m.Topic(), Time: now, Payload: m.Payload(), Retained: m.Retained(), Priority: sub.Priority, TTL: sub.TTL}
 	if m.Qos() > 0 {
 		h := sha256.New()
 		h.Write([]byte(m.Topic()))
