@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,9 +20,29 @@ import (
 )
 
 const (
-	childBuf = "EDGEGW_FORWARD_CHILD_BUFFER"
-	childURL = "EDGEGW_FORWARD_CHILD_URL"
+	childBuf  = "EDGEGW_FORWARD_CHILD_BUFFER"
+	childURL  = "EDGEGW_FORWARD_CHILD_URL"
+	childLive = "EDGEGW_FORWARD_CHILD_LIVE"
 )
+
+// appendLive is the child's live source under live_first: 200 events, one
+// every 2ms, alternately in priority 0 and priority 2, each the testEvent
+// of its seq.
+func appendLive(ctx context.Context, q *buffer.Queue) {
+	for i := range 200 {
+		l := buffer.Lane{Priority: 2 * (i % 2)}
+		e := testEvent(int(q.Stats().NextSeq - 1))
+		b, _ := e.Marshal(nil)
+		if _, err := q.AppendEntries(ctx, []buffer.Entry{{Data: b, Lane: l}}); err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
 
 // TestForwarderChild is the child of TestSIGKILLMidDrain: it forwards the
 // buffer until it is empty, then exits 0, unless it is killed first.
@@ -43,15 +64,22 @@ func TestForwarderChild(t *testing.T) {
 	o := options()
 	o.Stream.Create = false
 	o.RateEvents = 15_000
+	ctx, cancel := context.WithCancel(context.Background())
+	live := make(chan struct{})
+	if os.Getenv(childLive) != "" {
+		o.Drain = forward.LiveFirst
+		go func() { appendLive(ctx, q); close(live) }()
+	} else {
+		close(live)
+	}
 	f, err := forward.New(q, nc, o)
 	if err != nil {
 		fmt.Println("new:", err)
 		os.Exit(3)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	for q.Stats().Events > 0 {
+	for q.Stats().Events > 0 || !closed(live) {
 		select {
 		case err := <-done:
 			fmt.Println("run:", err)
@@ -63,9 +91,18 @@ func TestForwarderChild(t *testing.T) {
 	cancel()
 	<-done
 	st := f.Stats()
-	fmt.Printf("drained: acked %d skipped %d resent %d\n", st.Acked, st.Skipped, st.Resent)
+	fmt.Printf("drained: acked %d skipped %d resent %d appended %d\n", st.Acked, st.Skipped, st.Resent, q.Stats().Appended)
 	q.Close()
 	os.Exit(0)
+}
+
+func closed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func TestSIGKILLMidDrain(t *testing.T) {
@@ -77,11 +114,15 @@ func TestSIGKILLMidDrain(t *testing.T) {
 		duplicates time.Duration
 		kills      int
 		pause      time.Duration // between the kill and the restart
+		live       bool          // live_first, with live events in two more lanes during each run
 	}{
-		{"default duplicate window", 2 * time.Minute, 3, 0},
+		{"default duplicate window", 2 * time.Minute, 3, 0, false},
 		// The restart comes after the duplicate window has passed: only the
-		// last-seq check on connect keeps the stream free of duplicates.
-		{"restart after the duplicate window", time.Second, 1, 3 * time.Second},
+		// read-back past the cursor on connect keeps the stream free of
+		// duplicates.
+		{"restart after the duplicate window", time.Second, 1, 3 * time.Second, false},
+		// Acknowledged out of seq order: live events first, three lanes.
+		{"live first", time.Second, 5, 1500 * time.Millisecond, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +155,9 @@ func TestSIGKILLMidDrain(t *testing.T) {
 			for k := 0; k <= tt.kills; k++ {
 				cmd := selfCommand("-test.run=^TestForwarderChild$")
 				cmd.Env = append(os.Environ(), childBuf+"="+path, childURL+"="+srv.URL())
+				if tt.live {
+					cmd.Env = append(cmd.Env, childLive+"=1")
+				}
 				out := &lockedBuffer{}
 				cmd.Stdout, cmd.Stderr = out, out
 				if err := cmd.Start(); err != nil {
@@ -124,10 +168,15 @@ func TestSIGKILLMidDrain(t *testing.T) {
 						t.Fatalf("final run: %v\n%s", err, out)
 					}
 					t.Logf("final run: %s", out)
-					var acked, skipped uint64
-					fmt.Sscanf(out.String(), "drained: acked %d skipped %d", &acked, &skipped)
+					var acked, skipped, resent, appended uint64
+					fmt.Sscanf(out.String()[strings.Index(out.String(), "drained:"):], "drained: acked %d skipped %d resent %d appended %d", &acked, &skipped, &resent, &appended)
 					if skipped == 0 {
 						t.Fatal("no event was found already in the stream on restart: the kill did not land between a store and its buffer ack, so this run proves nothing")
+					}
+					if tt.live {
+						checkStreamOrder(t, srv.URL(), int(appended), false)
+						checkOnceAndLaneOrder(t, streamMessages(t, srv.URL()), int(appended))
+						return
 					}
 					break
 				}
