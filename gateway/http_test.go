@@ -59,8 +59,8 @@ func scrapeMetrics(t testing.TB, g *gateway.Gateway) scrape {
 	return mfs
 }
 
-// value is the sample of name whose labels include the given pairs; for a
-// histogram, its count. ok is false when there is none.
+// value is the sum of the samples of name whose labels include the given
+// pairs; for a histogram, its count. ok is false when there is none.
 func (s scrape) value(name string, labels ...string) (v float64, ok bool) {
 	mf := s[name]
 	if mf == nil {
@@ -81,14 +81,14 @@ next:
 		}
 		switch {
 		case m.Counter != nil:
-			return m.Counter.GetValue(), true
+			v, ok = v+m.Counter.GetValue(), true
 		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
+			v, ok = v+m.Gauge.GetValue(), true
 		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
+			v, ok = v+float64(m.Histogram.GetSampleCount()), true
 		}
 	}
-	return 0, false
+	return v, ok
 }
 
 func (s scrape) must(t testing.TB, name string, labels ...string) float64 {

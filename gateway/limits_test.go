@@ -408,3 +408,59 @@ func TestDebugLogSaysWhereEachMessageWent(t *testing.T) {
 		}
 	}
 }
+
+// Routes choose lanes: an alarm subscription at priority 0 and a sensor
+// subscription at priority 7 with a 1s TTL. With the uplink down, the
+// sensor readings expire and the metric says so by priority; the alarms
+// wait in their lane and, once the uplink is back, reach the stream
+// marked with their priority.
+func TestRoutesPriorityAndTTL(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	zero, seven, one := 0, 7, 1
+	cfg.MQTT.Subscriptions[0].Route = gateway.Route{Priority: &seven, TTL: time.Second}
+	cfg.MQTT.Subscriptions = append(cfg.MQTT.Subscriptions, gateway.SubscriptionConfig{
+		Topic: "alarms/#", QoS: &one, Subject: "telemetry.{gateway}.{topic}", Route: gateway.Route{Priority: &zero}})
+	g := startGateway(t, cfg)
+
+	pub := newPublisher(t, broker.URL(), "pub", true)
+	pub.publish(0, 3, 3, 0)
+	for _, topic := range []string{"alarms/door", "alarms/smoke"} {
+		if tok := pub.c.Publish(topic, 1, false, "on"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	waitFor(t, time.Minute, "3 readings dropped by ttl, in the metric", func() bool {
+		v, _ := scrapeMetrics(t, g).value("edgegw_buffer_dropped_total", "reason", "ttl", "priority", "7")
+		return v == 3
+	})
+	m := scrapeMetrics(t, g)
+	if v := m.must(t, "edgegw_buffer_lane_events", "priority", "0"); v != 2 {
+		t.Fatalf("edgegw_buffer_lane_events{priority=0} = %v, want the 2 alarms", v)
+	}
+	if lanes := g.Status().Buffer.Lanes; len(lanes) != 2 || lanes[0].Priority != 0 || lanes[0].Events != 2 || lanes[1].Priority != 7 || lanes[1].TTL != "1s" || lanes[1].DroppedTTL != 3 {
+		t.Fatalf("status lanes %+v", lanes)
+	}
+
+	srv.Restart()
+	waitFor(t, time.Minute, "the alarms in the stream", func() bool { return g.Status().Upstream.Acked == 2 })
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Header.Get(forward.HeaderPriority) != "0" || !strings.HasPrefix(msg.Subject, "telemetry.gw1.alarms") {
+		t.Fatalf("first message %s %v: want an alarm with Edgegw-Priority: 0", msg.Subject, msg.Header)
+	}
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"runtime"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -53,6 +54,7 @@ type collector struct {
 	bufOpen, bufEvents, bufBytes, bufFileBytes, bufMaxBytes, bufOldestAge *prometheus.Desc
 	bufAppended, bufAcked, bufDropped, bufRejected                        *prometheus.Desc
 	bufDead, bufDeadBytes, bufDeadTotal, bufDeadDropped, bufQuarantined   *prometheus.Desc
+	laneEvents, laneBytes, laneOldestAge, clockSynced, upBackfill         *prometheus.Desc
 
 	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upLagEvents, upLagSeconds *prometheus.Desc
 }
@@ -76,13 +78,18 @@ func newCollector(g *Gateway) *collector {
 
 		bufOpen:        d("buffer_open", "1 while the buffer file is open."),
 		bufEvents:      d("buffer_events", "Events held in the buffer."),
-		bufBytes:       d("buffer_bytes", "Bytes held in the buffer (data plus 16 per event), the figure max_bytes bounds."),
+		bufBytes:       d("buffer_bytes", "Bytes held in the buffer (data plus 28 per event), the figure max_bytes bounds."),
 		bufFileBytes:   d("buffer_file_bytes", "Size of the buffer file on disk."),
 		bufMaxBytes:    d("buffer_max_bytes", "buffer.max_bytes (0: no limit)."),
 		bufOldestAge:   d("buffer_oldest_age_seconds", "Age of the oldest event held (0 when empty)."),
 		bufAppended:    d("buffer_appended_total", "Events appended over the life of the buffer file."),
 		bufAcked:       d("buffer_acked_total", "Events acknowledged upstream and deleted, over the life of the buffer file."),
-		bufDropped:     d("buffer_dropped_total", "Events dropped by the buffer, by reason: full (drop_oldest at max_bytes), age (max_age).", "reason"),
+		bufDropped:     d("buffer_dropped_total", "Events dropped by the buffer, by reason and lane priority: full (drop_oldest at max_bytes, lowest priority first), age (max_age), ttl (the route's ttl).", "reason", "priority"),
+		laneEvents:     d("buffer_lane_events", "Events held in the buffer, by lane priority.", "priority"),
+		laneBytes:      d("buffer_lane_bytes", "Bytes held in the buffer, by lane priority.", "priority"),
+		laneOldestAge:  d("buffer_lane_oldest_age_seconds", "Age of the oldest event held, by lane priority (0 when empty).", "priority"),
+		clockSynced:    d("clock_synchronized", "1 while the wall clock is synchronized (adjtimex, or systemd-timesyncd)."),
+		upBackfill:     d("upstream_backfill_total", "Events sent behind live ones (live_first), marked Edgegw-Backfill."),
 		bufRejected:    d("buffer_rejected_total", "Events refused because the buffer was full (when_full: reject), each attempt counted."),
 		bufDead:        d("buffer_dead_letters", "Events held in the dead-letter lane: set aside because they can never be stored or published (edgegw buffer dead-letters)."),
 		bufDeadBytes:   d("buffer_dead_letter_bytes", "Bytes held in the dead-letter lane."),
@@ -145,8 +152,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.bufOldestAge, b.OldestAgeSeconds)
 		counter(c.bufAppended, b.Appended)
 		counter(c.bufAcked, b.Acked)
-		counter(c.bufDropped, b.DroppedFull, "full")
-		counter(c.bufDropped, b.DroppedAge, "age")
+		c.lanes(b.Lanes, gauge, counter)
+		gauge(c.clockSynced, b2f(b.ClockSynced))
 		counter(c.bufRejected, b.Rejected)
 		gauge(c.bufDead, float64(b.DeadLetters))
 		gauge(c.bufDeadBytes, float64(b.DeadBytes))
@@ -161,6 +168,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.upAcked, u.Acked)
 	counter(c.upResent, u.Resent)
 	counter(c.upSkipped, u.Skipped)
+	counter(c.upBackfill, u.Backfill)
 	counter(c.upRejected, u.Rejected)
 	if b.Open {
 		gauge(c.upLagEvents, float64(u.LagEvents))
@@ -173,4 +181,41 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// lanes sends the per-lane metrics, by priority: lanes of one priority
+// with different TTLs add up.
+func (c *collector) lanes(lanes []LaneStatus, gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
+	type sum struct {
+		events               uint64
+		bytes                int64
+		oldest               float64
+		full, age, ttl, seen uint64
+	}
+	var by [10]sum
+	for _, l := range lanes {
+		if l.Priority < 0 || l.Priority >= len(by) {
+			continue
+		}
+		s := &by[l.Priority]
+		s.seen++
+		s.events += l.Events
+		s.bytes += l.Bytes
+		s.oldest = max(s.oldest, l.OldestAgeSeconds)
+		s.full += l.DroppedFull
+		s.age += l.DroppedAge
+		s.ttl += l.DroppedTTL
+	}
+	for p, s := range by {
+		if s.seen == 0 {
+			continue
+		}
+		pr := strconv.Itoa(p)
+		gauge(c.laneEvents, float64(s.events), pr)
+		gauge(c.laneBytes, float64(s.bytes), pr)
+		gauge(c.laneOldestAge, s.oldest, pr)
+		counter(c.bufDropped, s.full, "full", pr)
+		counter(c.bufDropped, s.age, "age", pr)
+		counter(c.bufDropped, s.ttl, "ttl", pr)
+	}
 }

@@ -61,6 +61,24 @@ type BufferStatus struct {
 	// CommitError: the last commit failed (a full disk, an I/O error).
 	CommitError      string    `json:"commit_error,omitempty"`
 	CommitErrorSince time.Time `json:"commit_error_since,omitzero"`
+	DroppedTTL       uint64    `json:"dropped_ttl"`
+	// ClockSynced: the wall clock is synchronized now (docs/lanes.md).
+	ClockSynced bool `json:"clock_synced"`
+	// Lanes: one per priority and TTL that holds or has counted events.
+	Lanes []LaneStatus `json:"lanes"`
+}
+
+// LaneStatus is one lane of the buffer in Status.
+type LaneStatus struct {
+	Priority         int     `json:"priority"`
+	TTL              string  `json:"ttl,omitempty"`
+	Events           uint64  `json:"events"`
+	Bytes            int64   `json:"bytes"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	Acked            uint64  `json:"acked"`
+	DroppedFull      uint64  `json:"dropped_full"`
+	DroppedAge       uint64  `json:"dropped_age"`
+	DroppedTTL       uint64  `json:"dropped_ttl"`
 }
 
 // UpstreamStatus is the JetStream side of Status.
@@ -76,6 +94,8 @@ type UpstreamStatus struct {
 	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
 	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
 	LastError  string  `json:"last_error,omitempty"`
+	Drain      string  `json:"drain"`    // live_first or oldest_first
+	Backfill   uint64  `json:"backfill"` // events sent behind live ones
 	// ConfigError: the stream is missing or refuses this gateway; retrying
 	// will not help until the hub or the config changes.
 	ConfigError bool      `json:"config_error,omitempty"`
@@ -184,6 +204,7 @@ func (g *Gateway) Status() Status {
 		Buffer:  BufferStatus{Path: g.cfg.Buffer.Path, MaxBytes: int64(g.cfg.Buffer.MaxBytes)},
 		Upstream: UpstreamStatus{
 			Stream: g.cfg.Upstream.Stream.Name,
+			Drain:  g.cfg.Upstream.Drain,
 		},
 		Sources: make([]SourceStatus, 0, len(srcs)),
 	}
@@ -208,6 +229,16 @@ func (g *Gateway) Status() Status {
 		b.DeadLetters, b.DeadBytes, b.DeadTotal, b.DeadDropped = bs.DeadEvents, bs.DeadBytes, bs.DeadTotal, bs.DeadDropped
 		b.Quarantined, b.LastQuarantine = bs.Quarantined, bs.LastQuarantine
 		b.CommitError, b.CommitErrorSince = bs.CommitError, bs.CommitErrorSince
+		b.DroppedTTL, b.ClockSynced = bs.DroppedTTL, bs.ClockSynced
+		b.Lanes = make([]LaneStatus, 0, len(bs.Lanes))
+		for _, l := range bs.Lanes {
+			ls := LaneStatus{Priority: l.Priority, Events: l.Events, Bytes: l.Bytes, OldestAgeSeconds: l.OldestAge.Seconds(),
+				Acked: l.Acked, DroppedFull: l.DroppedFull, DroppedAge: l.DroppedAge, DroppedTTL: l.DroppedTTL}
+			if l.TTL > 0 {
+				ls.TTL = l.TTL.String()
+			}
+			b.Lanes = append(b.Lanes, ls)
+		}
 	}
 	if fwd != nil {
 		fs := fwd.Stats()
@@ -215,13 +246,11 @@ func (g *Gateway) Status() Status {
 		u.Connected = fs.Connected
 		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.LastSeq
 		u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
+		u.Backfill = fs.Backfill
 		if q != nil {
-			// Acked events leave the buffer a moment later (the writer
-			// deletes them in batches): count from the forwarder's ack.
-			if from := max(bs.FirstSeq, fs.LastSeq+1); bs.NextSeq > from {
-				u.LagEvents = bs.NextSeq - from
-				u.LagSeconds = bs.OldestAge.Seconds()
-			}
+			// Events held (acked ones leave the buffer within ackDelay:
+			// the writer deletes them in batches).
+			u.LagEvents, u.LagSeconds = bs.Events, bs.OldestAge.Seconds()
 		}
 	}
 	st.Ready, st.NotReady = ready(st)
