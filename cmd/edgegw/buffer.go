@@ -58,6 +58,20 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "buffer:          %s\nfile size:       %d bytes\nevents held:     %d\nbytes held:      %d\noldest event:    %s\nseq range:       %d .. %d\nappended total:  %d\nacked total:     %d\ndropped (full):  %d\ndropped (age):   %d\n",
 		*path, st.FileBytes, st.Events, st.Bytes, oldest, st.FirstSeq, st.NextSeq-1, st.Appended, st.Acked, st.DroppedFull, st.DroppedAge)
+	fmt.Fprintf(stdout, "dropped (ttl):   %d\n", st.DroppedTTL)
+	if len(st.Lanes) > 0 {
+		fmt.Fprintf(stdout, "lanes:\n  %-8s %-8s %10s %12s %14s %10s %10s %10s %10s\n", "priority", "ttl", "events", "bytes", "oldest age", "acked", "drop:full", "drop:age", "drop:ttl")
+		for _, l := range st.Lanes {
+			ttl, age := "-", "-"
+			if l.TTL > 0 {
+				ttl = l.TTL.String()
+			}
+			if l.Events > 0 {
+				age = l.OldestAge.Round(time.Second).String()
+			}
+			fmt.Fprintf(stdout, "  %-8d %-8s %10d %12d %14s %10d %10d %10d %10d\n", l.Priority, ttl, l.Events, l.Bytes, age, l.Acked, l.DroppedFull, l.DroppedAge, l.DroppedTTL)
+		}
+	}
 	fmt.Fprintf(stdout, "dead letters:    %d (%d bytes; %d set aside in all, %d dropped at the lane's bound)\n", st.DeadEvents, st.DeadBytes, st.DeadTotal, st.DeadDropped)
 	if st.DeadEvents > 0 {
 		fmt.Fprintf(stdout, "                 list, export or drop them: edgegw buffer dead-letters --path %s\n", *path)

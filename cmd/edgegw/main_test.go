@@ -161,8 +161,8 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	if code := run([]string{"buffer", "stats", "--path", filepath.Join(dir, "buffer.db")}, &out, &errb); code != 0 {
 		t.Fatalf("buffer stats after stop: %s", errb.String())
 	}
-	if !strings.Contains(out.String(), "events held:     5\n") {
-		t.Fatalf("buffer stats:\n%s", out.String())
+	if !strings.Contains(out.String(), "events held:     5\n") || !regexp.MustCompile(`\n  5 +- +5 `).MatchString(out.String()) {
+		t.Fatalf("buffer stats (want 5 events, all in the lane of priority 5):\n%s", out.String())
 	}
 }
 
