@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -59,8 +60,77 @@ func BenchmarkDurableAppend(b *testing.B) {
 			b.ReportMetric(base, "baseline-rec/s")
 			b.ReportMetric(rate/base, "x-baseline")
 			b.ReportMetric(bolt, "bare-bbolt-rec/s")
+			b.ReportMetric(rate/bolt, "x-bare-bbolt")
 		})
 	}
+}
+
+// BenchmarkLanesAppend compares, in one run, durable appends of 128-byte
+// events from 64 goroutines into one lane (what Append does) and spread
+// over three lanes (priority 0; 5 with a TTL; 9), with bare bbolt
+// committing the same records, as many per transaction as the three-lane
+// queue's commits held on average (its group commit takes what is
+// waiting: at most one per appender). The three are interleaved in rounds
+// of 50,000 events each, so that the disk's drift weighs on all alike.
+//
+//	go test -run '^$' -bench LanesAppend -benchtime 1x ./buffer/
+func BenchmarkLanesAppend(b *testing.B) {
+	const appenders, round, rounds = 64, 50_000, 4
+	rec := make([]byte, 128+8) // bare bbolt stores the 20-byte header too: 8 more than the key's room
+	lanes := []buffer.Lane{{Priority: 0}, {Priority: 5, TTL: time.Hour}, {Priority: 9}}
+	for range b.N {
+		dir := b.TempDir()
+		var one, three, bolt time.Duration
+		var commits atomic.Int64
+		q1, err := buffer.Open(filepath.Join(dir, "one.db"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		q3, err := buffer.Open(filepath.Join(dir, "three.db"), &buffer.Options{OnCommit: func(time.Duration) { commits.Add(1) }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for r := range rounds {
+			one += appendConcurrently(b, q1, appenders, round, func(int) buffer.Lane { return buffer.DefaultLane })
+			c0 := commits.Load()
+			three += appendConcurrently(b, q3, appenders, round, func(i int) buffer.Lane { return lanes[i%3] })
+			batch := int(math.Round(round / float64(commits.Load()-c0)))
+			rate := boltCeiling(b, filepath.Join(dir, fmt.Sprintf("bare%d.db", r)), rec, batch, round)
+			bolt += time.Duration(float64(round) / rate * float64(time.Second))
+		}
+		q1.Close()
+		q3.Close()
+		n := float64(round * rounds)
+		b.ReportMetric(n/one.Seconds(), "one-lane-rec/s")
+		b.ReportMetric(n/three.Seconds(), "three-lanes-rec/s")
+		b.ReportMetric(n/bolt.Seconds(), "bare-bbolt-rec/s")
+		b.ReportMetric(n/float64(commits.Load()), "events/commit")
+		b.ReportMetric(one.Seconds()/three.Seconds(), "x-one-lane")
+		b.ReportMetric(bolt.Seconds()/three.Seconds(), "x-bare-bbolt")
+	}
+}
+
+// appendConcurrently appends n 128-byte events from appenders goroutines,
+// one per call, the i-th into lane(i), and returns the time it took.
+func appendConcurrently(b *testing.B, q *buffer.Queue, appenders, n int, lane func(int) buffer.Lane) time.Duration {
+	rec := make([]byte, 128)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				if _, err := q.AppendEntries(context.Background(), []buffer.Entry{{Data: rec, Lane: lane(int(i))}}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
 }
 
 // fileBaseline appends n records to a plain file, fsyncing every batch

@@ -29,6 +29,8 @@ func (q *Queue) writer() {
 	// little (a quarter of the last commit's time at most) until as many
 	// appends are waiting as the last transaction held.
 	var lastReqs int
+	var recent [8]int // appends of the last commits: the most is the target
+	var nrecent int
 	var lastDur time.Duration
 	// Acks alone are committed once ackBatch are pending or ackDelay after
 	// the first, so a forwarder acking as PubAcks arrive does not cost an
@@ -74,7 +76,9 @@ func (q *Queue) writer() {
 		}
 		start := time.Now()
 		more := q.commit(batch)
-		lastReqs, lastDur = len(batch), time.Since(start)
+		recent[nrecent%len(recent)] = len(batch)
+		nrecent++
+		lastReqs, lastDur = slices.Max(recent[:]), time.Since(start)
 		if d := q.sweepInterval(); d < sweepEvery { // a lane with a shorter limit
 			sweepEvery = d
 			sweep.Reset(d)
