@@ -75,14 +75,22 @@ func (q *Queue) submit(ctx context.Context, data [][]byte) (uint64, error) {
 	return r.first, r.err
 }
 
-// hand gives r to the writer and waits for its commit.
+// hand gives r to the writer and waits for its commit. A request handed
+// over is always committed (or failed), Close included.
 func (q *Queue) hand(ctx context.Context, r *appendReq) error {
-	select {
-	case q.reqs <- r:
-	case <-q.quit:
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	q.pendMu.Lock()
+	if q.closing {
+		q.pendMu.Unlock()
 		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	}
+	q.pend = append(q.pend, r)
+	q.pendMu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
 	}
 	<-r.done
 	return nil

@@ -75,31 +75,32 @@ func BenchmarkDurableAppend(b *testing.B) {
 //
 //	go test -run '^$' -bench LanesAppend -benchtime 1x ./buffer/
 func BenchmarkLanesAppend(b *testing.B) {
-	const appenders, round, rounds = 64, 50_000, 4
+	const appenders, round, rounds = 64, 50_000, 6
 	rec := make([]byte, 128+8) // bare bbolt stores the 20-byte header too: 8 more than the key's room
 	lanes := []buffer.Lane{{Priority: 0}, {Priority: 5, TTL: time.Hour}, {Priority: 9}}
 	for range b.N {
 		dir := b.TempDir()
 		var one, three, bolt time.Duration
 		var commits atomic.Int64
-		q1, err := buffer.Open(filepath.Join(dir, "one.db"), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		q3, err := buffer.Open(filepath.Join(dir, "three.db"), &buffer.Options{OnCommit: func(time.Duration) { commits.Add(1) }})
-		if err != nil {
-			b.Fatal(err)
-		}
 		for r := range rounds {
+			// Fresh files each round, for all three alike.
+			q1, err := buffer.Open(filepath.Join(dir, fmt.Sprintf("one%d.db", r)), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			q3, err := buffer.Open(filepath.Join(dir, fmt.Sprintf("three%d.db", r)), &buffer.Options{OnCommit: func(time.Duration) { commits.Add(1) }})
+			if err != nil {
+				b.Fatal(err)
+			}
 			one += appendConcurrently(b, q1, appenders, round, func(int) buffer.Lane { return buffer.DefaultLane })
 			c0 := commits.Load()
 			three += appendConcurrently(b, q3, appenders, round, func(i int) buffer.Lane { return lanes[i%3] })
 			batch := int(math.Round(round / float64(commits.Load()-c0)))
 			rate := boltCeiling(b, filepath.Join(dir, fmt.Sprintf("bare%d.db", r)), rec, batch, round)
 			bolt += time.Duration(float64(round) / rate * float64(time.Second))
+			q1.Close()
+			q3.Close()
 		}
-		q1.Close()
-		q3.Close()
 		n := float64(round * rounds)
 		b.ReportMetric(n/one.Seconds(), "one-lane-rec/s")
 		b.ReportMetric(n/three.Seconds(), "three-lanes-rec/s")

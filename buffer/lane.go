@@ -114,9 +114,10 @@ type LaneStats struct {
 	DroppedTTL  uint64 // dropped at the lane's TTL
 }
 
-// laneMeta is a lane's counters in the meta bucket, under its bucket name.
-func (ls *laneState) meta() []byte {
-	v := make([]byte, 0, 48)
+// meta is a lane's counters in the meta bucket, under its bucket name.
+func (ls *laneState) meta() []byte { return ls.appendMeta(make([]byte, 0, 48)) }
+
+func (ls *laneState) appendMeta(v []byte) []byte {
 	for _, n := range []uint64{ls.events, uint64(ls.bytes), ls.acked, ls.droppedFull, ls.droppedAge, ls.droppedTTL} {
 		v = binary.BigEndian.AppendUint64(v, n)
 	}

@@ -182,7 +182,14 @@ type Queue struct {
 
 	quarantine *CorruptError // set by Open, read-only after
 
-	reqs chan *appendReq
+	// pend holds the requests handed to the writer and not yet taken;
+	// kick tells the writer there are some. Once closing is set nothing
+	// more is handed over.
+	pendMu  sync.Mutex
+	pend    []*appendReq
+	closing bool
+	kick    chan struct{}
+
 	wake chan struct{} // an ack is waiting to be applied
 	quit chan struct{} // closed by Close
 	done chan struct{} // closed when the writer has exited
@@ -310,7 +317,7 @@ func open(path string, o Options) (*Queue, error) {
 		path:    path,
 		opts:    o,
 		clock:   o.Clock,
-		reqs:    make(chan *appendReq), // unbuffered: a handed-over append is always committed
+		kick:    make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),

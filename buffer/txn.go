@@ -374,13 +374,15 @@ func (t *txn) put(l Lane, d []byte) error {
 	if i = t.st.lanes.find(l); i < 0 {
 		t.st.lanes, i = t.st.lanes.add(l)
 	}
-	if cap(t.slab)-len(t.slab) < headerSize+len(d) {
-		t.slab = make([]byte, 0, max(64<<10, headerSize+len(d)))
+	if cap(t.slab)-len(t.slab) < 8+headerSize+len(d) {
+		t.slab = make([]byte, 0, max(16<<10, 8+headerSize+len(d)))
 	}
+	t.slab = binary.BigEndian.AppendUint64(t.slab, t.st.next)
+	key := t.slab[len(t.slab)-8 : len(t.slab) : len(t.slab)]
 	off := len(t.slab)
 	t.slab = append(t.slab, t.hdr...)
 	t.slab = append(t.slab, d...)
-	if err := b.Put(seqKey(t.st.next), t.slab[off:len(t.slab):len(t.slab)]); err != nil {
+	if err := b.Put(key, t.slab[off:len(t.slab):len(t.slab)]); err != nil {
 		return err
 	}
 	ls := &t.st.lanes[i]
@@ -400,6 +402,9 @@ func (t *txn) header() header {
 
 func (q *Queue) writeMeta(meta *bolt.Bucket, st *state, cursor []byte) error {
 	_, size := st.events()
+	// bbolt keeps the value slices until the commit: one allocation for
+	// all of them.
+	vals := make([]byte, 0, 12*8+len(st.lanes)*48)
 	for _, kv := range []struct {
 		k []byte
 		v uint64
@@ -417,12 +422,15 @@ func (q *Queue) writeMeta(meta *bolt.Bucket, st *state, cursor []byte) error {
 		{keyDeadTotal, st.deadTotal},
 		{keyDeadDropped, st.deadDropped},
 	} {
-		if err := putUint(meta, kv.k, kv.v); err != nil {
+		vals = binary.BigEndian.AppendUint64(vals, kv.v)
+		if err := meta.Put(kv.k, vals[len(vals)-8:len(vals):len(vals)]); err != nil {
 			return err
 		}
 	}
 	for i := range st.lanes {
-		if err := meta.Put(st.lanes[i].lane.bucket(), st.lanes[i].meta()); err != nil {
+		off := len(vals)
+		vals = st.lanes[i].appendMeta(vals)
+		if err := meta.Put(st.lanes[i].lane.bucket(), vals[off:len(vals):len(vals)]); err != nil {
 			return err
 		}
 	}

@@ -45,8 +45,8 @@ func (q *Queue) writer() {
 	for {
 		batch = batch[:0]
 		select {
-		case r := <-q.reqs:
-			batch = append(batch, r)
+		case <-q.kick:
+			batch = q.take(batch)
 		case <-q.wake:
 			if !q.acksDue() {
 				if ackC == nil {
@@ -96,28 +96,43 @@ func (q *Queue) writer() {
 	}
 }
 
-// collect adds every append already waiting, up to MaxBatch events, and
-// while fewer than target appends are in, yields the processor to let more
-// arrive, for up to linger.
-func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []*appendReq {
+// take moves the requests handed over to batch, up to MaxBatch events
+// in all (the first always), and kicks the writer again for any left.
+func (q *Queue) take(batch []*appendReq) []*appendReq {
 	n := 0
 	for _, r := range batch {
 		n += len(r.data)
 	}
-	var deadline time.Time
-	for n < q.opts.MaxBatch {
+	q.pendMu.Lock()
+	i := 0
+	for ; i < len(q.pend) && (n < q.opts.MaxBatch || len(batch) == 0); i++ {
+		batch = append(batch, q.pend[i])
+		n += len(q.pend[i].data)
+	}
+	clear(q.pend[:i])
+	q.pend = append(q.pend[:0], q.pend[i:]...)
+	left := len(q.pend) > 0
+	q.pendMu.Unlock()
+	if left {
 		select {
-		case r := <-q.reqs:
-			batch = append(batch, r)
-			n += len(r.data)
-			continue
+		case q.kick <- struct{}{}:
 		default:
 		}
-		if len(batch) >= target || linger <= 0 {
+	}
+	return batch
+}
+
+// collect takes what is waiting and, while fewer than target requests
+// are in, yields the processor to let more arrive, for up to linger.
+func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []*appendReq {
+	var deadline time.Time
+	for {
+		batch = q.take(batch)
+		if len(batch) >= target || linger <= 0 || q.batchFull(batch) {
 			return batch
 		}
-		// Yielding rather than blocking on the channel: a blocked writer
-		// would be woken once per arriving append.
+		// Yielding rather than blocking: a blocked writer would be woken
+		// once per arriving append.
 		if deadline.IsZero() {
 			deadline = time.Now().Add(linger)
 		} else if time.Now().After(deadline) {
@@ -125,14 +140,24 @@ func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []
 		}
 		runtime.Gosched()
 	}
-	return batch
+}
+
+func (q *Queue) batchFull(batch []*appendReq) bool {
+	n := 0
+	for _, r := range batch {
+		n += len(r.data)
+	}
+	return n >= q.opts.MaxBatch
 }
 
 // drainOnQuit commits the appends that were handed over before Close, and
-// all pending acks.
+// all pending acks; nothing is handed over after it starts.
 func (q *Queue) drainOnQuit(batch []*appendReq) {
+	q.pendMu.Lock()
+	q.closing = true
+	q.pendMu.Unlock()
 	for {
-		batch = q.collect(batch[:0], 0, 0)
+		batch = q.take(batch[:0])
 		if len(batch) == 0 && !q.hasWork() {
 			return
 		}
@@ -211,6 +236,13 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 			return err
 		}
 		t.hdr = t.header().append(nil)
+		size := 0
+		for _, r := range batch {
+			for _, d := range r.data {
+				size += 8 + headerSize + len(d)
+			}
+		}
+		t.slab = make([]byte, 0, size) // one allocation for every value
 		var err error
 		if acked, err = t.applyAcks(ops); err != nil {
 			return err
