@@ -90,11 +90,12 @@ func compareLanes(a, b Lane) int {
 // laneState is what the writer keeps of one lane; it mirrors the lane's
 // key in the meta bucket (the counters) and its bucket (head, tail).
 type laneState struct {
-	lane       Lane
-	head, tail uint64 // lowest and highest seq held; valid when events > 0
-	events     uint64
-	bytes      int64
-	oldest     header // of the head event
+	lane      Lane
+	head      uint64 // lowest seq held, when events > 0
+	headLoose bool   // head is only a lower bound (txn.fixHead)
+	events    uint64
+	bytes     int64
+	oldest    header // of the head event
 
 	acked, droppedFull, droppedAge, droppedTTL uint64
 }

@@ -45,6 +45,7 @@ const (
 var le = binary.LittleEndian
 
 type pageWalker struct {
+	lanes    map[string]Lane // bucket names parsed; absent: not a lane
 	r        io.ReaderAt
 	psz      int
 	hwm      uint64 // pages below this are in use
@@ -403,7 +404,7 @@ func (w *pageWalker) leaf(k, v []byte, flags uint32, id uint64, name string) err
 			w.bytes = int64(binary.BigEndian.Uint64(v))
 		}
 	default:
-		l, ok := parseLane([]byte(name))
+		l, ok := w.lane(name)
 		if !ok {
 			return nil
 		}
@@ -463,4 +464,19 @@ func (w *pageWalker) salvageLeaf(count int, elem func(int) ([]byte, []byte, uint
 			w.events = append(w.events, Record{Seq: r.seq, Lane: DefaultLane, Data: append([]byte(nil), r.data...)})
 		}
 	}
+}
+
+// lane is parseLane of a bucket name, parsed once per walk.
+func (w *pageWalker) lane(name string) (Lane, bool) {
+	if l, ok := w.lanes[name]; ok {
+		return l, true
+	}
+	l, ok := parseLane([]byte(name))
+	if ok {
+		if w.lanes == nil {
+			w.lanes = map[string]Lane{}
+		}
+		w.lanes[name] = l
+	}
+	return l, ok
 }

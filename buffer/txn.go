@@ -57,8 +57,10 @@ func (t *txn) bucket(l Lane) (*bolt.Bucket, error) {
 	return b, nil
 }
 
-// del deletes the event under c (seq, value v) of lane i, counts it for
-// why, and moves the lane's head past it if it was the head.
+// del deletes the event under c (seq, value v) of lane i and counts it
+// for why. When it was the head, the lane's head becomes a lower bound
+// (seq+1) until fixHead finds the next event: deleting many in a row
+// costs one seek each, not two.
 func (t *txn) del(i int, c *bolt.Cursor, seq uint64, v []byte, why reason) error {
 	if err := c.Delete(); err != nil {
 		return err
@@ -81,12 +83,22 @@ func (t *txn) del(i int, c *bolt.Cursor, seq uint64, v []byte, why reason) error
 		ls.droppedTTL++
 		t.st.droppedTTL++
 	}
-	if seq != ls.head {
+	if seq == ls.head {
+		ls.head, ls.headLoose = seq+1, true
+	}
+	return nil
+}
+
+// fixHead makes lane i's head and oldest exact after deletes.
+func (t *txn) fixHead(i int, c *bolt.Cursor) error {
+	ls := &t.st.lanes[i]
+	if !ls.headLoose {
 		return nil
 	}
-	// Seek, not Next or First: First would walk every leaf emptied in this
+	ls.headLoose = false
+	// Seek, not First: First would walk every leaf emptied in this
 	// transaction again, which is quadratic in a large ack.
-	k, nv := c.Seek(seqKey(seq + 1))
+	k, v := c.Seek(seqKey(ls.head))
 	if k == nil {
 		if ls.events != 0 {
 			return corruptf("%s counts %d events but holds none", ls.lane, ls.events)
@@ -94,7 +106,7 @@ func (t *txn) del(i int, c *bolt.Cursor, seq uint64, v []byte, why reason) error
 		ls.head, ls.oldest = 0, header{}
 		return nil
 	}
-	h, ok := readHeader(nv)
+	h, ok := readHeader(v)
 	if len(k) != 8 || !ok {
 		return corruptf("bad record at key %x in %s", k, ls.lane)
 	}
@@ -159,7 +171,7 @@ func (t *txn) applyAcks(ops []ackOp) (done int, err error) {
 // deleteRange deletes the events of lane i with from <= seq <= to, up to
 // the budget (then t.budget goes below 0). Events past the lane's limit
 // count as expired, the rest as acknowledged.
-func (t *txn) deleteRange(i int, from, to uint64) error {
+func (t *txn) deleteRange(i int, from, to uint64) (err error) {
 	ls := &t.st.lanes[i]
 	if ls.events == 0 || to < ls.head {
 		return nil
@@ -169,6 +181,11 @@ func (t *txn) deleteRange(i int, from, to uint64) error {
 		return err
 	}
 	c := b.Cursor()
+	defer func() {
+		if ferr := t.fixHead(i, c); err == nil {
+			err = ferr
+		}
+	}()
 	for k, v := c.Seek(seqKey(max(from, ls.head))); k != nil; k, v = c.Seek(seqKey(binary.BigEndian.Uint64(k) + 1)) {
 		seq := binary.BigEndian.Uint64(k)
 		if seq > to {
@@ -213,32 +230,45 @@ func (t *txn) expire(dry bool) (more bool, err error) {
 			continue
 		}
 		c := b.Cursor()
-		for k, v := c.Seek(seqKey(ls.head)); k != nil; {
-			seq := binary.BigEndian.Uint64(k)
-			h, ok := readHeader(v)
-			if len(k) != 8 || !ok {
-				return false, corruptf("bad record at key %x in %s", k, ls.lane)
-			}
-			if _, known := t.boots.age(h, t.now, t.cur); !known {
-				nf := t.boots.nextFirst(h.boot)
-				if nf <= seq {
-					break
-				}
-				k, v = c.Seek(seqKey(nf))
-				continue
-			}
-			why, exp := t.expired(i, h)
-			if !exp {
+		more, err := t.expireLane(i, c, dry)
+		if ferr := t.fixHead(i, c); err == nil {
+			err = ferr
+		}
+		if more || err != nil {
+			return more, err
+		}
+	}
+	return false, nil
+}
+
+// expireLane is expire for lane i.
+func (t *txn) expireLane(i int, c *bolt.Cursor, dry bool) (more bool, err error) {
+	ls := &t.st.lanes[i]
+	for k, v := c.Seek(seqKey(ls.head)); k != nil; {
+		seq := binary.BigEndian.Uint64(k)
+		h, ok := readHeader(v)
+		if len(k) != 8 || !ok {
+			return false, corruptf("bad record at key %x in %s", k, ls.lane)
+		}
+		if _, known := t.boots.age(h, t.now, t.cur); !known {
+			nf := t.boots.nextFirst(h.boot)
+			if nf <= seq {
 				break
 			}
-			if dry || t.budget <= 0 {
-				return true, nil
-			}
-			if err := t.del(i, c, seq, v, why); err != nil {
-				return false, err
-			}
-			k, v = c.Seek(seqKey(seq + 1))
+			k, v = c.Seek(seqKey(nf))
+			continue
 		}
+		why, exp := t.expired(i, h)
+		if !exp {
+			break
+		}
+		if dry || t.budget <= 0 {
+			return true, nil
+		}
+		if err := t.del(i, c, seq, v, why); err != nil {
+			return false, err
+		}
+		k, v = c.Seek(seqKey(seq + 1))
 	}
 	return false, nil
 }
@@ -335,11 +365,14 @@ func (t *txn) makeRoom(r *appendReq, size int64) (bool, error) {
 		}
 		c := b.Cursor()
 		k, v := c.Seek(seqKey(ls.head))
-		if k == nil || binary.BigEndian.Uint64(k) != ls.head || len(v) < headerSize {
-			return false, corruptf("oldest event of %s is not seq %d", ls.lane, ls.head)
+		if k == nil || len(v) < headerSize {
+			return false, corruptf("%s counts %d events but holds none from seq %d", ls.lane, ls.events, ls.head)
 		}
 		held -= int64(len(v)-headerSize) + recordOverhead
-		if err := t.del(i, c, ls.head, v, byFull); err != nil {
+		if err := t.del(i, c, binary.BigEndian.Uint64(k), v, byFull); err != nil {
+			return false, err
+		}
+		if err := t.fixHead(i, c); err != nil {
 			return false, err
 		}
 	}
