@@ -214,3 +214,45 @@ func TestSummaryShowsDefaults(t *testing.T) {
 		}
 	}
 }
+
+// The lane keys parse where the docs say, with their defaults.
+func TestLaneKeys(t *testing.T) {
+	const text = `gateway:
+  id: gw1
+mqtt:
+  broker: tcp://127.0.0.1:1883
+  subscriptions:
+    - topic: alarms/#
+      priority: 0
+    - topic: debug/#
+      priority: 9
+      ttl: 6h
+    - topic: sensors/#
+sensors:
+  - name: tank
+    driver: sim
+    priority: 2
+    ttl: 24h
+upstream:
+  servers: [nats://127.0.0.1:4222]
+  drain: oldest_first
+`
+	cfg, err := gateway.ParseConfig("lanes.yaml", []byte(text), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs := cfg.MQTT.Subscriptions
+	if *subs[0].Priority != 0 || *subs[1].Priority != 9 || subs[1].TTL != 6*time.Hour || *subs[2].Priority != 5 || subs[2].TTL != 0 {
+		t.Fatalf("subscriptions: %+v %+v %+v", subs[0].Route, subs[1].Route, subs[2].Route)
+	}
+	if s := cfg.Sensors[0]; *s.Priority != 2 || s.TTL != 24*time.Hour {
+		t.Fatalf("sensor route %+v", s.Route)
+	}
+	if cfg.Upstream.Drain != "oldest_first" || cfg.Upstream.LowerShare != 0.1 {
+		t.Fatalf("upstream drain %q, lower_share %v", cfg.Upstream.Drain, cfg.Upstream.LowerShare)
+	}
+	cfg, err = gateway.ParseConfig("lanes.yaml", []byte(strings.Replace(text, "  drain: oldest_first\n", "", 1)), lookup)
+	if err != nil || cfg.Upstream.Drain != "live_first" {
+		t.Fatalf("default drain %q, %v", cfg.Upstream.Drain, err)
+	}
+}

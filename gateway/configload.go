@@ -319,8 +319,14 @@ func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, looku
 
 func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
 	for i := 0; i < t.NumField(); i++ {
-		if strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] == key {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")
+		if tag[0] == key {
 			return t.Field(i).Type, true
+		}
+		if len(tag) > 1 && tag[1] == "inline" && t.Field(i).Type.Kind() == reflect.Struct {
+			if ft, ok := fieldByTag(t.Field(i).Type, key); ok {
+				return ft, true
+			}
 		}
 	}
 	return nil, false
