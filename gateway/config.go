@@ -148,6 +148,37 @@ type MQTTConfig struct {
 	TLS           TLSConfig            `yaml:"tls,omitempty"`
 	MaxPayload    ByteSize             `yaml:"max_payload"`
 	Subscriptions []SubscriptionConfig `yaml:"subscriptions"`
+	// Server, with a listen address, makes edgegw the site's broker:
+	// devices publish to it and get their PUBACK after the commit. The
+	// subscriptions are its routes. mqtt.broker is then optional.
+	Server *MQTTServerConfig `yaml:"server,omitempty"`
+}
+
+// MQTTServerConfig is the embedded broker (docs/mqtt-server.md).
+type MQTTServerConfig struct {
+	Listen    string          `yaml:"listen"`              // e.g. 0.0.0.0:1883
+	TLS       ServerTLSConfig `yaml:"tls,omitempty"`       // a TLS listener
+	WebSocket string          `yaml:"websocket,omitempty"` // a WebSocket listener, host:port
+	// UsersFile lists the users with bcrypt password hashes and ACLs.
+	UsersFile      string   `yaml:"users_file,omitempty"`
+	AllowAnonymous bool     `yaml:"allow_anonymous,omitempty"`
+	MaxPacketSize  ByteSize `yaml:"max_packet_size,omitempty"`
+	MaxInflight    int      `yaml:"max_inflight,omitempty"`    // per client (receive maximum), default 1024
+	MaxConnections int      `yaml:"max_connections,omitempty"` // default 1000
+}
+
+// On reports whether the embedded broker listens anywhere.
+func (sv *MQTTServerConfig) On() bool {
+	return sv != nil && (sv.Listen != "" || sv.TLS.Listen != "" || sv.WebSocket != "")
+}
+
+// ServerTLSConfig is a TLS listener with its certificate; with
+// ClientCAFile, clients must present a certificate it signed.
+type ServerTLSConfig struct {
+	Listen       string `yaml:"listen,omitempty"`
+	CertFile     string `yaml:"cert_file,omitempty"`
+	KeyFile      string `yaml:"key_file,omitempty"`
+	ClientCAFile string `yaml:"client_ca_file,omitempty"`
 }
 
 type SubscriptionConfig struct {

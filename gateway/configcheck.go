@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/gateway/subject"
@@ -67,12 +68,11 @@ func (c *Config) checkBuffer(k checker) {
 // checkMQTT returns the subject filters of the subscriptions.
 func (c *Config) checkMQTT(k checker) (filters []string) {
 	if m := c.MQTT; m != nil {
-		if m.Broker == "" {
-			k.bad("mqtt.broker", "missing; e.g. tcp://127.0.0.1:1883")
-		} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" || !oneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss") {
-			k.bad("mqtt.broker", "%q is not a broker URL like tcp://127.0.0.1:1883 or ssl://host:8883", secret.URL(m.Broker))
-		} else if u.User != nil && (m.Username != "" || m.Password != "") {
-			k.bad("mqtt.broker", "carries a user and mqtt.username/password are set too; the URL's would win: keep the credentials in one place")
+		if m.Server != nil {
+			checkServer(k, m.Server)
+		}
+		if m.Broker != "" || !m.Server.On() {
+			checkBrokerURL(k, m)
 		}
 		if m.MaxPayload < 0 {
 			k.bad("mqtt.max_payload", "must not be negative")
@@ -324,4 +324,49 @@ func ownSubject(tmpl, id string) bool {
 		}
 	}
 	return false
+}
+
+// checkServer checks the embedded broker's section.
+func checkServer(k checker, sv *MQTTServerConfig) {
+	if sv.Listen == "" && sv.TLS.Listen == "" && sv.WebSocket == "" {
+		k.bad("mqtt.server.listen", "missing; e.g. 0.0.0.0:1883 (or remove mqtt.server)")
+	}
+	for _, l := range []struct{ key, addr string }{{"mqtt.server.listen", sv.Listen}, {"mqtt.server.tls.listen", sv.TLS.Listen}, {"mqtt.server.websocket", sv.WebSocket}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l.addr); err != nil || port == "" {
+			k.bad(l.key, "%q is not host:port, e.g. 0.0.0.0:1883", l.addr)
+		}
+	}
+	if sv.TLS.Listen != "" && (sv.TLS.CertFile == "" || sv.TLS.KeyFile == "") {
+		k.bad("mqtt.server.tls", "a TLS listener needs cert_file and key_file")
+	}
+	if sv.UsersFile == "" && !sv.AllowAnonymous {
+		k.bad("mqtt.server.users_file", "missing; list the devices' users with bcrypt password hashes (edgegw mqtt hash-password), or set allow_anonymous: true on a trusted network")
+	} else if sv.UsersFile != "" {
+		if _, err := mqttbroker.LoadUsers(sv.UsersFile); err != nil {
+			k.bad("mqtt.server.users_file", "%v", err)
+		}
+	}
+	if sv.MaxInflight < 0 || sv.MaxInflight > 65535 {
+		k.bad("mqtt.server.max_inflight", "%d is outside 0..65535", sv.MaxInflight)
+	}
+	if sv.MaxConnections < 0 {
+		k.bad("mqtt.server.max_connections", "must not be negative")
+	}
+	if sv.MaxPacketSize < 0 {
+		k.bad("mqtt.server.max_packet_size", "must not be negative")
+	}
+}
+
+// checkBrokerURL checks mqtt.broker, the broker edgegw subscribes to.
+func checkBrokerURL(k checker, m *MQTTConfig) {
+	if m.Broker == "" {
+		k.bad("mqtt.broker", "missing; e.g. tcp://127.0.0.1:1883 (or set mqtt.server.listen to be the site's broker)")
+	} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" || !oneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss") {
+		k.bad("mqtt.broker", "%q is not a broker URL like tcp://127.0.0.1:1883 or ssl://host:8883", secret.URL(m.Broker))
+	} else if u.User != nil && (m.Username != "" || m.Password != "") {
+		k.bad("mqtt.broker", "carries a user and mqtt.username/password are set too; the URL's would win: keep the credentials in one place")
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/sensors"
@@ -171,15 +172,27 @@ func (g *Gateway) openBuffer() (*buffer.Queue, error) {
 	return q, nil
 }
 
-// sources builds the MQTT source and every sensor; it opens nothing.
+// sources builds the MQTT source (a client of mqtt.broker), the embedded
+// broker (mqtt.server) and every sensor; it opens nothing.
 func (g *Gateway) sources(subs []mqttsource.Subscription) ([]*source, error) {
 	var srcs []*source
-	if g.cfg.MQTT != nil {
+	if m := g.cfg.MQTT; m != nil && m.Broker != "" {
 		msrc, err := mqttsource.New(g.cfg.mqttOptions(subs, g.log))
 		if err != nil {
 			return nil, err
 		}
 		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
+	}
+	if m := g.cfg.MQTT; m != nil && m.Server.On() {
+		o, err := g.cfg.brokerOptions(subs, g.log)
+		if err != nil {
+			return nil, err
+		}
+		b, err := mqttbroker.New(o)
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, &source{Source: b, kind: KindMQTTServer})
 	}
 	sensorSrcs, err := g.sensorSources()
 	if err != nil {

@@ -69,6 +69,17 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g))
+	if cfg.MQTT != nil && cfg.MQTT.Broker == "" {
+		waitFor(t, time.Minute, "the gateway's broker to listen", func() bool {
+			for _, s := range g.Status().Sources {
+				if s.Kind == gateway.KindMQTTServer {
+					return s.Up
+				}
+			}
+			return false
+		})
+		return g
+	}
 	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	return g
 }

@@ -129,7 +129,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.srcSetAside, s.SetAside, s.Name)
 		counter(c.srcDropped, s.Duplicates, s.Name, "duplicate")
 		switch s.Kind {
-		case KindMQTT:
+		case KindMQTT, KindMQTTServer:
 			counter(c.srcRejected, s.TooLarge, s.Name, "too_large")
 			counter(c.srcRejected, s.Unmappable, s.Name, "unmappable")
 			counter(c.srcDropped, s.Retained, s.Name, "retained")

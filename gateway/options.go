@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/subject"
 )
@@ -115,4 +121,49 @@ func (c *Config) mqttOptions(subs []mqttsource.Subscription, log *slog.Logger) m
 		BatchBytes: int(max(c.Buffer.MaxBytes/4, 1)),
 		Logger:     log,
 	}
+}
+
+// brokerOptions are the embedded broker's options; it reads the users
+// file and the TLS files.
+func (c *Config) brokerOptions(routes []mqttsource.Subscription, log *slog.Logger) (mqttbroker.Options, error) {
+	m, sv := c.MQTT, c.MQTT.Server
+	o := mqttbroker.Options{
+		Listen:         sv.Listen,
+		TLSListen:      sv.TLS.Listen,
+		WebSocket:      sv.WebSocket,
+		AllowAnonymous: sv.AllowAnonymous,
+		Routes:         routes,
+		MaxPayload:     int(m.MaxPayload),
+		MaxPacketSize:  int(sv.MaxPacketSize),
+		MaxInflight:    sv.MaxInflight,
+		MaxConnections: sv.MaxConnections,
+		SessionPath:    filepath.Join(c.Gateway.DataDir, "broker-sessions.db"),
+		Logger:         log,
+	}
+	if sv.UsersFile != "" {
+		users, err := mqttbroker.LoadUsers(sv.UsersFile)
+		if err != nil {
+			return o, err
+		}
+		o.Users = users
+	}
+	if sv.TLS.Listen != "" {
+		cert, err := tls.LoadX509KeyPair(sv.TLS.CertFile, sv.TLS.KeyFile)
+		if err != nil {
+			return o, fmt.Errorf("mqtt.server.tls: %w", err)
+		}
+		o.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if sv.TLS.ClientCAFile != "" {
+			pem, err := os.ReadFile(sv.TLS.ClientCAFile)
+			if err != nil {
+				return o, fmt.Errorf("mqtt.server.tls.client_ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("mqtt.server.tls.client_ca_file %s: no PEM certificate in it", sv.TLS.ClientCAFile)
+			}
+			o.TLS.ClientCAs, o.TLS.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		}
+	}
+	return o, nil
 }

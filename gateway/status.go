@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/sensors"
@@ -16,9 +17,11 @@ import (
 
 // Source kinds, as in /status and the source_up metric.
 const (
-	KindMQTT   = "mqtt"
-	KindSensor = "sensor" // a polled I²C, 1-Wire or simulated sensor
-	KindGPIO   = "gpio"   // an edge source or a pulse counter
+	KindMQTT = "mqtt"
+	// KindMQTTServer is the embedded broker (mqtt.server).
+	KindMQTTServer = "mqtt-server"
+	KindSensor     = "sensor" // a polled I²C, 1-Wire or simulated sensor
+	KindGPIO       = "gpio"   // an edge source or a pulse counter
 )
 
 // Status is what /status serves: one snapshot of the whole gateway.
@@ -115,6 +118,7 @@ type SourceStatus struct {
 	// MQTT only.
 	TooLarge   uint64 `json:"too_large,omitempty"`
 	Unmappable uint64 `json:"unmappable,omitempty"`
+	Clients    *int64 `json:"clients,omitempty"`          // the embedded broker: devices connected
 	Retained   uint64 `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
 	// Sensors and pins only.
 	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
@@ -178,6 +182,13 @@ func (s *source) status(now time.Time) SourceStatus {
 			st.LastError = "not connected to the broker"
 		} else if !m.Subscribed {
 			st.LastError = "connected, waiting for the broker to grant the subscriptions"
+		}
+	case *mqttbroker.Broker:
+		m := src.Stats()
+		st.Up = m.Listening
+		st.TooLarge, st.Unmappable, st.Clients = m.TooLarge, m.Unmappable, &m.Clients
+		if !m.Listening {
+			st.LastError = "not listening yet"
 		}
 	case interface{ Stats() sensors.Stats }:
 		ss := src.Stats()

@@ -26,6 +26,9 @@ func refusedSubs(t mqtt.Token) []string {
 	return out
 }
 
+// Match reports whether the MQTT topic filter matches topic.
+func Match(filter, topic string) bool { return match(filter, topic) }
+
 // match reports whether the MQTT topic filter matches topic.
 func match(filter, topic string) bool {
 	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {

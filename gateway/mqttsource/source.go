@@ -12,7 +12,6 @@ package mqttsource
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -261,7 +260,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		events = events[:0]
 		for _, m := range batch {
 			e, err := s.event(m, now)
-			if errors.Is(err, errRetained) {
+			if errors.Is(err, ErrRetained) {
 				continue // counted; acknowledged with the batch
 			}
 			if err != nil {
@@ -326,13 +325,6 @@ func (s *Source) nextBatch(ctx context.Context, msgs <-chan mqtt.Message, next m
 	return batch, nil
 }
 
-// errRetained: a retained copy sent because of the subscription, which
-// the subscription does not ask for. MQTT 3.1.1 §3.3.1.3: the broker sets
-// RETAIN only on a message sent because a subscription was made; a
-// message published while subscribed arrives with it clear, retained or
-// not, so live readings are never skipped.
-var errRetained = errors.New("retained copy on subscribe")
-
 // msgSize bounds what m costs in a batch: its payload, its topic as the
 // source and as the subject (escaping can triple it), and the rest of the
 // event (template literals, time, lengths).
@@ -340,47 +332,19 @@ func msgSize(m mqtt.Message) int { return len(m.Payload()) + 4*len(m.Topic()) + 
 
 // event maps m to an event, or says why it is dropped.
 func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
-	if n := len(m.Payload()); n > s.o.MaxPayload {
+	e, err := Route(s.o.Subscriptions, s.o.MaxPayload, s.o.ClientID, Message{
+		Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Dup: m.Duplicate(), ID: m.MessageID(),
+	}, now)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTooLarge):
 		s.tooLarge.Add(1)
-		return event.Event{}, fmt.Errorf("payload of %d bytes is over mqtt.max_payload (%d)", n, s.o.MaxPayload)
-	}
-	sub := s.match(m.Topic())
-	if sub == nil {
-		s.unmappable.Add(1)
-		return event.Event{}, errors.New("no subscription matches the topic")
-	}
-	if m.Retained() && !sub.Retained {
+	case errors.Is(err, ErrRetained):
 		s.retained.Add(1)
-		return event.Event{}, errRetained
-	}
-	subj, err := sub.Subject.Subject(m.Topic())
-	if err != nil {
+	default:
 		s.unmappable.Add(1)
-		return event.Event{}, err
 	}
-	e := event.Event{Subject: subj, Source: m.Topic(), Time: now, Payload: m.Payload(), Retained: m.Retained(), Priority: sub.Priority, TTL: sub.TTL}
-	if m.Qos() > 0 {
-		h := sha256.New()
-		h.Write([]byte(m.Topic()))
-		h.Write([]byte{0, m.Qos()})
-		h.Write(m.Payload())
-		id := m.MessageID()
-		e.Once = &event.Once{
-			Slot:        "mqtt/" + s.o.ClientID + "/" + string([]byte{byte(id >> 8), byte(id)}),
-			Token:       string(h.Sum(nil)[:16]),
-			Redelivered: m.Duplicate(),
-		}
-	}
-	return e, nil
-}
-
-func (s *Source) match(topic string) *Subscription {
-	for i := range s.o.Subscriptions {
-		if match(s.o.Subscriptions[i].Topic, topic) {
-			return &s.o.Subscriptions[i]
-		}
-	}
-	return nil
+	return e, err
 }
 
 // subscribe renews every subscription on c, and waits for the SUBACK on

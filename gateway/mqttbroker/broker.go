@@ -1,0 +1,419 @@
+// Package mqttbroker is edgegw's embedded MQTT broker: devices publish to
+// the gateway itself, and a QoS 1 or 2 PUBLISH is acknowledged (PUBACK,
+// PUBREC) only after the buffer commit that holds it. The device's PUBACK
+// is the fsync: no second broker keeps readings in memory in between.
+//
+// It is mochi-mqtt (github.com/mochi-mqtt/server/v2) with one hook. For a
+// routed QoS 1/2 message the hook takes the packet from mochi (which then
+// sends nothing) and hands it to the client's own worker, in order; the
+// worker stores everything its client has sent meanwhile with one append,
+// so a device with many messages in flight shares a commit, and so do
+// devices with one each (the buffer's group commit). After the commit it
+// writes the acks, and publishes the messages to the broker's local
+// subscribers. When the buffer refuses (full under when_full: reject, a
+// disk error) a device never sees a success: MQTT 5 gets the reason code,
+// MQTT 3.1.1, which has none, is disconnected without its PUBACK and sends
+// again when it is back.
+//
+// Messages no subscription routes are a local broker's business:
+// acknowledged and delivered to local subscribers, not stored.
+package mqttbroker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+)
+
+// Options configure a Broker.
+type Options struct {
+	// Listen is the TCP listener, host:port (e.g. 0.0.0.0:1883).
+	Listen string
+	// TLSListen, with TLS, is a TLS listener (e.g. 0.0.0.0:8883).
+	TLSListen string
+	TLS       *tls.Config
+	// WebSocket is a WebSocket listener, host:port; "" for none.
+	WebSocket string
+	// Users may connect, each with its ACL; with none, AllowAnonymous
+	// must be set.
+	Users          []User
+	AllowAnonymous bool
+	// Routes: which messages are stored, and where they go upstream.
+	Routes     []mqttsource.Subscription
+	MaxPayload int // bytes; larger routed messages are refused
+	// MaxPacketSize bounds an MQTT packet (0: MaxPayload plus 64 KiB).
+	MaxPacketSize int
+	// MaxInflight is each client's receive maximum: QoS 1/2 messages it
+	// may have unacknowledged (default 1024).
+	MaxInflight int
+	// MaxConnections bounds connected clients (default 1000).
+	MaxConnections int
+	// SessionPath, if set, is a bbolt file where the broker keeps its
+	// local subscribers' sessions, subscriptions and retained messages
+	// across restarts.
+	SessionPath string
+	Logger      *slog.Logger
+}
+
+// Stats are the broker's counters since New.
+type Stats struct {
+	Listening  bool
+	Clients    int64  // connected now
+	Received   uint64 // routed messages received from devices
+	Committed  uint64 // routed messages stored and acknowledged
+	Local      uint64 // messages no subscription routes: delivered locally only
+	TooLarge   uint64 // routed messages over MaxPayload, refused
+	Unmappable uint64 // no subject could be made for the topic, refused
+	Refused    uint64 // messages the buffer refused (full, disk): no success sent
+}
+
+// Broker is the embedded broker; Run serves it. It is an event.Source.
+type Broker struct {
+	o   Options
+	log *slog.Logger
+
+	received, committed, local, tooLarge, unmappable, refused atomic.Uint64
+	srv                                                       atomic.Pointer[mqtt.Server]
+}
+
+var _ event.Source = (*Broker)(nil)
+
+// New checks o; it listens on nothing.
+func New(o Options) (*Broker, error) {
+	if o.Listen == "" && o.TLSListen == "" && o.WebSocket == "" {
+		return nil, errors.New("mqtt.server: no listener; set mqtt.server.listen, e.g. 0.0.0.0:1883")
+	}
+	if o.TLSListen != "" && o.TLS == nil {
+		return nil, errors.New("mqtt.server.tls: a listener without a certificate")
+	}
+	if len(o.Users) == 0 && !o.AllowAnonymous {
+		return nil, errors.New("mqtt.server: no users: set mqtt.server.users_file, or allow_anonymous: true on a trusted network")
+	}
+	for i, r := range o.Routes {
+		if err := mqttsource.ValidFilter(r.Topic); err != nil {
+			return nil, fmt.Errorf("mqtt: subscriptions[%d].topic: %w", i, err)
+		}
+		if r.Subject == nil {
+			return nil, fmt.Errorf("mqtt: subscriptions[%d].subject is missing", i)
+		}
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = mqttsource.DefaultMaxPayload
+	}
+	if o.MaxPacketSize <= 0 {
+		o.MaxPacketSize = o.MaxPayload + 64<<10
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 1024
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 1000
+	}
+	b := &Broker{o: o, log: o.Logger}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	b.log = b.log.With("source", b.Name())
+	return b, nil
+}
+
+// Name is the source's name.
+func (b *Broker) Name() string { return "mqtt-server" }
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	s := Stats{
+		Received: b.received.Load(), Committed: b.committed.Load(),
+		Local: b.local.Load(), TooLarge: b.tooLarge.Load(), Unmappable: b.unmappable.Load(), Refused: b.refused.Load(),
+	}
+	if srv := b.srv.Load(); srv != nil {
+		s.Listening, s.Clients = true, atomic.LoadInt64(&srv.Info.ClientsConnected)
+	}
+	return s
+}
+
+// Run serves until ctx ends. emit stores events (the gateway's buffer);
+// acks wait for it.
+func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(b.o.MaxPacketSize)
+	caps.ReceiveMaximum = uint16(min(b.o.MaxInflight, 65535))
+	caps.MaximumClients = int64(b.o.MaxConnections)
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log.With("component", "mochi")})
+	h := &ingest{b: b, srv: srv, emit: emit, ctx: ctx, clients: map[string]*worker{}}
+	if err := srv.AddHook(&access{b: b}, nil); err != nil {
+		return err
+	}
+	if err := srv.AddHook(h, nil); err != nil {
+		return err
+	}
+	if b.o.SessionPath != "" {
+		err := srv.AddHook(new(bolt.Hook), &bolt.Options{Path: b.o.SessionPath, Options: &bbolt.Options{Timeout: 2 * time.Second}})
+		if err != nil {
+			return fmt.Errorf("mqtt.server: sessions file %s: %w", b.o.SessionPath, err)
+		}
+	}
+	for _, l := range []struct {
+		on  bool
+		new func() listeners.Listener
+	}{
+		{b.o.Listen != "", func() listeners.Listener {
+			return listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.o.Listen})
+		}},
+		{b.o.TLSListen != "", func() listeners.Listener {
+			return listeners.NewTCP(listeners.Config{ID: "tls", Address: b.o.TLSListen, TLSConfig: b.o.TLS})
+		}},
+		{b.o.WebSocket != "", func() listeners.Listener {
+			return listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.o.WebSocket})
+		}},
+	} {
+		if !l.on {
+			continue
+		}
+		if err := srv.AddListener(l.new()); err != nil {
+			return fmt.Errorf("mqtt.server: %w (is another broker on that port?)", err)
+		}
+	}
+	if err := srv.Serve(); err != nil {
+		return fmt.Errorf("mqtt.server: %w", err)
+	}
+	b.srv.Store(srv)
+	b.log.Info("MQTT broker listening", "tcp", b.o.Listen, "tls", b.o.TLSListen, "websocket", b.o.WebSocket, "routes", len(b.o.Routes))
+	<-ctx.Done()
+	// Close stops the listeners and clients; the workers finish what
+	// they hold (a commit that was handed over completes) and stop.
+	err := srv.Close()
+	h.stopAll()
+	return err
+}
+
+// ingest is the hook that stores routed messages before acknowledging them.
+type ingest struct {
+	mqtt.HookBase
+	b    *Broker
+	srv  *mqtt.Server
+	emit event.EmitFunc
+	ctx  context.Context
+
+	mu       sync.Mutex
+	clients  map[string]*worker // by client id: a reconnect keeps its order
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+func (h *ingest) ID() string { return "edgegw-ingest" }
+
+func (h *ingest) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish routes pk; a routed QoS 1/2 message goes to the client's
+// worker and mochi is told to do nothing more with it.
+func (h *ingest) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the worker's own publish to local subscribers
+	}
+	e, err := mqttsource.Route(h.b.o.Routes, h.b.o.MaxPayload, "server/"+cl.ID, mqttsource.Message{
+		Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Dup: pk.FixedHeader.Dup, ID: pk.PacketID,
+	}, time.Now())
+	switch {
+	case errors.Is(err, mqttsource.ErrNoRoute):
+		h.b.local.Add(1)
+		return pk, nil
+	case err != nil:
+		if errors.Is(err, mqttsource.ErrTooLarge) {
+			h.b.tooLarge.Add(1)
+		} else {
+			h.b.unmappable.Add(1)
+		}
+		h.b.log.Warn("message refused", "client", cl.ID, "topic", pk.TopicName, "err", err)
+		if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
+			return pk, packets.ErrPayloadFormatInvalid // mochi answers with the code
+		}
+		return pk, packets.ErrRejectPacket // no PUBACK: never a success
+	}
+	h.b.received.Add(1)
+	if !h.send(cl, item{cl: cl, pk: pk, ev: e}) {
+		return pk, packets.ErrRejectPacket // stopping: the device sends it again
+	}
+	if pk.FixedHeader.Qos == 0 {
+		return pk, nil // buffered, no ack; mochi delivers it locally
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// send hands it to its client's worker, started on the client's first
+// message; false once stopping.
+func (h *ingest) send(cl *mqtt.Client, it item) bool {
+	h.mu.Lock()
+	if h.stopping {
+		h.mu.Unlock()
+		return false
+	}
+	w := h.clients[cl.ID]
+	if w == nil {
+		w = &worker{h: h, id: cl.ID, in: make(chan item, h.b.o.MaxInflight)}
+		h.clients[cl.ID] = w
+		h.wg.Go(w.run)
+	}
+	w.senders++ // the worker does not retire while a send is under way
+	h.mu.Unlock()
+	ok := true
+	select {
+	case w.in <- it:
+	case <-h.ctx.Done():
+		ok = false
+	}
+	h.mu.Lock()
+	w.senders--
+	h.mu.Unlock()
+	return ok
+}
+
+// stopAll waits for every worker to store what it holds.
+func (h *ingest) stopAll() {
+	h.mu.Lock()
+	h.stopping = true
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+type item struct {
+	cl *mqtt.Client // the connection it came in on, for its ack
+	pk packets.Packet
+	ev event.Event
+}
+
+// workerIdle is how long a worker waits for its client's next message
+// before it retires.
+const workerIdle = time.Minute
+
+// worker stores one client's routed messages, in order, and acks them.
+type worker struct {
+	h       *ingest
+	id      string
+	in      chan item
+	senders int // h.mu
+}
+
+func (w *worker) run() {
+	batch := make([]item, 0, 64)
+	events := make([]event.Event, 0, 64)
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case it := <-w.in:
+			batch = append(batch[:0], it)
+		case <-idle.C:
+			if w.retire() {
+				return
+			}
+			idle.Reset(workerIdle)
+			continue
+		case <-w.h.ctx.Done():
+			batch = batch[:0] // store what was handed over, then stop
+		}
+	more:
+		for len(batch) < 4096 {
+			select {
+			case it := <-w.in:
+				batch = append(batch, it)
+			default:
+				break more
+			}
+		}
+		if len(batch) == 0 {
+			return // ctx ended with nothing left
+		}
+		events = events[:0]
+		for _, it := range batch {
+			events = append(events, it.ev)
+		}
+		// The commit is waited for even when the broker stops: a message
+		// handed to the buffer is stored or refused, never half.
+		err := w.h.emit(context.WithoutCancel(w.h.ctx), events...)
+		w.done(batch, err)
+		idle.Reset(workerIdle)
+	}
+}
+
+// retire removes an idle worker, unless a message is on its way.
+func (w *worker) retire() bool {
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	if len(w.in) > 0 || w.senders > 0 {
+		return false
+	}
+	delete(w.h.clients, w.id)
+	return true
+}
+
+// done acknowledges a stored batch, or refuses it.
+func (w *worker) done(batch []item, err error) {
+	b, srv := w.h.b, w.h.srv
+	if err != nil {
+		b.refused.Add(uint64(len(batch)))
+		b.log.Warn("the buffer refused messages; the device gets no success and will send them again", "client", w.id, "count", len(batch), "err", err)
+		code := packets.ErrUnspecifiedError
+		if errors.Is(err, buffer.ErrFull) {
+			code = packets.ErrQuotaExceeded
+		}
+		for _, it := range batch {
+			if it.cl.Properties.ProtocolVersion == 5 {
+				if it.pk.FixedHeader.Qos > 0 {
+					_ = it.cl.WritePacket(ack(it.pk, code))
+				}
+				continue
+			}
+			// 3.1.1 has no reason codes: no PUBACK, and a disconnect, so
+			// the device sends it again when it reconnects.
+			_ = srv.DisconnectClient(it.cl, packets.ErrServerBusy)
+		}
+		return
+	}
+	for _, it := range batch {
+		pk, cl := it.pk, it.cl
+		switch pk.FixedHeader.Qos {
+		case 2:
+			// PUBREL finds it in flight, and mochi answers PUBCOMP.
+			rec := ack(pk, packets.CodeSuccess)
+			cl.State.Inflight.Set(rec)
+			_ = cl.WritePacket(rec)
+		case 1:
+			_ = cl.WritePacket(ack(pk, packets.CodeSuccess))
+		}
+		b.committed.Add(1)
+		if pk.FixedHeader.Qos > 0 {
+			// Local subscribers get it now (a QoS 0 message mochi
+			// delivered itself).
+			_ = srv.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos)
+		}
+	}
+}
+
+// ack is the PUBACK (QoS 1) or PUBREC (QoS 2) of pk with code.
+func ack(pk packets.Packet, code packets.Code) packets.Packet {
+	t := byte(packets.Puback)
+	if pk.FixedHeader.Qos == 2 {
+		t = packets.Pubrec
+	}
+	a := packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: pk.PacketID, ReasonCode: code.Code, Created: time.Now().Unix()}
+	if code.Code >= packets.ErrUnspecifiedError.Code {
+		a.Properties.ReasonString = code.Reason
+	}
+	return a
+}

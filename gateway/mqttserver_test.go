@@ -1,0 +1,210 @@
+package gateway_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// serverConfigFor makes edgegw the site's broker on a free loopback port
+// (no mqtt.broker), routing sensors/# upstream; it returns the config and
+// the URL devices connect to.
+func serverConfigFor(t testing.TB, natsURL, server, extra string) (*gateway.Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	port := natstest.FreePort(t)
+	text := fmt.Sprintf(`
+gateway:
+  id: gw1
+  data_dir: %s
+mqtt:
+  server:
+    listen: 127.0.0.1:%d
+%s
+  subscriptions:
+    - topic: sensors/#
+      subject: telemetry.{gateway}.{topic}
+upstream:
+  servers: [%s]
+  ack_timeout: 2s
+  stream:
+    name: TELEMETRY
+    subjects: [telemetry.>]
+    create: true
+%s`, dir, port, server, natsURL, extra)
+	path := filepath.Join(dir, "edgegw.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, fmt.Sprintf("tcp://127.0.0.1:%d", port)
+}
+
+// A device's QoS 1 and QoS 2 PUBLISH is acknowledged only once the buffer
+// holds it: every time a PUBACK (or, for QoS 2, the PUBCOMP after the
+// PUBREC) reaches the device, the buffer has committed at least as many
+// events. With the uplink down, a local subscriber still receives
+// everything; once it is back, the stream holds every message once.
+func TestEmbeddedBrokerAcksAfterTheCommit(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true", "")
+	g := startGateway(t, cfg)
+
+	var local atomic.Int64
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("dashboard").
+		SetDefaultPublishHandler(func(paho.Client, paho.Message) { local.Add(1) }))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("local subscriber: %v", tok.Error())
+	}
+	defer sub.Disconnect(100)
+	if tok := sub.Subscribe("sensors/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+
+	accepted := map[int]bool{}
+	for qos, from := range map[byte]int{1: 0, 2: 1000} {
+		dev := newPublisher(t, url, fmt.Sprintf("device-qos%d", qos), false)
+		var toks []paho.Token
+		for i := from; i < from+300; i++ {
+			toks = append(toks, dev.c.Publish(topicOf(i), qos, false, payloadOf(i)))
+		}
+		for k, tok := range toks {
+			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				t.Fatalf("QoS %d message %d: %v", qos, k, tok.Error())
+			}
+			// Acknowledged ones, of this device and the one before.
+			if acked, appended := uint64(len(accepted)+1), g.Stats().Buffer.Appended; appended < acked {
+				t.Fatalf("QoS %d: %d messages acknowledged to the device, %d committed: an ack came before its commit", qos, acked, appended)
+			}
+			accepted[from+k] = true
+		}
+	}
+	waitFor(t, 30*time.Second, "the local subscriber to receive all 600", func() bool { return local.Load() >= 600 })
+
+	srv.Restart()
+	waitFor(t, time.Minute, "600 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 600 })
+	checkExactlyOnce(t, srv.URL(), accepted)
+	var st gateway.SourceStatus
+	for _, s := range g.Status().Sources {
+		if s.Kind == gateway.KindMQTTServer {
+			st = s
+		}
+	}
+	if !st.Up || st.Ingested != 600 {
+		t.Fatalf("broker source status %+v", st)
+	}
+}
+
+// With when_full: reject and the uplink down, the buffer fills: an MQTT
+// 3.1.1 device then gets no PUBACK for what is not stored (it is
+// disconnected, and sends again when it is back), and the buffer stays
+// within its bound. Once the uplink drains the buffer, every message the
+// device sent is in the stream once.
+//
+// The device's own view cannot be the check: paho.mqtt.golang completes a
+// publish token without error when it re-sends the message after a
+// reconnect (messageIds.claimID calls flowComplete on the old token), so
+// the device "sees" success for messages the broker never acknowledged.
+// The broker's side is checked instead: every PUBACK it wrote followed the
+// commit (TestEmbeddedBrokerAcksAfterTheCommit), it refused the rest, and
+// nothing is missing or twice at the end.
+func TestEmbeddedBrokerFullBufferGivesNoSuccess(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true\n  max_payload: 8KiB", "buffer:\n  max_bytes: 64KiB\n  when_full: reject\n")
+	g := startGateway(t, cfg)
+
+	dev := newPublisher(t, url, "device", false)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dev.publish(0, 1500, 20, 0) // about 150 KB: more than the buffer holds
+	}()
+	broker := func() gateway.SourceStatus {
+		for _, s := range g.Status().Sources {
+			if s.Kind == gateway.KindMQTTServer {
+				return s
+			}
+		}
+		return gateway.SourceStatus{}
+	}
+	waitFor(t, time.Minute, "the buffer to refuse messages", func() bool { return broker().StoreErrors > 2 })
+	if st := g.Stats().Buffer; st.Bytes > 64<<10 || st.Rejected == 0 {
+		t.Fatalf("buffer %+v: want refusals and at most 64 KiB held", st)
+	}
+	srv.Restart()
+	<-done
+	all := map[int]bool{}
+	for i := range 1500 {
+		all[i] = true
+	}
+	waitFor(t, 2*time.Minute, "1500 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1500 })
+	checkExactlyOnce(t, srv.URL(), all)
+	if st := broker(); st.Ingested != 1500 {
+		t.Fatalf("broker source %+v: want 1500 stored, each once", st)
+	}
+}
+
+// Users from a users file with bcrypt hashes: a bad password is refused;
+// a publish outside the user's ACL is not stored (an MQTT 3.1.1 client is
+// disconnected: it has no reason codes); a subscription outside it is
+// refused in the SUBACK; what the ACL allows is stored.
+func TestEmbeddedBrokerUsersAndACL(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hash, err := mqttbroker.HashPassword("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(t.TempDir(), "users.yaml")
+	os.WriteFile(users, []byte(fmt.Sprintf("users:\n  - name: dev1\n    password_hash: %q\n    publish: [sensors/room1/#]\n    subscribe: [commands/dev1/#]\n", hash)), 0o600)
+	cfg, url := serverConfigFor(t, srv.URL(), "    users_file: "+users, "")
+	g := startGateway(t, cfg)
+
+	connect := func(id, user, pass string) (paho.Client, error) {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).SetAutoReconnect(false))
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return nil, fmt.Errorf("no CONNACK")
+		}
+		return c, tok.Error()
+	}
+	if _, err := connect("intruder", "dev1", "wrong"); err == nil || !strings.Contains(err.Error(), "bad user name or password") && !strings.Contains(err.Error(), "not Authorized") {
+		t.Fatalf("bad password: %v, want refused", err)
+	}
+	c, err := connect("dev1", "dev1", "s3cret")
+	if err != nil {
+		t.Fatalf("good password: %v", err)
+	}
+	defer c.Disconnect(100)
+	if tok := c.Subscribe("sensors/#", 1, nil); tok.WaitTimeout(10*time.Second) {
+		if code := tok.(*paho.SubscribeToken).Result()["sensors/#"]; code != 0x80 {
+			t.Fatalf("subscription outside the ACL: SUBACK code %#x, want 0x80", code)
+		}
+	}
+	if tok := c.Publish("sensors/room1/temp", 1, false, payloadOf(1)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("allowed publish: %v", tok.Error())
+	}
+	tok := c.Publish("sensors/room2/temp", 1, false, payloadOf(2))
+	tok.WaitTimeout(3 * time.Second)
+	waitFor(t, 10*time.Second, "the denied client disconnected", func() bool { return !c.IsConnectionOpen() })
+	waitFor(t, 30*time.Second, "the allowed message upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
+	time.Sleep(200 * time.Millisecond)
+	if count, _ := streamContents(t, srv.URL()); count[1] != 1 || count[2] != 0 {
+		t.Fatalf("stream %v: want message 1 once and message 2 never", count)
+	}
+	_ = g
+}
