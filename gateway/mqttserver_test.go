@@ -190,7 +190,7 @@ func TestEmbeddedBrokerUsersAndACL(t *testing.T) {
 		t.Fatalf("good password: %v", err)
 	}
 	defer c.Disconnect(100)
-	if tok := c.Subscribe("sensors/#", 1, nil); tok.WaitTimeout(10*time.Second) {
+	if tok := c.Subscribe("sensors/#", 1, nil); tok.WaitTimeout(10 * time.Second) {
 		if code := tok.(*paho.SubscribeToken).Result()["sensors/#"]; code != 0x80 {
 			t.Fatalf("subscription outside the ACL: SUBACK code %#x, want 0x80", code)
 		}
