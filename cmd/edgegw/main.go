@@ -36,6 +36,7 @@ const usage = `usage:
   edgegw buffer dead-letters (--config FILE | --path BUFFER_FILE) [--export FILE] [--drop]
   edgegw sensors read --config FILE
   edgegw i2c scan [--bus 1]
+  edgegw mqtt hash-password [--password-file FILE]   (else the password on stdin)
   edgegw health [--addr 127.0.0.1:9180] [--live]
   edgegw version
 `
@@ -73,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdI2CScan(args[2:], stdout, stderr)
 	case args[0] == "sensors" && len(args) > 1 && args[1] == "read":
 		return cmdSensorsRead(args[2:], stdout, stderr)
+	case args[0] == "mqtt" && len(args) > 1 && args[1] == "hash-password":
+		return cmdHashPassword(args[2:], os.Stdin, stdout, stderr)
 	case args[0] == "health":
 		return cmdHealth(args[1:], stdout, stderr)
 	case args[0] == "version" || args[0] == "--version":

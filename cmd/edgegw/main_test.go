@@ -18,6 +18,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
@@ -313,5 +314,21 @@ func TestDeadLettersCommand(t *testing.T) {
 	run([]string{"buffer", "stats", "--path", path}, &out, &errb)
 	if !strings.Contains(out.String(), "dead letters:    0 ") {
 		t.Fatalf("after --drop:\n%s", out.String())
+	}
+}
+
+func TestMQTTHashPassword(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"mqtt", "hash-password", "--password-file", pw}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if err := bcrypt.CompareHashAndPassword([]byte(strings.TrimSpace(out.String())), []byte("s3cret")); err != nil {
+		t.Fatalf("hash %q does not match the password: %v", out.String(), err)
+	}
+	os.WriteFile(pw, nil, 0o600)
+	if code := run([]string{"mqtt", "hash-password", "--password-file", pw}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "empty password") {
+		t.Fatalf("empty password: exit %d, %s", code, errb.String())
 	}
 }
