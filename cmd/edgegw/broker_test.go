@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// edgegw as the site's broker, SIGKILLed 5 times while 3 devices publish
+// with persistent sessions — two with QoS 1, one with QoS 2 — and
+// restarted: every message of every device is in the stream exactly once
+// (a message stored but not yet acknowledged when edgegw died comes again
+// from its device, DUP set, and is recognised by its mark).
+func TestEmbeddedBrokerSurvivesSIGKILL(t *testing.T) {
+	if os.Getenv("EDGEGW_MAIN_CHILD") != "" {
+		os.Exit(run(strings.Split(os.Getenv("EDGEGW_MAIN_CHILD"), "|"), os.Stdout, os.Stderr))
+	}
+	if testing.Short() {
+		t.Skip("re-execs the test binary")
+	}
+	srv := natstest.Start(t, nil)
+	dir := t.TempDir()
+	port := natstest.FreePort(t)
+	cfgPath := filepath.Join(dir, "edgegw.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`gateway:
+  id: gw1
+  data_dir: %s
+mqtt:
+  server:
+    listen: 127.0.0.1:%d
+    allow_anonymous: true
+  subscriptions:
+    - topic: sensors/#
+upstream:
+  servers: [%s]
+  stream:
+    create: true
+http:
+  listen: 127.0.0.1:0
+`, dir, port, srv.URL())), 0o600)
+
+	start := func() (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestEmbeddedBrokerSurvivesSIGKILL$")
+		cmd.Env = append(os.Environ(), "EDGEGW_MAIN_CHILD=run|--config|"+cfgPath)
+		logs := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, logs
+	}
+	cmd, logs := start()
+
+	const devices, per = 3, 1500
+	url := fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	var wg sync.WaitGroup
+	for d := range devices {
+		qos := byte(1)
+		if d == 2 {
+			qos = 2
+		}
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("device-%d", d)).
+			SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
+			SetConnectRetryInterval(50 * time.Millisecond).SetMaxReconnectInterval(200 * time.Millisecond))
+		if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("device %d: %v\n%s", d, tok.Error(), logs.String())
+		}
+		defer c.Disconnect(100)
+		wg.Go(func() {
+			var inflight []paho.Token
+			for i := d * per; i < (d+1)*per; i++ {
+				inflight = append(inflight, c.Publish(fmt.Sprintf("sensors/device%d", d), qos, false, strconv.Itoa(i)))
+				if len(inflight) == 10 {
+					inflight[0].WaitTimeout(time.Minute)
+					inflight = inflight[1:]
+				}
+				time.Sleep(time.Millisecond)
+			}
+			for _, tok := range inflight {
+				tok.WaitTimeout(time.Minute)
+			}
+		})
+	}
+	for k := range 5 {
+		time.Sleep(600 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		t.Logf("kill %d: %d messages in the stream", k+1, streamCount(t, srv.URL()))
+		cmd, logs = start()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(2 * time.Minute)
+	for streamCount(t, srv.URL()) < devices*per && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // anything more would be a duplicate
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("last run: %v\n%s", err, logs.String())
+	}
+
+	seen := map[int]int{}
+	for _, data := range streamPayloads(t, srv.URL()) {
+		n, err := strconv.Atoi(data)
+		if err != nil {
+			t.Fatalf("payload %q", data)
+		}
+		seen[n]++
+	}
+	bad := 0
+	for i := range devices * per {
+		if seen[i] != 1 {
+			if bad++; bad <= 5 {
+				t.Errorf("message %d is in the stream %d times", i, seen[i])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d messages not in the stream exactly once", bad, devices*per)
+	}
+}
+
+func streamCount(t testing.TB, url string) uint64 {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), "TELEMETRY")
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+func streamPayloads(t testing.TB, url string) []string {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for len(out) < int(info.State.Msgs) {
+		batch, err := c.Fetch(min(1000, int(info.State.Msgs)-len(out)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, string(m.Data()))
+		}
+	}
+	return out
+}
