@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/gateway"
@@ -207,4 +210,69 @@ func TestEmbeddedBrokerUsersAndACL(t *testing.T) {
 		t.Fatalf("stream %v: want message 1 once and message 2 never", count)
 	}
 	_ = g
+}
+
+// MQTT 5 devices get the reason: a publish the full buffer (when_full:
+// reject) refuses gets PUBACK (QoS 1) or PUBREC (QoS 2) with 0x97, quota
+// exceeded, never a success; once the uplink drains the buffer, the same
+// publish succeeds. A payload over mqtt.max_payload gets 0x99.
+func TestEmbeddedBrokerMQTT5ReasonCodes(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	srv.Shutdown()
+	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true\n  max_payload: 8KiB", "buffer:\n  max_bytes: 64KiB\n  when_full: reject\n")
+	g := startGateway(t, cfg)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "tcp://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho5.NewClient(paho5.ClientConfig{ClientID: "device-v5", Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if ca, err := c.Connect(ctx, &paho5.Connect{ClientID: "device-v5", KeepAlive: 30, CleanStart: true}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect: %v %+v", err, ca)
+	}
+	defer c.Disconnect(&paho5.Disconnect{})
+	publish := func(i int, qos byte) (byte, error) {
+		r, err := c.Publish(ctx, &paho5.Publish{Topic: topicOf(i), QoS: qos, Payload: payloadOf(i)})
+		if r == nil {
+			return 0, err
+		}
+		return r.ReasonCode, err
+	}
+	stored := map[int]bool{}
+	full := -1
+	for i := 0; i < 2000 && full < 0; i++ {
+		code, err := publish(i, byte(1+i%2))
+		switch {
+		case code == 0 && err == nil:
+			stored[i] = true
+		case code == 0x97:
+			full = i
+		default:
+			t.Fatalf("publish %d: code %#x, %v", i, code, err)
+		}
+	}
+	if full < 0 || len(stored) == 0 {
+		t.Fatalf("the buffer never said full (%d stored)", len(stored))
+	}
+	if code, _ := publish(full+1, 2); code != 0x97 {
+		t.Fatalf("QoS 2 into a full buffer: PUBREC code %#x, want 0x97", code)
+	}
+	if r, err := c.Publish(ctx, &paho5.Publish{Topic: topicOf(9999), QoS: 1, Payload: make([]byte, 9<<10)}); r == nil || r.ReasonCode != 0x99 {
+		t.Fatalf("payload over max_payload: %+v, %v; want 0x99", r, err)
+	}
+	if appended := g.Stats().Buffer.Appended; appended != uint64(len(stored)) {
+		t.Fatalf("%d stored by the buffer, %d acknowledged as stored", appended, len(stored))
+	}
+	srv.Restart()
+	waitFor(t, time.Minute, "the buffer to drain", func() bool { return g.Stats().Buffer.Events == 0 })
+	for _, i := range []int{full, full + 1} {
+		if code, err := publish(i, 1); code != 0 || err != nil {
+			t.Fatalf("publish %d again after the drain: %#x %v", i, code, err)
+		}
+		stored[i] = true
+	}
+	waitFor(t, time.Minute, "everything upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(stored)) })
+	checkExactlyOnce(t, srv.URL(), stored)
 }
