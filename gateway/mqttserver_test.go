@@ -276,3 +276,51 @@ func TestEmbeddedBrokerMQTT5ReasonCodes(t *testing.T) {
 	waitFor(t, time.Minute, "everything upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(stored)) })
 	checkExactlyOnce(t, srv.URL(), stored)
 }
+
+// A local subscriber's persistent session (clean session off) survives a
+// restart of edgegw: after it, the subscriber reconnects without
+// subscribing again and still receives (the sessions are kept in
+// data_dir/broker-sessions.db).
+func TestEmbeddedBrokerKeepsLocalSessions(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true", "")
+	cfg.HTTP.Listen = "off"
+	g, err := gateway.New(cfg, gateway.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runGateway(t, g)
+	got := make(chan string, 16)
+	o := paho.NewClientOptions().AddBroker(url).SetClientID("dashboard").SetCleanSession(false).
+		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(100 * time.Millisecond).
+		SetConnectRetryInterval(100 * time.Millisecond).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
+	sub := paho.NewClient(o)
+	if tok := sub.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(100)
+	if tok := sub.Subscribe("alerts/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	stop()
+
+	g2, err := gateway.New(cfg, gateway.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(runGateway(t, g2))
+	waitFor(t, 30*time.Second, "the subscriber back", func() bool { return sub.IsConnectionOpen() })
+	dev := newPublisher(t, url, "device", true)
+	if tok := dev.c.Publish("alerts/door", 1, false, "open"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	select {
+	case m := <-got:
+		if m != "open" {
+			t.Fatalf("got %q", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscriber's session did not survive the restart: nothing received")
+	}
+}
