@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 )
 
 var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment", "UPSTREAM_PASSWORD": "x"}
@@ -136,6 +138,10 @@ upstream:
 		{"sensor ttl", good + "sensors:\n  - name: a\n    driver: sim\n    ttl: 10ms\n", "sensors[0].ttl", 13, "under 1s"},
 		{"drain", good + "  drain: newest_first\n", "upstream.drain", 10, "live_first or oldest_first"},
 		{"lower_share", good + "  lower_share: 0.9\n", "upstream.lower_share", 10, "outside 0..0.5"},
+		{"server without users", strings.Replace(good, "  subscriptions:", "  server:\n    listen: 0.0.0.0:1883\n  subscriptions:", 1), "mqtt.server.users_file", 0, "allow_anonymous"},
+		{"server listen", strings.Replace(good, "  subscriptions:", "  server:\n    listen: \"1883\"\n    allow_anonymous: true\n  subscriptions:", 1), "mqtt.server.listen", 0, "not host:port"},
+		{"server tls", strings.Replace(good, "  subscriptions:", "  server:\n    allow_anonymous: true\n    tls:\n      listen: 0.0.0.0:8883\n  subscriptions:", 1), "mqtt.server.tls", 0, "cert_file and key_file"},
+		{"server users file", strings.Replace(good, "  subscriptions:", "  server:\n    listen: 0.0.0.0:1883\n    users_file: /nonexistent/users.yaml\n  subscriptions:", 1), "mqtt.server.users_file", 0, "no such file"},
 		{"no source", "gateway:\n  id: gw1\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", "mqtt", 0, "no source"},
 		{"not yaml", "gateway: [", "(file)", 0, "yaml"},
 		{"empty", "", "(file)", 0, "empty config"},
@@ -212,6 +218,24 @@ func TestSummaryShowsDefaults(t *testing.T) {
 		if strings.Contains(sum, not) {
 			t.Errorf("summary shows %q for an mcp9808:\n%s", not, sum)
 		}
+	}
+}
+
+// With mqtt.server, mqtt.broker is optional; a users file with a bad
+// hash is refused with the user named.
+func TestServerConfig(t *testing.T) {
+	const text = "gateway:\n  id: gw1\nmqtt:\n  server:\n    listen: 0.0.0.0:1883\n    users_file: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"
+	users := filepath.Join(t.TempDir(), "users.yaml")
+	os.WriteFile(users, []byte("users:\n  - name: dev1\n    password_hash: plaintext\n    publish: [sensors/#]\n"), 0o600)
+	_, err := gateway.ParseConfig("x.yaml", []byte(fmt.Sprintf(text, users)), lookup)
+	if err == nil || !strings.Contains(err.Error(), "(dev1): password_hash is not a bcrypt hash") {
+		t.Fatalf("a plaintext password: %v", err)
+	}
+	hash, _ := mqttbroker.HashPassword("pw")
+	os.WriteFile(users, []byte("users:\n  - name: dev1\n    password_hash: "+hash+"\n    publish: [sensors/#]\n"), 0o600)
+	cfg, err := gateway.ParseConfig("x.yaml", []byte(fmt.Sprintf(text, users)), lookup)
+	if err != nil || !cfg.MQTT.Server.On() || cfg.MQTT.Broker != "" {
+		t.Fatalf("a broker-only config: %v", err)
 	}
 }
 
