@@ -324,3 +324,35 @@ func TestEmbeddedBrokerKeepsLocalSessions(t *testing.T) {
 		t.Fatal("the subscriber's session did not survive the restart: nothing received")
 	}
 }
+
+// A retained message a device publishes is stored upstream like any other
+// and kept by the broker for subscribers that come later.
+func TestEmbeddedBrokerRetains(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true", "")
+	startGateway(t, cfg)
+	dev := newPublisher(t, url, "device", true)
+	if tok := dev.c.Publish("sensors/lobby/state", 1, true, "on"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	got := make(chan string, 1)
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("late"))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(100)
+	sub.Subscribe("sensors/lobby/#", 1, func(_ paho.Client, m paho.Message) {
+		if m.Retained() {
+			got <- string(m.Payload())
+		}
+	}).WaitTimeout(10 * time.Second)
+	select {
+	case v := <-got:
+		if v != "on" {
+			t.Fatalf("retained %q", v)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retained message for a later subscriber")
+	}
+	waitFor(t, 30*time.Second, "the message upstream", func() bool { return streamMsgs(t, srv.URL()) == 1 })
+}
