@@ -2,17 +2,24 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
+	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/subject"
 )
 
@@ -105,4 +112,152 @@ func ingestRun(b *testing.B, receiver func(*testing.B, string) (count func() uin
 		time.Sleep(time.Millisecond)
 	}
 	return ingestN / time.Since(start).Seconds()
+}
+
+// BenchmarkIntoStream times the whole path, a paho publisher's 100,000
+// QoS 1 messages of 128 bytes (1000 in flight) until the JetStream stream
+// holds every one, with nats-server as a separate process:
+//
+//   - via mosquitto: publisher → mosquitto (a process) → edgegw's MQTT
+//     source → buffer → forwarder → nats-server;
+//   - embedded: publisher → edgegw's own broker → buffer → forwarder →
+//     nats-server;
+//
+// beside the same run's baseline: the publisher → mosquitto → a bare paho
+// subscriber that acks at once. It needs EDGEGW_TEST_MOSQUITTO (the
+// mosquitto binary) and builds nats-server from the module cache.
+//
+//	EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto go test -run '^$' -bench IntoStream -benchtime 1x -count 3 ./gateway/
+func BenchmarkIntoStream(b *testing.B) {
+	if !mqtttest.Mosquitto() {
+		b.Skip("set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto: the baseline is mosquitto as a separate process")
+	}
+	natsBin := filepath.Join(b.TempDir(), "nats-server")
+	if out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		b.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	for range b.N {
+		base := ingestRun(b, func(b *testing.B, url string) (func() uint64, func()) {
+			var n atomic.Uint64
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("bare").SetCleanSession(false).
+				SetDefaultPublishHandler(func(paho.Client, paho.Message) { n.Add(1) }))
+			if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+				b.Fatal(t.Error())
+			}
+			if t := c.Subscribe("sensors/#", 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+				b.Fatal(t.Error())
+			}
+			return n.Load, func() { c.Disconnect(100) }
+		})
+		viaMosquitto := ingestRun(b, func(b *testing.B, url string) (func() uint64, func()) {
+			natsURL, stopNats := startNatsProcess(b, natsBin)
+			cfg, _ := configFor(b, url, natsURL, "")
+			return gatewayIntoStream(b, cfg, natsURL, stopNats)
+		})
+		embedded := intoStreamEmbedded(b, natsBin)
+		b.ReportMetric(base, "baseline-msgs/s")
+		b.ReportMetric(viaMosquitto, "via-mosquitto-msgs/s")
+		b.ReportMetric(embedded, "embedded-msgs/s")
+		b.ReportMetric(viaMosquitto/base, "via-mosquitto-x-baseline")
+		b.ReportMetric(embedded/base, "embedded-x-baseline")
+	}
+}
+
+// intoStreamEmbedded is ingestRun with edgegw as the broker.
+func intoStreamEmbedded(b *testing.B, natsBin string) float64 {
+	natsURL, stopNats := startNatsProcess(b, natsBin)
+	cfg, url := serverConfigFor(b, natsURL, "    allow_anonymous: true", "")
+	count, stop := gatewayIntoStream(b, cfg, natsURL, stopNats)
+	defer stop()
+	pub := newPublisher(b, url, "bench-pub", true)
+	defer pub.c.Disconnect(100)
+	payload := make([]byte, 128)
+	start := time.Now()
+	toks := make([]paho.Token, 0, 1000)
+	for i := 0; i < ingestN; i++ {
+		toks = append(toks, pub.c.Publish(topicOf(i), 1, false, payload))
+		if len(toks) == cap(toks) {
+			for _, t := range toks {
+				t.Wait()
+			}
+			toks = toks[:0]
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for count() < ingestN {
+		if time.Now().After(deadline) {
+			b.Fatalf("the stream holds %d of %d", count(), ingestN)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return ingestN / time.Since(start).Seconds()
+}
+
+// gatewayIntoStream runs a gateway with cfg; count is what the stream
+// holds.
+func gatewayIntoStream(b *testing.B, cfg *gateway.Config, natsURL string, stopNats func()) (count func() uint64, stop func()) {
+	cfg.HTTP.Listen = "off"
+	g, err := gateway.New(cfg, gateway.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stopGW := runGateway(b, g)
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	var last atomic.Uint64
+	var lastAt time.Time
+	count = func() uint64 {
+		if time.Since(lastAt) < 10*time.Millisecond {
+			return last.Load()
+		}
+		lastAt = time.Now()
+		if s, err := js.Stream(ctx, "TELEMETRY"); err == nil {
+			if info, err := s.Info(ctx); err == nil {
+				last.Store(info.State.Msgs)
+			}
+		}
+		return last.Load()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !g.Status().Ready {
+		if time.Now().After(deadline) {
+			b.Fatal("the gateway is not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return count, func() {
+		nc.Close()
+		stopGW()
+		stopNats()
+	}
+}
+
+// startNatsProcess runs nats-server with JetStream as a process of its own.
+func startNatsProcess(b *testing.B, bin string) (url string, stop func()) {
+	port := natstest.FreePort(b)
+	cmd := exec.Command(bin, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	url = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if nc, err := nats.Connect(url); err == nil {
+			nc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			b.Fatal("nats-server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return url, func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}
 }
