@@ -372,6 +372,7 @@ func (w *worker) done(batch []item, err error) {
 		if errors.Is(err, buffer.ErrFull) {
 			code = packets.ErrQuotaExceeded
 		}
+		var gone *mqtt.Client
 		for _, it := range batch {
 			if it.cl.Properties.ProtocolVersion == 5 {
 				if it.pk.FixedHeader.Qos > 0 {
@@ -381,7 +382,10 @@ func (w *worker) done(batch []item, err error) {
 			}
 			// 3.1.1 has no reason codes: no PUBACK, and a disconnect, so
 			// the device sends it again when it reconnects.
-			_ = srv.DisconnectClient(it.cl, packets.ErrServerBusy)
+			if it.cl != gone {
+				gone = it.cl
+				_ = srv.DisconnectClient(it.cl, packets.ErrServerBusy)
+			}
 		}
 		return
 	}
@@ -391,7 +395,9 @@ func (w *worker) done(batch []item, err error) {
 		case 2:
 			// PUBREL finds it in flight, and mochi answers PUBCOMP.
 			rec := ack(pk, packets.CodeSuccess)
-			cl.State.Inflight.Set(rec)
+			if cl.State.Inflight.Set(rec) {
+				atomic.AddInt64(&srv.Info.Inflight, 1) // as mochi counts its own
+			}
 			_ = cl.WritePacket(rec)
 		case 1:
 			_ = cl.WritePacket(ack(pk, packets.CodeSuccess))
