@@ -356,3 +356,12 @@ func TestEmbeddedBrokerRetains(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "the message upstream", func() bool { return streamMsgs(t, srv.URL()) == 1 })
 }
+
+// The WebSocket listener: a device over ws:// is stored like any other.
+func TestEmbeddedBrokerWebSocket(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	port := natstest.FreePort(t)
+	cfg, _ := serverConfigFor(t, srv.URL(), fmt.Sprintf("    allow_anonymous: true\n    websocket: 127.0.0.1:%d", port), "")
+	startGateway(t, cfg)
+	deliverOne(t, paho.NewClientOptions().AddBroker(fmt.Sprintf("ws://127.0.0.1:%d/", port)).SetClientID("ws-device"), srv.URL())
+}
