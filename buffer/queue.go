@@ -610,6 +610,12 @@ func (q *Queue) Close() error {
 		q.mu.Lock()
 		q.closed = true
 		q.mu.Unlock()
+		// The last commit writes the freelist (the others skip it:
+		// NoFreelistSync), so the next open reads it instead of walking
+		// every page of the file through the mapping — the walk that
+		// made the process's lifetime peak RSS the file's size. After a
+		// crash there is none, and bbolt walks.
+		q.db.NoFreelistSync = false
 		err := q.db.Update(func(tx *bolt.Tx) error {
 			return putUint(tx.Bucket(bucketMeta), keyClean, 1)
 		})
