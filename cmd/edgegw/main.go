@@ -38,6 +38,7 @@ const usage = `usage:
   edgegw i2c scan [--bus 1]
   edgegw mqtt hash-password [--password-file FILE]   (else the password on stdin)
   edgegw health [--addr 127.0.0.1:9180] [--live]
+  edgegw status [--addr 127.0.0.1:9180] [--watch [--every 2s]]
   edgegw version
 `
 
@@ -76,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSensorsRead(args[2:], stdout, stderr)
 	case args[0] == "mqtt" && len(args) > 1 && args[1] == "hash-password":
 		return cmdHashPassword(args[2:], os.Stdin, stdout, stderr)
+	case args[0] == "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case args[0] == "health":
 		return cmdHealth(args[1:], stdout, stderr)
 	case args[0] == "version" || args[0] == "--version":

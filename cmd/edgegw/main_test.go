@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -114,6 +115,16 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	var live bytes.Buffer
 	if code := run([]string{"health", "--live", "--addr", m[1]}, &live, io.Discard); code != 0 || live.String() != "ok\n" {
 		t.Fatalf("health --live: %d %q", code, live.String())
+	}
+	// edgegw status: the same facts on one screen.
+	var status bytes.Buffer
+	if code := run([]string{"status", "--addr", m[1]}, &status, io.Discard); code != 0 {
+		t.Fatalf("status: exit %d\n%s", code, status.String())
+	}
+	for _, want := range []string{"edgegw gw1", "READY", "● connected", "stream TELEMETRY", "0 events", "drain live_first", "source", "● mqtt (mqtt)", "receiving"} {
+		if !strings.Contains(status.String(), want) {
+			t.Errorf("edgegw status lacks %q:\n%s", want, status.String())
+		}
 	}
 	// With the uplink gone, 5 readings are held, and still held after the
 	// stop: buffer stats must say 5.
@@ -330,5 +341,29 @@ func TestMQTTHashPassword(t *testing.T) {
 	os.WriteFile(pw, nil, 0o600)
 	if code := run([]string{"mqtt", "hash-password", "--password-file", pw}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "empty password") {
 		t.Fatalf("empty password: exit %d, %s", code, errb.String())
+	}
+}
+
+// The terminal view names what an installer looks for: a source down and
+// why, the uplink down since when, the clock, and with --watch the rates
+// and the time to drain.
+func TestStatusScreen(t *testing.T) {
+	age := 900.0
+	st := &gateway.Status{Gateway: "lobby-pi-01", Version: "v1", UptimeSeconds: 3600, NotReady: "no source can deliver",
+		Buffer:   gateway.BufferStatus{Events: 5000, Bytes: 3 << 20, Appended: 12000, Lanes: []gateway.LaneStatus{{Priority: 0, Events: 10}, {Priority: 5, TTL: "6h0m0s", Events: 4990}}},
+		Upstream: gateway.UpstreamStatus{Stream: "TELEMETRY", DownSince: time.Now().Add(-time.Minute), Acked: 7000, LastError: "uplink down since …", Drain: "live_first"},
+		Sources: []gateway.SourceStatus{
+			{Name: "mqtt-server", Kind: "mqtt-server", Up: true, Ingested: 12000, LastReadingAge: new(float64)},
+			{Name: "tank", Kind: "sensor", Up: false, LastError: `I²C bus "1": no such file`},
+			{Name: "door", Kind: "gpio", Up: true, LastReadingAge: &age},
+		}}
+	prev := *st
+	prev.Buffer.Appended, prev.Upstream.Acked = 10000, 3000
+	var out bytes.Buffer
+	renderStatus(&out, st, &prev, 2*time.Second)
+	for _, want := range []string{"NOT READY: no source can deliver", "○ DOWN since", "CLOCK NOT SYNCHRONIZED", "priority 5, ttl 6h0m0s", "○ tank (sensor)", `DOWN: I²C bus "1": no such file`, "◐ door (gpio)", "stale", "ingest 1000/s", "drain 2000/s", "time to drain 5s"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status screen lacks %q:\n%s", want, out.String())
+		}
 	}
 }
