@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -8,11 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
@@ -364,4 +368,127 @@ func TestEmbeddedBrokerWebSocket(t *testing.T) {
 	cfg, _ := serverConfigFor(t, srv.URL(), fmt.Sprintf("    allow_anonymous: true\n    websocket: 127.0.0.1:%d", port), "")
 	startGateway(t, cfg)
 	deliverOne(t, paho.NewClientOptions().AddBroker(fmt.Sprintf("ws://127.0.0.1:%d/", port)).SetClientID("ws-device"), srv.URL())
+}
+
+// A disk that fills up for real (a 4 MiB tmpfs; needs root, as .ci/run
+// has): with when_full: reject and max_bytes larger than the disk, the
+// commits fail and the device gets no PUBACK for what is not stored;
+// when space returns, ingest resumes by itself, and every reading the
+// device was told was stored reaches the stream. With drop_oldest and
+// max_bytes under the disk, the oldest are dropped and counted and the
+// file stays on the disk. The gateway never stops.
+func TestDiskFullOnARealFileSystem(t *testing.T) {
+	for _, tc := range []struct {
+		policy, maxBytes string
+	}{{"reject", "64MiB"}, {"drop_oldest", "1MiB"}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			disk := t.TempDir()
+			if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=4m"); err != nil {
+				t.Skipf("cannot mount a 4 MiB tmpfs to fill (needs root): %v", err)
+			}
+			t.Cleanup(func() { syscall.Unmount(disk, syscall.MNT_DETACH) })
+			srv := natstest.Start(t, nil)
+			srv.Shutdown()
+			cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true\n  max_payload: 16KiB",
+				fmt.Sprintf("buffer:\n  path: %s/buffer.db\n  max_bytes: %s\n  when_full: %s\n", disk, tc.maxBytes, tc.policy))
+			g := startGateway(t, cfg)
+
+			acked := map[int]bool{}
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("device").SetCleanSession(true).SetAutoReconnect(false))
+			if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatal(tok.Error())
+			}
+			defer c.Disconnect(100)
+			payload := func(i int) []byte {
+				return append(payloadOf(i), bytes.Repeat([]byte("x"), 10_000)...) // 10 KB each
+			}
+			publish := func(i int) bool {
+				tok := c.Publish(topicOf(i), 1, false, payload(i))
+				ok := tok.WaitTimeout(3*time.Second) && tok.Error() == nil
+				if ok {
+					acked[i] = true
+				}
+				return ok
+			}
+			i := 0
+			for ; i < 800; i++ { // 8 MB into a 4 MiB disk
+				if !publish(i) && tc.policy == "reject" {
+					break
+				}
+			}
+			st := g.Stats().Buffer
+			if tc.policy == "drop_oldest" {
+				if st.DroppedFull == 0 || len(acked) != 800 {
+					t.Fatalf("drop_oldest: %d acked, buffer %+v: want all stored and the oldest dropped, counted", len(acked), st)
+				}
+				return
+			}
+			if i == 800 || st.CommitError == "" || !strings.Contains(st.CommitError, "disk full") {
+				t.Fatalf("reject: %d published, buffer %+v: want a commit error naming the full disk", i, st)
+			}
+			if err := syscall.Mount("tmpfs", disk, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
+				t.Fatal(err)
+			}
+			// The device was disconnected (3.1.1, no success); it comes
+			// back and ingest resumes by itself.
+			c.Disconnect(0)
+			c = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("device").SetCleanSession(true).SetAutoReconnect(false))
+			waitFor(t, 30*time.Second, "the device back", func() bool { tok := c.Connect(); return tok.WaitTimeout(2*time.Second) && tok.Error() == nil })
+			for j := i; j < i+20; j++ {
+				if !publish(j) {
+					t.Fatalf("publish %d after space returned failed", j)
+				}
+			}
+			srv.Restart()
+			waitFor(t, time.Minute, "everything acknowledged upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(acked)) })
+			count := streamNs(t, srv.URL())
+			for n := range acked {
+				if count[n] != 1 {
+					t.Fatalf("acknowledged reading %d is in the stream %d times", n, count[n])
+				}
+			}
+		})
+	}
+}
+
+// streamNs counts the stream's messages by the n their payload starts
+// with ({"n":N,...}).
+func streamNs(t testing.TB, url string) map[int]int {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[int]int{}
+	for read := 0; read < int(info.State.Msgs); {
+		batch, err := c.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			read++
+			var n int
+			if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d`, &n); err != nil {
+				t.Fatalf("message %.40q is not one of ours", m.Data())
+			}
+			count[n]++
+		}
+	}
+	return count
 }
