@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,8 +32,27 @@ type Config struct {
 
 // HTTPConfig is the listener for /metrics, /healthz, /readyz and /status.
 type HTTPConfig struct {
-	// Listen is host:port (default 127.0.0.1:9180), or "off".
+	// Listen is host:port (default 127.0.0.1:9180), or "off". On any
+	// address but loopback, UsersFile is required.
 	Listen string `yaml:"listen"`
+	// UsersFile lists who may read the page and the endpoints (basic
+	// auth; the users file format of mqtt.server.users_file, bcrypt
+	// hashes). /healthz and /readyz stay open: they say nothing.
+	UsersFile string `yaml:"users_file,omitempty"`
+}
+
+// loopback reports whether a listen address is reachable from this
+// machine only.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // DefaultHTTPListen is where /metrics is served unless http.listen says

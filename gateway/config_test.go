@@ -13,7 +13,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 )
 
-var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment", "UPSTREAM_PASSWORD": "x"}
+var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment", "UPSTREAM_PASSWORD": "x", "EDGEGW_HTTP_USERS": "../deploy/http-users.example.yaml"}
 
 func lookup(k string) (string, bool) { v, ok := testEnv[k]; return v, ok }
 

@@ -235,6 +235,13 @@ func (c *Config) checkHTTPAndLog(k checker) {
 		host, port, err := net.SplitHostPort(l)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
 			k.bad("http.listen", "%q is not host:port (e.g. 127.0.0.1:9180, or :9180 for every interface) or off", l)
+		} else if !loopback(l) && c.HTTP.UsersFile == "" {
+			k.bad("http.listen", "%q is reachable from the network: set http.users_file (users with bcrypt hashes, as for mqtt.server: edgegw mqtt hash-password), or listen on 127.0.0.1", l)
+		}
+	}
+	if f := c.HTTP.UsersFile; f != "" {
+		if _, err := mqttbroker.LoadUsers(f); err != nil {
+			k.bad("http.users_file", "%v", strings.Replace(err.Error(), "mqtt.server.users_file", "http.users_file", 1))
 		}
 	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {

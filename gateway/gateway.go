@@ -61,6 +61,8 @@ type Gateway struct {
 	q        *buffer.Queue
 	fwd      *forward.Forwarder
 	srcs     []*source
+
+	history history // for the on-site page
 }
 
 // New checks cfg; it opens and starts nothing.
@@ -144,6 +146,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	grp.Go(func() error {
 		g.watch(gctx, 5*time.Second, time.Minute, 10*time.Minute)
+		return nil
+	})
+	grp.Go(func() error {
+		g.sampleHistory(gctx)
 		return nil
 	})
 	grp.Go(func() error { return fwd.Run(gctx) })

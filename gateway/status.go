@@ -125,6 +125,7 @@ type SourceStatus struct {
 	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
 	LastError string `json:"last_error,omitempty"`
 
+	LastValue      string    `json:"last_value,omitempty"` // the last reading's payload, at most 120 bytes
 	LastReading    time.Time `json:"last_reading,omitzero"`
 	LastReadingAge *float64  `json:"last_reading_age_seconds,omitempty"`
 }
@@ -137,6 +138,7 @@ type source struct {
 	ingested, duplicates, storeErrors atomic.Uint64
 	setAside                          atomic.Uint64 // too large to store: in the dead-letter lane
 	last                              atomic.Int64  // UnixNano of the last commit
+	lastValue                         atomic.Pointer[string] // the last event's payload, cut short
 }
 
 // emit commits events to q and counts them for this source.
@@ -154,6 +156,8 @@ func (s *source) emit(q *buffer.Queue) event.EmitFunc {
 		if stored > 0 {
 			s.ingested.Add(uint64(stored))
 			s.last.Store(time.Now().UnixNano())
+			v := string(events[len(events)-1].Payload[:min(len(events[len(events)-1].Payload), 120)])
+			s.lastValue.Store(&v)
 		}
 		return nil
 	}
@@ -167,6 +171,9 @@ func (s *source) status(now time.Time) SourceStatus {
 		Duplicates:  s.duplicates.Load(),
 		StoreErrors: s.storeErrors.Load(),
 		SetAside:    s.setAside.Load(),
+	}
+	if v := s.lastValue.Load(); v != nil {
+		st.LastValue = *v
 	}
 	if ns := s.last.Load(); ns != 0 {
 		st.LastReading = time.Unix(0, ns).UTC()

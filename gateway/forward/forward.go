@@ -259,6 +259,10 @@ func (f *Forwarder) Stats() Stats {
 	return s
 }
 
+// RTT is the round trip to the upstream server (a PING), or an error
+// when it is down.
+func (f *Forwarder) RTT() (time.Duration, error) { return f.nc.RTT() }
+
 // Run forwards until ctx ends, then waits (up to StopTimeout) for in-flight
 // PubAcks and returns nil; what is not acknowledged stays in the buffer.
 // It returns early only for a closed buffer, or an ErrConfig error before
