@@ -142,6 +142,7 @@ upstream:
 		{"server listen", strings.Replace(good, "  subscriptions:", "  server:\n    listen: \"1883\"\n    allow_anonymous: true\n  subscriptions:", 1), "mqtt.server.listen", 0, "not host:port"},
 		{"server tls", strings.Replace(good, "  subscriptions:", "  server:\n    allow_anonymous: true\n    tls:\n      listen: 0.0.0.0:8883\n  subscriptions:", 1), "mqtt.server.tls", 0, "cert_file and key_file"},
 		{"server users file", strings.Replace(good, "  subscriptions:", "  server:\n    listen: 0.0.0.0:1883\n    users_file: /nonexistent/users.yaml\n  subscriptions:", 1), "mqtt.server.users_file", 0, "no such file"},
+		{"http off loopback", good + "http:\n  listen: 0.0.0.0:9180\n", "http.listen", 11, "reachable from the network"},
 		{"no source", "gateway:\n  id: gw1\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", "mqtt", 0, "no source"},
 		{"not yaml", "gateway: [", "(file)", 0, "yaml"},
 		{"empty", "", "(file)", 0, "empty config"},

@@ -86,12 +86,12 @@ func New(cfg *Config, o Options) (*Gateway, error) {
 // stream, a buffer that cannot be opened).
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	c := g.cfg
-	ln, err := g.listen()
+	ln, users, err := g.listen()
 	if err != nil {
 		return err
 	}
 	if ln != nil {
-		defer g.serveHTTP(ln)()
+		defer g.serveHTTP(ln, users)()
 	}
 	g.mu.Lock()
 	g.started = time.Now()

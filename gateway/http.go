@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -41,16 +42,18 @@ func (g *Gateway) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(g.Status())
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "edgegw %s\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness\n/status   JSON status\n", g.cfg.Gateway.ID)
-	})
+	mux.HandleFunc("GET /{$}", g.page)
 	return mux
 }
 
 // serveHTTP serves Handler on ln until the returned stop is called; stop
 // waits for the serving goroutine.
-func (g *Gateway) serveHTTP(ln net.Listener) (stop func()) {
-	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
+func (g *Gateway) serveHTTP(ln net.Listener, users []mqttbroker.User) (stop func()) {
+	h := g.Handler()
+	if len(users) > 0 {
+		h = basicAuth(users, h)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -63,17 +66,27 @@ func (g *Gateway) serveHTTP(ln net.Listener) (stop func()) {
 	}
 }
 
-// listen opens the http.listen address; nil when it is "off".
-func (g *Gateway) listen() (net.Listener, error) {
+// listen opens the http.listen address (nil when it is "off") and reads
+// the users who may read it. Off loopback, users are required.
+func (g *Gateway) listen() (net.Listener, []mqttbroker.User, error) {
 	addr := g.cfg.HTTP.Listen
 	if addr == "off" {
-		return nil, nil
+		return nil, nil, nil
+	}
+	var users []mqttbroker.User
+	if f := g.cfg.HTTP.UsersFile; f != "" {
+		var err error
+		if users, err = mqttbroker.LoadUsers(f); err != nil {
+			return nil, nil, fmt.Errorf("http.users_file: %w", err)
+		}
+	} else if !loopback(addr) {
+		return nil, nil, fmt.Errorf("http.listen %s is reachable from the network: set http.users_file (users with bcrypt hashes), or listen on 127.0.0.1", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("http.listen %s: %w (is another edgegw or exporter on that port? set http.listen to a free address, or off)", addr, err)
+		return nil, nil, fmt.Errorf("http.listen %s: %w (is another edgegw or exporter on that port? set http.listen to a free address, or off)", addr, err)
 	}
-	return ln, nil
+	return ln, users, nil
 }
 
 // HTTPAddr is the address /metrics is served on once Run has started, or

@@ -69,7 +69,17 @@ func TestDeployFilesAgree(t *testing.T) {
 			t.Errorf("deploy/Dockerfile lacks %q", want)
 		}
 	}
-	cfg, err := gateway.ParseConfig("container.yaml", []byte(read("configs/container.yaml")), func(string) (string, bool) { return "", false })
+	// The image puts the example users file where the config points.
+	users := "COPY deploy/http-users.example.yaml /etc/edgegw/http-users.yaml"
+	if !strings.Contains(docker, users) {
+		t.Errorf("deploy/Dockerfile lacks %q", users)
+	}
+	cfg, err := gateway.ParseConfig("container.yaml", []byte(read("configs/container.yaml")), func(k string) (string, bool) {
+		if k == "EDGEGW_HTTP_USERS" {
+			return "../../deploy/http-users.example.yaml", true // /etc/edgegw/http-users.yaml in the image
+		}
+		return "", false
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
