@@ -60,7 +60,7 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 	}
 	if n := len(hist); n > 0 {
 		last := hist[n-1]
-		if last.rttMillis >= 0 {
+		if last.rttMillis >= 0 && st.Upstream.Connected {
 			d.RTT = fmt.Sprintf("%.1f ms", last.rttMillis)
 		}
 		switch {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
@@ -156,7 +158,7 @@ func (s *source) emit(q *buffer.Queue) event.EmitFunc {
 		if stored > 0 {
 			s.ingested.Add(uint64(stored))
 			s.last.Store(time.Now().UnixNano())
-			v := string(events[len(events)-1].Payload[:min(len(events[len(events)-1].Payload), 120)])
+			v := displayValue(events[len(events)-1].Payload)
 			s.lastValue.Store(&v)
 		}
 		return nil
@@ -343,4 +345,16 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 			}
 		}
 	}
+}
+
+// displayValue is a payload as a person may read it: at most 120 bytes,
+// control bytes and invalid UTF-8 shown as '·'.
+func displayValue(p []byte) string {
+	p = p[:min(len(p), 120)]
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			return '·'
+		}
+		return r
+	}, string(p))
 }
