@@ -82,26 +82,32 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 		d.DiskFree = bytesText(int64(fs.Bavail) * int64(fs.Bsize))
 	}
 	for _, s := range st.Sources {
-		ps := pageSource{S: s, Class: "ok", State: "receiving", Age: "never"}
-		if s.LastReadingAge != nil {
-			ps.Age = secs(*s.LastReadingAge) + " ago"
-		}
-		switch {
-		case !s.Up:
-			ps.Class, ps.State = "err", "error"
-			if s.LastError != "" {
-				ps.State += ": " + s.LastError
-			}
-		case s.LastReadingAge == nil || *s.LastReadingAge > staleAfter.Seconds():
-			ps.Class, ps.State = "stale", "stale"
-		}
-		d.Sources = append(d.Sources, ps)
+		d.Sources = append(d.Sources, sourceRow(s))
 	}
 	d.Sparks = sparks(hist)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := pageTemplate.Execute(w, d); err != nil {
 		g.log.Error("render the page", "err", err)
 	}
+}
+
+// sourceRow is a source's line on the page: its dot says receiving, stale
+// (nothing for staleAfter) or error.
+func sourceRow(s SourceStatus) pageSource {
+	ps := pageSource{S: s, Class: "ok", State: "receiving", Age: "never"}
+	if s.LastReadingAge != nil {
+		ps.Age = secs(*s.LastReadingAge) + " ago"
+	}
+	switch {
+	case !s.Up:
+		ps.Class, ps.State = "err", "error"
+		if s.LastError != "" {
+			ps.State += ": " + s.LastError
+		}
+	case s.LastReadingAge == nil || *s.LastReadingAge > staleAfter.Seconds():
+		ps.Class, ps.State = "stale", "stale"
+	}
+	return ps
 }
 
 // sparks are the page's sparklines: backlog and oldest age of each
