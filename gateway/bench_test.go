@@ -90,7 +90,14 @@ func ingestRun(b *testing.B, receiver func(*testing.B, string) (count func() uin
 	defer broker.Shutdown()
 	count, stop := receiver(b, broker.URL())
 	defer stop()
-	pub := newPublisher(b, broker.URL(), "bench-pub", true)
+	return publishUntil(b, broker.URL(), count)
+}
+
+// publishUntil publishes ingestN QoS 1 messages of 128 bytes to the broker
+// at url, 1000 in flight, and returns messages/s until count says all
+// arrived.
+func publishUntil(b *testing.B, url string, count func() uint64) float64 {
+	pub := newPublisher(b, url, "bench-pub", true)
 	defer pub.c.Disconnect(100)
 	payload := make([]byte, 128)
 	start := time.Now()
@@ -169,28 +176,7 @@ func intoStreamEmbedded(b *testing.B, natsBin string) float64 {
 	cfg, url := serverConfigFor(b, natsURL, "    allow_anonymous: true", "")
 	count, stop := gatewayIntoStream(b, cfg, natsURL, stopNats)
 	defer stop()
-	pub := newPublisher(b, url, "bench-pub", true)
-	defer pub.c.Disconnect(100)
-	payload := make([]byte, 128)
-	start := time.Now()
-	toks := make([]paho.Token, 0, 1000)
-	for i := 0; i < ingestN; i++ {
-		toks = append(toks, pub.c.Publish(topicOf(i), 1, false, payload))
-		if len(toks) == cap(toks) {
-			for _, t := range toks {
-				t.Wait()
-			}
-			toks = toks[:0]
-		}
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for count() < ingestN {
-		if time.Now().After(deadline) {
-			b.Fatalf("the stream holds %d of %d", count(), ingestN)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return ingestN / time.Since(start).Seconds()
+	return publishUntil(b, url, count)
 }
 
 // gatewayIntoStream runs a gateway with cfg; count is what the stream

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -95,16 +94,23 @@ http:
 			}
 		})
 	}
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	streamCount := func() uint64 { n, _ := streamCountOK(js); return n }
 	for k := range 5 {
 		time.Sleep(600 * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
-		t.Logf("kill %d: %d messages in the stream", k+1, streamCount(t, srv.URL()))
+		t.Logf("kill %d: %d messages in the stream", k+1, streamCount())
 		cmd, logs = start()
 	}
 	wg.Wait()
 	deadline := time.Now().Add(2 * time.Minute)
-	for streamCount(t, srv.URL()) < devices*per && time.Now().Before(deadline) {
+	for streamCount() < devices*per && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // anything more would be a duplicate
@@ -114,10 +120,10 @@ http:
 	}
 
 	seen := map[int]int{}
-	for _, data := range streamPayloads(t, srv.URL()) {
-		n, err := strconv.Atoi(data)
+	for _, m := range streamMessages(t, js) {
+		n, err := strconv.Atoi(m.data)
 		if err != nil {
-			t.Fatalf("payload %q", data)
+			t.Fatalf("payload %q", m.data)
 		}
 		seen[n]++
 	}
@@ -132,57 +138,4 @@ http:
 	if bad > 0 {
 		t.Fatalf("%d of %d messages not in the stream exactly once", bad, devices*per)
 	}
-}
-
-func streamCount(t testing.TB, url string) uint64 {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return 0
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	s, err := js.Stream(context.Background(), "TELEMETRY")
-	if err != nil {
-		return 0
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		return 0
-	}
-	return info.State.Msgs
-}
-
-func streamPayloads(t testing.TB, url string) []string {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for len(out) < int(info.State.Msgs) {
-		batch, err := c.Fetch(min(1000, int(info.State.Msgs)-len(out)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, string(m.Data()))
-		}
-	}
-	return out
 }
