@@ -30,6 +30,9 @@ func chromium(t *testing.T) string {
 // rendering names the gateway, the uplink's state, each lane and each
 // source; a screenshot at a phone's width is an image, not blank.
 func TestPageInABrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
 	browser := chromium(t)
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	srv := natstest.Start(t, nil)
