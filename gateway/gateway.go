@@ -133,6 +133,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.fwd, g.srcs = fwd, srcs
 	g.mu.Unlock()
 
+	if svc, err := g.serveCommands(nc); err != nil {
+		g.log.Warn("the command endpoints are not served", "err", err)
+	} else {
+		defer svc.Stop()
+	}
 	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
 		"buffered", q.Stats().Events, "sources", len(srcs))
 	grp, gctx := errgroup.WithContext(ctx)

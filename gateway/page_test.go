@@ -14,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/nats-io/nats.go"
 )
 
 // The page at / shows the gateway, the uplink, the buffer with its lanes
@@ -100,6 +101,34 @@ func TestHTTPOffLoopbackNeedsUsers(t *testing.T) {
 	} {
 		if got := do(tc.path, tc.user, tc.pass); got != tc.want {
 			t.Errorf("GET %s as %q: %d, want %d", tc.path, tc.user, got, tc.want)
+		}
+	}
+}
+
+// Each gateway is an instance of the micro service "edgegw": a PING finds
+// it, and edgegw.<id>.status, .buffer and .config answer.
+func TestCommandEndpoints(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
+	startGateway(t, cfg)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	waitFor(t, 30*time.Second, "the service to answer a PING", func() bool {
+		m, err := nc.Request("$SRV.PING.edgegw", nil, time.Second)
+		return err == nil && strings.Contains(string(m.Data), `"gateway":"gw1"`)
+	})
+	for subj, want := range map[string]string{
+		"edgegw.gw1.status": `"gateway":"gw1"`,
+		"edgegw.gw1.buffer": `"lanes"`,
+		"edgegw.gw1.config": `"revision"`,
+	} {
+		m, err := nc.Request(subj, nil, 5*time.Second)
+		if err != nil || !strings.Contains(string(m.Data), want) {
+			t.Errorf("%s: %v %.200s, want %s", subj, err, m.Data, want)
 		}
 	}
 }

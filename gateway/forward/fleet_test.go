@@ -240,3 +240,53 @@ func TestSingleNodeHubFromDeploy(t *testing.T) {
 		t.Fatalf("read back %d of 10", i)
 	}
 }
+
+// The hub's permissions for command endpoints (deploy/upstream): a
+// gateway serves its own (an operator's request reaches it and its
+// answer comes back) and cannot serve another's.
+func TestFleetGatewayServesOnlyItsOwnCommands(t *testing.T) {
+	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
+		t.Setenv(k, v)
+	}
+	hub, err := server.ProcessConfigFile("../../deploy/upstream/hub.conf")
+	if err != nil {
+		t.Fatalf("deploy/upstream/hub.conf: %v", err)
+	}
+	srv := natstest.Start(t, func(o *server.Options) {
+		o.Accounts, o.Users, o.SystemAccount = hub.Accounts, hub.Users, hub.SystemAccount
+		o.JetStreamMaxStore = hub.JetStreamMaxStore
+	})
+	denied := make(chan error, 4)
+	gw, err := nats.Connect(srv.URL(), nats.UserInfo("lobby-pi-01", "lobby-pw"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	if _, err := gw.Subscribe("edgegw.lobby-pi-01.status", func(m *nats.Msg) { m.Respond([]byte("lobby ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Subscribe("edgegw.van-07.status", func(m *nats.Msg) { m.Respond([]byte("impostor")) }); err != nil {
+		t.Fatal(err)
+	}
+	gw.Flush()
+	ops, err := nats.Connect(srv.URL(), nats.UserInfo("ops", "ops-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	if m, err := ops.Request("edgegw.lobby-pi-01.status", nil, 2*time.Second); err != nil || string(m.Data) != "lobby ok" {
+		t.Fatalf("the gateway's own endpoint: %v", err)
+	}
+	if m, err := ops.Request("edgegw.van-07.status", nil, time.Second); err == nil {
+		t.Fatalf("lobby-pi-01 answered van-07's endpoint: %q", m.Data)
+	}
+	select {
+	case err := <-denied:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "edgegw.van-07") {
+			t.Fatalf("want a permission violation for edgegw.van-07: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no permission violation for another gateway's endpoint")
+	}
+}
