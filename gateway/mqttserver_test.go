@@ -298,6 +298,9 @@ func TestEmbeddedBrokerKeepsLocalSessions(t *testing.T) {
 	o := paho.NewClientOptions().AddBroker(url).SetClientID("dashboard").SetCleanSession(false).
 		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(100 * time.Millisecond).
 		SetConnectRetryInterval(100 * time.Millisecond).
+		// A reconnect that reaches the stopping broker may get no CONNACK:
+		// give up on it after 2s, not paho's default 30s.
+		SetConnectTimeout(2 * time.Second).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
 	sub := paho.NewClient(o)
 	if tok := sub.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
@@ -314,7 +317,7 @@ func TestEmbeddedBrokerKeepsLocalSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g2))
-	waitFor(t, 30*time.Second, "the subscriber back", func() bool { return sub.IsConnectionOpen() })
+	waitFor(t, time.Minute, "the subscriber back", func() bool { return sub.IsConnectionOpen() })
 	dev := newPublisher(t, url, "device", true)
 	if tok := dev.c.Publish("alerts/door", 1, false, "open"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
