@@ -15,8 +15,6 @@ import (
 
 	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
@@ -458,40 +456,13 @@ func TestDiskFullOnARealFileSystem(t *testing.T) {
 // with ({"n":N,...}).
 func streamNs(t testing.TB, url string) map[int]int {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	count := map[int]int{}
-	for read := 0; read < int(info.State.Msgs); {
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
+	for _, m := range natstest.Messages(t, url) {
+		var n int
+		if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d`, &n); err != nil {
+			t.Fatalf("message %.40q is not one of ours", m.Data())
 		}
-		for m := range batch.Messages() {
-			read++
-			var n int
-			if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d`, &n); err != nil {
-				t.Fatalf("message %.40q is not one of ours", m.Data())
-			}
-			count[n]++
-		}
+		count[n]++
 	}
 	return count
 }

@@ -120,7 +120,7 @@ http:
 	}
 
 	seen := map[int]int{}
-	for _, m := range streamMessages(t, js) {
+	for _, m := range streamMessages(t, srv.URL()) {
 		n, err := strconv.Atoi(m.data)
 		if err != nil {
 			t.Fatalf("payload %q", m.data)

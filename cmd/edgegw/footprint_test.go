@@ -270,32 +270,37 @@ func (m *memPeak) sample(ctx context.Context, pid int) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
+		kb, ok := procStatus(pid)
+		if !ok {
 			return
 		}
-		s := bufio.NewScanner(f)
 		m.mu.Lock()
-		for s.Scan() {
-			k, v, _ := strings.Cut(s.Text(), ":")
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			switch k {
-			case "VmHWM":
-				m.hwm = max(m.hwm, kb)
-			case "VmRSS":
-				m.rss = max(m.rss, kb)
-			case "RssAnon":
-				m.anon = max(m.anon, kb)
-			case "RssFile":
-				m.file = max(m.file, kb)
-			}
-		}
+		m.hwm, m.rss = max(m.hwm, kb["VmHWM"]), max(m.rss, kb["VmRSS"])
+		m.anon, m.file = max(m.anon, kb["RssAnon"]), max(m.file, kb["RssFile"])
 		m.mu.Unlock()
-		f.Close()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// procStatus reads the kB figures of /proc/<pid>/status (VmRSS, VmHWM,
+// RssAnon, RssFile…); false once the process is gone.
+func procStatus(pid int) (map[string]int64, bool) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	kb := map[string]int64{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, v, _ := strings.Cut(s.Text(), ":")
+		if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+			kb[k] = n
+		}
+	}
+	return kb, true
 }

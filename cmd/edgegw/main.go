@@ -228,12 +228,10 @@ func cmdHealth(args []string, stdout, stderr io.Writer) int {
 	if *live {
 		path = "/healthz"
 	}
-	// Take http.listen as written, or a URL.
-	*addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(*addr, "http://"), "https://"), "/")
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + *addr + path)
+	resp, err := c.Get(baseURL(*addr) + path)
 	if err != nil {
-		fmt.Fprintf(stderr, "edgegw: no answer from %s%s: %v (is edgegw running, and is http.listen %s?)\n", *addr, path, err, *addr)
+		fmt.Fprintf(stderr, "edgegw: no answer from %s%s: %v (is edgegw running, and is http.listen %s?)\n", baseURL(*addr), path, err, *addr)
 		return 1
 	}
 	defer resp.Body.Close()
@@ -243,4 +241,10 @@ func cmdHealth(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// baseURL is the gateway's HTTP address, taken as http.listen is written
+// (127.0.0.1:9180) or as a URL (http://127.0.0.1:9180/).
+func baseURL(addr string) string {
+	return "http://" + strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://"), "/")
 }

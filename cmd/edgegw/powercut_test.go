@@ -170,7 +170,7 @@ http:
 	}
 
 	seqs, payloads := map[string]int{}, map[int]int{}
-	for _, m := range streamMessages(t, js) {
+	for _, m := range streamMessages(t, srv.URL()) {
 		seqs[m.id]++
 		n, _ := strconv.Atoi(m.data)
 		payloads[n]++

@@ -99,7 +99,8 @@ loop:
 			}
 			up = !up
 		case <-minute.C:
-			rss, hwm := procStatus(cmd.Process.Pid)
+			kb, _ := procStatus(cmd.Process.Pid)
+			rss, hwm := float64(kb["VmRSS"])/1024, float64(kb["VmHWM"])/1024
 			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
 			mu.Lock()
 			n := len(acked)
@@ -128,7 +129,7 @@ loop:
 		t.Errorf("edgegw: %v\n%s", err, tail(logs.String(), 20))
 	}
 	seqs, payloads := map[string]int{}, map[int]int{}
-	for _, m := range streamMessages(t, js) {
+	for _, m := range streamMessages(t, srv.URL()) {
 		seqs[m.id]++
 		n, _ := strconv.Atoi(m.data)
 		payloads[n]++
@@ -206,30 +207,6 @@ func soakDevice(url string, stop chan struct{}, mu *sync.Mutex, acked map[int]bo
 		settle(0)
 		c.Disconnect(0)
 	}
-}
-
-// procStatus is a process's VmRSS and VmHWM in MiB.
-func procStatus(pid int) (rss, hwm float64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(fields[1], 64)
-		switch fields[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm
 }
 
 // goroutines reads go_goroutines from the gateway's /metrics.

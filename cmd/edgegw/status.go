@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,7 +21,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	base := "http://" + strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(*addr, "http://"), "https://"), "/")
+	base := baseURL(*addr)
 	var prev *gateway.Status
 	var prevAt time.Time
 	for {

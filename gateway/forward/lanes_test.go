@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/buffer"
@@ -26,44 +25,18 @@ type stored struct {
 // streamMessages reads the whole stream in stream order.
 func streamMessages(t testing.TB, url string) []stored {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []stored
-	for len(out) < int(info.State.Msgs) {
-		batch, err := c.Fetch(min(1000, int(info.State.Msgs)-len(out)), jetstream.FetchMaxWait(5*time.Second))
+	for _, m := range natstest.Messages(t, url) {
+		h := m.Headers()
+		seq, err := strconv.ParseUint(strings.TrimPrefix(h.Get(jetstream.MsgIDHeader), gw+"-"), 10, 64)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("msg id %q", h.Get(jetstream.MsgIDHeader))
 		}
-		for m := range batch.Messages() {
-			h := m.Headers()
-			seq, err := strconv.ParseUint(strings.TrimPrefix(h.Get(jetstream.MsgIDHeader), gw+"-"), 10, 64)
-			if err != nil {
-				t.Fatalf("msg id %q", h.Get(jetstream.MsgIDHeader))
-			}
-			p := buffer.DefaultPriority
-			if v := h.Get(forward.HeaderPriority); v != "" {
-				p, _ = strconv.Atoi(v)
-			}
-			out = append(out, stored{seq: seq, priority: p, backfill: h.Get(forward.HeaderBackfill) == "true"})
+		p := buffer.DefaultPriority
+		if v := h.Get(forward.HeaderPriority); v != "" {
+			p, _ = strconv.Atoi(v)
 		}
+		out = append(out, stored{seq: seq, priority: p, backfill: h.Get(forward.HeaderBackfill) == "true"})
 	}
 	return out
 }

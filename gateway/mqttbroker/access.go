@@ -120,16 +120,12 @@ func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		filters = u.Publish
 	}
 	for _, f := range filters {
-		if write && mqttsource.Match(f, topic) || !write && covers(f, topic) {
+		// A subscription's filter is allowed when the user's filter
+		// matches it as a topic: every topic it matches, f matches.
+		if mqttsource.Match(f, topic) {
 			return true
 		}
 	}
 	a.b.log.Warn("MQTT client denied by its ACL", "client", cl.ID, "username", name, "topic", topic, "publish", write)
 	return false
-}
-
-// covers reports whether filter f allows subscribing to filter s: every
-// topic s matches, f matches.
-func covers(f, s string) bool {
-	return mqttsource.Match(f, s)
 }

@@ -27,10 +27,7 @@ func refusedSubs(t mqtt.Token) []string {
 }
 
 // Match reports whether the MQTT topic filter matches topic.
-func Match(filter, topic string) bool { return match(filter, topic) }
-
-// match reports whether the MQTT topic filter matches topic.
-func match(filter, topic string) bool {
+func Match(filter, topic string) bool {
 	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {
 		return false // wildcards at the start never match $SYS-like topics
 	}

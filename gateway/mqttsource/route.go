@@ -44,7 +44,7 @@ func Route(subs []Subscription, maxPayload int, session string, m Message, now t
 	}
 	var sub *Subscription
 	for i := range subs {
-		if match(subs[i].Topic, m.Topic) {
+		if Match(subs[i].Topic, m.Topic) {
 			sub = &subs[i]
 			break
 		}

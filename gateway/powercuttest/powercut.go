@@ -32,10 +32,9 @@ type FS struct {
 // undo is what one backing file looked like at its last fsync: its size,
 // and the bytes the writes since overwrote, in order.
 type undo struct {
-	path   string
-	size   int64
-	spans  []span
-	synced bool // size is known
+	path  string
+	size  int64
+	spans []span
 }
 
 type span struct {
@@ -105,10 +104,8 @@ func (f *FS) Cut() (lostWrites int) {
 			}
 		}
 		lostWrites += len(u.spans)
-		if u.synced {
-			if err := file.Truncate(u.size); err != nil {
-				f.t.Errorf("power cut: truncate %s: %v", u.path, err)
-			}
+		if err := file.Truncate(u.size); err != nil {
+			f.t.Errorf("power cut: truncate %s: %v", u.path, err)
 		}
 		file.Sync()
 		file.Close()
@@ -157,7 +154,7 @@ func (f *FS) record(ino uint64, p string, fd int, off int64, n int) syscall.Errn
 		if err := syscall.Fstat(fd, &st); err != nil {
 			return fs.ToErrno(err)
 		}
-		u.size, u.synced = st.Size, true // durable as far as this test knows
+		u.size = st.Size // durable: nothing written since the last sync
 		f.files[ino] = u
 	}
 	old := make([]byte, n)
