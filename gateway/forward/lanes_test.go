@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,5 +213,69 @@ func TestReadBackAfterTheDuplicateWindow(t *testing.T) {
 	checkOnceAndLaneOrder(t, msgs, 6500)
 	if st := f.Stats(); st.Skipped == 0 {
 		t.Logf("stats %+v: no event was found already in the stream on reconnect", st)
+	}
+}
+
+// stepClock is a machine clock for the buffer: one boot, the wall clock
+// unsynchronized until sync steps it.
+type stepClock struct {
+	mu sync.Mutex
+	s  buffer.Stamp
+}
+
+func (c *stepClock) Now() buffer.Stamp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.s
+}
+
+func (c *stepClock) sync(step time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.Wall, c.s.Synced = c.s.Wall.Add(step), true
+}
+
+// An event taken before the clock synchronized is sent with its time
+// corrected by the boot's first sync; one whose boot never synchronized
+// says so in Edgegw-Time-Unsynced.
+func TestUnsynchronizedTimesCorrectedOrMarked(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	stale := t0.Add(-400 * 24 * time.Hour) // fake-hwclock's saved time
+	clock := &stepClock{s: buffer.Stamp{Boot: "b1", Since: time.Minute, Wall: stale}}
+	q, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	e := testEvent(0)
+	e.Time = stale
+	b, _ := e.Marshal(nil)
+	q.Append(context.Background(), b)
+
+	// Sent before any sync: marked, its time as the clock said.
+	f, err := forward.New(q, connect(t, srv.URL()), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, nil)
+	m := natstest.Messages(t, srv.URL())[0]
+	if m.Headers().Get(forward.HeaderUnsynced) != "true" || m.Headers().Get(forward.HeaderTime) != stale.Format(time.RFC3339Nano) {
+		t.Fatalf("before sync: headers %v", m.Headers())
+	}
+
+	// Taken unsynchronized, sent after the sync: corrected, not marked.
+	e.Time = stale.Add(time.Second)
+	b, _ = e.Marshal(nil)
+	q.Append(context.Background(), b)
+	clock.sync(400 * 24 * time.Hour)
+	f, err = forward.New(q, connect(t, srv.URL()), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, nil)
+	m = natstest.Messages(t, srv.URL())[1]
+	want := stale.Add(time.Second + 400*24*time.Hour).UTC().Format(time.RFC3339Nano)
+	if m.Headers().Get(forward.HeaderUnsynced) != "" || m.Headers().Get(forward.HeaderTime) != want {
+		t.Fatalf("after sync: headers %v, want time %s unmarked", m.Headers(), want)
 	}
 }
