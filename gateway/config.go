@@ -28,6 +28,12 @@ type Config struct {
 	Sensors  []SensorConfig `yaml:"sensors,omitempty"`
 	HTTP     HTTPConfig     `yaml:"http"`
 	Log      LogConfig      `yaml:"log"`
+	// Outputs are GPIO output pins the fleet may set (gpio.set).
+	Outputs []OutputConfig `yaml:"outputs,omitempty"`
+	// Fleet takes config overlays from a NATS KV bucket (docs/fleet.md).
+	Fleet *FleetConfig `yaml:"fleet,omitempty"`
+
+	src *configSource // the file it was parsed from, for overlays
 }
 
 // HTTPConfig is the listener for /metrics, /healthz, /readyz and /status.
@@ -281,6 +287,7 @@ func (c *Config) complete() {
 	c.completeSensors()
 	c.completeUpstream()
 	c.completeHTTPAndLog()
+	c.completeFleet()
 }
 
 func (c *Config) completeBuffer() {

@@ -41,6 +41,7 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 	}
 	c.checkUpstream(k, filters)
 	c.checkHTTPAndLog(k)
+	c.checkFleet(k)
 }
 
 func (c *Config) checkGateway(k checker) {

@@ -54,6 +54,9 @@ type Problem struct {
 	Path string
 	Line int
 	Msg  string
+	// Source is the fleet overlay the line is in (docs/fleet.md), or
+	// empty for the config file.
+	Source string
 
 	unset bool // an unset ${VAR}
 }
@@ -163,6 +166,12 @@ func abs(n int) int {
 }
 
 func (p Problem) String() string {
+	if p.Source != "" && p.Line > 0 {
+		return fmt.Sprintf("%s (%s line %d): %s", p.Path, p.Source, p.Line, p.Msg)
+	}
+	if p.Source != "" {
+		return fmt.Sprintf("%s (%s): %s", p.Path, p.Source, p.Msg)
+	}
 	if p.Line > 0 {
 		return fmt.Sprintf("%s (line %d): %s", p.Path, p.Line, p.Msg)
 	}
@@ -173,11 +182,17 @@ func (p Problem) String() string {
 type ConfigError struct {
 	File     string
 	Problems []Problem
+
+	layers []string // the overlays laid over File, in order
 }
 
 func (e *ConfigError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "config %s: %d problem(s)", e.File, len(e.Problems))
+	fmt.Fprintf(&b, "config %s", e.File)
+	for _, l := range e.layers {
+		fmt.Fprintf(&b, " + %s", l)
+	}
+	fmt.Fprintf(&b, ": %d problem(s)", len(e.Problems))
 	for _, p := range e.Problems {
 		b.WriteString("\n  ")
 		b.WriteString(p.String())
@@ -219,10 +234,31 @@ func ParseConfig(name string, data []byte, lookup func(string) (string, bool)) (
 }
 
 func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
-	lookup := o.Lookup
-	ce := &ConfigError{File: name}
+	return parseLayers(&configSource{name: name, data: data, o: o}, nil)
+}
+
+// configSource is a config file as read, kept so that fleet overlays can
+// be laid over it again (docs/fleet.md).
+type configSource struct {
+	name string
+	data []byte
+	o    LoadOptions
+}
+
+// layerLines sets each overlay's lines apart from the file's: overlay i
+// counts its lines from (i+1)*layerLines, so a problem's line says where.
+const layerLines = 1_000_000
+
+// parseLayers parses the file, lays each overlay over it (mergeYAML), and
+// then expands, decodes, completes and checks the result as one config.
+func parseLayers(src *configSource, overlays []Overlay) (*Config, error) {
+	o := src.o
+	if o.Lookup == nil {
+		o.Lookup = os.LookupEnv
+	}
+	ce := &ConfigError{File: src.name}
 	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
+	if err := yaml.Unmarshal(src.data, &root); err != nil {
 		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: err.Error()})
 		return nil, ce
 	}
@@ -230,8 +266,22 @@ func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
 		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: "empty config; see configs/edgegw.yaml"})
 		return nil, ce
 	}
+	for i, ov := range overlays {
+		n, err := ov.node((i + 1) * layerLines)
+		if err != nil {
+			ce.Problems = append(ce.Problems, Problem{Path: "(" + ov.Name + ")", Msg: err.Error()})
+			continue
+		}
+		if n != nil {
+			mergeYAML(root.Content[0], n)
+		}
+		ce.layers = append(ce.layers, ov.Name)
+	}
+	if len(ce.Problems) > 0 {
+		return nil, ce
+	}
 	lines := map[string]int{}
-	walk(root.Content[0], "", reflect.TypeOf(Config{}), lines, lookup, ce)
+	walk(root.Content[0], "", reflect.TypeOf(Config{}), lines, o.Lookup, ce)
 	var cfg Config
 	if err := root.Content[0].Decode(&cfg); err != nil {
 		// Type errors do not stop the decoding of the rest (ByteSize
@@ -253,9 +303,16 @@ func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
 			return p.unset && (strings.HasPrefix(p.Path, "mqtt") || strings.HasPrefix(p.Path, "upstream") || strings.HasPrefix(p.Path, "http"))
 		})
 	}
+	for i := range ce.Problems {
+		if p := &ce.Problems[i]; p.Line >= layerLines && p.Line/layerLines <= len(ce.layers) {
+			p.Source = ce.layers[p.Line/layerLines-1]
+			p.Line %= layerLines
+		}
+	}
 	if len(ce.Problems) > 0 {
 		return nil, ce
 	}
+	cfg.src = src
 	return &cfg, nil
 }
 

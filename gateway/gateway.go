@@ -46,21 +46,27 @@ type Options struct {
 	// OpenPin opens a GPIO input by name ("GPIO17"). nil means the host's
 	// GPIO lines through periph.io; tests give a periph gpiotest pin.
 	OpenPin sensors.PinOpener
+	// OpenOutput opens a GPIO output by name (the outputs section). nil
+	// means the host's GPIO lines; tests give a periph gpiotest pin.
+	OpenOutput func(name string) (gpio.PinOut, error)
 }
 
 // Gateway is one running edgegw.
 type Gateway struct {
 	o       Options
-	cfg     *Config
+	local   *Config // as New got it: the file, without fleet overlays
 	log     *slog.Logger
 	metrics *metrics
 
 	mu       sync.Mutex // guards the parts below, set by Run
+	cfg      *Config    // the effective config: local, or with overlays (fleet)
+	fleet    *fleetAgent
 	started  time.Time
 	httpAddr net.Addr
 	q        *buffer.Queue
 	fwd      *forward.Forwarder
 	srcs     []*source
+	outputs  map[string]*output // by name; kept across fleet config changes
 
 	history history // for the on-site page
 }
@@ -74,7 +80,7 @@ func New(cfg *Config, o Options) (*Gateway, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{o: o, cfg: cfg, log: log}
+	g := &Gateway{o: o, local: cfg, cfg: cfg, log: log}
 	g.metrics = newMetrics(g)
 	return g, nil
 }
@@ -83,30 +89,69 @@ func New(cfg *Config, o Options) (*Gateway, error) {
 // forwarder until ctx ends; then it stops ingest, lets the forwarder wait
 // for its in-flight acks, and closes the buffer. It returns nil on a clean
 // shutdown, or the error that stopped it (a refused credential, a missing
-// stream, a buffer that cannot be opened).
-func (g *Gateway) Run(ctx context.Context) (err error) {
-	c := g.cfg
-	ln, users, err := g.listen()
+// stream, a buffer that cannot be opened). With a fleet section, the
+// config can change while it runs (docs/fleet.md).
+func (g *Gateway) Run(ctx context.Context) error {
+	g.mu.Lock()
+	g.started = time.Now()
+	g.mu.Unlock()
+	if g.local.Fleet != nil {
+		return g.runFleet(ctx)
+	}
+	stopHTTP, err := g.startHTTP(g.local)
 	if err != nil {
 		return err
 	}
-	if ln != nil {
-		defer g.serveHTTP(ln, users)()
+	defer stopHTTP()
+	return g.runConfig(ctx, g.local, true)
+}
+
+// Config is the effective config: the file's, or with a fleet, the file
+// with the overlays applied.
+func (g *Gateway) Config() *Config { return g.config() }
+
+// config is the effective config.
+func (g *Gateway) config() *Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
+// startHTTP serves c's http section; the returned func stops it.
+func (g *Gateway) startHTTP(c *Config) (stop func(), err error) {
+	ln, users, err := listen(c.HTTP)
+	if err != nil {
+		return nil, err
 	}
 	g.mu.Lock()
-	g.started = time.Now()
+	g.httpAddr = nil
 	if ln != nil {
 		g.httpAddr = ln.Addr()
 	}
 	g.mu.Unlock()
+	if ln == nil {
+		return func() {}, nil
+	}
+	return g.serveHTTP(ln, users), nil
+}
 
-	q, err := g.openBuffer()
+// runConfig runs the gateway on c until ctx ends: everything but the
+// HTTP listener. A fleet change ends one runConfig and starts the next on
+// the same buffer file; the forwarder's cursor and read-back keep that
+// exactly once (docs/forwarder.md). commands: serve the command endpoints
+// on the upstream connection (without a fleet; the fleet's control
+// connection serves them otherwise).
+func (g *Gateway) runConfig(ctx context.Context, c *Config, commands bool) (err error) {
+	g.mu.Lock()
+	g.cfg = c
+	g.mu.Unlock()
+	q, err := g.openBuffer(c)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		g.mu.Lock()
-		g.q = nil // closed: not ready, no buffer metrics
+		g.q, g.fwd, g.srcs = nil, nil, nil // closed: not ready, no buffer metrics
 		g.mu.Unlock()
 		if cerr := q.Close(); err == nil {
 			err = cerr
@@ -125,18 +170,24 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	srcs, err := g.sources(subs)
+	srcs, err := g.sources(c, subs)
+	if err != nil {
+		return err
+	}
+	outs, err := g.openOutputs(c)
 	if err != nil {
 		return err
 	}
 	g.mu.Lock()
-	g.fwd, g.srcs = fwd, srcs
+	g.fwd, g.srcs, g.outputs = fwd, srcs, outs
 	g.mu.Unlock()
 
-	if svc, err := g.serveCommands(nc); err != nil {
-		g.log.Warn("the command endpoints are not served", "err", err)
-	} else {
-		defer svc.Stop()
+	if commands {
+		if svc, err := g.serveCommands(nc); err != nil {
+			g.log.Warn("the command endpoints are not served", "err", err)
+		} else {
+			defer svc.Stop()
+		}
 	}
 	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
 		"buffered", q.Stats().Events, "sources", len(srcs))
@@ -165,8 +216,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 
 // openBuffer opens the buffer file (its directory made if need be) and
 // says so when a damaged one had to be set aside.
-func (g *Gateway) openBuffer() (*buffer.Queue, error) {
-	c := g.cfg
+func (g *Gateway) openBuffer(c *Config) (*buffer.Queue, error) {
 	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: buffer directory: %w", err)
 	}
@@ -185,17 +235,17 @@ func (g *Gateway) openBuffer() (*buffer.Queue, error) {
 
 // sources builds the MQTT source (a client of mqtt.broker), the embedded
 // broker (mqtt.server) and every sensor; it opens nothing.
-func (g *Gateway) sources(subs []mqttsource.Subscription) ([]*source, error) {
+func (g *Gateway) sources(c *Config, subs []mqttsource.Subscription) ([]*source, error) {
 	var srcs []*source
-	if m := g.cfg.MQTT; m != nil && m.Broker != "" {
-		msrc, err := mqttsource.New(g.cfg.mqttOptions(subs, g.log))
+	if m := c.MQTT; m != nil && m.Broker != "" {
+		msrc, err := mqttsource.New(c.mqttOptions(subs, g.log))
 		if err != nil {
 			return nil, err
 		}
 		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
 	}
-	if m := g.cfg.MQTT; m != nil && m.Server.On() {
-		o, err := g.cfg.brokerOptions(subs, g.log)
+	if m := c.MQTT; m != nil && m.Server.On() {
+		o, err := c.brokerOptions(subs, g.log)
 		if err != nil {
 			return nil, err
 		}
@@ -205,7 +255,7 @@ func (g *Gateway) sources(subs []mqttsource.Subscription) ([]*source, error) {
 		}
 		srcs = append(srcs, &source{Source: b, kind: KindMQTTServer})
 	}
-	sensorSrcs, err := g.sensorSources()
+	sensorSrcs, err := g.sensorSources(c)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +265,7 @@ func (g *Gateway) sources(subs []mqttsource.Subscription) ([]*source, error) {
 // Pollers builds a poller per configured polled sensor; it opens nothing.
 func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	var out []*sensors.Poller
-	for _, sc := range g.cfg.Sensors {
+	for _, sc := range g.config().Sensors {
 		if sc.Driver == "gpio_edge" || sc.Driver == "pulse_counter" {
 			continue // event-driven, not polled: see sensorSources
 		}
@@ -230,14 +280,14 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 
 // sensorSources builds every configured sensor, pin and pulse counter, as
 // event sources on their subjects, with the kind /status shows.
-func (g *Gateway) sensorSources() ([]*source, error) {
+func (g *Gateway) sensorSources(c *Config) ([]*source, error) {
 	open := g.o.OpenPin
 	if open == nil {
 		open = hostPin
 	}
 	var out []*source
-	for _, sc := range g.cfg.Sensors {
-		subj, err := subject.ForSensor(sc.Subject, g.cfg.Gateway.ID, sc.Name)
+	for _, sc := range c.Sensors {
+		subj, err := subject.ForSensor(sc.Subject, c.Gateway.ID, sc.Name)
 		if err != nil {
 			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
 		}

@@ -68,13 +68,13 @@ func (g *Gateway) serveHTTP(ln net.Listener, users []mqttbroker.User) (stop func
 
 // listen opens the http.listen address (nil when it is "off") and reads
 // the users who may read it. Off loopback, users are required.
-func (g *Gateway) listen() (net.Listener, []mqttbroker.User, error) {
-	addr := g.cfg.HTTP.Listen
+func listen(h HTTPConfig) (net.Listener, []mqttbroker.User, error) {
+	addr := h.Listen
 	if addr == "off" {
 		return nil, nil, nil
 	}
 	var users []mqttbroker.User
-	if f := g.cfg.HTTP.UsersFile; f != "" {
+	if f := h.UsersFile; f != "" {
 		var err error
 		if users, err = mqttbroker.LoadUsers(f); err != nil {
 			return nil, nil, fmt.Errorf("http.users_file: %w", err)

@@ -76,9 +76,8 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(filepath.Dir(g.cfg.Buffer.Path), &fs); err == nil {
-		d.DiskFree = bytesText(int64(fs.Bavail) * int64(fs.Bsize))
+	if free, ok := diskFree(g.config().Buffer.Path); ok {
+		d.DiskFree = bytesText(free)
 	}
 	for _, s := range st.Sources {
 		d.Sources = append(d.Sources, sourceRow(s))
@@ -86,6 +85,16 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 	d.Sparks = sparks(hist)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	io.WriteString(w, renderPage(d))
+}
+
+// diskFree is what an unprivileged writer may still use on the file
+// system of file's directory.
+func diskFree(file string) (int64, bool) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(file), &fs); err != nil {
+		return 0, false
+	}
+	return int64(fs.Bavail) * int64(fs.Bsize), true
 }
 
 // renderPage writes the page by hand, every value from outside escaped:
@@ -240,7 +249,7 @@ func sparkline(v []float64) string {
 
 // configRev is a short hash of the effective config.
 func (g *Gateway) configRev() string {
-	sum := sha256.Sum256([]byte(g.cfg.Summary()))
+	sum := sha256.Sum256([]byte(g.config().Summary()))
 	return hex.EncodeToString(sum[:4])
 }
 

@@ -214,17 +214,17 @@ func (s *source) status(now time.Time) SourceStatus {
 // not running are zero.
 func (g *Gateway) Status() Status {
 	g.mu.Lock()
-	q, fwd, srcs, started := g.q, g.fwd, g.srcs, g.started
+	q, fwd, srcs, started, c := g.q, g.fwd, g.srcs, g.started, g.cfg
 	g.mu.Unlock()
 	now := time.Now()
 	st := Status{
-		Gateway: g.cfg.Gateway.ID,
+		Gateway: c.Gateway.ID,
 		Version: g.o.Version,
 		Started: started,
-		Buffer:  BufferStatus{Path: g.cfg.Buffer.Path, MaxBytes: int64(g.cfg.Buffer.MaxBytes)},
+		Buffer:  BufferStatus{Path: c.Buffer.Path, MaxBytes: int64(c.Buffer.MaxBytes)},
 		Upstream: UpstreamStatus{
-			Stream: g.cfg.Upstream.Stream.Name,
-			Drain:  g.cfg.Upstream.Drain,
+			Stream: c.Upstream.Stream.Name,
+			Drain:  c.Upstream.Drain,
 		},
 		Sources: make([]SourceStatus, 0, len(srcs)),
 	}
@@ -331,7 +331,7 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 		case now := <-t.C:
 			st := g.Status()
 			check(&up, st.Upstream.Connected, now, func(d time.Duration) {
-				g.log.Warn("uplink still down; buffering", "for", d, "buffered", st.Buffer.Events, "oldest_age", time.Duration(st.Buffer.OldestAgeSeconds*float64(time.Second)).Round(time.Second), "servers", secret.URLs(g.cfg.Upstream.Servers))
+				g.log.Warn("uplink still down; buffering", "for", d, "buffered", st.Buffer.Events, "oldest_age", time.Duration(st.Buffer.OldestAgeSeconds*float64(time.Second)).Round(time.Second), "servers", secret.URLs(g.config().Upstream.Servers))
 			})
 			check(&disk, st.Buffer.CommitError == "", now, func(d time.Duration) {
 				g.log.Error("the buffer still cannot commit; sources are held back or their readings skipped", "for", d, "err", st.Buffer.CommitError)
@@ -339,7 +339,7 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 			for _, s := range st.Sources {
 				if s.Kind == KindMQTT {
 					check(&mqtt, s.Up, now, func(d time.Duration) {
-						g.log.Warn("MQTT broker still unavailable; devices' messages wait at the broker", "for", d, "state", s.LastError, "broker", secret.URL(g.cfg.MQTT.Broker))
+						g.log.Warn("MQTT broker still unavailable; devices' messages wait at the broker", "for", d, "state", s.LastError, "broker", secret.URL(g.config().MQTT.Broker))
 					})
 				}
 			}

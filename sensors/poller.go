@@ -40,8 +40,14 @@ type Poller struct {
 	interval time.Duration
 	open     OpenFunc
 	log      *slog.Logger
+	now      chan chan<- nowReading // ReadNow's requests, served by Run
 
 	health
+}
+
+type nowReading struct {
+	p   Payload
+	err error
 }
 
 // NewPoller checks its arguments; it opens nothing.
@@ -55,7 +61,7 @@ func NewPoller(name string, interval time.Duration, open OpenFunc, log *slog.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Poller{name: name, interval: interval, open: open, log: log.With("sensor", name)}, nil
+	return &Poller{name: name, interval: interval, open: open, log: log.With("sensor", name), now: make(chan chan<- nowReading)}, nil
 }
 
 // Name is the sensor's name.
@@ -118,11 +124,45 @@ func (p *Poller) Run(ctx context.Context, emit EmitFunc) error {
 			return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
 		}
 		p.emitted(ctx, emit(ctx, Reading{Sensor: p.name, Time: ts, Payload: b}), p.log, &storeLog, "readings")
+	wait:
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case reply := <-p.now:
+			ts, vals, err := read(r)
+			if err != nil {
+				reply <- nowReading{err: fmt.Errorf("%s: read: %w", p.name, err)}
+				r.Close()
+				r = nil
+				fail("read", err)
+				continue // the next pass reopens it
+			}
+			reply <- nowReading{p: Payload{Sensor: p.name, TS: ts, Values: vals}}
+			goto wait
 		}
+	}
+}
+
+// ReadNow asks the running poller for a reading between its own, on the
+// reader it holds (Run owns the sensor; nothing else touches the bus). It
+// is not stored. It waits for ctx while the sensor is being reopened.
+func (p *Poller) ReadNow(ctx context.Context) (Payload, error) {
+	reply := make(chan nowReading, 1)
+	select {
+	case p.now <- reply:
+	case <-ctx.Done():
+		msg := "not running"
+		if e := p.Stats().LastError; e != "" {
+			msg = e
+		}
+		return Payload{}, fmt.Errorf("%s: no reading (%s): %w", p.name, msg, ctx.Err())
+	}
+	select {
+	case r := <-reply:
+		return r.p, r.err
+	case <-ctx.Done():
+		return Payload{}, ctx.Err()
 	}
 }
 

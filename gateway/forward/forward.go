@@ -134,6 +134,9 @@ type Options struct {
 // Stats are the forwarder's counters since New.
 type Stats struct {
 	Connected bool
+	// Sessions counts the sessions that found the stream and resumed:
+	// the upstream answers for it.
+	Sessions  uint64
 	Published uint64 // publishes sent, re-sends included
 	Acked     uint64 // events the stream acknowledged
 	Resent    uint64 // publishes sent again after a go-back
@@ -165,6 +168,7 @@ type Forwarder struct {
 	lastErr                                                        atomic.Pointer[string]
 	configErr                                                      atomic.Bool
 	downSince, lastAck                                             atomic.Int64 // UnixNano; 0: none
+	sessions                                                       atomic.Uint64
 
 	gwHeader []string // shared by every message; nobody modifies it
 
@@ -238,6 +242,7 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 func (f *Forwarder) Stats() Stats {
 	s := Stats{
 		Connected: f.nc.IsConnected(),
+		Sessions:  f.sessions.Load(),
 		Published: f.published.Load(),
 		Acked:     f.acked.Load(),
 		Resent:    f.resent.Load(),

@@ -40,6 +40,7 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	f.sessions.Add(1)
 	s := &sess{f: f, js: js, captured: r.captured, stream: r.cursor, cursorDone: r.cursor.seq,
 		window: make([]inflight, 0, f.o.Window), okSubj: map[string]bool{},
 		debug: f.log.Enabled(ctx, slog.LevelDebug), dbgLim: rate.NewLimiter(10, 10)}

@@ -147,6 +147,19 @@ func (b *Broker) Stats() Stats {
 	return s
 }
 
+// Publish sends a message to the broker's subscribers (a downlink to
+// the site's devices). It is not stored upstream, even on a routed topic.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if err := mqttsource.ValidTopic(topic); err != nil {
+		return err
+	}
+	srv := b.srv.Load()
+	if srv == nil {
+		return errors.New("mqtt.server is not listening yet")
+	}
+	return srv.Publish(topic, payload, retain, qos)
+}
+
 // Run serves until ctx ends. emit stores events (the gateway's buffer);
 // acks wait for it.
 func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -56,6 +57,22 @@ func ValidFilter(f string) error {
 		if strings.Contains(l, "+") && l != "+" {
 			return fmt.Errorf("%q: '+' must be a whole level", f)
 		}
+	}
+	return nil
+}
+
+// ValidTopic checks a topic to publish to: not empty, no wildcards, no
+// NUL, at most 65535 bytes.
+func ValidTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("empty topic")
+	case strings.ContainsAny(t, "+#"):
+		return fmt.Errorf("%q: a topic to publish to has no wildcards", t)
+	case strings.ContainsRune(t, 0) || !utf8.ValidString(t):
+		return fmt.Errorf("%q: not valid UTF-8 without NUL", t)
+	case len(t) > 65535:
+		return errors.New("topic longer than 65535 bytes")
 	}
 	return nil
 }

@@ -86,6 +86,7 @@ type Source struct {
 	tlsCfg *tls.Config
 
 	connected, subscribed                              atomic.Bool
+	client                                             atomic.Pointer[mqtt.Client] // Run's, for Publish
 	received, committed, tooLarge, unmappable, retries atomic.Uint64
 	retained                                           atomic.Uint64
 }
@@ -216,13 +217,32 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		c = mqtt.NewClient(opts.SetConnectRetry(true))
 		c.Connect()
 	}
+	s.client.Store(&c)
 	defer func() {
+		s.client.Store(nil)
 		c.Disconnect(250) // completes pending tokens: the SUBACK waits end
 		subWaits.Wait()
 		s.connected.Store(false)
 		s.subscribed.Store(false)
 	}()
 	return s.ingest(ctx, msgs, emit)
+}
+
+// Publish sends a message to the site's broker (a downlink to devices),
+// waiting up to 10s for the broker's acknowledgement at QoS 1 and 2.
+func (s *Source) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if err := ValidTopic(topic); err != nil {
+		return err
+	}
+	c := s.client.Load()
+	if c == nil || !s.connected.Load() {
+		return errors.New("not connected to the broker")
+	}
+	t := (*c).Publish(topic, qos, retain, payload)
+	if !t.WaitTimeout(10 * time.Second) {
+		return errors.New("the broker did not acknowledge within 10s")
+	}
+	return t.Error()
 }
 
 // ingest commits messages in batches and acks them, in arrival order, once

@@ -1,0 +1,420 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// fleetFile writes a gateway config with a fleet section and a simulated
+// sensor every 10ms (so there is always something to forward), and
+// loads it.
+func fleetFile(t testing.TB, dir, natsURL, extra string) *gateway.Config {
+	t.Helper()
+	text := fmt.Sprintf(`
+gateway:
+  id: gw1
+  data_dir: %s
+sensors:
+  - name: room
+    driver: sim
+    interval: 10ms
+upstream:
+  servers: [%s]
+  ack_timeout: 2s
+  stream:
+    name: TELEMETRY
+    subjects: [telemetry.>]
+    create: true
+http:
+  listen: 127.0.0.1:0
+fleet:
+  heartbeat: 1s
+  health:
+    timeout: 3s
+%s`, dir, natsURL, extra)
+	path := filepath.Join(dir, "edgegw.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// fleetHub is the operator's side: the config and status buckets.
+type fleetHub struct {
+	t      testing.TB
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	config jetstream.KeyValue
+}
+
+func newFleetHub(t testing.TB, url string) *fleetHub {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	h := &fleetHub{t: t, nc: nc, js: js}
+	h.makeBuckets()
+	return h
+}
+
+func (h *fleetHub) makeBuckets() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultConfigBucket, History: 5})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.config = kv
+	if _, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultStatusBucket}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// put sets a key of the config bucket and returns its revision.
+func (h *fleetHub) put(key, yaml string) uint64 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rev, err := h.config.PutString(ctx, key, yaml)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return rev
+}
+
+// status reads gw1's status entry.
+func (h *fleetHub) status() (gateway.FleetStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var st gateway.FleetStatus
+	kv, err := h.js.KeyValue(ctx, gateway.DefaultStatusBucket)
+	if err != nil {
+		return st, err
+	}
+	e, err := kv.Get(ctx, "gw.gw1")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(e.Value(), &st)
+}
+
+// waitState waits until gw1 reports state for desired revision rev.
+func (h *fleetHub) waitState(state string, rev uint64) gateway.FleetStatus {
+	h.t.Helper()
+	var st gateway.FleetStatus
+	var err error
+	waitFor(h.t, 60*time.Second, fmt.Sprintf("state %s at revision %d", state, rev), func() bool {
+		st, err = h.status()
+		return err == nil && st.State == state && st.DesiredRevision == rev
+	})
+	return st
+}
+
+// A gateway applies the defaults and its own key in that order, live: a
+// sensor added by its key appears upstream without a restart; a list in
+// an overlay replaces the file's; the status entry and the config endpoint
+// show the revisions.
+func TestFleetAppliesOverlaysLive(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	cfg := fleetFile(t, t.TempDir(), srv.URL(), "")
+	g := startFleetGateway(t, cfg)
+	hub.waitState(gateway.StateApplied, 0)
+
+	hub.put("defaults", "upstream:\n  window: 64\nsensors:\n  - {name: hall, driver: sim, interval: 10ms}\n")
+	rev := hub.put("gw.gw1", "upstream:\n  window: 32\n")
+	st := hub.waitState(gateway.StateApplied, rev)
+	if st.AppliedRevision != rev || st.Applied["defaults"] == 0 || st.Applied["gw.gw1"] != rev {
+		t.Fatalf("status %+v", st)
+	}
+	eff := g.Config()
+	if eff.Upstream.Window != 32 {
+		t.Errorf("window %d: gw.gw1 is laid over defaults and should win", eff.Upstream.Window)
+	}
+	if len(eff.Sensors) != 1 || eff.Sensors[0].Name != "hall" {
+		t.Errorf("sensors %+v: a list in an overlay replaces the file's", eff.Sensors)
+	}
+	waitFor(t, 30*time.Second, "the hall sensor's readings upstream", func() bool {
+		n, _ := subjectCount(srv.URL(), "telemetry.gw1.hall")
+		return n > 0
+	})
+	m, err := hub.nc.Request("edgegw.gw1.config", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply gateway.ConfigReply
+	if err := json.Unmarshal(m.Data, &reply); err != nil || reply.Fleet == nil || reply.Fleet.AppliedRevision != rev || !strings.Contains(reply.Config, "hall") {
+		t.Fatalf("config endpoint: %v %.300s", err, m.Data)
+	}
+
+	// A null removes the key from every layer below: the built-in default.
+	rev = hub.put("gw.gw1", "upstream:\n  window: null\n")
+	hub.waitState(gateway.StateApplied, rev)
+	if w := g.Config().Upstream.Window; w != gateway.DefaultWindow {
+		t.Errorf("window %d after gw.gw1 set it to null, want the default %d", w, gateway.DefaultWindow)
+	}
+}
+
+// subjectCount is how many messages the stream holds on subj.
+func subjectCount(url, subj string) (uint64, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Subjects[subj], nil
+}
+
+// startFleetGateway runs g and waits for it to serve.
+func startFleetGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
+	t.Helper()
+	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(runGateway(t, g))
+	waitFor(t, 30*time.Second, "the forwarder to reach the stream", func() bool { return g.Status().Upstream.Connected })
+	return g
+}
+
+// An overlay that fails the checks is rejected with its key path and the
+// overlay's line, and the running config keeps working.
+func TestFleetRejectsAnInvalidOverlay(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	g := startFleetGateway(t, fleetFile(t, t.TempDir(), srv.URL(), ""))
+	hub.waitState(gateway.StateApplied, 0)
+	rev := hub.put("gw.gw1", "upstream:\n  window: 2\n  lower_share: 0.9\n")
+	st := hub.waitState(gateway.StateRejected, rev)
+	if !strings.Contains(st.Error, "upstream.lower_share (gw.gw1 line 3)") || st.AppliedRevision != 0 {
+		t.Fatalf("status %+v: want the key path and line of the bad value, nothing applied", st)
+	}
+	if w := g.Config().Upstream.Window; w == 2 {
+		t.Fatal("the rejected overlay's window is running")
+	}
+	before, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
+	waitFor(t, 30*time.Second, "readings to keep flowing", func() bool {
+		n, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
+		return n > before+20
+	})
+
+	// The box's identity and data are refused, with the reason.
+	for key, overlay := range map[string]string{
+		"gateway.id":       "gateway:\n  id: gw2\n",
+		"gateway.data_dir": "gateway:\n  data_dir: /tmp/elsewhere\n",
+		"buffer.path":      "buffer:\n  path: /tmp/other.db\n",
+		"fleet":            "fleet:\n  config_bucket: other\n",
+	} {
+		rev := hub.put("gw.gw1", overlay)
+		st := hub.waitState(gateway.StateRejected, rev)
+		if !strings.Contains(st.Error, key) || !strings.Contains(st.Error, "cannot be changed remotely") {
+			t.Errorf("%s: status error %q", key, st.Error)
+		}
+	}
+}
+
+// An overlay that points upstream at a dead server fails its health check
+// and is rolled back: readings reach the stream again, the status says
+// why, and the change is not tried again until a new revision.
+func TestFleetRollsBackADeadUpstream(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	dir := t.TempDir()
+	g := startFleetGateway(t, fleetFile(t, dir, srv.URL(), ""))
+	hub.waitState(gateway.StateApplied, 0)
+	good := hub.put("gw.gw1", "upstream:\n  window: 100\n")
+	hub.waitState(gateway.StateApplied, good)
+
+	dead := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePort(t))
+	rev := hub.put("gw.gw1", "upstream:\n  servers: ["+dead+"]\n")
+	st := hub.waitState(gateway.StateRolledBack, rev)
+	if st.AppliedRevision != good || !strings.Contains(st.Error, "health check failed") || !strings.Contains(st.Error, "upstream") {
+		t.Fatalf("status %+v", st)
+	}
+	if s := g.Config().Upstream.Servers; len(s) != 1 || s[0] != srv.URL() || g.Config().Upstream.Window != 100 {
+		t.Fatalf("after the rollback it runs %v window %d, want the last known good", s, g.Config().Upstream.Window)
+	}
+	before, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
+	waitFor(t, 30*time.Second, "readings upstream after the rollback", func() bool {
+		n, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
+		return n > before+20
+	})
+	saved, err := os.ReadFile(filepath.Join(dir, "fleet.json"))
+	var lkg struct {
+		Applied map[string]struct{ Data string }
+	}
+	if err == nil {
+		err = json.Unmarshal(saved, &lkg)
+	}
+	if d := lkg.Applied["gw.gw1"].Data; err != nil || !strings.Contains(d, "window: 100") || strings.Contains(d, dead) {
+		t.Fatalf("fleet.json keeps the last known good: %v\n%s", err, saved)
+	}
+}
+
+// The last known good is in data_dir: a box restarted while the hub is
+// down runs its last applied config.
+func TestFleetLastKnownGoodAfterARestartOffline(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	dir := t.TempDir()
+	cfg := fleetFile(t, dir, srv.URL(), "")
+	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runGateway(t, g)
+	rev := hub.put("gw.gw1", "upstream:\n  window: 77\nsensors:\n  - {name: cellar, driver: sim, interval: 10ms}\n")
+	hub.waitState(gateway.StateApplied, rev)
+	stop()
+
+	srv.Shutdown()
+	g2, err := gateway.New(fleetFile(t, dir, srv.URL(), ""), gateway.Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer runGateway(t, g2)()
+	waitFor(t, 30*time.Second, "the cellar sensor to read, offline", func() bool {
+		for _, s := range g2.Status().Sources {
+			if s.Name == "cellar" && s.Ingested > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if g2.Config().Upstream.Window != 77 {
+		t.Fatalf("window %d, want the last applied 77", g2.Config().Upstream.Window)
+	}
+	st, _ := g2.FleetStatus()
+	if st.AppliedRevision != rev || st.State != gateway.StateApplied {
+		t.Fatalf("fleet status after the restart: %+v", st)
+	}
+}
+
+// The watch survives a server restart and a recreated bucket, and a
+// change made while the gateway was away is applied when it is back: the
+// latest wins, and an older revision is never applied again.
+func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	dir := t.TempDir()
+	g := startFleetGateway(t, fleetFile(t, dir, srv.URL(), ""))
+	r1 := hub.put("gw.gw1", "upstream:\n  window: 11\n")
+	hub.waitState(gateway.StateApplied, r1)
+
+	srv.Restart()
+	r2 := hub.put("gw.gw1", "upstream:\n  window: 12\n")
+	hub.waitState(gateway.StateApplied, r2)
+	if w := g.Config().Upstream.Window; w != 12 {
+		t.Fatalf("window %d after the server restart, want 12", w)
+	}
+
+	// Recreated: revisions start again at 1, below what the gateway saw.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hub.js.DeleteKeyValue(ctx, gateway.DefaultConfigBucket); err != nil {
+		t.Fatal(err)
+	}
+	hub.makeBuckets()
+	r3 := hub.put("gw.gw1", "upstream:\n  window: 13\n")
+	if r3 >= r2 {
+		t.Fatalf("recreated bucket's revision %d, expected below %d", r3, r2)
+	}
+	hub.waitState(gateway.StateApplied, r3)
+	if w := g.Config().Upstream.Window; w != 13 {
+		t.Fatalf("window %d after the bucket was recreated, want 13", w)
+	}
+}
+
+// Changes made while the gateway is down: the latest is applied once, and
+// an intermediate one (invalid here) is never tried.
+func TestFleetOfflineChangesLatestWins(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	dir := t.TempDir()
+	g, _ := gateway.New(fleetFile(t, dir, srv.URL(), ""), gateway.Options{Logger: testLogger()})
+	stop := runGateway(t, g)
+	r1 := hub.put("gw.gw1", "upstream:\n  window: 21\n")
+	hub.waitState(gateway.StateApplied, r1)
+	stop()
+
+	hub.put("gw.gw1", "upstream:\n  window: -1\n") // never seen
+	hub.put("defaults", "upstream:\n  rate: {events_per_second: 5000}\n")
+	r4 := hub.put("gw.gw1", "upstream:\n  window: 24\n")
+	g2 := startFleetGateway(t, fleetFile(t, dir, srv.URL(), ""))
+	st := hub.waitState(gateway.StateApplied, r4)
+	if c := g2.Config(); c.Upstream.Window != 24 || c.Upstream.Rate.EventsPerSecond != 5000 {
+		t.Fatalf("window %d rate %v, want both offline changes", c.Upstream.Window, c.Upstream.Rate.EventsPerSecond)
+	}
+	if st.Error != "" {
+		t.Fatalf("status %+v: the intermediate revision should not have been tried", st)
+	}
+}
+
+// Heartbeats arrive on edgegw.status.<id> with the backlog, and refresh
+// the status entry.
+func TestFleetHeartbeat(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	sub, err := hub.nc.SubscribeSync("edgegw.status.gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startFleetGateway(t, fleetFile(t, t.TempDir(), srv.URL(), ""))
+	var hb gateway.Heartbeat
+	for range 2 {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(m.Data, &hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hb.Gateway != "gw1" || !hb.Uplink || hb.DiskFreeBytes <= 0 || hb.GoVersion == "" || len(hb.Lanes) == 0 {
+		t.Fatalf("heartbeat %+v", hb)
+	}
+	waitFor(t, 10*time.Second, "the status entry to carry a heartbeat", func() bool {
+		st, err := hub.status()
+		return err == nil && st.Heartbeat != nil && st.Heartbeat.At.After(time.Now().Add(-3*time.Second))
+	})
+}
+
+// testLogger logs to stderr when EDGEGW_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("EDGEGW_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
