@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -417,4 +419,135 @@ func testLogger() *slog.Logger {
 		return nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// The hub's per-gateway permissions (deploy/upstream): a gateway watches
+// and applies its own config and writes its own status, and cannot read
+// another's config, write another's status or heartbeat.
+func TestFleetPermissionsFromDeploy(t *testing.T) {
+	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
+		t.Setenv(k, v)
+	}
+	hubOpts, err := server.ProcessConfigFile("../deploy/upstream/hub.conf")
+	if err != nil {
+		t.Fatalf("deploy/upstream/hub.conf: %v", err)
+	}
+	srv := natstest.Start(t, func(o *server.Options) {
+		o.Accounts, o.Users, o.SystemAccount = hubOpts.Accounts, hubOpts.Users, hubOpts.SystemAccount
+		o.JetStreamMaxStore = hubOpts.JetStreamMaxStore
+	})
+	opsURL := strings.Replace(srv.URL(), "nats://", "nats://ops:ops-pw@", 1)
+	hub := newFleetHub(t, opsURL)
+	data, err := os.ReadFile("../deploy/upstream/telemetry-stream.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc jetstream.StreamConfig
+	if err := json.Unmarshal(data, &sc); err != nil {
+		t.Fatal(err)
+	}
+	sc.Replicas = 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := hub.js.CreateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	hub.put("gw.van-07", "upstream:\n  window: 7\n")
+	rev := hub.put("gw.lobby-pi-01", "upstream:\n  window: 101\n")
+
+	dir := t.TempDir()
+	cfg := fleetFile(t, dir, srv.URL(), "")
+	text, _ := os.ReadFile(filepath.Join(dir, "edgegw.yaml"))
+	text = []byte(strings.NewReplacer("id: gw1", "id: lobby-pi-01", "create: true", "create: false",
+		"ack_timeout: 2s", "ack_timeout: 2s\n  user: lobby-pi-01\n  password: lobby-pw").Replace(string(text)))
+	os.WriteFile(filepath.Join(dir, "edgegw.yaml"), text, 0o600)
+	if cfg, err = gateway.LoadConfig(filepath.Join(dir, "edgegw.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	g := startFleetGateway(t, cfg)
+	waitFor(t, 30*time.Second, "lobby-pi-01 to apply its own key", func() bool {
+		st, ok := g.FleetStatus()
+		return ok && st.State == gateway.StateApplied && st.AppliedRevision == rev
+	})
+	if w := g.Config().Upstream.Window; w != 101 {
+		t.Fatalf("window %d", w)
+	}
+	waitFor(t, 30*time.Second, "its status entry", func() bool {
+		kv, err := hub.js.KeyValue(ctx, gateway.DefaultStatusBucket)
+		if err != nil {
+			return false
+		}
+		e, err := kv.Get(ctx, "gw.lobby-pi-01")
+		return err == nil && strings.Contains(string(e.Value()), `"state":"applied"`)
+	})
+
+	// As lobby-pi-01: another gateway's config and status are out of reach.
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	denied := make(chan error, 16)
+	nc, err := nats.Connect(srv.URL(), nats.UserInfo("lobby-pi-01", "lobby-pw"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, gateway.DefaultConfigBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A denied request gets no answer at all: each waits out a short ctx.
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	if e, err := kv.Get(short(), "gw.van-07"); err == nil {
+		t.Fatalf("lobby-pi-01 read van-07's config: %q", e.Value())
+	}
+	if w, err := kv.Watch(short(), "gw.van-07"); err == nil {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				t.Fatalf("lobby-pi-01 watched van-07's config: %q", e.Value())
+			}
+		case <-time.After(2 * time.Second):
+		}
+		w.Stop()
+	}
+	if w, err := kv.Watch(short(), ">"); err == nil {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				t.Fatalf("lobby-pi-01 watched the whole bucket: %s %q", e.Key(), e.Value())
+			}
+		case <-time.After(2 * time.Second):
+		}
+		w.Stop()
+	}
+	own, err := kv.Watch(ctx, "gw.lobby-pi-01")
+	if err != nil {
+		t.Fatalf("its own key: %v", err)
+	}
+	if e := <-own.Updates(); e == nil || e.Revision() != rev {
+		t.Fatalf("its own key: %v", e)
+	}
+	own.Stop()
+	skv, err := js.KeyValue(ctx, gateway.DefaultStatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := skv.Put(short(), "gw.van-07", []byte(`{"state":"applied"}`)); err == nil {
+		t.Fatal("lobby-pi-01 wrote van-07's status")
+	}
+	nc.Publish("edgegw.status.van-07", []byte("{}"))
+	nc.Flush()
+	select {
+	case err := <-denied:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("want permission violations: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no permission violation")
+	}
 }

@@ -143,7 +143,7 @@ func (g *Gateway) startHTTP(c *Config) (stop func(), err error) {
 // connection serves them otherwise).
 func (g *Gateway) runConfig(ctx context.Context, c *Config, commands bool) (err error) {
 	g.mu.Lock()
-	g.cfg = c
+	g.cfg, g.fwd, g.srcs = c, nil, nil // a fleet's previous config left its own
 	g.mu.Unlock()
 	q, err := g.openBuffer(c)
 	if err != nil {
@@ -151,7 +151,7 @@ func (g *Gateway) runConfig(ctx context.Context, c *Config, commands bool) (err 
 	}
 	defer func() {
 		g.mu.Lock()
-		g.q, g.fwd, g.srcs = nil, nil, nil // closed: not ready, no buffer metrics
+		g.q = nil // closed: not ready, no buffer metrics; the rest stays for Stats
 		g.mu.Unlock()
 		if cerr := q.Close(); err == nil {
 			err = cerr
