@@ -127,24 +127,47 @@ type fleetAgent struct {
 	statKV  jetstream.KeyValue
 }
 
-// generation is one runConfig.
+// generation is one runConfigs, which takes new configs through
+// reconfigure; cfg and started are the agent's (run's goroutine).
 type generation struct {
 	cfg     *Config
-	started time.Time
+	started time.Time // when cfg was started or taken
 	cancel  context.CancelFunc
+	conf    chan reconfig
 	done    chan struct{}
 	err     error
 }
 
 func (g *Gateway) startGeneration(ctx context.Context, c *Config) *generation {
 	ctx, cancel := context.WithCancel(ctx)
-	gen := &generation{cfg: c, started: time.Now(), cancel: cancel, done: make(chan struct{})}
+	gen := &generation{cfg: c, started: time.Now(), cancel: cancel, conf: make(chan reconfig), done: make(chan struct{})}
 	go func() {
 		defer close(gen.done)
-		gen.err = g.runConfig(ctx, c, false)
+		gen.err = g.runConfigs(ctx, c, false, gen.conf)
 	}()
 	return gen
 }
+
+// reconfigure moves the running generation to c; errGenerationDone if it
+// has stopped.
+func (gen *generation) reconfigure(c *Config) error {
+	reply := make(chan error, 1)
+	select {
+	case gen.conf <- reconfig{c, reply}:
+	case <-gen.done:
+		return errGenerationDone
+	}
+	gen.cfg, gen.started = c, time.Now()
+	select {
+	case err := <-reply:
+		return err
+	case <-gen.done:
+		return errGenerationDone
+	}
+}
+
+// errGenerationDone: the generation ended before it took a new config.
+var errGenerationDone = errors.New("the running config has stopped")
 
 func (gen *generation) stop() error {
 	gen.cancel()
@@ -411,7 +434,7 @@ func (a *fleetAgent) apply(ctx context.Context) bool {
 		a.done(StateRejected, want, err.Error())
 		return false
 	}
-	if cfg.Summary() == a.gen.cfg.Summary() {
+	if cfg.Summary() == a.gen.cfg.Summary() { // e.g. a value set to what it was
 		a.saved.Applied = want
 		a.done(StateApplied, want, "")
 		return false
@@ -427,24 +450,26 @@ func (a *fleetAgent) apply(ctx context.Context) bool {
 	return true
 }
 
-// switchTo stops the running generation and starts one on cfg; the HTTP
-// listener moves only when its section changed.
+// switchTo moves the running generation to cfg (it restarts only what
+// changed), or starts a new one if it has stopped; the HTTP listener
+// moves only when its section changed.
 func (a *fleetAgent) switchTo(ctx context.Context, cfg *Config) error {
-	if err := a.gen.stop(); err != nil {
-		a.log.Warn("the previous config stopped with an error", "err", err)
-	}
 	if !reflect.DeepEqual(cfg.HTTP, a.httpCfg) {
 		a.http()
 		a.http, a.httpCfg = func() {}, HTTPConfig{}
 		stop, err := a.g.startHTTP(cfg)
 		if err != nil {
-			a.gen = a.g.startGeneration(ctx, cfg) // rollBack stops it
 			return err
 		}
 		a.http, a.httpCfg = stop, cfg.HTTP
 	}
-	a.gen = a.g.startGeneration(ctx, cfg)
-	return nil
+	err := a.gen.reconfigure(cfg)
+	if errors.Is(err, errGenerationDone) {
+		a.log.Warn("the running config had stopped; starting the new one afresh", "err", a.gen.err)
+		a.gen = a.g.startGeneration(ctx, cfg)
+		return nil
+	}
+	return err
 }
 
 // kept: the config being tried passed its health check.

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
@@ -178,7 +179,7 @@ func TestFleetAppliesOverlaysLive(t *testing.T) {
 	}
 }
 
-// subjectCount is how many messages the stream holds on subj.
+// subjectCount is how many messages the stream holds on subj (a filter).
 func subjectCount(url, subj string) (uint64, error) {
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -196,7 +197,11 @@ func subjectCount(url, subj string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return info.State.Subjects[subj], nil
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n, nil
 }
 
 // startFleetGateway runs g and waits for it to serve.
@@ -550,4 +555,127 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no permission violation")
 	}
+}
+
+// Ten config changes while a device publishes and a sensor reads: every
+// change applied live, and the stream gets every event the gateway stored
+// exactly once, in order (oldest_first), and every message the broker
+// accepted.
+func TestFleetTenChangesUnderLoad(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	dir := t.TempDir()
+	mqttPart := fmt.Sprintf(`mqtt:
+  broker: %s
+  subscriptions:
+    - topic: sensors/#
+      qos: 1
+`, broker.URL())
+	cfg := fleetFile(t, dir, srv.URL(), mqttPart)
+	text, _ := os.ReadFile(filepath.Join(dir, "edgegw.yaml"))
+	text = []byte(strings.Replace(string(text), "create: true", "create: true\n    duplicates: 1s\n  drain: oldest_first", 1))
+	os.WriteFile(filepath.Join(dir, "edgegw.yaml"), text, 0o600)
+	cfg, err := gateway.LoadConfig(filepath.Join(dir, "edgegw.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startFleetGateway(t, cfg)
+	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+
+	const n = 4000
+	pub := newPublisher(t, broker.URL(), "device", false)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		pub.publish(0, n, 50, time.Millisecond)
+	}()
+	changes := []string{
+		"upstream:\n  window: 50\n",
+		"sensors:\n  - {name: room, driver: sim, interval: 10ms}\n  - {name: hall, driver: sim, interval: 5ms}\n",
+		"mqtt:\n  subscriptions:\n    - {topic: sensors/#, qos: 1}\n    - {topic: other/#, qos: 1}\n",
+		"upstream:\n  rate: {events_per_second: 3000}\n",
+		"buffer:\n  max_bytes: 64MiB\n",
+		"sensors:\n  - {name: room, driver: sim, interval: 7ms}\n",
+		"upstream:\n  window: 8\n",
+		"mqtt:\n  max_payload: 128KiB\n",
+		"upstream:\n  lower_share: 0.2\n",
+		"upstream:\n  window: 1024\n  rate: null\nsensors: []\n", // no sensors: the buffer can drain
+	}
+	for i, c := range changes {
+		rev := hub.put("gw.gw1", c)
+		st := hub.waitState(gateway.StateApplied, rev)
+		if st.Error != "" {
+			t.Fatalf("change %d: %+v", i+1, st)
+		}
+	}
+	<-published
+	accepted := pub.acceptedSet()
+	if len(accepted) != n {
+		t.Fatalf("the broker accepted %d of %d", len(accepted), n)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for c, _ := subjectCount(srv.URL(), "telemetry.gw1.sensors.>"); c < n; c, _ = subjectCount(srv.URL(), "telemetry.gw1.sensors.>") {
+		if time.Now().After(deadline) {
+			count := map[int]int{}
+			for _, m := range natstest.Messages(t, srv.URL()) {
+				var i, tt int
+				if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &i, &tt); err == nil {
+					count[i]++
+				}
+			}
+			var missing []int
+			for i := range n {
+				if count[i] == 0 {
+					missing = append(missing, i)
+				}
+			}
+			t.Fatalf("%d of %d device messages upstream, missing %v; gateway: %+v", c, n, missing, g.Status())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, time.Minute, "the buffer to drain", func() bool { return g.Status().Buffer.Events == 0 })
+
+	seen := map[uint64]int{}
+	var maxSeq uint64
+	minSeq := uint64(1<<64 - 1)
+	count := map[int]int{}
+	last := -1
+	for _, m := range natstest.Messages(t, srv.URL()) {
+		var seq uint64
+		if _, err := fmt.Sscanf(m.Headers().Get("Nats-Msg-Id"), "gw1-%d", &seq); err != nil {
+			t.Fatalf("message id %q", m.Headers().Get("Nats-Msg-Id"))
+		}
+		seen[seq]++
+		maxSeq, minSeq = max(maxSeq, seq), min(minSeq, seq)
+		if !strings.HasPrefix(m.Subject(), "telemetry.gw1.sensors.") {
+			continue
+		}
+		var i, tt int
+		if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &i, &tt); err != nil {
+			t.Fatalf("message %q", m.Data())
+		}
+		count[i]++
+		if i <= last {
+			t.Fatalf("device message %d after %d: out of order", i, last)
+		}
+		last = i
+	}
+	for i := range n {
+		if count[i] != 1 {
+			t.Fatalf("device message %d is in the stream %d times", i, count[i])
+		}
+	}
+	for s := minSeq; s <= maxSeq; s++ {
+		if seen[s] != 1 {
+			t.Fatalf("event %d is in the stream %d times (events %d..%d)", s, seen[s], minSeq, maxSeq)
+		}
+	}
+	if next := g.Status().Buffer.NextSeq; maxSeq != next-1 {
+		t.Fatalf("the stream ends at event %d, the buffer stored up to %d", maxSeq, next-1)
+	}
+	if st := g.Status().Buffer; maxSeq-minSeq+1 != st.Appended {
+		t.Fatalf("the stream holds events %d..%d, the buffer stored %d", minSeq, maxSeq, st.Appended)
+	}
+	t.Logf("%d events (%d from the device) through 10 changes: each once, in order", maxSeq-minSeq+1, n)
 }

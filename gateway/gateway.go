@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
 	"periph.io/x/conn/v3/i2c"
@@ -26,8 +25,6 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
-	"github.com/edgegw/edgegw/gateway/mqttbroker"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/sensors"
 )
@@ -135,85 +132,6 @@ func (g *Gateway) startHTTP(c *Config) (stop func(), err error) {
 	return g.serveHTTP(ln, users), nil
 }
 
-// runConfig runs the gateway on c until ctx ends: everything but the
-// HTTP listener. A fleet change ends one runConfig and starts the next on
-// the same buffer file; the forwarder's cursor and read-back keep that
-// exactly once (docs/forwarder.md). commands: serve the command endpoints
-// on the upstream connection (without a fleet; the fleet's control
-// connection serves them otherwise).
-func (g *Gateway) runConfig(ctx context.Context, c *Config, commands bool) (err error) {
-	g.mu.Lock()
-	g.cfg, g.fwd, g.srcs = c, nil, nil // a fleet's previous config left its own
-	g.mu.Unlock()
-	q, err := g.openBuffer(c)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		g.mu.Lock()
-		g.q = nil // closed: not ready, no buffer metrics; the rest stays for Stats
-		g.mu.Unlock()
-		if cerr := q.Close(); err == nil {
-			err = cerr
-		}
-	}()
-	nc, err := forward.Connect(c.connOptions(), g.log.With("component", "upstream"))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	subs, err := c.subscriptions()
-	if err != nil {
-		return err
-	}
-	fwd, err := forward.New(q, nc, c.forwardOptions(c.filters(subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
-	if err != nil {
-		return err
-	}
-	srcs, err := g.sources(c, subs)
-	if err != nil {
-		return err
-	}
-	outs, err := g.openOutputs(c)
-	if err != nil {
-		return err
-	}
-	g.mu.Lock()
-	g.fwd, g.srcs, g.outputs = fwd, srcs, outs
-	g.mu.Unlock()
-
-	if commands {
-		if svc, err := g.serveCommands(nc); err != nil {
-			g.log.Warn("the command endpoints are not served", "err", err)
-		} else {
-			defer svc.Stop()
-		}
-	}
-	g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
-		"buffered", q.Stats().Events, "sources", len(srcs))
-	grp, gctx := errgroup.WithContext(ctx)
-	for _, s := range srcs {
-		grp.Go(func() error {
-			if err := s.Run(gctx, s.emit(q)); err != nil {
-				return fmt.Errorf("source %s: %w", s.Name(), err)
-			}
-			return nil
-		})
-	}
-	grp.Go(func() error {
-		g.watch(gctx, 5*time.Second, time.Minute, 10*time.Minute)
-		return nil
-	})
-	grp.Go(func() error {
-		g.sampleHistory(gctx)
-		return nil
-	})
-	grp.Go(func() error { return fwd.Run(gctx) })
-	err = grp.Wait()
-	g.log.Info("edgegw stopped", "buffered", q.Stats().Events, "err", err)
-	return err
-}
-
 // openBuffer opens the buffer file (its directory made if need be) and
 // says so when a damaged one had to be set aside.
 func (g *Gateway) openBuffer(c *Config) (*buffer.Queue, error) {
@@ -233,35 +151,6 @@ func (g *Gateway) openBuffer(c *Config) (*buffer.Queue, error) {
 	return q, nil
 }
 
-// sources builds the MQTT source (a client of mqtt.broker), the embedded
-// broker (mqtt.server) and every sensor; it opens nothing.
-func (g *Gateway) sources(c *Config, subs []mqttsource.Subscription) ([]*source, error) {
-	var srcs []*source
-	if m := c.MQTT; m != nil && m.Broker != "" {
-		msrc, err := mqttsource.New(c.mqttOptions(subs, g.log))
-		if err != nil {
-			return nil, err
-		}
-		srcs = append(srcs, &source{Source: msrc, kind: KindMQTT})
-	}
-	if m := c.MQTT; m != nil && m.Server.On() {
-		o, err := c.brokerOptions(subs, g.log)
-		if err != nil {
-			return nil, err
-		}
-		b, err := mqttbroker.New(o)
-		if err != nil {
-			return nil, err
-		}
-		srcs = append(srcs, &source{Source: b, kind: KindMQTTServer})
-	}
-	sensorSrcs, err := g.sensorSources(c)
-	if err != nil {
-		return nil, err
-	}
-	return append(srcs, sensorSrcs...), nil
-}
-
 // Pollers builds a poller per configured polled sensor; it opens nothing.
 func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	var out []*sensors.Poller
@@ -278,38 +167,34 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	return out, nil
 }
 
-// sensorSources builds every configured sensor, pin and pulse counter, as
-// event sources on their subjects, with the kind /status shows.
-func (g *Gateway) sensorSources(c *Config) ([]*source, error) {
+// sensorSource builds a configured sensor, pin or pulse counter as an
+// event source on its subject, with the kind /status shows.
+func (g *Gateway) sensorSource(c *Config, sc SensorConfig) (*source, error) {
 	open := g.o.OpenPin
 	if open == nil {
 		open = hostPin
 	}
-	var out []*source
-	for _, sc := range c.Sensors {
-		subj, err := subject.ForSensor(sc.Subject, c.Gateway.ID, sc.Name)
-		if err != nil {
-			return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
-		}
-		var r sensorRunner
-		kind := KindGPIO
-		pull, _ := sensors.ParsePull(sc.Pull)
-		switch sc.Driver {
-		case "gpio_edge":
-			edge, _ := sensors.ParseEdge(sc.Edge)
-			r, err = sensors.NewEdgeSource(sc.Name, sensors.EdgeOptions{Pin: sc.Pin, Edge: edge, Pull: pull, Debounce: sc.Debounce}, open, g.log)
-		case "pulse_counter":
-			r, err = sensors.NewPulseCounter(sc.Name, sensors.PulseOptions{Pin: sc.Pin, Pull: pull, Debounce: sc.Debounce, Interval: sc.Interval, Scale: sc.Scale, Unit: sc.Unit}, open, g.log)
-		default:
-			r, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
-			kind = KindSensor
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, &source{Source: sensorSource{r, subj, sc.lane()}, kind: kind})
+	subj, err := subject.ForSensor(sc.Subject, c.Gateway.ID, sc.Name)
+	if err != nil {
+		return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
 	}
-	return out, nil
+	var r sensorRunner
+	kind := KindGPIO
+	pull, _ := sensors.ParsePull(sc.Pull)
+	switch sc.Driver {
+	case "gpio_edge":
+		edge, _ := sensors.ParseEdge(sc.Edge)
+		r, err = sensors.NewEdgeSource(sc.Name, sensors.EdgeOptions{Pin: sc.Pin, Edge: edge, Pull: pull, Debounce: sc.Debounce}, open, g.log)
+	case "pulse_counter":
+		r, err = sensors.NewPulseCounter(sc.Name, sensors.PulseOptions{Pin: sc.Pin, Pull: pull, Debounce: sc.Debounce, Interval: sc.Interval, Scale: sc.Scale, Unit: sc.Unit}, open, g.log)
+	default:
+		r, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
+		kind = KindSensor
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &source{Source: sensorSource{r, subj, sc.lane()}, kind: kind}, nil
 }
 
 // hostPin opens a GPIO line of this machine through periph.io.

@@ -9,8 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
 )
 
 // Handler serves /metrics (Prometheus text format), /healthz (the process

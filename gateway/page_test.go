@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
-	"github.com/nats-io/nats.go"
 )
 
 // The page at / shows the gateway, the uplink, the buffer with its lanes

@@ -143,10 +143,17 @@ type source struct {
 	lastValue                         atomic.Pointer[string] // the last event's payload, cut short
 }
 
-// emit commits events to q and counts them for this source.
-func (s *source) emit(q *buffer.Queue) event.EmitFunc {
+// emit commits events to the buffer qr holds and counts them for this
+// source.
+func (s *source) emit(qr *queueRef) event.EmitFunc {
 	return func(ctx context.Context, events ...event.Event) error {
-		stored, dups, dead, err := store(ctx, q, events)
+		qr.mu.RLock()
+		defer qr.mu.RUnlock()
+		if qr.q == nil {
+			s.storeErrors.Add(1)
+			return fmt.Errorf("%w (it failed to reopen after a config change)", buffer.ErrClosed)
+		}
+		stored, dups, dead, err := store(ctx, qr.q, events)
 		if err != nil {
 			// Once per failed commit: a source retries the same events
 			// until they are stored, and they are not counted again.

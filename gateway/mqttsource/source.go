@@ -86,7 +86,8 @@ type Source struct {
 	tlsCfg *tls.Config
 
 	connected, subscribed                              atomic.Bool
-	client                                             atomic.Pointer[mqtt.Client] // Run's, for Publish
+	client                                             atomic.Pointer[mqtt.Client] // Run's, for Publish and Reroute
+	routes                                             atomic.Pointer[routes]
 	received, committed, tooLarge, unmappable, retries atomic.Uint64
 	retained                                           atomic.Uint64
 }
@@ -101,19 +102,8 @@ func New(o Options) (*Source, error) {
 	if o.ClientID == "" {
 		return nil, errors.New("mqtt: client_id is empty; it must be stable so the broker keeps the session")
 	}
-	if len(o.Subscriptions) == 0 {
-		return nil, errors.New("mqtt: no subscriptions")
-	}
-	for i, s := range o.Subscriptions {
-		if err := ValidFilter(s.Topic); err != nil {
-			return nil, fmt.Errorf("mqtt: subscriptions[%d].topic: %w", i, err)
-		}
-		if s.QoS > 2 {
-			return nil, fmt.Errorf("mqtt: subscriptions[%d].qos: %d is not 0, 1 or 2", i, s.QoS)
-		}
-		if s.Subject == nil {
-			return nil, fmt.Errorf("mqtt: subscriptions[%d].subject is missing", i)
-		}
+	if err := checkSubscriptions(o.Subscriptions); err != nil {
+		return nil, err
 	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = DefaultMaxPayload
@@ -125,6 +115,7 @@ func New(o Options) (*Source, error) {
 		o.BatchBytes = 4 << 20
 	}
 	s := &Source{o: o, log: o.Logger}
+	s.routes.Store(&routes{o.Subscriptions, o.MaxPayload})
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -226,6 +217,86 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 		s.subscribed.Store(false)
 	}()
 	return s.ingest(ctx, msgs, emit)
+}
+
+func checkSubscriptions(subs []Subscription) error {
+	if len(subs) == 0 {
+		return errors.New("mqtt: no subscriptions")
+	}
+	for i, s := range subs {
+		if err := ValidFilter(s.Topic); err != nil {
+			return fmt.Errorf("mqtt: subscriptions[%d].topic: %w", i, err)
+		}
+		if s.QoS > 2 {
+			return fmt.Errorf("mqtt: subscriptions[%d].qos: %d is not 0, 1 or 2", i, s.QoS)
+		}
+		if s.Subject == nil {
+			return fmt.Errorf("mqtt: subscriptions[%d].subject is missing", i)
+		}
+	}
+	return nil
+}
+
+// routes are the subscriptions and the payload limit, which Reroute
+// changes while the source runs.
+type routes struct {
+	subs       []Subscription
+	maxPayload int
+}
+
+// Reroute changes the subscriptions and the payload limit of a running
+// source without reconnecting (a reconnect makes the broker hand the
+// session over, and some brokers lose messages doing it): filters that
+// are new or whose QoS changed are subscribed, filters no longer listed
+// are unsubscribed. A message already received on a filter that is gone
+// has no route: it is counted as unmappable and acknowledged.
+func (s *Source) Reroute(subs []Subscription, maxPayload int) error {
+	if err := checkSubscriptions(subs); err != nil {
+		return err
+	}
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	old := s.routes.Swap(&routes{subs, maxPayload})
+	c := s.client.Load()
+	if c == nil || !s.connected.Load() {
+		return nil // the next connect subscribes to the new routes
+	}
+	was := map[string]byte{}
+	for _, sub := range old.subs {
+		was[sub.Topic] = sub.QoS
+	}
+	add := map[string]byte{}
+	for _, sub := range subs {
+		if q, ok := was[sub.Topic]; !ok || q != sub.QoS {
+			add[sub.Topic] = sub.QoS
+		}
+		delete(was, sub.Topic)
+	}
+	var drop []string
+	for topic := range was {
+		drop = append(drop, topic)
+	}
+	if len(add) > 0 {
+		t := (*c).SubscribeMultiple(add, nil)
+		if !t.WaitTimeout(30 * time.Second) {
+			return errors.New("mqtt: no SUBACK for the new subscriptions within 30s")
+		}
+		if err := t.Error(); err != nil {
+			return fmt.Errorf("mqtt: subscribe: %w", err)
+		}
+		if refused := refusedSubs(t); len(refused) > 0 {
+			return fmt.Errorf("mqtt: the broker refused subscriptions %v (check its ACL for this user)", refused)
+		}
+	}
+	if len(drop) > 0 {
+		t := (*c).Unsubscribe(drop...)
+		if t.WaitTimeout(30*time.Second) && t.Error() != nil {
+			return fmt.Errorf("mqtt: unsubscribe: %w", t.Error())
+		}
+	}
+	s.log.Info("subscriptions changed", "subscribed", len(add), "unsubscribed", len(drop))
+	return nil
 }
 
 // Publish sends a message to the site's broker (a downlink to devices),
@@ -352,7 +423,8 @@ func msgSize(m mqtt.Message) int { return len(m.Payload()) + 4*len(m.Topic()) + 
 
 // event maps m to an event, or says why it is dropped.
 func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
-	e, err := Route(s.o.Subscriptions, s.o.MaxPayload, s.o.ClientID, Message{
+	rt := s.routes.Load()
+	e, err := Route(rt.subs, rt.maxPayload, s.o.ClientID, Message{
 		Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Dup: m.Duplicate(), ID: m.MessageID(),
 	}, now)
 	switch {
@@ -370,8 +442,9 @@ func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
 // subscribe renews every subscription on c, and waits for the SUBACK on
 // a goroutine that wg counts.
 func (s *Source) subscribe(c mqtt.Client, wg *sync.WaitGroup) {
-	filters := make(map[string]byte, len(s.o.Subscriptions))
-	for _, sub := range s.o.Subscriptions {
+	rt := s.routes.Load()
+	filters := make(map[string]byte, len(rt.subs))
+	for _, sub := range rt.subs {
 		filters[sub.Topic] = sub.QoS
 	}
 	t := c.SubscribeMultiple(filters, nil) // messages go to the default handler

@@ -1,0 +1,374 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/mqttbroker"
+	"github.com/edgegw/edgegw/gateway/mqttsource"
+)
+
+// A runner runs one config's parts on one buffer: the forwarder with its
+// upstream connection, and each source. A new config (reconfigure)
+// restarts only the parts whose settings changed, so a change of the
+// upstream window does not reconnect to the MQTT broker, and a sensor
+// added does not touch the others; a change of the buffer section
+// reopens the buffer under every part. The forwarder's cursor and
+// read-back keep a restarted forwarder exactly once (docs/forwarder.md);
+// a restarted source leaves what it did not store unacknowledged.
+type runner struct {
+	g    *Gateway
+	ctx  context.Context // the generation's; parts run under children of it
+	c    *Config
+	q    *buffer.Queue // what qr holds, for this goroutine
+	qr   queueRef
+	fwd  *part
+	srcs []*part          // in config order
+	errs chan error       // a part that stopped by itself, with its error
+	conf chan reconfig    // reconfigure's requests
+	cmds func(*nats.Conn) // serve the command endpoints on the upstream connection, or nil
+}
+
+// queueRef is the buffer the sources append to. A change of the buffer
+// section swaps it under them: their appends wait for the new one
+// instead of failing, and an MQTT source keeps its connection.
+type queueRef struct {
+	mu sync.RWMutex // held for reading by every append, for writing by a swap
+	q  *buffer.Queue
+}
+
+type reconfig struct {
+	c     *Config
+	reply chan error
+}
+
+// part is one running piece: what made it (sig), its source or forwarder,
+// and how to stop it.
+type part struct {
+	key, sig string
+	usig     string // what update changes in place (sourceSpec)
+	src      *source
+	fwd      *forward.Forwarder
+	nc       *nats.Conn
+	stop     func() error
+}
+
+// sig is a fingerprint of the settings a part is made from.
+func sig(v ...any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v...)
+	}
+	return string(b)
+}
+
+// runConfig runs the gateway on c until ctx ends: everything but the HTTP
+// listener. commands: serve the command endpoints on the upstream
+// connection (without a fleet; the fleet's control connection serves them
+// otherwise).
+func (g *Gateway) runConfig(ctx context.Context, c *Config, commands bool) error {
+	return g.runConfigs(ctx, c, commands, nil)
+}
+
+// runConfigs is runConfig that also takes new configs from conf.
+func (g *Gateway) runConfigs(ctx context.Context, c *Config, commands bool, conf chan reconfig) (err error) {
+	r := &runner{g: g, ctx: ctx, errs: make(chan error, 1), conf: conf}
+	if commands {
+		r.cmds = func(nc *nats.Conn) {
+			if svc, err := g.serveCommands(nc); err != nil {
+				g.log.Warn("the command endpoints are not served", "err", err)
+			} else {
+				context.AfterFunc(ctx, func() { svc.Stop() })
+			}
+		}
+	}
+	defer func() {
+		if serr := r.stopAll(); err == nil {
+			err = serr
+		}
+		g.log.Info("edgegw stopped", "err", err)
+	}()
+	if err := r.reconfigure(c); err != nil {
+		return err
+	}
+	stopWatch := r.start(func(ctx context.Context) error {
+		g.watch(ctx, 5*time.Second, time.Minute, 10*time.Minute)
+		return nil
+	})
+	defer stopWatch()
+	stopHistory := r.start(func(ctx context.Context) error {
+		g.sampleHistory(ctx)
+		return nil
+	})
+	defer stopHistory()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-r.errs:
+			return err
+		case rc := <-r.conf:
+			rc.reply <- r.reconfigure(rc.c)
+		}
+	}
+}
+
+// start runs fn under a child of the generation's context; the returned
+// func stops it and returns its error. An error while not stopped ends the
+// generation.
+func (r *runner) start(fn func(context.Context) error) func() error {
+	ctx, cancel := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = fn(ctx)
+		if err != nil && ctx.Err() == nil {
+			select {
+			case r.errs <- err:
+			default:
+			}
+		}
+	}()
+	return func() error {
+		cancel()
+		<-done
+		return err
+	}
+}
+
+// stopAll stops every part, sources first, and closes the buffer.
+func (r *runner) stopAll() error {
+	var err error
+	for _, p := range r.srcs {
+		if serr := p.stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	r.srcs = nil
+	if r.fwd != nil {
+		r.fwd.stop()
+		r.fwd = nil
+	}
+	if cerr := r.reopen(nil); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// reopen closes the buffer and, if c is not nil, opens it with c's
+// settings, while the sources' appends wait.
+func (r *runner) reopen(c *Config) error {
+	r.qr.mu.Lock()
+	defer r.qr.mu.Unlock()
+	var err error
+	if r.q != nil {
+		r.g.mu.Lock()
+		r.g.q = nil // closed: not ready, no buffer metrics; the rest stays for Stats
+		r.g.mu.Unlock()
+		err = r.q.Close()
+		r.q, r.qr.q = nil, nil
+	}
+	if c == nil {
+		return err
+	}
+	q, err := r.g.openBuffer(c)
+	if err != nil {
+		return err
+	}
+	r.q, r.qr.q = q, q
+	return nil
+}
+
+// reconfigure moves the running parts to c.
+func (r *runner) reconfigure(c *Config) error {
+	if r.q == nil || sig(c.Buffer, c.Gateway) != sig(r.c.Buffer, r.c.Gateway) {
+		if r.q != nil {
+			r.g.log.Info("the buffer's settings changed: reopening it")
+		}
+		if r.fwd != nil {
+			r.fwd.stop() // it reads the buffer
+			r.fwd = nil
+		}
+		if err := r.reopen(c); err != nil {
+			return err
+		}
+		r.c = c
+		r.publish()
+	}
+	subs, err := c.subscriptions()
+	if err != nil {
+		return err
+	}
+	if s := sig(c.Upstream, c.Gateway.ID, c.filters(subs), c.maxPayload()); r.fwd == nil || r.fwd.sig != s {
+		if r.fwd != nil {
+			r.fwd.stop()
+			r.fwd = nil
+			r.publish()
+		}
+		p, err := r.startForwarder(c, subs, s)
+		if err != nil {
+			return err
+		}
+		r.fwd = p
+	}
+	specs := r.g.sourceSpecs(c, subs)
+	running := map[string]*part{}
+	for _, p := range r.srcs {
+		running[p.key] = p
+	}
+	var next []*part
+	for _, sp := range specs {
+		if p := running[sp.key]; p != nil && p.sig == sp.sig {
+			next = append(next, p)
+			delete(running, sp.key)
+			if sp.update != nil && p.usig != sp.usig {
+				if err := sp.update(p.src); err != nil {
+					for _, p := range running {
+						next = append(next, p)
+					}
+					r.srcs = next
+					return fmt.Errorf("%s: %w", sp.key, err)
+				}
+				p.usig = sp.usig
+			}
+			continue
+		}
+		if p := running[sp.key]; p != nil {
+			p.stop() // changed: stopped before its successor starts
+			delete(running, sp.key)
+		}
+		s, err := sp.build()
+		if err != nil {
+			for _, p := range running {
+				next = append(next, p) // still running: the next config or stopAll stops them
+			}
+			r.srcs = next
+			r.publish()
+			return err
+		}
+		next = append(next, &part{key: sp.key, sig: sp.sig, usig: sp.usig, src: s, stop: r.start(func(ctx context.Context) error {
+			if err := s.Run(ctx, s.emit(&r.qr)); err != nil {
+				return fmt.Errorf("source %s: %w", s.Name(), err)
+			}
+			return nil
+		})})
+	}
+	for _, p := range running {
+		p.stop() // removed
+	}
+	r.srcs, r.c = next, c
+	outs, err := r.g.openOutputs(c)
+	if err != nil {
+		return err
+	}
+	r.g.mu.Lock()
+	r.g.outputs = outs
+	r.g.mu.Unlock()
+	r.publish()
+	r.g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
+		"buffered", r.q.Stats().Events, "sources", len(r.srcs))
+	return nil
+}
+
+// startForwarder connects upstream and starts a forwarder.
+func (r *runner) startForwarder(c *Config, subs []mqttsource.Subscription, s string) (*part, error) {
+	g := r.g
+	nc, err := forward.Connect(c.connOptions(), g.log.With("component", "upstream"))
+	if err != nil {
+		return nil, err
+	}
+	fwd, err := forward.New(r.q, nc, c.forwardOptions(c.filters(subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if r.cmds != nil {
+		r.cmds(nc)
+		r.cmds = nil // once: without a fleet there is one upstream connection
+	}
+	stop := r.start(fwd.Run)
+	return &part{key: "forward", sig: s, fwd: fwd, nc: nc, stop: func() error {
+		err := stop()
+		nc.Close()
+		return err
+	}}, nil
+}
+
+// publish shows the running parts to Status.
+func (r *runner) publish() {
+	var srcs []*source
+	for _, p := range r.srcs {
+		srcs = append(srcs, p.src)
+	}
+	var fwd *forward.Forwarder
+	if r.fwd != nil {
+		fwd = r.fwd.fwd
+	}
+	r.g.mu.Lock()
+	r.g.cfg, r.g.q, r.g.fwd, r.g.srcs = r.c, r.q, fwd, srcs
+	r.g.mu.Unlock()
+}
+
+// sourceSpec is a source a config asks for, not yet built.
+type sourceSpec struct {
+	key, sig string
+	build    func() (*source, error)
+	// usig and update: settings a running source takes without a
+	// restart (the MQTT client's routes).
+	usig   string
+	update func(*source) error
+}
+
+// sourceSpecs are c's sources: the MQTT client of mqtt.broker, the
+// embedded broker (mqtt.server), and every sensor, in that order.
+func (g *Gateway) sourceSpecs(c *Config, subs []mqttsource.Subscription) []sourceSpec {
+	var out []sourceSpec
+	if m := c.MQTT; m != nil && m.Broker != "" {
+		client := *m
+		client.Server, client.Subscriptions, client.MaxPayload = nil, nil, 0
+		out = append(out, sourceSpec{key: "mqtt", sig: sig(client, c.Gateway.ID), build: func() (*source, error) {
+			msrc, err := mqttsource.New(c.mqttOptions(subs, g.log))
+			if err != nil {
+				return nil, err
+			}
+			return &source{Source: msrc, kind: KindMQTT}, nil
+		}, usig: sig(m.Subscriptions, m.MaxPayload), update: func(s *source) error {
+			return s.Source.(*mqttsource.Source).Reroute(subs, int(m.MaxPayload))
+		}})
+	}
+	if m := c.MQTT; m != nil && m.Server.On() {
+		out = append(out, sourceSpec{key: "mqtt-server", sig: sig(m, c.Gateway.ID, c.Gateway.DataDir), build: func() (*source, error) {
+			o, err := c.brokerOptions(subs, g.log)
+			if err != nil {
+				return nil, err
+			}
+			b, err := mqttbroker.New(o)
+			if err != nil {
+				return nil, err
+			}
+			return &source{Source: b, kind: KindMQTTServer}, nil
+		}})
+	}
+	for _, sc := range c.Sensors {
+		out = append(out, sourceSpec{key: "sensor/" + sc.Name, sig: sig(sc, c.Gateway.ID), build: func() (*source, error) {
+			return g.sensorSource(c, sc)
+		}})
+	}
+	return out
+}
+
+// maxPayload is mqtt.max_payload, or 0 without MQTT.
+func (c *Config) maxPayload() ByteSize {
+	if c.MQTT == nil {
+		return 0
+	}
+	return c.MQTT.MaxPayload
+}
