@@ -161,6 +161,10 @@ func (g *Gateway) mqttPublish(r micro.Request) {
 		r.Error("400", fmt.Sprintf("qos %d is not 0, 1 or 2", req.QoS), nil)
 		return
 	}
+	if err := mqttsource.ValidTopic(req.Topic); err != nil {
+		r.Error("400", "topic: "+err.Error(), nil)
+		return
+	}
 	payload := []byte(req.Payload)
 	if req.PayloadBase64 != nil {
 		payload = req.PayloadBase64

@@ -144,6 +144,12 @@ upstream:
 		{"server users file", strings.Replace(good, "  subscriptions:", "  server:\n    listen: 0.0.0.0:1883\n    users_file: /nonexistent/users.yaml\n  subscriptions:", 1), "mqtt.server.users_file", 0, "no such file"},
 		{"http off loopback", good + "http:\n  listen: 0.0.0.0:9180\n", "http.listen", 11, "reachable from the network"},
 		{"no source", "gateway:\n  id: gw1\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", "mqtt", 0, "no source"},
+		{"fleet heartbeat", good + "fleet:\n  heartbeat: 10ms\n", "fleet.heartbeat", 0, "under 1s"},
+		{"fleet bucket", good + "fleet:\n  config_bucket: my.bucket\n", "fleet.config_bucket", 0, "not a bucket name"},
+		{"fleet health timeout", good + "fleet:\n  health:\n    timeout: 1ms\n", "fleet.health.timeout", 0, "under 1s"},
+		{"output pin", good + "outputs:\n  - name: relay\n", "outputs[0].pin", 0, "GPIO23"},
+		{"output initial", good + "outputs:\n  - name: relay\n    pin: GPIO23\n    initial: on\n", "outputs[0].initial", 0, "low or high"},
+		{"output twice", good + "outputs:\n  - {name: relay, pin: GPIO23}\n  - {name: relay, pin: GPIO24}\n", "outputs[1].name", 0, "used twice"},
 		{"not yaml", "gateway: [", "(file)", 0, "yaml"},
 		{"empty", "", "(file)", 0, "empty config"},
 	}

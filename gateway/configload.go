@@ -267,6 +267,7 @@ func parseLayers(src *configSource, overlays []Overlay) (*Config, error) {
 		return nil, ce
 	}
 	for i, ov := range overlays {
+		ce.layers = append(ce.layers, ov.Name)
 		n, err := ov.node((i + 1) * layerLines)
 		if err != nil {
 			ce.Problems = append(ce.Problems, Problem{Path: "(" + ov.Name + ")", Msg: err.Error()})
@@ -275,7 +276,6 @@ func parseLayers(src *configSource, overlays []Overlay) (*Config, error) {
 		if n != nil {
 			mergeYAML(root.Content[0], n)
 		}
-		ce.layers = append(ce.layers, ov.Name)
 	}
 	if len(ce.Problems) > 0 {
 		return nil, ce

@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
@@ -678,4 +681,107 @@ func TestFleetTenChangesUnderLoad(t *testing.T) {
 		t.Fatalf("the stream holds events %d..%d, the buffer stored %d", minSeq, maxSeq, st.Appended)
 	}
 	t.Logf("%d events (%d from the device) through 10 changes: each once, in order", maxSeq-minSeq+1, n)
+}
+
+// The acting endpoints: sensors.read takes a reading now through the
+// running poller, mqtt.publish reaches a device subscribed to the
+// embedded broker, gpio.set drives an output declared in config; bad
+// requests get a 4xx that says what is wrong.
+func TestFleetCommands(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	dir := t.TempDir()
+	port := natstest.FreePort(t)
+	cfg := fleetFile(t, dir, srv.URL(), fmt.Sprintf(`mqtt:
+  server:
+    listen: 127.0.0.1:%d
+    allow_anonymous: true
+  subscriptions:
+    - topic: sensors/#
+outputs:
+  - name: relay
+    pin: GPIO23
+`, port))
+	pin := &gpiotest.Pin{N: "GPIO23", L: gpio.High}
+	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger(), OpenOutput: func(name string) (gpio.PinOut, error) {
+		if name != "GPIO23" {
+			return nil, fmt.Errorf("no pin %s", name)
+		}
+		return pin, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(runGateway(t, g))
+	waitFor(t, 30*time.Second, "the service", func() bool {
+		_, err := hub.nc.Request("edgegw.gw1.status", nil, time.Second)
+		return err == nil
+	})
+	if pin.Read() != gpio.Low {
+		t.Fatal("the output did not start at its initial level (low)")
+	}
+	call := func(endpoint, body string) (*nats.Msg, string) {
+		t.Helper()
+		m, err := hub.nc.Request("edgegw.gw1."+endpoint, []byte(body), 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", endpoint, err)
+		}
+		return m, m.Header.Get("Nats-Service-Error-Code")
+	}
+
+	m, code := call("sensors.read", `{"sensor":"room"}`)
+	var reading gateway.SensorsReadReply
+	if err := json.Unmarshal(m.Data, &reading); err != nil || code != "" || len(reading.Readings) != 1 || reading.Readings[0].Sensor != "room" || len(reading.Readings[0].Values) == 0 {
+		t.Fatalf("sensors.read: %s %s %v", code, m.Data, err)
+	}
+	if _, code := call("sensors.read", `{"sensor":"attic"}`); code != "404" {
+		t.Fatalf("sensors.read of an unknown sensor: code %q", code)
+	}
+
+	device := paho.NewClient(paho.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", port)).SetClientID("valve"))
+	if tok := device.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer device.Disconnect(100)
+	got := make(chan string, 1)
+	if tok := device.Subscribe("cmd/valve", 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	if m, code := call("mqtt.publish", `{"topic":"cmd/valve","payload":"open","qos":1}`); code != "" {
+		t.Fatalf("mqtt.publish: %s %s", code, m.Data)
+	}
+	select {
+	case p := <-got:
+		if p != "open" {
+			t.Fatalf("the device got %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device got no downlink")
+	}
+	if _, code := call("mqtt.publish", `{"topic":"cmd/#","payload":"x"}`); code != "400" {
+		t.Fatalf("publish to a wildcard: code %q", code)
+	}
+	if _, code := call("mqtt.publish", `{"topic":"cmd/x","qos":3}`); code != "400" {
+		t.Fatalf("qos 3: code %q", code)
+	}
+
+	if m, code := call("gpio.set", `{"name":"relay","level":"high"}`); code != "" || pin.Read() != gpio.High {
+		t.Fatalf("gpio.set: %s %s, pin %s", code, m.Data, pin.Read())
+	}
+	if _, code := call("gpio.set", `{"name":"pump","level":"high"}`); code != "404" {
+		t.Fatalf("gpio.set of an undeclared output: code %q", code)
+	}
+	if _, code := call("gpio.set", `{"name":"relay","level":"on"}`); code != "400" {
+		t.Fatalf("gpio.set level on: code %q", code)
+	}
+	if _, code := call("gpio.set", `{"name":"relay","levle":"low"}`); code != "400" {
+		t.Fatalf("gpio.set with a misspelt field: code %q", code)
+	}
+
+	// A config change keeps the output where the fleet set it.
+	rev := hub.put("gw.gw1", "upstream:\n  window: 99\n")
+	hub.waitState(gateway.StateApplied, rev)
+	if pin.Read() != gpio.High {
+		t.Fatal("a config change reset the output")
+	}
 }
