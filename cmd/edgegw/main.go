@@ -5,6 +5,7 @@
 //	edgegw buffer stats --config /etc/edgegw/edgegw.yaml   (or --path buffer.db)
 //	edgegw buffer dead-letters --config /etc/edgegw/edgegw.yaml [--export FILE] [--drop]
 //	edgegw health [--addr 127.0.0.1:9180] [--live]
+//	edgegw fleet set|unset|status|call ...   (docs/fleet.md)
 //	edgegw version
 package main
 
@@ -39,6 +40,10 @@ const usage = `usage:
   edgegw mqtt hash-password [--password-file FILE]   (else the password on stdin)
   edgegw health [--addr 127.0.0.1:9180] [--live]
   edgegw status [--addr 127.0.0.1:9180] [--watch [--every 2s]]
+  edgegw fleet set <gateway id|defaults> FILE [--base LOCAL_CONFIG]
+  edgegw fleet unset <gateway id|defaults>
+  edgegw fleet status
+  edgegw fleet call <gateway id> <endpoint> [JSON]   (fleet: --server URL, --creds FILE)
   edgegw version
 `
 
@@ -79,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdHashPassword(args[2:], os.Stdin, stdout, stderr)
 	case args[0] == "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case args[0] == "fleet":
+		return cmdFleet(args[1:], os.Stdin, stdout, stderr)
 	case args[0] == "health":
 		return cmdHealth(args[1:], stdout, stderr)
 	case args[0] == "version" || args[0] == "--version":

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway"
+)
+
+// fleetFlags are the hub connection of the fleet commands.
+type fleetFlags struct {
+	server, creds, ca *string
+	configBucket      *string
+	statusBucket      *string
+}
+
+func addFleetFlags(fs *flag.FlagSet) fleetFlags {
+	def := os.Getenv("NATS_URL")
+	if def == "" {
+		def = "nats://127.0.0.1:4222"
+	}
+	return fleetFlags{
+		server:       fs.String("server", def, "the hub, nats://[user:password@]host:4222 (default $NATS_URL)"),
+		creds:        fs.String("creds", "", "a .creds file for the hub"),
+		ca:           fs.String("ca", "", "a CA file that verifies the hub's TLS certificate"),
+		configBucket: fs.String("config-bucket", gateway.DefaultConfigBucket, "the overlays' KV bucket"),
+		statusBucket: fs.String("status-bucket", gateway.DefaultStatusBucket, "the gateways' status KV bucket"),
+	}
+}
+
+func (f fleetFlags) connect() (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("edgegw fleet"), nats.Timeout(5 * time.Second)}
+	if *f.creds != "" {
+		opts = append(opts, nats.UserCredentials(*f.creds))
+	}
+	if *f.ca != "" {
+		opts = append(opts, nats.RootCAs(*f.ca))
+	}
+	nc, err := nats.Connect(*f.server, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("hub %s: %w (set --server or NATS_URL, and --creds)", redactURL(*f.server), err)
+	}
+	return nc, nil
+}
+
+// redactURL hides a password in a URL for messages.
+func redactURL(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.Index(s[i+3:], "@"); j >= 0 {
+			return s[:i+3] + "***@" + s[i+3+j+1:]
+		}
+	}
+	return s
+}
+
+const fleetUsage = `usage:
+  edgegw fleet set <gateway id|defaults> FILE [--base LOCAL_CONFIG]   (FILE - for stdin)
+  edgegw fleet unset <gateway id|defaults>
+  edgegw fleet status
+  edgegw fleet call <gateway id> <endpoint> [JSON]
+     endpoints: status, config, buffer, sensors.read, mqtt.publish, gpio.set
+  flags: --server URL (default $NATS_URL), --creds FILE, --ca FILE
+`
+
+func cmdFleet(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, fleetUsage)
+		return 2
+	}
+	switch args[0] {
+	case "set":
+		return cmdFleetSet(args[1:], stdin, stdout, stderr)
+	case "unset":
+		return cmdFleetUnset(args[1:], stdout, stderr)
+	case "status":
+		return cmdFleetStatus(args[1:], stdout, stderr)
+	case "call":
+		return cmdFleetCall(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "edgegw: unknown fleet command %q\n%s", args[0], fleetUsage)
+	return 2
+}
+
+// positional splits args into flags (parsed by fs) and n positional
+// arguments, wherever the flags are.
+func positional(fs *flag.FlagSet, args []string, n int, stderr io.Writer) ([]string, bool) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, false
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) < n {
+		fmt.Fprint(stderr, fleetUsage)
+		return nil, false
+	}
+	return pos, true
+}
+
+// keyFor is the config bucket's key of a target: defaults, or gw.<id>.
+func keyFor(target string) (string, error) {
+	if target == "defaults" {
+		return "defaults", nil
+	}
+	if target == "" || strings.ContainsAny(target, ".*> \t") {
+		return "", fmt.Errorf("%q is not a gateway id (letters, digits, '-' and '_') or defaults", target)
+	}
+	return "gw." + target, nil
+}
+
+// checkOverlay checks an overlay as a gateway would: over base (a
+// gateway's local file) if given, else over a minimal config, reporting
+// only the problems in the overlay itself.
+func checkOverlay(target, key string, data []byte, basePath string) error {
+	var base *gateway.Config
+	var err error
+	if basePath != "" {
+		base, err = gateway.LoadConfigWith(basePath, gateway.LoadOptions{Offline: true})
+	} else {
+		id := target
+		if target == "defaults" {
+			id = "any-gateway"
+		}
+		minimal := fmt.Sprintf("gateway:\n  id: %s\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", id)
+		base, err = gateway.ParseConfig("(a minimal config)", []byte(minimal), func(string) (string, bool) { return "x", true })
+	}
+	if err != nil {
+		return fmt.Errorf("--base: %w", err)
+	}
+	_, err = base.WithOverlays(gateway.Overlay{Name: key, Data: data})
+	var ce *gateway.ConfigError
+	if !errors.As(err, &ce) || basePath != "" {
+		return err
+	}
+	own := slices.DeleteFunc(slices.Clone(ce.Problems), func(p gateway.Problem) bool { return p.Source == "" })
+	if len(own) == 0 {
+		return nil
+	}
+	ce.Problems = own
+	return ce
+}
+
+func cmdFleetSet(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flags("fleet set", stderr)
+	ff := addFleetFlags(fs)
+	basePath := fs.String("base", "", "a gateway's local config: check the overlay over it")
+	pos, ok := positional(fs, args, 2, stderr)
+	if !ok {
+		return 2
+	}
+	key, err := keyFor(pos[0])
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 2
+	}
+	var data []byte
+	if pos[1] == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(pos[1])
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	if err := checkOverlay(pos[0], key, data, *basePath); err != nil {
+		fmt.Fprintln(stderr, "edgegw: not set:", err)
+		return 1
+	}
+	nc, err := ff.connect()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, *ff.configBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: *ff.configBucket, History: 10, Description: "edgegw config overlays (docs/fleet.md)"})
+		if err == nil {
+			fmt.Fprintf(stdout, "created bucket %s\n", *ff.configBucket)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: bucket %s: %v\n", *ff.configBucket, err)
+		return 1
+	}
+	if _, err := js.KeyValue(ctx, *ff.statusBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: *ff.statusBucket, Description: "edgegw gateways' state (docs/fleet.md)"}); err == nil {
+			fmt.Fprintf(stdout, "created bucket %s\n", *ff.statusBucket)
+		}
+	}
+	rev, err := kv.Put(ctx, key, data)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: put %s: %v\n", key, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s set at revision %d; edgegw fleet status shows when it is applied\n", key, rev)
+	return 0
+}
+
+func cmdFleetUnset(args []string, stdout, stderr io.Writer) int {
+	fs := flags("fleet unset", stderr)
+	ff := addFleetFlags(fs)
+	pos, ok := positional(fs, args, 1, stderr)
+	if !ok {
+		return 2
+	}
+	key, err := keyFor(pos[0])
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 2
+	}
+	nc, err := ff.connect()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, *ff.configBucket)
+	if err == nil {
+		err = kv.Delete(ctx, key)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: unset %s: %v\n", key, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s removed; the gateways drop it\n", key)
+	return 0
+}
+
+func cmdFleetStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flags("fleet status", stderr)
+	ff := addFleetFlags(fs)
+	if _, ok := positional(fs, args, 0, stderr); !ok {
+		return 2
+	}
+	nc, err := ff.connect()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, *ff.statusBucket)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: bucket %s: %v (no gateway has reported yet?)\n", *ff.statusBucket, err)
+		return 1
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	var rows []gateway.FleetStatus
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var st gateway.FleetStatus
+		if json.Unmarshal(e.Value(), &st) == nil {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(stdout, "no gateway has reported yet")
+		return 0
+	}
+	slices.SortFunc(rows, func(a, b gateway.FleetStatus) int { return strings.Compare(a.Gateway, b.Gateway) })
+	printFleetTable(stdout, rows, time.Now())
+	return 0
+}
+
+// printFleetTable writes one line per gateway.
+func printFleetTable(w io.Writer, rows []gateway.FleetStatus, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GATEWAY\tSTATE\tDESIRED\tAPPLIED\tUPLINK\tBACKLOG\tOLDEST\tHEARTBEAT\tERROR")
+	for _, st := range rows {
+		uplink, backlog, oldest, beat := "-", "-", "-", "never"
+		if hb := st.Heartbeat; hb != nil {
+			uplink = map[bool]string{true: "up", false: "down"}[hb.Uplink]
+			backlog = fmt.Sprint(hb.Backlog)
+			oldest = (time.Duration(hb.OldestAgeSeconds) * time.Second).String()
+			beat = now.Sub(hb.At).Round(time.Second).String() + " ago"
+		}
+		msg := st.Error
+		if len(msg) > 60 {
+			msg = msg[:57] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", st.Gateway, st.State, st.DesiredRevision, st.AppliedRevision, uplink, backlog, oldest, beat, msg)
+	}
+	tw.Flush()
+}
+
+func cmdFleetCall(args []string, stdout, stderr io.Writer) int {
+	fs := flags("fleet call", stderr)
+	ff := addFleetFlags(fs)
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
+	pos, ok := positional(fs, args, 2, stderr)
+	if !ok {
+		return 2
+	}
+	if _, err := keyFor(pos[0]); err != nil || pos[0] == "defaults" {
+		fmt.Fprintf(stderr, "edgegw: %q is not a gateway id\n", pos[0])
+		return 2
+	}
+	var body []byte
+	if len(pos) > 2 {
+		body = []byte(pos[2])
+		if !json.Valid(body) {
+			fmt.Fprintf(stderr, "edgegw: the request %q is not JSON, e.g. '{\"sensor\":\"room\"}'\n", pos[2])
+			return 2
+		}
+	}
+	nc, err := ff.connect()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
+	}
+	defer nc.Close()
+	subj := "edgegw." + pos[0] + "." + pos[1]
+	m, err := nc.Request(subj, body, *timeout)
+	if errors.Is(err, nats.ErrNoResponders) {
+		fmt.Fprintf(stderr, "edgegw: nobody answers %s: gateway %s is offline, or has no endpoint %s\n", subj, pos[0], pos[1])
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: %s: %v\n", subj, err)
+		return 1
+	}
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+		fmt.Fprintf(stderr, "edgegw: %s: %s %s\n", subj, code, m.Header.Get("Nats-Service-Error"))
+		return 1
+	}
+	var out bytes.Buffer
+	if json.Indent(&out, m.Data, "", "  ") == nil {
+		out.WriteByte('\n')
+		stdout.Write(out.Bytes())
+	} else {
+		stdout.Write(m.Data)
+	}
+	return 0
+}

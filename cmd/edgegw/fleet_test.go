@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// The fleet commands against a real hub and a real gateway: set checks an
+// overlay before it is stored, status shows the gateway applying it, call
+// reaches its endpoints.
+func TestFleetCommands(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := []string{"--server", srv.URL()}
+	fleet := func(args ...string) (code int, stdout, stderr string) {
+		var out, errb bytes.Buffer
+		code = run(append(append([]string{"fleet"}, args...), hub...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("upstream:\n  window: -1\n"), 0o600)
+	if code, _, errb := fleet("set", "gw1", bad); code != 1 || !strings.Contains(errb, "upstream.window (gw.gw1 line 2)") || !strings.Contains(errb, "not set") {
+		t.Fatalf("a bad overlay: exit %d\n%s", code, errb)
+	}
+	refused := filepath.Join(dir, "refused.yaml")
+	os.WriteFile(refused, []byte("gateway:\n  data_dir: /elsewhere\n"), 0o600)
+	if code, _, errb := fleet("set", "defaults", refused); code != 1 || !strings.Contains(errb, "gateway.data_dir") {
+		t.Fatalf("a refused key: exit %d\n%s", code, errb)
+	}
+	if code, _, _ := fleet("set", "a.b", bad); code != 2 {
+		t.Fatalf("a bad gateway id: exit %d", code)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("upstream:\n  window: 42\n"), 0o600)
+	code, out, errb := fleet("set", "gw1", good)
+	if code != 0 || !strings.Contains(out, "gw.gw1 set at revision 1") {
+		t.Fatalf("set: exit %d\n%s%s", code, out, errb)
+	}
+
+	cfgPath := filepath.Join(dir, "edgegw.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nsensors:\n  - {name: room, driver: sim, interval: 50ms}\nupstream:\n  servers: [%s]\n  stream:\n    create: true\nhttp:\n  listen: 127.0.0.1:0\nfleet:\n  heartbeat: 1s\n", dir, srv.URL())), 0o600)
+	cfg, err := gateway.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(cfg, gateway.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, errb = fleet("status")
+		if code == 0 && gatewayRow(out, "gw1", "applied", "1", "1", "up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet status never showed gw1 applied with a heartbeat: exit %d\n%s%s", code, out, errb)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.HasPrefix(out, "GATEWAY") || !strings.Contains(out, " ago") {
+		t.Fatalf("status table:\n%s", out)
+	}
+	if g.Config().Upstream.Window != 42 {
+		t.Fatalf("window %d", g.Config().Upstream.Window)
+	}
+
+	code, out, errb = fleet("call", "gw1", "config")
+	if code != 0 || !strings.Contains(out, `"applied_revision": 1`) || !strings.Contains(out, "window: 42") {
+		t.Fatalf("call config: exit %d\n%s%s", code, out, errb)
+	}
+	code, out, _ = fleet("call", "gw1", "sensors.read", `{"sensor":"room"}`)
+	if code != 0 || !strings.Contains(out, `"temperature_c"`) {
+		t.Fatalf("call sensors.read: exit %d\n%s", code, out)
+	}
+	if code, _, errb := fleet("call", "gw1", "gpio.set", `{"name":"pump","level":"high"}`); code != 1 || !strings.Contains(errb, "404") {
+		t.Fatalf("call gpio.set of no output: exit %d %s", code, errb)
+	}
+	if code, _, errb := fleet("call", "gw9", "status"); code != 1 || !strings.Contains(errb, "offline") {
+		t.Fatalf("call an absent gateway: exit %d %s", code, errb)
+	}
+	if code, _, _ := fleet("call", "gw1", "status", "{not json"); code != 2 {
+		t.Fatalf("call with a body that is not JSON: exit %d", code)
+	}
+	if code, out, errb := fleet("unset", "gw1"); code != 0 {
+		t.Fatalf("unset: %d %s%s", code, out, errb)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for g.Config().Upstream.Window != gateway.DefaultWindow {
+		if time.Now().After(deadline) {
+			t.Fatalf("after unset the window is %d", g.Config().Upstream.Window)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// gatewayRow reports whether the status table has a row for id whose
+// next columns are want.
+func gatewayRow(table, id string, want ...string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		if len(f) > len(want) && f[0] == id {
+			for i, w := range want {
+				if f[i+1] != w {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
