@@ -1,0 +1,208 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/natstest"
+)
+
+// BenchmarkFleetScale runs N whole gateways (default 200) in this process
+// against one nats-server process, each with a simulated sensor (R
+// readings/s, default 5), the fleet section (two KV watches, the micro
+// service, a status entry and a heartbeat every 30s), for S seconds
+// (default 150: the 2m duplicate window fills). It reports the server's
+// memory (VmRSS) idle, with every gateway connected, and at the end, and
+// its CPU; docs/fleet.md extrapolates from them.
+//
+//	go test -run '^$' -bench FleetScale -benchtime 1x -timeout 30m ./gateway/
+//
+// EDGEGW_FLEET_GATEWAYS, EDGEGW_FLEET_RATE, EDGEGW_FLEET_SECONDS and
+// EDGEGW_FLEET_DUPLICATES (default 2m) change the run.
+func BenchmarkFleetScale(b *testing.B) {
+	n := envInt("EDGEGW_FLEET_GATEWAYS", 200)
+	rate := envInt("EDGEGW_FLEET_RATE", 5)
+	secs := envInt("EDGEGW_FLEET_SECONDS", 150)
+	dup := 2 * time.Minute
+	if v := os.Getenv("EDGEGW_FLEET_DUPLICATES"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dup = d
+	}
+	natsBin := filepath.Join(b.TempDir(), "nats-server")
+	if out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		b.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	for range b.N {
+		port := natstest.FreePort(b)
+		srv := exec.Command(natsBin, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+		if err := srv.Start(); err != nil {
+			b.Fatal(err)
+		}
+		url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+		defer func() {
+			srv.Process.Signal(os.Interrupt)
+			srv.Wait()
+		}()
+		var ops *nats.Conn
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			var err error
+			if ops, err = nats.Connect(url); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("nats-server did not start")
+			}
+		}
+		defer ops.Close()
+		js, _ := jetstream.New(ops)
+		ctx := context.Background()
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: dup, Storage: jetstream.FileStorage}); err != nil {
+			b.Fatal(err)
+		}
+		cfgKV, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultConfigBucket, History: 5})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultStatusBucket}); err != nil {
+			b.Fatal(err)
+		}
+		cfgKV.PutString(ctx, "defaults", "upstream:\n  window: 256\n")
+		time.Sleep(time.Second)
+		idle := serverSample(srv.Process.Pid)
+
+		runCtx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		gws := make([]*gateway.Gateway, n)
+		for i := range n {
+			dir := b.TempDir()
+			text := fmt.Sprintf("gateway:\n  id: gw-%03d\n  data_dir: %s\nsensors:\n  - {name: s, driver: sim, interval: %dms}\nupstream:\n  servers: [%s]\n  stream:\n    name: TELEMETRY\n    subjects: [telemetry.>]\nhttp:\n  listen: \"off\"\nfleet: {}\n", i, dir, 1000/rate, url)
+			path := filepath.Join(dir, "edgegw.yaml")
+			os.WriteFile(path, []byte(text), 0o600)
+			cfg, err := gateway.LoadConfig(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			g, err := gateway.New(cfg, gateway.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			gws[i] = g
+			wg.Go(func() {
+				if err := g.Run(runCtx); err != nil {
+					b.Errorf("gw-%03d: %v", i, err)
+				}
+			})
+		}
+		waitForB(b, 2*time.Minute, "every gateway to apply the defaults", func() bool {
+			for _, g := range gws {
+				if st, _ := g.FleetStatus(); st.AppliedRevision == 0 || !g.Status().Upstream.Connected {
+					return false
+				}
+			}
+			return true
+		})
+		connected := serverSample(srv.Process.Pid)
+		start, startMsgs := time.Now(), streamCount(b, js)
+		var peak int64
+		for time.Since(start) < time.Duration(secs)*time.Second {
+			time.Sleep(5 * time.Second)
+			peak = max(peak, serverSample(srv.Process.Pid).rssKB)
+		}
+		end := serverSample(srv.Process.Pid)
+		elapsed := time.Since(start).Seconds()
+		msgs := streamCount(b, js) - startMsgs
+		stop()
+		wg.Wait()
+
+		cpu := float64(end.cpuTicks-connected.cpuTicks) / 100 / elapsed * 100 // % of one core
+		b.ReportMetric(float64(idle.rssKB)/1024, "idle-MiB")
+		b.ReportMetric(float64(connected.rssKB)/1024, "connected-MiB")
+		b.ReportMetric(float64(peak)/1024, "peak-MiB")
+		b.ReportMetric(float64(connected.rssKB-idle.rssKB)/float64(n), "KiB/gateway")
+		b.ReportMetric(float64(msgs)/elapsed, "msgs/s")
+		b.ReportMetric(cpu, "server-cpu-%")
+		ids := float64(msgs) / elapsed * min(dup.Seconds(), elapsed)
+		b.ReportMetric(float64(peak-connected.rssKB)*1024/ids, "bytes/msg-id")
+		b.Logf("%d gateways × %d/s for %.0fs, duplicate window %s: server RSS idle %.1f MiB, connected %.1f MiB, peak %.1f MiB; %.0f msgs/s stored; server CPU %.1f%% of a core; %.0f ids in the window",
+			n, rate, elapsed, dup, float64(idle.rssKB)/1024, float64(connected.rssKB)/1024, float64(peak)/1024, float64(msgs)/elapsed, cpu, ids)
+	}
+}
+
+type sample struct {
+	rssKB    int64
+	cpuTicks int64 // utime+stime, in clock ticks (100 Hz)
+}
+
+// serverSample reads a process's VmRSS and CPU time from /proc.
+func serverSample(pid int) sample {
+	var s sample
+	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+				s.rssKB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			}
+		}
+		f.Close()
+	}
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// Fields after the command's closing parenthesis: utime is the 14th
+		// field of the line, stime the 15th.
+		if i := strings.LastIndexByte(string(data), ')'); i >= 0 {
+			f := strings.Fields(string(data[i+1:]))
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				s.cpuTicks = u + st
+			}
+		}
+	}
+	return s
+}
+
+func streamCount(b *testing.B, js jetstream.JetStream) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "TELEMETRY")
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func waitForB(b *testing.B, limit time.Duration, what string, cond func() bool) {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
