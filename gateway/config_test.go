@@ -61,7 +61,8 @@ func TestDefaultsAndExpansion(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Gateway.ID != "van-07" || cfg.MQTT.Password != testEnv["MQTT_PASSWORD"] || cfg.Upstream.CredsFile != "/etc/edgegw/van-07.creds" ||
-		cfg.Upstream.Rate.BytesPerSecond != 64<<10 || cfg.MQTT.MaxPayload != 64<<10 {
+		cfg.Upstream.Rate.BytesPerSecond != 64<<10 || cfg.MQTT.MaxPayload != 64<<10 ||
+		cfg.Fleet == nil || cfg.Fleet.ConfigBucket != gateway.DefaultConfigBucket || cfg.Fleet.Health.Timeout != gateway.DefaultHealthTimeout || !*cfg.Fleet.Health.Upstream {
 		t.Fatalf("expansion: id %q password %q creds %q", cfg.Gateway.ID, cfg.MQTT.Password, cfg.Upstream.CredsFile)
 	}
 	if strings.Contains(cfg.Summary(), testEnv["MQTT_PASSWORD"]) {

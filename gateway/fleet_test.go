@@ -281,6 +281,14 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 		n, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
 		return n > before+20
 	})
+	// A reconnect makes a new watch, which reports the bad revision again:
+	// it is not tried a second time.
+	srv.Restart()
+	waitFor(t, 30*time.Second, "the gateway back on the restarted server", func() bool { return g.Status().Upstream.Connected })
+	time.Sleep(3 * time.Second) // > the watch's reconnect poll and the settle time
+	if again, err := hub.status(); err != nil || again.State != gateway.StateRolledBack || !again.At.Equal(st.At) {
+		t.Fatalf("after a reconnect: %+v %v; the rolled back revision was tried again", again, err)
+	}
 	saved, err := os.ReadFile(filepath.Join(dir, "fleet.json"))
 	var lkg struct {
 		Applied map[string]struct{ Data string }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,50 +49,56 @@ func BenchmarkFleetScale(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
 		b.Fatalf("build nats-server: %v\n%s", err, out)
 	}
+	replicas := envInt("EDGEGW_FLEET_REPLICAS", 1)
 	for range b.N {
-		port := natstest.FreePort(b)
-		srv := exec.Command(natsBin, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-		if err := srv.Start(); err != nil {
-			b.Fatal(err)
+		servers := startNatsNodes(b, natsBin, replicas)
+		var urls []string
+		for _, n := range servers {
+			urls = append(urls, n.url)
 		}
-		url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-		defer func() {
-			srv.Process.Signal(os.Interrupt)
-			srv.Wait()
-		}()
+		url := strings.Join(urls, ",") // nats.Connect's list; the config has it as a YAML list
 		var ops *nats.Conn
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			var err error
 			if ops, err = nats.Connect(url); err == nil {
-				break
+				if _, err = jetstream.New(ops); err == nil {
+					js, _ := jetstream.New(ops)
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_, err = js.AccountInfo(ctx)
+					cancel()
+				}
+				if err == nil {
+					break
+				}
+				ops.Close()
 			}
 			if time.Now().After(deadline) {
-				b.Fatal("nats-server did not start")
+				b.Fatalf("nats-server did not start: %v", err)
 			}
 		}
 		defer ops.Close()
 		js, _ := jetstream.New(ops)
 		ctx := context.Background()
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: dup, Storage: jetstream.FileStorage}); err != nil {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: dup, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 			b.Fatal(err)
 		}
-		cfgKV, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultConfigBucket, History: 5})
+		cfgKV, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultConfigBucket, History: 5, Replicas: replicas})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultStatusBucket}); err != nil {
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultStatusBucket, Replicas: replicas}); err != nil {
 			b.Fatal(err)
 		}
 		cfgKV.PutString(ctx, "defaults", "upstream:\n  window: 256\n")
 		time.Sleep(time.Second)
-		idle := serverSample(srv.Process.Pid)
+		idle := nodesSample(servers)
 
 		runCtx, stop := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		gws := make([]*gateway.Gateway, n)
 		for i := range n {
 			dir := b.TempDir()
-			text := fmt.Sprintf("gateway:\n  id: gw-%03d\n  data_dir: %s\nsensors:\n  - {name: s, driver: sim, interval: %dms}\nupstream:\n  servers: [%s]\n  stream:\n    name: TELEMETRY\n    subjects: [telemetry.>]\nhttp:\n  listen: \"off\"\nfleet: {}\n", i, dir, 1000/rate, url)
+			text := fmt.Sprintf("gateway:\n  id: gw-%03d\n  data_dir: %s\nsensors:\n  - {name: s, driver: sim, interval: %dms}\nupstream:\n  servers: [%s]\n  stream:\n    name: TELEMETRY\n    subjects: [telemetry.>]\nhttp:\n  listen: \"off\"\nfleet: {}\n", i, dir, 1000/rate, strings.Join(urls, ", "))
 			path := filepath.Join(dir, "edgegw.yaml")
 			os.WriteFile(path, []byte(text), 0o600)
 			cfg, err := gateway.LoadConfig(path)
@@ -117,31 +124,94 @@ func BenchmarkFleetScale(b *testing.B) {
 			}
 			return true
 		})
-		connected := serverSample(srv.Process.Pid)
+		connected := nodesSample(servers)
 		start, startMsgs := time.Now(), streamCount(b, js)
 		var peak int64
 		for time.Since(start) < time.Duration(secs)*time.Second {
 			time.Sleep(5 * time.Second)
-			peak = max(peak, serverSample(srv.Process.Pid).rssKB)
+			peak = max(peak, nodesSample(servers).rssKB())
 		}
-		end := serverSample(srv.Process.Pid)
+		end := nodesSample(servers)
 		elapsed := time.Since(start).Seconds()
 		msgs := streamCount(b, js) - startMsgs
 		stop()
 		wg.Wait()
 
-		cpu := float64(end.cpuTicks-connected.cpuTicks) / 100 / elapsed * 100 // % of one core
-		b.ReportMetric(float64(idle.rssKB)/1024, "idle-MiB")
-		b.ReportMetric(float64(connected.rssKB)/1024, "connected-MiB")
+		cpu := float64(end.busiest(connected)) / 100 / elapsed * 100 // % of one core, the busiest node
+		b.ReportMetric(float64(idle.rssKB())/1024, "idle-MiB")
+		b.ReportMetric(float64(connected.rssKB())/1024, "connected-MiB")
 		b.ReportMetric(float64(peak)/1024, "peak-MiB")
-		b.ReportMetric(float64(connected.rssKB-idle.rssKB)/float64(n), "KiB/gateway")
+		b.ReportMetric(float64(connected.rssKB()-idle.rssKB())/float64(n), "KiB/gateway")
 		b.ReportMetric(float64(msgs)/elapsed, "msgs/s")
 		b.ReportMetric(cpu, "server-cpu-%")
 		ids := float64(msgs) / elapsed * min(dup.Seconds(), elapsed)
-		b.ReportMetric(float64(peak-connected.rssKB)*1024/ids, "bytes/msg-id")
-		b.Logf("%d gateways × %d/s for %.0fs, duplicate window %s: server RSS idle %.1f MiB, connected %.1f MiB, peak %.1f MiB; %.0f msgs/s stored; server CPU %.1f%% of a core; %.0f ids in the window",
-			n, rate, elapsed, dup, float64(idle.rssKB)/1024, float64(connected.rssKB)/1024, float64(peak)/1024, float64(msgs)/elapsed, cpu, ids)
+		b.ReportMetric(float64(peak-connected.rssKB())*1024/ids, "bytes/msg-id")
+		b.Logf("R%d: %d gateways × %d/s for %.0fs, duplicate window %s: server RSS (the largest node) idle %.1f MiB, connected %.1f MiB, peak %.1f MiB; %.0f msgs/s stored; server CPU %.1f%% of a core; %.0f ids in the window",
+			replicas, n, rate, elapsed, dup, float64(idle.rssKB())/1024, float64(connected.rssKB())/1024, float64(peak)/1024, float64(msgs)/elapsed, cpu, ids)
 	}
+}
+
+type natsNode struct {
+	url string
+	cmd *exec.Cmd
+}
+
+// startNatsNodes runs one nats-server with JetStream, or a cluster of n
+// routed to each other, as processes.
+func startNatsNodes(b *testing.B, bin string, n int) []natsNode {
+	var nodes []natsNode
+	var routes []string
+	clusterPorts := make([]int, n)
+	for i := range n {
+		clusterPorts[i] = natstest.FreePort(b)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", clusterPorts[i]))
+	}
+	for i := range n {
+		port := natstest.FreePort(b)
+		args := []string{"-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-n", fmt.Sprintf("node%d", i)}
+		if n > 1 {
+			args = append(args, "--cluster_name", "hub", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		}
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		})
+		nodes = append(nodes, natsNode{fmt.Sprintf("nats://127.0.0.1:%d", port), cmd})
+	}
+	return nodes
+}
+
+// nodesSample samples every node.
+func nodesSample(nodes []natsNode) samples {
+	var out samples
+	for _, n := range nodes {
+		out = append(out, serverSample(n.cmd.Process.Pid))
+	}
+	return out
+}
+
+type samples []sample
+
+// rssKB is the largest node's.
+func (ss samples) rssKB() int64 {
+	var m int64
+	for _, s := range ss {
+		m = max(m, s.rssKB)
+	}
+	return m
+}
+
+// busiest is the most CPU time a node used between since and ss.
+func (ss samples) busiest(since samples) int64 {
+	var m int64
+	for i := range ss {
+		m = max(m, ss[i].cpuTicks-since[i].cpuTicks)
+	}
+	return m
 }
 
 type sample struct {
@@ -205,4 +275,59 @@ func waitForB(b *testing.B, limit time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// BenchmarkMsgIDMemory measures what the server keeps per Nats-Msg-Id in
+// the duplicate window (nats-server #8485): the same messages into two
+// streams with a 10m window, one with an id each and one without (the
+// same-run baseline); the difference in the server's Go heap, per id.
+//
+//	go test -run '^$' -bench MsgIDMemory -benchtime 1x ./gateway/
+func BenchmarkMsgIDMemory(b *testing.B) {
+	const msgs = 200_000
+	for range b.N {
+		heap := map[bool]float64{}
+		for _, withID := range []bool{false, true} {
+			srv := natstest.Start(b, nil)
+			nc, err := nats.Connect(srv.URL())
+			if err != nil {
+				b.Fatal(err)
+			}
+			js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024))
+			ctx := context.Background()
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: 10 * time.Minute}); err != nil {
+				b.Fatal(err)
+			}
+			before := heapInUse()
+			payload := make([]byte, 128)
+			for i := range msgs {
+				m := nats.NewMsg(fmt.Sprintf("telemetry.gw-%03d.s", i%200))
+				m.Data = payload
+				if withID {
+					m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("gw-%03d-%d", i%200, 1795652474562803+i))
+				}
+				if _, err := js.PublishMsgAsync(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-js.PublishAsyncComplete()
+			nc.Close()
+			heap[withID] = float64(heapInUse() - before)
+			srv.Shutdown()
+		}
+		perID := (heap[true] - heap[false]) / msgs
+		b.ReportMetric(perID, "bytes/msg-id")
+		b.ReportMetric(heap[false]/1024/1024, "heap-without-ids-MiB")
+		b.ReportMetric(heap[true]/1024/1024, "heap-with-ids-MiB")
+		b.Logf("%d messages: server heap %.1f MiB without ids, %.1f MiB with: %.0f bytes per id in the window", msgs, heap[false]/1024/1024, heap[true]/1024/1024, perID)
+	}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }
