@@ -125,6 +125,7 @@ type fleetAgent struct {
 	http    func()
 	httpCfg HTTPConfig
 	statKV  jetstream.KeyValue
+	statErr string // the last problem with the status bucket, logged once
 }
 
 // generation is one runConfigs, which takes new configs through
@@ -636,10 +637,13 @@ func (a *fleetAgent) putStatus(ctx context.Context) {
 			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: a.f.StatusBucket, Description: "edgegw gateways' state (docs/fleet.md)"})
 		}
 		if err != nil {
-			a.log.Warn("the status bucket is not usable", "bucket", a.f.StatusBucket, "err", err)
+			if msg := err.Error(); msg != a.statErr {
+				a.statErr = msg // once until it changes: this is tried every heartbeat
+				a.log.Warn("the status bucket is not usable; the hub's operator makes it (edgegw fleet set does)", "bucket", a.f.StatusBucket, "err", err)
+			}
 			return
 		}
-		a.statKV = kv
+		a.statKV, a.statErr = kv, ""
 	}
 	data, err := json.Marshal(a.currentStatus())
 	if err != nil {

@@ -128,9 +128,14 @@ func (h *fleetHub) status() (gateway.FleetStatus, error) {
 // waitState waits until gw1 reports state for desired revision rev.
 func (h *fleetHub) waitState(state string, rev uint64) gateway.FleetStatus {
 	h.t.Helper()
+	return h.waitStateWithin(time.Minute, state, rev)
+}
+
+func (h *fleetHub) waitStateWithin(limit time.Duration, state string, rev uint64) gateway.FleetStatus {
+	h.t.Helper()
 	var st gateway.FleetStatus
 	var err error
-	waitFor(h.t, 60*time.Second, fmt.Sprintf("state %s at revision %d", state, rev), func() bool {
+	waitFor(h.t, limit, fmt.Sprintf("state %s at revision %d", state, rev), func() bool {
 		st, err = h.status()
 		return err == nil && st.State == state && st.DesiredRevision == rev
 	})
@@ -353,7 +358,9 @@ func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
 
 	srv.Restart()
 	r2 := hub.put("gw.gw1", "upstream:\n  window: 12\n")
-	hub.waitState(gateway.StateApplied, r2)
+	// Soon: the watch is remade on the reconnect, not when the old one's
+	// missed heartbeats give it away (15s and more).
+	hub.waitStateWithin(10*time.Second, gateway.StateApplied, r2)
 	if w := g.Config().Upstream.Window; w != 12 {
 		t.Fatalf("window %d after the server restart, want 12", w)
 	}
@@ -792,4 +799,25 @@ outputs:
 	if pin.Read() != gpio.High {
 		t.Fatal("a config change reset the output")
 	}
+}
+
+// The MQTT half of the health check: an overlay that points mqtt.broker
+// at nothing is rolled back, and the client is back on the site's broker.
+func TestFleetRollsBackADeadBroker(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{})
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	cfg := fleetFile(t, t.TempDir(), srv.URL(), fmt.Sprintf("mqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\n", broker.URL()))
+	g := startFleetGateway(t, cfg)
+	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	rev := hub.put("gw.gw1", fmt.Sprintf("mqtt:\n  broker: tcp://127.0.0.1:%d\n", natstest.FreePort(t)))
+	st := hub.waitState(gateway.StateRolledBack, rev)
+	if !strings.Contains(st.Error, "mqtt") || st.AppliedRevision != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if g.Config().MQTT.Broker != broker.URL() {
+		t.Fatalf("broker %s after the rollback", g.Config().MQTT.Broker)
+	}
+	waitFor(t, 30*time.Second, "the client back on the site's broker", func() bool { return g.Stats().MQTT.Subscribed })
+	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub"), srv.URL())
 }

@@ -144,7 +144,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 wait:
 	select {
 	case <-hup:
-		log.Warn("SIGHUP: edgegw does not reload its config; restart it to apply a change (systemctl restart edgegw): the buffer keeps everything across the restart")
+		log.Warn("SIGHUP: edgegw does not reload its config file; restart it to apply a change (systemctl restart edgegw): the buffer keeps everything across the restart. A fleet's changes come from its KV bucket and are applied live (docs/fleet.md)")
 		goto wait
 	case err = <-done:
 	case <-ctx.Done():
