@@ -440,8 +440,21 @@ func TestRoutesPriorityAndTTL(t *testing.T) {
 	if v := m.must(t, "edgegw_buffer_lane_events", "priority", "0"); v != 2 {
 		t.Fatalf("edgegw_buffer_lane_events{priority=0} = %v, want the 2 alarms", v)
 	}
-	if lanes := g.Status().Buffer.Lanes; len(lanes) != 2 || lanes[0].Priority != 0 || lanes[0].Events != 2 || lanes[1].Priority != 7 || lanes[1].TTL != "1s" || lanes[1].DroppedTTL != 3 {
+	lanes := g.Status().Buffer.Lanes
+	if len(lanes) != 2 || lanes[0].Priority != 0 || lanes[0].Events != 2 || lanes[1].Priority != 7 || lanes[1].TTL != "1s" || lanes[1].DroppedTTL != 3 {
 		t.Fatalf("status lanes %+v", lanes)
+	}
+	// The lane gauges: the alarms' bytes and age; the expired lane empty.
+	if v := m.must(t, "edgegw_buffer_lane_bytes", "priority", "0"); v <= 4 || v != float64(lanes[0].Bytes) {
+		t.Errorf("edgegw_buffer_lane_bytes{priority=0} = %v, status says %d", v, lanes[0].Bytes)
+	}
+	if v := m.must(t, "edgegw_buffer_lane_oldest_age_seconds", "priority", "0"); v < 0.5 || v > 60 {
+		t.Errorf("edgegw_buffer_lane_oldest_age_seconds{priority=0} = %v, want the alarms' age (over the 1s TTL wait)", v)
+	}
+	for _, name := range []string{"edgegw_buffer_lane_events", "edgegw_buffer_lane_bytes", "edgegw_buffer_lane_oldest_age_seconds"} {
+		if v := m.must(t, name, "priority", "7"); v != 0 {
+			t.Errorf("%s{priority=7} = %v after its events expired", name, v)
+		}
 	}
 
 	srv.Restart()
