@@ -466,3 +466,46 @@ func streamNs(t testing.TB, url string) map[int]int {
 	}
 	return count
 }
+
+// The broker's limits from config: max_connections refuses a device over
+// it, max_packet_size disconnects a device that sends a larger packet
+// (and stores nothing of it), and what was within the limits is stored.
+func TestEmbeddedBrokerLimits(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true\n    max_connections: 2\n    max_packet_size: 2KiB", "")
+	startGateway(t, cfg)
+	connect := func(id string) (paho.Client, error) {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(false))
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return c, fmt.Errorf("no CONNACK")
+		}
+		return c, tok.Error()
+	}
+	a, err := connect("dev-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Disconnect(100)
+	b, err := connect("dev-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Disconnect(100)
+	if c, err := connect("dev-c"); err == nil {
+		c.Disconnect(100)
+		t.Fatal("a third device connected past max_connections: 2")
+	}
+
+	if tok := a.Publish("sensors/a", 1, false, payloadOf(1)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("a small publish: %v", tok.Error())
+	}
+	big := append(payloadOf(2), make([]byte, 4<<10)...)
+	b.Publish("sensors/b", 1, false, big).WaitTimeout(3 * time.Second)
+	waitFor(t, 10*time.Second, "the device over max_packet_size disconnected", func() bool { return !b.IsConnectionOpen() })
+	waitFor(t, 30*time.Second, "the small message upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
+	time.Sleep(200 * time.Millisecond)
+	if n := streamMsgs(t, srv.URL()); n != 1 {
+		t.Fatalf("the stream holds %d messages, want only the one within the limit", n)
+	}
+}
