@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -820,4 +823,91 @@ func TestFleetRollsBackADeadBroker(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "the client back on the site's broker", func() bool { return g.Stats().MQTT.Subscribed })
 	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub"), srv.URL())
+}
+
+// The box's link goes down while the hub stays up, and the operator
+// changes its config twice meanwhile: when the link is back, the latest
+// is applied (the first never) and the status names it.
+func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	link := newLink(t, srv.URL())
+	g := startFleetGateway(t, fleetFile(t, t.TempDir(), link.URL(), ""))
+	r1 := hub.put("gw.gw1", "upstream:\n  window: 31\n")
+	hub.waitState(gateway.StateApplied, r1)
+
+	link.Cut()
+	waitFor(t, 30*time.Second, "the gateway to see the link down", func() bool { return !g.Status().Upstream.Connected })
+	hub.put("gw.gw1", "upstream:\n  window: 32\n")
+	r3 := hub.put("gw.gw1", "upstream:\n  window: 33\n")
+	time.Sleep(time.Second)
+	if w := g.Config().Upstream.Window; w != 31 {
+		t.Fatalf("window %d while the link is down", w)
+	}
+	link.Restore()
+	st := hub.waitState(gateway.StateApplied, r3)
+	if st.AppliedRevision != r3 || g.Config().Upstream.Window != 33 {
+		t.Fatalf("after the link came back: %+v, window %d", st, g.Config().Upstream.Window)
+	}
+}
+
+// link is a TCP relay to a server that can be cut (every connection
+// closed, new ones refused) and restored on the same port.
+type link struct {
+	t      testing.TB
+	target string
+	addr   string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newLink(t testing.TB, natsURL string) *link {
+	l := &link{t: t, target: strings.TrimPrefix(natsURL, "nats://"), addr: fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t))}
+	l.Restore()
+	t.Cleanup(l.Cut)
+	return l
+}
+
+func (l *link) URL() string { return "nats://" + l.addr }
+
+func (l *link) Restore() {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", l.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c, s)
+			l.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+}
+
+func (l *link) Cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		l.ln.Close()
+		l.ln = nil
+	}
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
 }
