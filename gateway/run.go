@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
@@ -34,6 +35,7 @@ type runner struct {
 	errs chan error       // a part that stopped by itself, with its error
 	conf chan reconfig    // reconfigure's requests
 	cmds func(*nats.Conn) // serve the command endpoints on the upstream connection, or nil
+	svc  micro.Service    // what cmds started, stopped when the runner ends
 }
 
 // queueRef is the buffer the sources append to. A change of the buffer
@@ -82,14 +84,18 @@ func (g *Gateway) runConfigs(ctx context.Context, c *Config, commands bool, conf
 	r := &runner{g: g, ctx: ctx, errs: make(chan error, 1), conf: conf}
 	if commands {
 		r.cmds = func(nc *nats.Conn) {
-			if svc, err := g.serveCommands(nc); err != nil {
+			svc, err := g.serveCommands(nc)
+			if err != nil {
 				g.log.Warn("the command endpoints are not served", "err", err)
-			} else {
-				context.AfterFunc(ctx, func() { svc.Stop() })
+				return
 			}
+			r.svc = svc
 		}
 	}
 	defer func() {
+		if r.svc != nil {
+			r.svc.Stop()
+		}
 		if serr := r.stopAll(); err == nil {
 			err = serr
 		}
