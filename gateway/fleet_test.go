@@ -52,8 +52,8 @@ http:
 fleet:
   heartbeat: 1s
   health:
-    timeout: 3s
-%s`, dir, natsURL, extra)
+    timeout: %s
+%s`, dir, natsURL, healthTimeout(), extra)
 	path := filepath.Join(dir, "edgegw.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -63,6 +63,24 @@ fleet:
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// healthTimeout is short, so that rollbacks are quick to see; under
+// -short (CI's run under qemu, where a reconnect is slow) the default.
+func healthTimeout() string {
+	if testing.Short() {
+		return "30s"
+	}
+	return "3s"
+}
+
+// skipShort skips a fleet test that restarts servers, cuts links or
+// waits out health checks: CI runs them natively and under the race
+// detector; its 32-bit run under qemu (-short) keeps the rest.
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow under emulation; runs without -short")
+	}
 }
 
 // fleetHub is the operator's side: the config and status buckets.
@@ -267,6 +285,7 @@ func TestFleetRejectsAnInvalidOverlay(t *testing.T) {
 // and is rolled back: readings reach the stream again, the status says
 // why, and the change is not tried again until a new revision.
 func TestFleetRollsBackADeadUpstream(t *testing.T) {
+	skipShort(t)
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
 	dir := t.TempDir()
@@ -312,6 +331,7 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 // The last known good is in data_dir: a box restarted while the hub is
 // down runs its last applied config.
 func TestFleetLastKnownGoodAfterARestartOffline(t *testing.T) {
+	skipShort(t)
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
 	dir := t.TempDir()
@@ -352,6 +372,7 @@ func TestFleetLastKnownGoodAfterARestartOffline(t *testing.T) {
 // change made while the gateway was away is applied when it is back: the
 // latest wins, and an older revision is never applied again.
 func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
+	skipShort(t)
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
 	dir := t.TempDir()
@@ -388,6 +409,7 @@ func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
 // Changes made while the gateway is down: the latest is applied once, and
 // an intermediate one (invalid here) is never tried.
 func TestFleetOfflineChangesLatestWins(t *testing.T) {
+	skipShort(t)
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
 	dir := t.TempDir()
@@ -451,6 +473,7 @@ func testLogger() *slog.Logger {
 // and applies its own config and writes its own status, and cannot read
 // another's config, write another's status or heartbeat.
 func TestFleetPermissionsFromDeploy(t *testing.T) {
+	skipShort(t)
 	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
 		t.Setenv(k, v)
 	}
@@ -583,6 +606,7 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 // exactly once, in order (oldest_first), and every message the broker
 // accepted.
 func TestFleetTenChangesUnderLoad(t *testing.T) {
+	skipShort(t)
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
@@ -807,6 +831,7 @@ outputs:
 // The MQTT half of the health check: an overlay that points mqtt.broker
 // at nothing is rolled back, and the client is back on the site's broker.
 func TestFleetRollsBackADeadBroker(t *testing.T) {
+	skipShort(t)
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
@@ -829,6 +854,7 @@ func TestFleetRollsBackADeadBroker(t *testing.T) {
 // changes its config twice meanwhile: when the link is back, the latest
 // is applied (the first never) and the status names it.
 func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
+	skipShort(t)
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
 	link := newLink(t, srv.URL())

@@ -304,7 +304,7 @@ func BenchmarkMsgIDMemory(b *testing.B) {
 				m := nats.NewMsg(fmt.Sprintf("telemetry.gw-%03d.s", i%200))
 				m.Data = payload
 				if withID {
-					m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("gw-%03d-%d", i%200, 1795652474562803+i))
+					m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("gw-%03d-%d", i%200, uint64(1795652474562803)+uint64(i)))
 				}
 				if _, err := js.PublishMsgAsync(m); err != nil {
 					b.Fatal(err)
