@@ -937,3 +937,48 @@ func (l *link) Cut() {
 	}
 	l.conns = nil
 }
+
+// nats micro ls finds every gateway: each is an instance of the service
+// edgegw, answering the discovery PING with its id in the metadata.
+func TestFleetServiceDiscovery(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	ids := map[string]bool{}
+	for _, id := range []string{"gw1", "gw2"} {
+		dir := t.TempDir()
+		fleetFile(t, dir, srv.URL(), "")
+		path := filepath.Join(dir, "edgegw.yaml")
+		text, _ := os.ReadFile(path)
+		os.WriteFile(path, []byte(strings.Replace(string(text), "id: gw1", "id: "+id, 1)), 0o600)
+		cfg, err := gateway.LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		startFleetGateway(t, cfg)
+		ids[id] = true
+	}
+	waitFor(t, 30*time.Second, "both gateways to answer the discovery ping", func() bool {
+		inbox := nats.NewInbox()
+		sub, err := hub.nc.SubscribeSync(inbox)
+		if err != nil {
+			return false
+		}
+		defer sub.Unsubscribe()
+		hub.nc.PublishRequest("$SRV.PING.edgegw", inbox, nil)
+		seen := map[string]bool{}
+		for {
+			m, err := sub.NextMsg(500 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			var ping struct {
+				Name     string            `json:"name"`
+				Metadata map[string]string `json:"metadata"`
+			}
+			if json.Unmarshal(m.Data, &ping) == nil && ping.Name == "edgegw" {
+				seen[ping.Metadata["gateway"]] = true
+			}
+		}
+		return len(seen) == len(ids) && seen["gw1"] && seen["gw2"]
+	})
+}
