@@ -47,7 +47,7 @@ func (c *Config) check(ce *ConfigError, lines map[string]int) {
 func (c *Config) checkGateway(k checker) {
 	if c.Gateway.ID == "" {
 		k.bad("gateway.id", "missing; give each gateway a unique id such as lobby-pi-01")
-	} else if !validID(c.Gateway.ID) {
+	} else if !ValidID(c.Gateway.ID) {
 		k.bad("gateway.id", "%q may hold only letters, digits, '-' and '_' (it becomes a NATS subject token and part of message ids)", c.Gateway.ID)
 	}
 }
@@ -98,7 +98,7 @@ func (c *Config) checkMQTT(k checker) (filters []string) {
 			}
 			s.Route.check(k, p)
 			if t, err := subject.ParseTemplate(s.Subject, c.Gateway.ID); err != nil {
-				if validID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
+				if ValidID(c.Gateway.ID) || !strings.Contains(s.Subject, "{gateway}") {
 					k.bad(p+".subject", "%v", err)
 				}
 			} else if !ownSubject(s.Subject, c.Gateway.ID) {
@@ -153,7 +153,7 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 			k.bad(p+".interval", "%s is under the limit of %s", s.Interval, MinInterval)
 		}
 		if subj, err := subject.ForSensor(s.Subject, c.Gateway.ID, s.Name); err != nil {
-			if validID(c.Gateway.ID) && s.Name != "" {
+			if ValidID(c.Gateway.ID) && s.Name != "" {
 				k.bad(p+".subject", "%v", err)
 			}
 		} else if !ownSubject(s.Subject, c.Gateway.ID) {
@@ -292,7 +292,9 @@ func checkTLS(k checker, path string, t TLSConfig) {
 	}
 }
 
-func validID(s string) bool {
+// ValidID reports whether s may be a gateway id (and a bucket name):
+// letters, digits, '-' and '_', so that it is one NATS subject token.
+func ValidID(s string) bool {
 	if s == "" {
 		return false
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -107,11 +108,7 @@ type fleetAgent struct {
 	nc    *nats.Conn // the control connection, on the local file's upstream
 	path  string
 	keys  []string // "defaults", "gw.<id>": the order overlays are laid
-	log   interface {
-		Info(string, ...any)
-		Warn(string, ...any)
-		Error(string, ...any)
-	}
+	log   *slog.Logger
 
 	mu     sync.Mutex // guards status, read by the command endpoints
 	status FleetStatus

@@ -109,7 +109,7 @@ func (c *Config) checkFleet(k checker) {
 		return
 	}
 	for key, b := range map[string]string{"fleet.config_bucket": f.ConfigBucket, "fleet.status_bucket": f.StatusBucket} {
-		if !validID(b) {
+		if !ValidID(b) {
 			k.bad(key, "%q is not a bucket name (letters, digits, '-' and '_')", b)
 		}
 	}

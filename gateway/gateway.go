@@ -100,7 +100,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopHTTP()
-	return g.runConfig(ctx, g.local, true)
+	return g.runConfigs(ctx, g.local, true, nil)
 }
 
 // Config is the effective config: the file's, or with a fleet, the file
@@ -197,8 +197,11 @@ func (g *Gateway) sensorSource(c *Config, sc SensorConfig) (*source, error) {
 	return &source{Source: sensorSource{r, subj, sc.lane()}, kind: kind}, nil
 }
 
-// hostPin opens a GPIO line of this machine through periph.io.
-func hostPin(name string) (gpio.PinIn, error) {
+// hostPin opens a GPIO input of this machine.
+func hostPin(name string) (gpio.PinIn, error) { return hostLine(name) }
+
+// hostLine opens a GPIO line of this machine through periph.io.
+func hostLine(name string) (gpio.PinIO, error) {
 	if _, err := host.Init(); err != nil {
 		return nil, err
 	}

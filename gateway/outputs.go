@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"periph.io/x/conn/v3/gpio"
-	"periph.io/x/conn/v3/gpio/gpioreg"
-	"periph.io/x/host/v3"
 )
 
 // output is a GPIO output of the outputs section, with the level last set.
@@ -21,7 +19,7 @@ type output struct {
 func (g *Gateway) openOutputs(c *Config) (map[string]*output, error) {
 	open := g.o.OpenOutput
 	if open == nil {
-		open = hostPinOut
+		open = func(name string) (gpio.PinOut, error) { return hostLine(name) }
 	}
 	g.mu.Lock()
 	old := g.outputs
@@ -62,16 +60,4 @@ func (g *Gateway) setOutput(name string, level gpio.Level) error {
 	}
 	o.level = level
 	return nil
-}
-
-// hostPinOut opens a GPIO line of this machine as an output.
-func hostPinOut(name string) (gpio.PinOut, error) {
-	if _, err := host.Init(); err != nil {
-		return nil, err
-	}
-	p := gpioreg.ByName(name)
-	if p == nil {
-		return nil, fmt.Errorf("no GPIO line %q on this machine (is this a Raspberry Pi, and is the user in group gpio?)", name)
-	}
-	return p, nil
 }

@@ -28,8 +28,7 @@ type runner struct {
 	g    *Gateway
 	ctx  context.Context // the generation's; parts run under children of it
 	c    *Config
-	q    *buffer.Queue // what qr holds, for this goroutine
-	qr   queueRef
+	qr   queueRef // the buffer; only this runner's goroutine swaps it
 	fwd  *part
 	srcs []*part          // in config order
 	errs chan error       // a part that stopped by itself, with its error
@@ -40,7 +39,8 @@ type runner struct {
 
 // queueRef is the buffer the sources append to. A change of the buffer
 // section swaps it under them: their appends wait for the new one
-// instead of failing, and an MQTT source keeps its connection.
+// instead of failing, and an MQTT source keeps its connection. The
+// runner, the only writer, reads q without the lock.
 type queueRef struct {
 	mu sync.RWMutex // held for reading by every append, for writing by a swap
 	q  *buffer.Queue
@@ -71,15 +71,10 @@ func sig(v ...any) string {
 	return string(b)
 }
 
-// runConfig runs the gateway on c until ctx ends: everything but the HTTP
-// listener. commands: serve the command endpoints on the upstream
-// connection (without a fleet; the fleet's control connection serves them
-// otherwise).
-func (g *Gateway) runConfig(ctx context.Context, c *Config, commands bool) error {
-	return g.runConfigs(ctx, c, commands, nil)
-}
-
-// runConfigs is runConfig that also takes new configs from conf.
+// runConfigs runs the gateway on c until ctx ends: everything but the
+// HTTP listener, moving to each new config conf brings (nil: none).
+// commands: serve the command endpoints on the upstream connection
+// (without a fleet; the fleet's control connection serves them otherwise).
 func (g *Gateway) runConfigs(ctx context.Context, c *Config, commands bool, conf chan reconfig) (err error) {
 	r := &runner{g: g, ctx: ctx, errs: make(chan error, 1), conf: conf}
 	if commands {
@@ -175,12 +170,12 @@ func (r *runner) reopen(c *Config) error {
 	r.qr.mu.Lock()
 	defer r.qr.mu.Unlock()
 	var err error
-	if r.q != nil {
+	if r.qr.q != nil {
 		r.g.mu.Lock()
 		r.g.q = nil // closed: not ready, no buffer metrics; the rest stays for Stats
 		r.g.mu.Unlock()
-		err = r.q.Close()
-		r.q, r.qr.q = nil, nil
+		err = r.qr.q.Close()
+		r.qr.q = nil
 	}
 	if c == nil {
 		return err
@@ -189,14 +184,14 @@ func (r *runner) reopen(c *Config) error {
 	if err != nil {
 		return err
 	}
-	r.q, r.qr.q = q, q
+	r.qr.q = q
 	return nil
 }
 
 // reconfigure moves the running parts to c.
 func (r *runner) reconfigure(c *Config) error {
-	if r.q == nil || sig(c.Buffer, c.Gateway) != sig(r.c.Buffer, r.c.Gateway) {
-		if r.q != nil {
+	if r.qr.q == nil || sig(c.Buffer, c.Gateway) != sig(r.c.Buffer, r.c.Gateway) {
+		if r.qr.q != nil {
 			r.g.log.Info("the buffer's settings changed: reopening it")
 		}
 		if r.fwd != nil {
@@ -280,7 +275,7 @@ func (r *runner) reconfigure(c *Config) error {
 	r.g.mu.Unlock()
 	r.publish()
 	r.g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
-		"buffered", r.q.Stats().Events, "sources", len(r.srcs))
+		"buffered", r.qr.q.Stats().Events, "sources", len(r.srcs))
 	return nil
 }
 
@@ -291,7 +286,7 @@ func (r *runner) startForwarder(c *Config, subs []mqttsource.Subscription, s str
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := forward.New(r.q, nc, c.forwardOptions(c.filters(subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
+	fwd, err := forward.New(r.qr.q, nc, c.forwardOptions(c.filters(subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -319,7 +314,7 @@ func (r *runner) publish() {
 		fwd = r.fwd.fwd
 	}
 	r.g.mu.Lock()
-	r.g.cfg, r.g.q, r.g.fwd, r.g.srcs = r.c, r.q, fwd, srcs
+	r.g.cfg, r.g.q, r.g.fwd, r.g.srcs = r.c, r.qr.q, fwd, srcs
 	r.g.mu.Unlock()
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/secret"
 )
 
 // fleetFlags are the hub connection of the fleet commands.
@@ -51,19 +52,24 @@ func (f fleetFlags) connect() (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(*f.server, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("hub %s: %w (set --server or NATS_URL, and --creds)", redactURL(*f.server), err)
+		return nil, fmt.Errorf("hub %s: %w (set --server or NATS_URL, and --creds)", secret.URL(*f.server), err)
 	}
 	return nc, nil
 }
 
-// redactURL hides a password in a URL for messages.
-func redactURL(s string) string {
-	if i := strings.Index(s, "://"); i >= 0 {
-		if j := strings.Index(s[i+3:], "@"); j >= 0 {
-			return s[:i+3] + "***@" + s[i+3+j+1:]
+// bucket binds the KV bucket cfg names; one that is missing is made from
+// cfg if create, and said so on out.
+func bucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool, out io.Writer) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if create && errors.Is(err, jetstream.ErrBucketNotFound) {
+		if kv, err = js.CreateKeyValue(ctx, cfg); err == nil {
+			fmt.Fprintf(out, "created bucket %s\n", cfg.Bucket)
 		}
 	}
-	return s
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }
 
 const fleetUsage = `usage:
@@ -121,7 +127,7 @@ func keyFor(target string) (string, error) {
 	if target == "defaults" {
 		return "defaults", nil
 	}
-	if target == "" || strings.ContainsAny(target, ".*> \t") {
+	if !gateway.ValidID(target) {
 		return "", fmt.Errorf("%q is not a gateway id (letters, digits, '-' and '_') or defaults", target)
 	}
 	return "gw." + target, nil
@@ -195,22 +201,14 @@ func cmdFleetSet(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, *ff.configBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: *ff.configBucket, History: 10, Description: "edgegw config overlays (docs/fleet.md)"})
-		if err == nil {
-			fmt.Fprintf(stdout, "created bucket %s\n", *ff.configBucket)
-		}
-	}
+	kv, err := bucket(ctx, js, jetstream.KeyValueConfig{Bucket: *ff.configBucket, History: 10, Description: "edgegw config overlays (docs/fleet.md)"}, true, stdout)
 	if err != nil {
-		fmt.Fprintf(stderr, "edgegw: bucket %s: %v\n", *ff.configBucket, err)
+		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
 	}
-	if _, err := js.KeyValue(ctx, *ff.statusBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
-		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: *ff.statusBucket, Description: "edgegw gateways' state (docs/fleet.md)"}); err == nil {
-			fmt.Fprintf(stdout, "created bucket %s\n", *ff.statusBucket)
-		}
-	}
+	// The gateways write their state there; a hub that does not let them
+	// make it needs it made here.
+	bucket(ctx, js, jetstream.KeyValueConfig{Bucket: *ff.statusBucket, Description: "edgegw gateways' state (docs/fleet.md)"}, true, stdout)
 	rev, err := kv.Put(ctx, key, data)
 	if err != nil {
 		fmt.Fprintf(stderr, "edgegw: put %s: %v\n", key, err)
@@ -241,7 +239,7 @@ func cmdFleetUnset(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, *ff.configBucket)
+	kv, err := bucket(ctx, js, jetstream.KeyValueConfig{Bucket: *ff.configBucket}, false, nil)
 	if err == nil {
 		err = kv.Delete(ctx, key)
 	}
@@ -268,9 +266,9 @@ func cmdFleetStatus(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, *ff.statusBucket)
+	kv, err := bucket(ctx, js, jetstream.KeyValueConfig{Bucket: *ff.statusBucket}, false, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "edgegw: bucket %s: %v (no gateway has reported yet?)\n", *ff.statusBucket, err)
+		fmt.Fprintf(stderr, "edgegw: %v (no gateway has reported yet?)\n", err)
 		return 1
 	}
 	keys, err := kv.ListKeys(ctx)
