@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,9 +24,6 @@ import (
 // (a message stored but not yet acknowledged when edgegw died comes again
 // from its device, DUP set, and is recognised by its mark).
 func TestEmbeddedBrokerSurvivesSIGKILL(t *testing.T) {
-	if os.Getenv("EDGEGW_MAIN_CHILD") != "" {
-		os.Exit(run(strings.Split(os.Getenv("EDGEGW_MAIN_CHILD"), "|"), os.Stdout, os.Stderr))
-	}
 	if testing.Short() {
 		t.Skip("re-execs the test binary")
 	}
@@ -53,8 +49,7 @@ http:
 `, dir, port, srv.URL())), 0o600)
 
 	start := func() (*exec.Cmd, *syncBuffer) {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestEmbeddedBrokerSurvivesSIGKILL$")
-		cmd.Env = append(os.Environ(), "EDGEGW_MAIN_CHILD=run|--config|"+cfgPath)
+		cmd := edgegwChild("run", "--config", cfgPath)
 		logs := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {

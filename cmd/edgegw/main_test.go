@@ -27,6 +27,24 @@ import (
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
+// TestMain runs edgegw itself when a test starts this binary as a child
+// (edgegwChild): the tests that kill or cut the power under it need a
+// process of its own.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("EDGEGW_MAIN_CHILD"); args != "" {
+		os.Exit(run(strings.Split(args, "\x1f"), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// edgegwChild is `edgegw args...` in a process of its own: this test
+// binary, which TestMain turns into edgegw.
+func edgegwChild(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "EDGEGW_MAIN_CHILD="+strings.Join(args, "\x1f"))
+	return cmd
+}
+
 func writeConfig(t *testing.T, broker, nats string) (cfgPath, dataDir string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -74,15 +92,11 @@ func TestUsageAndVersion(t *testing.T) {
 // The real binary's path: run, SIGTERM, exit 0 within the bound, buffer
 // closed cleanly (buffer stats can open it right after).
 func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
-	if os.Getenv("EDGEGW_MAIN_CHILD") != "" {
-		os.Exit(run(strings.Split(os.Getenv("EDGEGW_MAIN_CHILD"), "|"), os.Stdout, os.Stderr))
-	}
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	srv := natstest.Start(t, nil)
 	cfgPath, dir := writeConfig(t, broker.URL(), srv.URL())
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRunStopsCleanlyOnSIGTERM$")
-	cmd.Env = append(os.Environ(), "EDGEGW_MAIN_CHILD=run|--config|"+cfgPath+"|--log-format|json")
+	cmd := edgegwChild("run", "--config", cfgPath, "--log-format", "json")
 	var logs syncBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {

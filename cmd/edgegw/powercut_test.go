@@ -32,9 +32,6 @@ import (
 // and no buffer event is in the stream twice (the stream's duplicate
 // window is 1 s, shorter than a cut and restart, so a re-send would show).
 func TestPowerCuts(t *testing.T) {
-	if os.Getenv("EDGEGW_MAIN_CHILD") != "" {
-		os.Exit(run(strings.Split(os.Getenv("EDGEGW_MAIN_CHILD"), "|"), os.Stdout, os.Stderr))
-	}
 	if testing.Short() {
 		t.Skip("re-execs the test binary")
 	}
@@ -71,8 +68,7 @@ http:
 	var mu sync.Mutex
 	var logs []*syncBuffer
 	start := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestPowerCuts$")
-		cmd.Env = append(os.Environ(), "EDGEGW_MAIN_CHILD=run|--config|"+cfgPath)
+		cmd := edgegwChild("run", "--config", cfgPath)
 		out := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {

@@ -4,8 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 // The tests' view of the TELEMETRY stream.
