@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,18 +39,7 @@ const ingestN = 100_000
 //	go test -run '^$' -bench IngestQoS1 -benchtime 1x -count 3 ./gateway/
 func BenchmarkIngestQoS1(b *testing.B) {
 	for range b.N {
-		base := ingestRun(b, func(b *testing.B, url string) (func() uint64, func()) {
-			var n atomic.Uint64
-			c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("bare").SetCleanSession(false).
-				SetDefaultPublishHandler(func(paho.Client, paho.Message) { n.Add(1) }))
-			if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-				b.Fatal(t.Error())
-			}
-			if t := c.Subscribe("sensors/#", 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-				b.Fatal(t.Error())
-			}
-			return n.Load, func() { c.Disconnect(100) }
-		})
+		base := ingestRun(b, bareSubscriber)
 		gw := ingestRun(b, func(b *testing.B, url string) (func() uint64, func()) {
 			q, err := buffer.Open(filepath.Join(b.TempDir(), "buf.db"), nil)
 			if err != nil {
@@ -139,23 +130,9 @@ func BenchmarkIntoStream(b *testing.B) {
 	if !mqtttest.Mosquitto() {
 		b.Skip("set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto: the baseline is mosquitto as a separate process")
 	}
-	natsBin := filepath.Join(b.TempDir(), "nats-server")
-	if out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		b.Fatalf("build nats-server: %v\n%s", err, out)
-	}
+	natsBin := buildNatsServer(b)
 	for range b.N {
-		base := ingestRun(b, func(b *testing.B, url string) (func() uint64, func()) {
-			var n atomic.Uint64
-			c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("bare").SetCleanSession(false).
-				SetDefaultPublishHandler(func(paho.Client, paho.Message) { n.Add(1) }))
-			if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-				b.Fatal(t.Error())
-			}
-			if t := c.Subscribe("sensors/#", 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-				b.Fatal(t.Error())
-			}
-			return n.Load, func() { c.Disconnect(100) }
-		})
+		base := ingestRun(b, bareSubscriber)
 		viaMosquitto := ingestRun(b, func(b *testing.B, url string) (func() uint64, func()) {
 			natsURL, stopNats := startNatsProcess(b, natsBin)
 			cfg, _ := configFor(b, url, natsURL, "")
@@ -222,28 +199,79 @@ func gatewayIntoStream(b *testing.B, cfg *gateway.Config, natsURL string, stopNa
 	}
 }
 
-// startNatsProcess runs nats-server with JetStream as a process of its own.
-func startNatsProcess(b *testing.B, bin string) (url string, stop func()) {
-	port := natstest.FreePort(b)
-	cmd := exec.Command(bin, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+// buildNatsServer builds nats-server from the module cache, for the
+// benchmarks that run it as a process of its own.
+func buildNatsServer(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		b.Fatalf("build nats-server: %v\n%s", err, out)
 	}
-	url = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	return bin
+}
+
+// bareSubscriber is the baselines' consumer: a paho client subscribed to
+// sensors/# at QoS 1 that acks each message at once and counts it.
+func bareSubscriber(b *testing.B, url string) (count func() uint64, stop func()) {
+	var n atomic.Uint64
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("bare").SetCleanSession(false).
+		SetDefaultPublishHandler(func(paho.Client, paho.Message) { n.Add(1) }))
+	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		b.Fatal(t.Error())
+	}
+	if t := c.Subscribe("sensors/#", 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		b.Fatal(t.Error())
+	}
+	return n.Load, func() { c.Disconnect(100) }
+}
+
+// startNatsProcess runs nats-server with JetStream as a process of its own
+// and waits until it takes connections.
+func startNatsProcess(b *testing.B, bin string) (url string, stop func()) {
+	n := startNatsNodes(b, bin, 1)[0]
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if nc, err := nats.Connect(url); err == nil {
+		if nc, err := nats.Connect(n.url); err == nil {
 			nc.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
 			b.Fatal("nats-server did not start")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return url, func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
+	return n.url, n.stop
+}
+
+type natsNode struct {
+	url  string
+	cmd  *exec.Cmd
+	stop func() // interrupt and wait; also done at the end of the benchmark
+}
+
+// startNatsNodes runs one nats-server with JetStream, or a cluster of n
+// routed to each other, as processes; it does not wait for them.
+func startNatsNodes(b *testing.B, bin string, n int) []natsNode {
+	var routes []string
+	for range n {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePort(b)))
 	}
+	var nodes []natsNode
+	for i := range n {
+		port := natstest.FreePort(b)
+		args := []string{"-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-n", fmt.Sprintf("node%d", i)}
+		if n > 1 {
+			args = append(args, "--cluster_name", "hub", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		}
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		stop := sync.OnceFunc(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		})
+		b.Cleanup(stop)
+		nodes = append(nodes, natsNode{fmt.Sprintf("nats://127.0.0.1:%d", port), cmd, stop})
+	}
+	return nodes
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"periph.io/x/conn/v3/gpio"
@@ -31,6 +30,13 @@ import (
 // sensor every 10ms (so there is always something to forward), and
 // loads it.
 func fleetFile(t testing.TB, dir, natsURL, extra string) *gateway.Config {
+	t.Helper()
+	return fleetFileWith(t, dir, natsURL, extra)
+}
+
+// fleetFileWith is fleetFile with each old string of the text replaced by
+// its new one (strings.NewReplacer's pairs).
+func fleetFileWith(t testing.TB, dir, natsURL, extra string, oldnew ...string) *gateway.Config {
 	t.Helper()
 	text := fmt.Sprintf(`
 gateway:
@@ -54,6 +60,7 @@ fleet:
   health:
     timeout: %s
 %s`, dir, natsURL, healthTimeout(), extra)
+	text = strings.NewReplacer(oldnew...).Replace(text)
 	path := filepath.Join(dir, "edgegw.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -474,17 +481,7 @@ func testLogger() *slog.Logger {
 // another's config, write another's status or heartbeat.
 func TestFleetPermissionsFromDeploy(t *testing.T) {
 	skipShort(t)
-	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
-		t.Setenv(k, v)
-	}
-	hubOpts, err := server.ProcessConfigFile("../deploy/upstream/hub.conf")
-	if err != nil {
-		t.Fatalf("deploy/upstream/hub.conf: %v", err)
-	}
-	srv := natstest.Start(t, func(o *server.Options) {
-		o.Accounts, o.Users, o.SystemAccount = hubOpts.Accounts, hubOpts.Users, hubOpts.SystemAccount
-		o.JetStreamMaxStore = hubOpts.JetStreamMaxStore
-	})
+	srv := natstest.StartHub(t, "../deploy/upstream/hub.conf")
 	opsURL := strings.Replace(srv.URL(), "nats://", "nats://ops:ops-pw@", 1)
 	hub := newFleetHub(t, opsURL)
 	data, err := os.ReadFile("../deploy/upstream/telemetry-stream.json")
@@ -504,15 +501,8 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	hub.put("gw.van-07", "upstream:\n  window: 7\n")
 	rev := hub.put("gw.lobby-pi-01", "upstream:\n  window: 101\n")
 
-	dir := t.TempDir()
-	cfg := fleetFile(t, dir, srv.URL(), "")
-	text, _ := os.ReadFile(filepath.Join(dir, "edgegw.yaml"))
-	text = []byte(strings.NewReplacer("id: gw1", "id: lobby-pi-01", "create: true", "create: false",
-		"ack_timeout: 2s", "ack_timeout: 2s\n  user: lobby-pi-01\n  password: lobby-pw").Replace(string(text)))
-	os.WriteFile(filepath.Join(dir, "edgegw.yaml"), text, 0o600)
-	if cfg, err = gateway.LoadConfig(filepath.Join(dir, "edgegw.yaml")); err != nil {
-		t.Fatal(err)
-	}
+	cfg := fleetFileWith(t, t.TempDir(), srv.URL(), "", "id: gw1", "id: lobby-pi-01", "create: true", "create: false",
+		"ack_timeout: 2s", "ack_timeout: 2s\n  user: lobby-pi-01\n  password: lobby-pw")
 	g := startFleetGateway(t, cfg)
 	waitFor(t, 30*time.Second, "lobby-pi-01 to apply its own key", func() bool {
 		st, ok := g.FleetStatus()
@@ -617,14 +607,7 @@ func TestFleetTenChangesUnderLoad(t *testing.T) {
     - topic: sensors/#
       qos: 1
 `, broker.URL())
-	cfg := fleetFile(t, dir, srv.URL(), mqttPart)
-	text, _ := os.ReadFile(filepath.Join(dir, "edgegw.yaml"))
-	text = []byte(strings.Replace(string(text), "create: true", "create: true\n    duplicates: 1s\n  drain: oldest_first", 1))
-	os.WriteFile(filepath.Join(dir, "edgegw.yaml"), text, 0o600)
-	cfg, err := gateway.LoadConfig(filepath.Join(dir, "edgegw.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := fleetFileWith(t, dir, srv.URL(), mqttPart, "create: true", "create: true\n    duplicates: 1s\n  drain: oldest_first")
 	g := startFleetGateway(t, cfg)
 	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 
@@ -945,16 +928,7 @@ func TestFleetServiceDiscovery(t *testing.T) {
 	hub := newFleetHub(t, srv.URL())
 	ids := map[string]bool{}
 	for _, id := range []string{"gw1", "gw2"} {
-		dir := t.TempDir()
-		fleetFile(t, dir, srv.URL(), "")
-		path := filepath.Join(dir, "edgegw.yaml")
-		text, _ := os.ReadFile(path)
-		os.WriteFile(path, []byte(strings.Replace(string(text), "id: gw1", "id: "+id, 1)), 0o600)
-		cfg, err := gateway.LoadConfig(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		startFleetGateway(t, cfg)
+		startFleetGateway(t, fleetFileWith(t, t.TempDir(), srv.URL(), "", "id: gw1", "id: "+id))
 		ids[id] = true
 	}
 	waitFor(t, 30*time.Second, "both gateways to answer the discovery ping", func() bool {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -45,10 +44,7 @@ func BenchmarkFleetScale(b *testing.B) {
 		}
 		dup = d
 	}
-	natsBin := filepath.Join(b.TempDir(), "nats-server")
-	if out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		b.Fatalf("build nats-server: %v\n%s", err, out)
-	}
+	natsBin := buildNatsServer(b)
 	replicas := envInt("EDGEGW_FLEET_REPLICAS", 1)
 	for range b.N {
 		servers := startNatsNodes(b, natsBin, replicas)
@@ -57,27 +53,25 @@ func BenchmarkFleetScale(b *testing.B) {
 			urls = append(urls, n.url)
 		}
 		url := strings.Join(urls, ",") // nats.Connect's list; the config has it as a YAML list
+		// Ready when JetStream answers (a cluster has elected its meta leader).
 		var ops *nats.Conn
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			var err error
-			if ops, err = nats.Connect(url); err == nil {
-				if _, err = jetstream.New(ops); err == nil {
-					js, _ := jetstream.New(ops)
-					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					_, err = js.AccountInfo(ctx)
-					cancel()
-				}
-				if err == nil {
-					break
-				}
-				ops.Close()
+		var js jetstream.JetStream
+		waitFor(b, 30*time.Second, "nats-server to serve JetStream", func() bool {
+			nc, err := nats.Connect(url)
+			if err != nil {
+				return false
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("nats-server did not start: %v", err)
+			js, _ = jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if _, err := js.AccountInfo(ctx); err != nil {
+				nc.Close()
+				return false
 			}
-		}
+			ops = nc
+			return true
+		})
 		defer ops.Close()
-		js, _ := jetstream.New(ops)
 		ctx := context.Background()
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: dup, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 			b.Fatal(err)
@@ -116,7 +110,7 @@ func BenchmarkFleetScale(b *testing.B) {
 				}
 			})
 		}
-		waitForB(b, 2*time.Minute, "every gateway to apply the defaults", func() bool {
+		waitFor(b, 2*time.Minute, "every gateway to apply the defaults", func() bool {
 			for _, g := range gws {
 				if st, _ := g.FleetStatus(); st.AppliedRevision == 0 || !g.Status().Upstream.Connected {
 					return false
@@ -125,7 +119,7 @@ func BenchmarkFleetScale(b *testing.B) {
 			return true
 		})
 		connected := nodesSample(servers)
-		start, startMsgs := time.Now(), streamCount(b, js)
+		start, startMsgs := time.Now(), streamMsgs(b, url)
 		var peak int64
 		for time.Since(start) < time.Duration(secs)*time.Second {
 			time.Sleep(5 * time.Second)
@@ -133,7 +127,7 @@ func BenchmarkFleetScale(b *testing.B) {
 		}
 		end := nodesSample(servers)
 		elapsed := time.Since(start).Seconds()
-		msgs := streamCount(b, js) - startMsgs
+		msgs := streamMsgs(b, url) - startMsgs
 		stop()
 		wg.Wait()
 
@@ -149,40 +143,6 @@ func BenchmarkFleetScale(b *testing.B) {
 		b.Logf("R%d: %d gateways × %d/s for %.0fs, duplicate window %s: server RSS (the largest node) idle %.1f MiB, connected %.1f MiB, peak %.1f MiB; %.0f msgs/s stored; server CPU %.1f%% of a core; %.0f ids in the window",
 			replicas, n, rate, elapsed, dup, float64(idle.rssKB())/1024, float64(connected.rssKB())/1024, float64(peak)/1024, float64(msgs)/elapsed, cpu, ids)
 	}
-}
-
-type natsNode struct {
-	url string
-	cmd *exec.Cmd
-}
-
-// startNatsNodes runs one nats-server with JetStream, or a cluster of n
-// routed to each other, as processes.
-func startNatsNodes(b *testing.B, bin string, n int) []natsNode {
-	var nodes []natsNode
-	var routes []string
-	clusterPorts := make([]int, n)
-	for i := range n {
-		clusterPorts[i] = natstest.FreePort(b)
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", clusterPorts[i]))
-	}
-	for i := range n {
-		port := natstest.FreePort(b)
-		args := []string{"-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-n", fmt.Sprintf("node%d", i)}
-		if n > 1 {
-			args = append(args, "--cluster_name", "hub", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
-		}
-		cmd := exec.Command(bin, args...)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			cmd.Process.Signal(os.Interrupt)
-			cmd.Wait()
-		})
-		nodes = append(nodes, natsNode{fmt.Sprintf("nats://127.0.0.1:%d", port), cmd})
-	}
-	return nodes
 }
 
 // nodesSample samples every node.
@@ -246,35 +206,11 @@ func serverSample(pid int) sample {
 	return s
 }
 
-func streamCount(b *testing.B, js jetstream.JetStream) uint64 {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		b.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
 	}
 	return def
-}
-
-func waitForB(b *testing.B, limit time.Duration, what string, cond func() bool) {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // BenchmarkMsgIDMemory measures what the server keeps per Nats-Msg-Id in

@@ -185,25 +185,9 @@ func TestRefusedTwiceWhileLaterOnesStored(t *testing.T) {
 // msgIDs counts the stream's messages by Msg-Id.
 func msgIDs(t testing.TB, url string) map[string]int {
 	t.Helper()
-	nc := connect(t, url)
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := map[string]int{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[m.Header.Get(jetstream.MsgIDHeader)]++
+	for _, m := range natstest.Messages(t, url) {
+		ids[m.Headers().Get(jetstream.MsgIDHeader)]++
 	}
 	return ids
 }

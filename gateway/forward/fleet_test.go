@@ -28,18 +28,8 @@ import (
 // stream created from the definition; it cannot publish as another
 // gateway, nor delete the stream.
 func TestFleetUpstreamFromDeploy(t *testing.T) {
-	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
-		t.Setenv(k, v)
-	}
-	hub, err := server.ProcessConfigFile("../../deploy/upstream/hub.conf")
-	if err != nil {
-		t.Fatalf("deploy/upstream/hub.conf: %v", err)
-	}
-	srv := natstest.Start(t, func(o *server.Options) {
-		// The hub's accounts and users, on one loopback node.
-		o.Accounts, o.Users, o.SystemAccount = hub.Accounts, hub.Users, hub.SystemAccount
-		o.JetStreamMaxStore = hub.JetStreamMaxStore // reserved by the stream's max_bytes, not written
-	})
+	// The hub's accounts and users, on one loopback node.
+	srv := natstest.StartHub(t, "../../deploy/upstream/hub.conf")
 
 	// The stream, created by an operator from the definition.
 	data, err := os.ReadFile("../../deploy/upstream/telemetry-stream.json")
@@ -156,13 +146,7 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 // non-clustered mode"), a gateway with its own user, and a consumer that
 // reads the data back as `nats sub --stream` would.
 func TestSingleNodeHubFromDeploy(t *testing.T) {
-	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
-		t.Setenv(k, v)
-	}
-	hub, err := server.ProcessConfigFile("../../deploy/upstream/hub-single.conf")
-	if err != nil {
-		t.Fatalf("deploy/upstream/hub-single.conf: %v", err)
-	}
+	hub := natstest.HubOptions(t, "../../deploy/upstream/hub-single.conf")
 	if !hub.JetStream || hub.Cluster.Port != 0 || len(hub.Routes) != 0 {
 		t.Fatalf("hub-single.conf should run JetStream on one node, no routes: %+v", hub.Cluster)
 	}
@@ -245,17 +229,7 @@ func TestSingleNodeHubFromDeploy(t *testing.T) {
 // gateway serves its own (an operator's request reaches it and its
 // answer comes back) and cannot serve another's.
 func TestFleetGatewayServesOnlyItsOwnCommands(t *testing.T) {
-	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
-		t.Setenv(k, v)
-	}
-	hub, err := server.ProcessConfigFile("../../deploy/upstream/hub.conf")
-	if err != nil {
-		t.Fatalf("deploy/upstream/hub.conf: %v", err)
-	}
-	srv := natstest.Start(t, func(o *server.Options) {
-		o.Accounts, o.Users, o.SystemAccount = hub.Accounts, hub.Users, hub.SystemAccount
-		o.JetStreamMaxStore = hub.JetStreamMaxStore
-	})
+	srv := natstest.StartHub(t, "../../deploy/upstream/hub.conf")
 	denied := make(chan error, 4)
 	gw, err := nats.Connect(srv.URL(), nats.UserInfo("lobby-pi-01", "lobby-pw"),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))

@@ -211,3 +211,29 @@ func Messages(t testing.TB, url string) []jetstream.Msg {
 	}
 	return out
 }
+
+// HubOptions parses a hub config of deploy/upstream (hub.conf,
+// hub-single.conf) with its users' passwords set in the environment:
+// ops-pw, lobby-pw (lobby-pi-01), van-pw (van-07), sys-pw.
+func HubOptions(t testing.TB, path string) *server.Options {
+	t.Helper()
+	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
+		t.Setenv(k, v)
+	}
+	o, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return o
+}
+
+// StartHub runs a loopback JetStream server with the accounts and users
+// (and so the per-gateway permissions) of the hub config at path.
+func StartHub(t testing.TB, path string) *Server {
+	t.Helper()
+	hub := HubOptions(t, path)
+	return Start(t, func(o *server.Options) {
+		o.Accounts, o.Users, o.SystemAccount = hub.Accounts, hub.Users, hub.SystemAccount
+		o.JetStreamMaxStore = hub.JetStreamMaxStore // reserved by a stream's max_bytes, not written
+	})
+}
