@@ -125,16 +125,25 @@ func (h *fleetHub) makeBuckets() {
 	}
 }
 
-// put sets a key of the config bucket and returns its revision.
+// put sets a key of the config bucket and returns its revision. Right
+// after a server restart the operator's own connection may not be back
+// yet: it tries again for up to 30s (a try that timed out may have
+// stored a revision too; the gateway applies the newest either way).
 func (h *fleetHub) put(key, yaml string) uint64 {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rev, err := h.config.PutString(ctx, key, yaml)
-	if err != nil {
-		h.t.Fatal(err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rev, err := h.config.PutString(ctx, key, yaml)
+		cancel()
+		if err == nil {
+			return rev
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("put %s: %v", key, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return rev
 }
 
 // status reads gw1's status entry.
@@ -390,8 +399,8 @@ func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
 	srv.Restart()
 	r2 := hub.put("gw.gw1", "upstream:\n  window: 12\n")
 	// Soon: the watch is remade on the reconnect, not when the old one's
-	// missed heartbeats give it away (15s and more).
-	hub.waitStateWithin(10*time.Second, gateway.StateApplied, r2)
+	// missed heartbeats give it away (about 20s here).
+	hub.waitStateWithin(15*time.Second, gateway.StateApplied, r2)
 	if w := g.Config().Upstream.Window; w != 12 {
 		t.Fatalf("window %d after the server restart, want 12", w)
 	}

@@ -19,7 +19,8 @@ var errRestart = errors.New("restart the watch")
 // was recreated (its creation time differs), and reports each key's
 // latest value again; run drops what it has seen (note).
 func (a *fleetAgent) watch(ctx context.Context, out chan<- kvUpdate) {
-	backoff := time.Second
+	const first = 250 * time.Millisecond // a server just restarted may need a moment for JetStream
+	backoff := first
 	var logged string
 	for ctx.Err() == nil {
 		err := a.watchOnce(ctx, out)
@@ -27,7 +28,7 @@ func (a *fleetAgent) watch(ctx context.Context, out chan<- kvUpdate) {
 			return
 		}
 		if errors.Is(err, errRestart) {
-			backoff = time.Second
+			backoff = first
 			continue
 		}
 		if msg := err.Error(); msg != logged {
