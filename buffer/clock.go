@@ -4,6 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
 	"time"
 )
 
@@ -38,17 +41,22 @@ func SystemClock() Clock { return newSystemClock() }
 
 // header is what the queue stores before each event's data: the stamp of
 // the commit that appended it. The boot is the number of the boot in the
-// file's boots table; its top bit says the wall clock was synchronized.
+// file's boots table; its top bit says the wall clock was synchronized,
+// the next one that a checksum follows the header (every event appended
+// since format 3; see sum).
 type header struct {
 	wall   int64         // Unix ns
 	since  time.Duration // boot time
 	boot   uint32
 	synced bool
+	summed bool // a CRC-32C follows the header
 }
 
 const (
 	headerSize = 20
+	sumSize    = 4
 	syncedBit  = 1 << 31
+	summedBit  = 1 << 30
 )
 
 func (h header) append(b []byte) []byte {
@@ -58,6 +66,9 @@ func (h header) append(b []byte) []byte {
 	if h.synced {
 		n |= syncedBit
 	}
+	if h.summed {
+		n |= summedBit
+	}
 	return binary.BigEndian.AppendUint32(b, n)
 }
 
@@ -66,12 +77,81 @@ func readHeader(v []byte) (header, bool) {
 		return header{}, false
 	}
 	n := binary.BigEndian.Uint32(v[16:])
-	return header{
+	h := header{
 		wall:   int64(binary.BigEndian.Uint64(v)),
 		since:  time.Duration(binary.BigEndian.Uint64(v[8:])),
-		boot:   n &^ syncedBit,
+		boot:   n &^ (syncedBit | summedBit),
 		synced: n&syncedBit != 0,
-	}, true
+		summed: n&summedBit != 0,
+	}
+	if h.summed && len(v) < headerSize+sumSize {
+		return header{}, false
+	}
+	return h, true
+}
+
+// dataOf is the event's data in a stored value v whose header reads.
+func dataOf(v []byte, h header) []byte {
+	if h.summed {
+		return v[headerSize+sumSize:]
+	}
+	return v[headerSize:]
+}
+
+// valueData is dataOf for a value not yet read, nil if it is too short.
+func valueData(v []byte) []byte {
+	h, ok := readHeader(v)
+	if !ok {
+		return nil
+	}
+	return dataOf(v, h)
+}
+
+// castagnoli is CRC-32C, which amd64 and arm64 compute in hardware.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sum is the checksum stored after a summed header: CRC-32C of the key
+// (the seq), the header and the data, so a damaged seq, stamp or byte of
+// data is found, and so is a value moved under another key.
+func sum(key, hdr, data []byte) uint32 {
+	c := crc32.Update(0, castagnoli, key)
+	c = crc32.Update(c, castagnoli, hdr[:headerSize])
+	return crc32.Update(c, castagnoli, data)
+}
+
+// appendValue appends the stored value of an event: header, checksum,
+// data. h must have summed set.
+func appendValue(b, key []byte, h header, data []byte) []byte {
+	off := len(b)
+	b = h.append(b)
+	b = binary.BigEndian.AppendUint32(b, sum(key, b[off:], data))
+	return append(b, data...)
+}
+
+// ErrChecksum is wrapped by Record.Damaged for an event whose bytes no
+// longer match the checksum stored with them: the storage changed them.
+var ErrChecksum = errors.New("checksum")
+
+// checkValue verifies the value v stored under key: nil when its checksum
+// holds. An event of a file written before checksums (seq below from, the
+// file's first summed seq) has none to check; at or past from one without
+// a checksum was damaged in its header.
+func checkValue(key, v []byte, from uint64) error {
+	h, ok := readHeader(v)
+	if !ok || len(key) != 8 {
+		return fmt.Errorf("%w: a %d-byte key and a %d-byte value are not an event", ErrChecksum, len(key), len(v))
+	}
+	if !h.summed {
+		if binary.BigEndian.Uint64(key) >= from {
+			return fmt.Errorf("%w: the header says the event has no checksum, but every event since seq %d has one: its header was damaged on disk", ErrChecksum, from)
+		}
+		return nil
+	}
+	want := binary.BigEndian.Uint32(v[headerSize:])
+	if got := sum(key, v, dataOf(v, h)); got != want {
+		return fmt.Errorf("%w: CRC-32C of the stored bytes is %08x, the event was stored with %08x: it was damaged on disk", ErrChecksum, got, want)
+	}
+	return nil
 }
 
 // A boot is one entry of the file's boots table: a boot of the machine

@@ -22,27 +22,32 @@ func checkSalvaged(t *testing.T, q *buffer.Queue, ce *buffer.CorruptError) {
 	if len(recs) != ce.Salvaged {
 		t.Fatalf("fresh queue holds %d events, CorruptError says %d salvaged", len(recs), ce.Salvaged)
 	}
-	// Event bytes carry no checksum: a flipped bit inside one is salvaged
-	// as it reads (the forwarder sets aside what no longer decodes). The
-	// intact ones keep fill's order.
-	last, intact, inversions := -1, 0, 0
+	// Every event carries a checksum: what was salvaged is exactly what
+	// fill wrote, in its order; what was damaged is a dead letter.
+	last := -1
 	for _, r := range recs {
 		var i int
-		if _, err := fmtSscan(string(r.Data), &i); err != nil || !bytes.Equal(r.Data, payload(i)) {
-			continue
+		if _, err := fmtSscan(string(r.Data), &i); err != nil || !bytes.Equal(r.Data, payload(i)) || r.Damaged != nil {
+			t.Fatalf("salvaged seq %d reads %q (damaged: %v): a damaged event passed its checksum", r.Seq, r.Data, r.Damaged)
 		}
 		if i <= last {
-			// A flipped digit can make one payload read as another
-			// valid one; more than a handful means salvage misordered.
-			inversions++
+			t.Fatalf("salvaged event %d after %d: out of order", i, last)
 		}
 		last = i
-		intact++
 	}
-	t.Logf("salvaged %d events, %d intact, %d out of order", len(recs), intact, inversions)
-	if inversions > 5 {
-		t.Fatalf("%d salvaged events out of order", inversions)
+	dead, err := q.DeadLetters(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if len(dead) != ce.Damaged {
+		t.Fatalf("%d dead letters, CorruptError says %d damaged", len(dead), ce.Damaged)
+	}
+	for _, d := range dead {
+		if !strings.HasPrefix(d.Reason, "checksum: ") {
+			t.Fatalf("dead letter reason %q does not start with checksum", d.Reason)
+		}
+	}
+	t.Logf("salvaged %d events, %d failed their checksum", len(recs), len(dead))
 	st := q.Stats()
 	if st.Quarantined != 1 || !strings.Contains(st.LastQuarantine, ce.MovedTo) {
 		t.Fatalf("quarantine not on record: %d, %q", st.Quarantined, st.LastQuarantine)

@@ -187,7 +187,7 @@ func (q *Queue) applyDead(tx *bolt.Tx, op *deadOp, st *state, now time.Time) err
 		if len(v) < headerSize {
 			return fmt.Errorf("%w: seq %d", ErrNotHeld, op.seq)
 		}
-		d.Data = v[headerSize:]
+		d.Data = valueData(v)
 	}
 	d.Size = len(d.Data)
 	if int64(d.Size) > q.opts.DeadMaxBytes/2 {

@@ -31,10 +31,13 @@ type CorruptError struct {
 	// Salvaged is how many of its events were read back into the fresh
 	// buffer (from every page that still read), in order.
 	Salvaged int
+	// Damaged is how many more read but failed their checksum: they are
+	// in the dead-letter lane with the reason.
+	Damaged int
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("buffer: %s was unusable (%v); moved it to %s and started a fresh buffer with the %d events that could be read from it (the rest are lost; inspect or delete the moved file)", e.Path, e.Err, e.MovedTo, e.Salvaged)
+	return fmt.Sprintf("buffer: %s was unusable (%v); moved it to %s and started a fresh buffer with the %d events that could be read from it and %d that failed their checksum in the dead-letter lane (the rest are lost; inspect or delete the moved file)", e.Path, e.Err, e.MovedTo, e.Salvaged, e.Damaged)
 }
 
 func (e *CorruptError) Unwrap() error { return e.Err }

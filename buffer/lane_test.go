@@ -359,6 +359,11 @@ func TestFormat1FileIsMigrated(t *testing.T) {
 	if len(recs) != n || recs[0].Seq != 100 || string(recs[n-1].Data) != string(payload(n-1)) || !recs[0].Unsynced {
 		t.Fatalf("read %d events after migration (max_age 1ns: their age is unknown, none expires)", len(recs))
 	}
+	for _, r := range recs {
+		if r.Damaged != nil {
+			t.Fatalf("a migrated event has no checksum to fail, but seq %d: %v", r.Seq, r.Damaged)
+		}
+	}
 	q.Close()
 	openT(t, path, &buffer.Options{VerifyOnOpen: true})
 }

@@ -25,7 +25,7 @@ func migrate(db *bolt.DB, path string) error {
 	for old {
 		done, err := migrateSome(db)
 		if err != nil {
-			return fmt.Errorf("buffer: bring %s to format %d: %w", path, formatVersion, err)
+			return fmt.Errorf("buffer: bring %s to format 2: %w", path, err)
 		}
 		if done {
 			return nil
@@ -86,7 +86,7 @@ func migrateSome(db *bolt.DB) (done bool, err error) {
 			if err := tx.DeleteBucket(bucketEvents); err != nil {
 				return err
 			}
-			return putUint(meta, keyFormat, formatVersion)
+			return putUint(meta, keyFormat, 2) // load takes it on to 3
 		}
 		return nil
 	})

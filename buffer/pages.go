@@ -56,12 +56,15 @@ type pageWalker struct {
 	firstErr error
 
 	// What the walk found in the buffer's buckets.
-	events  []Record // salvage only
-	lastSeq uint64
-	haveSeq bool
-	evBytes int64
-	nextSeq uint64 // meta next_seq, when readable
-	bytes   int64  // meta bytes
+	events     []Record // salvage only
+	values     []Record // salvage only: lane events whose Data is the whole stored value
+	lastSeq    uint64
+	haveSeq    bool
+	evBytes    int64
+	nextSeq    uint64 // meta next_seq, when readable
+	bytes      int64  // meta bytes
+	summedFrom uint64 // meta summed_from, when readable
+	haveSummed bool
 }
 
 // checkPages returns a corrupt error for damage that would make bbolt
@@ -90,9 +93,10 @@ func salvageEvents(path string) (recs []Record, next uint64) {
 			continue
 		}
 		w := &pageWalker{r: f, psz: psz, salvage: true}
-		if err := w.run(); err != nil && len(w.events) == 0 {
+		if err := w.run(); err != nil && len(w.events) == 0 && len(w.values) == 0 {
 			continue
 		}
+		w.checkValues()
 		slices.SortFunc(w.events, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
 		w.events = slices.CompactFunc(w.events, func(a, b Record) bool { return a.Seq == b.Seq })
 		if w.nextSeq != 0 {
@@ -106,6 +110,26 @@ func salvageEvents(path string) (recs []Record, next uint64) {
 		return w.events, next
 	}
 	return nil, 0
+}
+
+// checkValues moves the lane events the walk found into w.events, each
+// with its data, and Damaged set where its checksum fails. Where the meta
+// bucket did not read, the events' own headers say which have one.
+func (w *pageWalker) checkValues() {
+	from := w.summedFrom
+	if !w.haveSummed {
+		from = ^uint64(0)
+	}
+	for _, r := range w.values {
+		v := r.Data
+		r.Data = valueData(v)
+		if r.Data == nil {
+			continue
+		}
+		r.Damaged = checkValue(seqKey(r.Seq), v, from)
+		w.events = append(w.events, r)
+	}
+	w.values = nil
 }
 
 // pageSizeOf reads the page size from the first meta page, 0 if it does
@@ -403,19 +427,25 @@ func (w *pageWalker) leaf(k, v []byte, flags uint32, id uint64, name string) err
 		if bytes.Equal(k, keyBytes) && len(v) == 8 {
 			w.bytes = int64(binary.BigEndian.Uint64(v))
 		}
+		if bytes.Equal(k, keySummedFrom) && len(v) == 8 {
+			w.summedFrom, w.haveSummed = binary.BigEndian.Uint64(v), true
+		}
 	default:
 		l, ok := w.lane(name)
 		if !ok {
 			return nil
 		}
-		if len(k) != 8 || len(v) < headerSize {
+		h, ok := readHeader(v)
+		if len(k) != 8 || !ok {
 			return w.fail("page %d: event of %s with a %d-byte key and a %d-byte value", id, l, len(k), len(v))
 		}
 		seq := binary.BigEndian.Uint64(k)
 		w.lastSeq, w.haveSeq = max(w.lastSeq, seq), true
-		w.evBytes += int64(len(v)-headerSize) + recordOverhead
+		w.evBytes += int64(len(dataOf(v, h))) + recordOverhead
 		if w.salvage {
-			w.events = append(w.events, Record{Seq: seq, Lane: l, Data: append([]byte(nil), v[headerSize:]...)})
+			// Checked against its checksum once the meta bucket (after
+			// the lanes) has said from which seq every event has one.
+			w.values = append(w.values, Record{Seq: seq, Lane: l, Data: append([]byte(nil), v...)})
 		}
 	case string(bucketEvents): // format 1, or a file halfway through migrate
 		if len(k) != 8 || len(v) < 8 {

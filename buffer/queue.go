@@ -44,10 +44,14 @@ var (
 	keyQuarantined = []byte("quarantined_total")
 	keyQuarantine  = []byte("last_quarantine")
 	keyCursor      = []byte("cursor")
+	keySummedFrom  = []byte("summed_from") // the first seq appended with a checksum
 )
 
-// formatVersion 2 has lanes and stamps; Open migrates a format 1 file.
-const formatVersion = 2
+// formatVersion 3 has a checksum with every event appended since the
+// file's summed_from seq; 2 has lanes and stamps. Open takes a format 2
+// file to 3 by recording that seq (its events stay as they are), and
+// migrates a format 1 file.
+const formatVersion = 3
 
 // Record is one stored event.
 type Record struct {
@@ -62,6 +66,11 @@ type Record struct {
 	Shift    time.Duration
 	Unsynced bool
 	Data     []byte
+	// Damaged, when set, says why the record's bytes cannot be trusted:
+	// they fail the checksum stored with them (it wraps ErrChecksum). Its
+	// Data is what reads, for the dead-letter lane; set it aside there
+	// (SetAside), never deliver it.
+	Damaged error
 }
 
 // Stats is a snapshot of the queue.
@@ -181,6 +190,7 @@ type Queue struct {
 	clock Clock
 
 	quarantine *CorruptError // set by Open, read-only after
+	summedFrom uint64        // every event from this seq has a checksum; set by load
 
 	// pend holds the requests handed to the writer and not yet taken;
 	// kick tells the writer there are some. Once closing is set nothing
@@ -263,14 +273,30 @@ func Open(path string, opts *Options) (*Queue, error) {
 	}
 	// What still reads of the damaged file goes into the fresh one, in
 	// order, with seqs after every seq the damaged file may have used.
-	recs, next := salvageEvents(aside)
+	// Events that fail their checksum go to the dead-letter lane instead.
+	all, next := salvageEvents(aside)
 	o.FirstSeq = max(o.FirstSeq, next)
-	ce := &CorruptError{Path: path, MovedTo: aside, Err: err, Salvaged: len(recs)}
+	var recs, damaged []Record
+	for _, r := range all {
+		if r.Damaged != nil {
+			damaged = append(damaged, r)
+		} else {
+			recs = append(recs, r)
+		}
+	}
+	ce := &CorruptError{Path: path, MovedTo: aside, Err: err, Salvaged: len(recs), Damaged: len(damaged)}
 	q, err2 := open(path, o)
 	if err2 != nil {
 		return nil, fmt.Errorf("buffer: %s was unusable (%v), moved to %s, but a fresh buffer could not be created: %w", path, err, aside, err2)
 	}
 	ctx := context.Background()
+	for _, r := range damaged {
+		why := fmt.Sprintf("%v (seq %d of %s, found when it was salvaged)", r.Damaged, r.Seq, aside)
+		if err := q.AppendDead(ctx, r.Data, why); err != nil {
+			q.Close()
+			return nil, fmt.Errorf("buffer: %s was unusable (%v), moved to %s, but its damaged events could not be set aside: %w", path, err, aside, err)
+		}
+	}
 	for len(recs) > 0 {
 		n := min(len(recs), o.MaxBatch)
 		entries := make([]Entry, n)
@@ -283,7 +309,7 @@ func Open(path string, opts *Options) (*Queue, error) {
 		}
 		recs = recs[n:]
 	}
-	note := fmt.Sprintf("%s: %s was damaged (%v); moved to %s; %d events salvaged", time.Now().UTC().Format(time.RFC3339), path, err, aside, ce.Salvaged)
+	note := fmt.Sprintf("%s: %s was damaged (%v); moved to %s; %d events salvaged, %d failed their checksum (dead letters)", time.Now().UTC().Format(time.RFC3339), path, err, aside, ce.Salvaged, ce.Damaged)
 	if err := q.noteQuarantine(ctx, note); err != nil {
 		q.Close()
 		return nil, err
@@ -368,8 +394,13 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		if err := putUint(meta, keyNext, first); err != nil {
 			return err
 		}
+		if err := putUint(meta, keySummedFrom, first); err != nil {
+			return err
+		}
+		q.summedFrom = first
 	} else {
-		if v := getUint(meta, keyFormat); v != formatVersion {
+		v := getUint(meta, keyFormat)
+		if v != formatVersion && v != 2 {
 			return fmt.Errorf("buffer: %s has format %d; this edgegw reads format %d (use the edgegw version that wrote it to drain it)", q.path, v, formatVersion)
 		}
 		st, err := readState(tx)
@@ -378,6 +409,17 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		}
 		q.st = st
 		q.cursor = bytes.Clone(meta.Get(keyCursor))
+		if v == 2 {
+			// Events appended from now on carry a checksum; those before
+			// stay as they were written.
+			if err := putUint(meta, keySummedFrom, st.next); err != nil {
+				return err
+			}
+			if err := putUint(meta, keyFormat, formatVersion); err != nil {
+				return err
+			}
+		}
+		q.summedFrom = getUint(meta, keySummedFrom)
 	}
 	bs, err := readBoots(tx)
 	if err != nil {
@@ -450,7 +492,7 @@ func (q *Queue) ReadLane(l Lane, from, to uint64, limit int) ([]Record, error) {
 					continue // expired: the writer sweeps it
 				}
 			}
-			d := v[headerSize:]
+			d := dataOf(v, h)
 			if cap(slab)-len(slab) < len(d) {
 				slab = make([]byte, 0, max(32<<10, len(d)))
 			}
@@ -464,6 +506,7 @@ func (q *Queue) ReadLane(l Lane, from, to uint64, limit int) ([]Record, error) {
 				Shift:    time.Duration(wall.UnixNano() - h.wall),
 				Unsynced: !trusted,
 				Data:     slab[off:len(slab):len(slab)],
+				Damaged:  checkValue(k, v, q.summedFrom),
 			})
 		}
 		return nil

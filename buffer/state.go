@@ -200,7 +200,7 @@ func ReadStats(path string, timeout time.Duration) (Stats, error) {
 		if meta == nil {
 			return fmt.Errorf("%w: %s", ErrForeign, path)
 		}
-		if v := getUint(meta, keyFormat); v != formatVersion {
+		if v := getUint(meta, keyFormat); v != formatVersion && v != 2 {
 			return fmt.Errorf("buffer: %s has format %d; start edgegw once to bring it to format %d", path, v, formatVersion)
 		}
 		var err error

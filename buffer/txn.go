@@ -67,7 +67,7 @@ func (t *txn) del(i int, c *bolt.Cursor, seq uint64, v []byte, why reason) error
 	}
 	ls := &t.st.lanes[i]
 	ls.events--
-	ls.bytes -= int64(len(v)-headerSize) + recordOverhead
+	ls.bytes -= int64(len(valueData(v))) + recordOverhead
 	t.budget--
 	switch why {
 	case byAck:
@@ -368,7 +368,7 @@ func (t *txn) makeRoom(r *appendReq, size int64) (bool, error) {
 		if k == nil || len(v) < headerSize {
 			return false, corruptf("%s counts %d events but holds none from seq %d", ls.lane, ls.events, ls.head)
 		}
-		held -= int64(len(v)-headerSize) + recordOverhead
+		held -= int64(len(valueData(v))) + recordOverhead
 		if err := t.del(i, c, binary.BigEndian.Uint64(k), v, byFull); err != nil {
 			return false, err
 		}
@@ -407,13 +407,14 @@ func (t *txn) put(l Lane, d []byte) error {
 	if i = t.st.lanes.find(l); i < 0 {
 		t.st.lanes, i = t.st.lanes.add(l)
 	}
-	if cap(t.slab)-len(t.slab) < 8+headerSize+len(d) {
-		t.slab = make([]byte, 0, max(16<<10, 8+headerSize+len(d)))
+	if cap(t.slab)-len(t.slab) < 8+headerSize+sumSize+len(d) {
+		t.slab = make([]byte, 0, max(16<<10, 8+headerSize+sumSize+len(d)))
 	}
 	t.slab = binary.BigEndian.AppendUint64(t.slab, t.st.next)
 	key := t.slab[len(t.slab)-8 : len(t.slab) : len(t.slab)]
 	off := len(t.slab)
 	t.slab = append(t.slab, t.hdr...)
+	t.slab = binary.BigEndian.AppendUint32(t.slab, sum(key, t.hdr, d))
 	t.slab = append(t.slab, d...)
 	if err := b.Put(key, t.slab[off:len(t.slab):len(t.slab)]); err != nil {
 		return err
@@ -430,7 +431,7 @@ func (t *txn) put(l Lane, d []byte) error {
 }
 
 func (t *txn) header() header {
-	return header{wall: t.now.Wall.UnixNano(), since: t.now.Since, boot: t.cur, synced: t.now.Synced}
+	return header{wall: t.now.Wall.UnixNano(), since: t.now.Since, boot: t.cur, synced: t.now.Synced, summed: true}
 }
 
 func (q *Queue) writeMeta(meta *bolt.Bucket, st *state, cursor []byte) error {

@@ -239,7 +239,7 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		size := 0
 		for _, r := range batch {
 			for _, d := range r.data {
-				size += 8 + headerSize + len(d)
+				size += 8 + headerSize + sumSize + len(d)
 			}
 		}
 		t.slab = make([]byte, 0, size) // one allocation for every value
