@@ -50,6 +50,14 @@ func (g *Gateway) Stats() Stats {
 	return s
 }
 
+// DeadLetters lists the buffer's dead-letter lane.
+func (g *Gateway) DeadLetters() ([]buffer.DeadLetter, error) {
+	g.mu.Lock()
+	q := g.q
+	g.mu.Unlock()
+	return q.DeadLetters(0, 1<<20)
+}
+
 // BufferEmitter commits events to q, each with its redelivery mark (a
 // redelivered copy of a stored event is dropped). Run gives each source its
 // own, counting one (source.emit); this one is for benchmarks and tools.

@@ -118,8 +118,9 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 	}
 
 	// A typo in the stream name under these permissions: the hub answers
-	// the stream's API with a permission error, not "not found". A config
-	// that never worked stops Run, with the name to check.
+	// the stream's API with a permission error, not "not found". Run goes
+	// on buffering (a gateway that exits buffers nothing) and says, in
+	// Stats (/status, /readyz), the name to check.
 	typo, err := forward.New(q, nc, forward.Options{
 		GatewayID: "lobby-pi-01",
 		Stream:    forward.StreamOptions{Name: "TELEMETRYY"},
@@ -128,14 +129,16 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	err = typo.Run(runCtx)
-	if !errors.Is(err, forward.ErrConfig) || !strings.Contains(err.Error(), "upstream.stream.name") {
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- typo.Run(runCtx) }()
+	waitFor(t, func() bool {
+		st := typo.Stats()
+		return st.ConfigError && strings.Contains(st.LastError, forward.ErrConfig.Error()) && strings.Contains(st.LastError, "upstream.stream.name")
+	})
+	stop()
+	if err := <-done; err != nil {
 		t.Fatalf("Run with a misspelt stream under per-gateway permissions: %v", err)
-	}
-	if st := typo.Stats(); !st.ConfigError || st.LastError == "" {
-		t.Fatalf("stats %+v: the config error must show in /status", st)
 	}
 }
 

@@ -149,6 +149,10 @@ type Stats struct {
 	// stream is missing or refuses this gateway): retrying will not help
 	// until someone changes the hub or the config.
 	ConfigError bool
+	// Held lists the routes whose events the stream does not capture:
+	// they stay in the buffer, in order, while every other route flows,
+	// and are sent once the stream captures them (no restart needed).
+	Held []Held
 	// DownSince is when the uplink was found down; zero while it is up.
 	DownSince time.Time
 	// LastAck is when the stream last acknowledged an event.
@@ -169,20 +173,21 @@ type Forwarder struct {
 	configErr                                                      atomic.Bool
 	downSince, lastAck                                             atomic.Int64 // UnixNano; 0: none
 	sessions                                                       atomic.Uint64
+	held                                                           atomic.Pointer[[]Held]
 
 	gwHeader []string // shared by every message; nobody modifies it
 
-	// worked is set once a session found the stream (Run's goroutine).
-	worked bool
 	// warnedMaxPayload is the server max_payload last warned about.
 	warnedMaxPayload int64
+	// heldLogged: when each held route was last logged (Run's goroutine).
+	heldLogged map[string]time.Time
 }
 
-// ErrConfig wraps errors that retrying cannot fix: a missing stream, a
-// subject no stream captures. Run returns them when they come before the
-// forwarder ever reached its stream (a wrong config at install); after
-// that they mean the hub changed under a running gateway, and Run logs
-// them as errors and retries, buffering meanwhile.
+// ErrConfig wraps errors that retrying alone cannot fix: a missing stream,
+// a stream API this gateway may not use. Run never returns them (a
+// gateway that exits buffers nothing): it says them in Stats (LastError,
+// ConfigError), logs them as errors and retries, buffering meanwhile,
+// until someone fixes the hub or the config.
 var ErrConfig = errors.New("upstream misconfigured")
 
 // New checks o and returns a Forwarder; it starts nothing.
@@ -223,7 +228,7 @@ func New(q *buffer.Queue, nc *nats.Conn, o Options) (*Forwarder, error) {
 	if o.LowerShare == 0 {
 		o.LowerShare = 0.1
 	}
-	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, gwHeader: []string{o.GatewayID}}
+	f := &Forwarder{q: q, nc: nc, o: o, log: o.Logger, gwHeader: []string{o.GatewayID}, heldLogged: map[string]time.Time{}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -255,6 +260,9 @@ func (f *Forwarder) Stats() Stats {
 		s.LastError = *e
 	}
 	s.ConfigError = f.configErr.Load()
+	if h := f.held.Load(); h != nil {
+		s.Held = *h
+	}
 	if ns := f.downSince.Load(); ns != 0 && !s.Connected {
 		s.DownSince = time.Unix(0, ns)
 	}
@@ -270,8 +278,8 @@ func (f *Forwarder) RTT() (time.Duration, error) { return f.nc.RTT() }
 
 // Run forwards until ctx ends, then waits (up to StopTimeout) for in-flight
 // PubAcks and returns nil; what is not acknowledged stays in the buffer.
-// It returns early only for a closed buffer, or an ErrConfig error before
-// it ever reached the stream.
+// It returns early only for a closed buffer: whatever the upstream
+// refuses, it keeps buffering, says why in Stats, and retries.
 func (f *Forwarder) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
@@ -285,6 +293,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errStreamWidened) {
+			f.log.Info("the stream now captures a held route: sending its events", "err", err)
+			continue
+		}
 		msg := err.Error()
 		if !f.nc.IsConnected() {
 			// What a publish into a dropped connection says ("outbound
@@ -294,7 +306,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		f.lastErr.Store(&msg)
 		f.configErr.Store(errors.Is(err, ErrConfig))
-		if errors.Is(err, ErrConfig) && !f.worked || errors.Is(err, buffer.ErrClosed) {
+		if errors.Is(err, buffer.ErrClosed) {
 			return err
 		}
 		if progressed {
@@ -302,7 +314,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, ErrConfig) {
 			backoff = max(backoff, 5*time.Second)
-			f.log.Error("the upstream changed and refuses this gateway's events; buffering and retrying", "err", err, "retry_in", backoff)
+			f.log.Error("the upstream refuses this gateway's events; buffering and retrying", "err", err, "retry_in", backoff)
 		} else {
 			f.log.Warn("upstream publish failed; going back to the oldest unacknowledged event", "err", err, "retry_in", backoff)
 		}

@@ -3,8 +3,8 @@ package forward_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -256,59 +256,109 @@ func TestServerRestartsMidDrain(t *testing.T) {
 	checkStream(t, srv.URL(), n)
 }
 
+// A missing stream (create off) never stops Run: a gateway that exits
+// buffers nothing. It keeps buffering and says why in Stats (and so
+// /status and /readyz) until the stream is there.
 func TestMissingStreamWithoutCreateIsAClearError(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 10)
 	defer q.Close()
 	o := options()
 	o.Stream.Create = false
-	f, err := forward.New(q, connect(t, srv.URL()), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = f.Run(ctx)
-	if !errors.Is(err, forward.ErrConfig) || !strings.Contains(err.Error(), "stream TELEMETRY not found") {
-		t.Fatalf("Run with a missing stream: %v", err)
-	}
-	if q.Stats().Events != 10 {
-		t.Fatal("events left the buffer")
-	}
-}
-
-func TestSubjectNoStreamCapturesIsAClearError(t *testing.T) {
-	srv := natstest.Start(t, nil)
 	nc := connect(t, srv.URL())
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// The stream exists but captures only room0's subject.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.gw1.room0", "telemetry.gw1.room0.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 10)
-	defer q.Close()
-	o := options()
-	o.Stream.Create = false
-	o.Filters = []string{"telemetry.gw1.room0"}
 	f, err := forward.New(q, nc, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The forwarder reached its stream, so this is the hub refusing a
-	// subject, not a config that never worked: it keeps buffering and
-	// says why in Stats (and /status), and logs it as an error.
-	runCtx, stop := context.WithTimeout(ctx, 2*time.Second)
-	defer stop()
-	if err := f.Run(runCtx); err != nil {
-		t.Fatalf("Run: %v", err)
+	runForwarder(t, f, q, func() {
+		waitFor(t, func() bool {
+			st := f.Stats()
+			return st.ConfigError && strings.Contains(st.LastError, "stream TELEMETRY not found")
+		})
+		if q.Stats().Events != 10 {
+			t.Fatal("events left the buffer")
+		}
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	checkStream(t, srv.URL(), 10)
+}
+
+// A subject the stream does not capture holds only its own events: the
+// others flow at once; Stats names the held route and the fix; once the
+// stream's subjects are widened the held events arrive, each once and in
+// order per subject, without a restart.
+func TestUncapturedSubjectHoldsOnlyItsEvents(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	nc := connect(t, srv.URL())
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The stream captures only room0's subject.
+	scfg := jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.gw1.room0"}}
+	if _, err := js.CreateStream(ctx, scfg); err != nil {
+		t.Fatal(err)
 	}
-	if e := f.Stats().LastError; !strings.Contains(e, forward.ErrConfig.Error()) || !strings.Contains(e, `"telemetry.gw1.room1"`) {
-		t.Fatalf("LastError = %q", e)
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 70)
+	defer q.Close()
+	o := options()
+	o.Stream.Create = false
+	o.Filters = []string{"telemetry.gw1.room0", "telemetry.gw1.room1"}
+	f, err := forward.New(q, nc, o)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if st := q.Stats(); st.Events < 9 {
-		t.Fatalf("events after the uncaptured one left the buffer: %+v", st)
+	runForwarder(t, f, q, func() {
+		waitFor(t, func() bool {
+			h := f.Stats().Held
+			// The 60 held stay in the buffer; the acked ones leave it.
+			return f.Stats().Acked == 10 && len(h) == 6 && h[0].Route == "telemetry.gw1.room1" && h[0].Events == 10 && q.Stats().Events == 60
+		})
+		h := f.Stats().Held[0]
+		if !strings.Contains(h.Why, "does not capture telemetry.gw1.room1") || !strings.Contains(h.Why, "add telemetry.gw1.room1 to the stream's subjects") {
+			t.Fatalf("held: %+v", h)
+		}
+		scfg.Subjects = []string{"telemetry.>"}
+		if _, err := js.UpdateStream(ctx, scfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if h := f.Stats().Held; len(h) != 0 {
+		t.Fatalf("still held after the stream captures every subject: %+v", h)
+	}
+	checkPerSubjectOrder(t, srv.URL(), 70)
+}
+
+// checkPerSubjectOrder checks that events [0, n) are in the stream once
+// each, byte for byte, and in order among those of one subject.
+func checkPerSubjectOrder(t testing.TB, url string, n int) {
+	t.Helper()
+	last := map[string]int{}
+	seen := map[int]bool{}
+	for _, m := range natstest.Messages(t, url) {
+		var i int
+		if _, err := fmt.Sscanf(string(m.Data()), `{"i":%d`, &i); err != nil {
+			t.Fatalf("%q: %v", m.Data(), err)
+		}
+		if seen[i] {
+			t.Fatalf("event %d twice", i)
+		}
+		seen[i] = true
+		e := testEvent(i)
+		if m.Subject() != e.Subject || string(m.Data()) != string(e.Payload) {
+			t.Fatalf("event %d: %s %q", i, m.Subject(), m.Data())
+		}
+		if p, ok := last[m.Subject()]; ok && p > i {
+			t.Fatalf("on %s event %d after %d", m.Subject(), i, p)
+		}
+		last[m.Subject()] = i
+	}
+	if len(seen) != n {
+		t.Fatalf("%d events in the stream, want %d", len(seen), n)
 	}
 }
 
@@ -341,6 +391,58 @@ func TestUnpublishableEventIsSetAside(t *testing.T) {
 	}
 	if string(dead[1].Data) != "not an event" || !strings.Contains(dead[0].Reason, "telemetry.gw1.*") {
 		t.Fatalf("dead letters: %+v", dead)
+	}
+}
+
+// An event whose bytes changed on disk (bit rot in a file that opens
+// fine) fails its checksum at read: it is set aside with the reason, and
+// the rest flows, once and in order.
+func TestDamagedEventIsSetAside(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	path := filepath.Join(t.TempDir(), "buf.db")
+	fillQueue(t, path, 0, 100).Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoiled := 0
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(`{"i":50,`))
+		if j < 0 {
+			break
+		}
+		b[i+j+6] ^= 1 // "50" reads "51": it still decodes, and lies
+		i += j + 1
+		spoiled++
+	}
+	if spoiled == 0 {
+		t.Fatal("event 50 is not in the file")
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q, err := buffer.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	f, err := forward.New(q, connect(t, srv.URL()), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f, q, nil)
+	if st := f.Stats(); st.Acked != 99 || st.Rejected != 1 {
+		t.Fatalf("stats: %+v, want 99 acked and 1 set aside", st)
+	}
+	dead, err := q.DeadLetters(0, 10)
+	if err != nil || len(dead) != 1 || dead[0].Seq != 51 || !strings.HasPrefix(dead[0].Reason, "checksum: ") {
+		t.Fatalf("dead letters: %+v, %v; want seq 51 with the reason checksum", dead, err)
+	}
+	ids := msgIDs(t, srv.URL())
+	for i := 1; i <= 100; i++ {
+		if want := map[bool]int{true: 0, false: 1}[i == 51]; ids[fmt.Sprintf("%s-%d", gw, i)] != want {
+			t.Fatalf("seq %d is in the stream %d times, want %d", i, ids[fmt.Sprintf("%s-%d", gw, i)], want)
+		}
 	}
 }
 

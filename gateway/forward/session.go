@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +22,7 @@ type inflight struct {
 	fut     jetstream.PubAckFuture
 	sent    time.Time
 	subject string // for the debug line
+	held    bool   // not sent: its route is held (see hold)
 }
 
 // session publishes until a publish fails or ctx ends. It reports whether
@@ -41,9 +41,10 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 		return false, err
 	}
 	f.sessions.Add(1)
-	s := &sess{f: f, js: js, captured: r.captured, stream: r.cursor, cursorDone: r.cursor.seq,
+	s := &sess{f: f, js: js, st: r.stream, captured: r.captured, stream: r.cursor, cursorDone: r.cursor.seq,
 		window: make([]inflight, 0, f.o.Window), okSubj: map[string]bool{},
 		debug: f.log.Enabled(ctx, slog.LevelDebug), dbgLim: rate.NewLimiter(10, 10)}
+	s.holdUncovered()
 	s.sched = newScheduler(f.q, f.o, r.live)
 	defer func() {
 		if s.stopT != nil {
@@ -55,6 +56,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 		progressed = s.progressed
 	}()
 	for {
+		if err := s.recheck(ctx); err != nil && len(s.window) == 0 {
+			return s.progressed, err // the window is in; the next session sends what was held
+		}
 		if err := s.fill(ctx); err != nil {
 			return s.progressed, err
 		}
@@ -74,7 +78,11 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 type sess struct {
 	f          *Forwarder
 	js         jetstream.JetStream
-	captured   []string // the stream's subjects
+	st         jetstream.Stream
+	captured   []string         // the stream's subjects
+	held       map[string]*Held // by route: see hold
+	checked    time.Time        // when the stream's subjects were last read again for held routes
+	widened    error            // set once they cover a held route: fill stops, the session ends
 	sched      *scheduler
 	window     []inflight      // publishes in the order sent
 	toAck      []ackRange      // acknowledged by the stream, not yet handed to the buffer
@@ -114,7 +122,7 @@ func (s *sess) ackBuffer() error {
 // full, the buffer has no more, or ctx ends.
 func (s *sess) fill(ctx context.Context) error {
 	f := s.f
-	for len(s.window) < f.o.Window && ctx.Err() == nil {
+	for len(s.window) < f.o.Window && ctx.Err() == nil && s.widened == nil {
 		src, err := s.sched.pick()
 		if err != nil || src == nil {
 			return err
@@ -123,6 +131,12 @@ func (s *sess) fill(ctx context.Context) error {
 		w, ok, err := s.publish(ctx, rec, src.backfill)
 		if err != nil || !ok {
 			return err
+		}
+		if w.held {
+			// It stays in the buffer: the next ack range of its lane
+			// starts after it.
+			src.take()
+			continue
 		}
 		w.lane, w.from = src.lane, src.ackFrom
 		src.take()
@@ -137,13 +151,18 @@ func (s *sess) fill(ctx context.Context) error {
 func (s *sess) publish(ctx context.Context, rec buffer.Record, backfill bool) (w inflight, ok bool, err error) {
 	f := s.f
 	w.seq = rec.Seq
+	if rec.Damaged != nil {
+		return w, true, f.setAside(ctx, rec.Seq, rec.Damaged)
+	}
 	msg, bad := f.message(rec, backfill)
 	if bad != nil {
 		return w, true, f.setAside(ctx, rec.Seq, bad)
 	}
 	if !s.okSubj[msg.Subject] {
 		if !subject.Covers(s.captured, msg.Subject) {
-			return w, false, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s); add the subject to the stream or change the subject template", ErrConfig, f.o.Stream.Name, msg.Subject, strings.Join(s.captured, ", "))
+			s.hold(msg.Subject)
+			w.held = true
+			return w, true, nil
 		}
 		if len(s.okSubj) > 10_000 {
 			clear(s.okSubj)
@@ -190,6 +209,9 @@ func (s *sess) idle(ctx context.Context) (stop bool, err error) {
 	src, err := s.sched.pick()
 	if err != nil || src != nil {
 		return false, err
+	}
+	if s.widened != nil {
+		return true, s.widened
 	}
 	select {
 	case <-s.sched.changed:

@@ -18,6 +18,7 @@ import (
 
 // resumed is what a session starts from.
 type resumed struct {
+	stream   jetstream.Stream
 	captured []string // the stream's subjects
 	cursor   cursor   // how far upstream the buffer's acks reach
 	live     uint64   // with LiveFirst, the first seq that is live; else 0
@@ -61,9 +62,8 @@ func (f *Forwarder) resume(ctx context.Context, js jetstream.JetStream) (r resum
 	if err != nil {
 		return r, err
 	}
-	f.worked = true
 	info := stream.CachedInfo()
-	r.captured = info.Config.Subjects
+	r.stream, r.captured = stream, info.Config.Subjects
 	if mp := f.nc.MaxPayload(); f.o.MaxEventBytes > 0 && int64(f.o.MaxEventBytes)+maxHeaderBytes > mp && mp != f.warnedMaxPayload {
 		f.warnedMaxPayload = mp
 		f.log.Error("the upstream server's max_payload cannot take every message the sources may produce: larger ones will be set aside in the dead-letter lane; lower mqtt.max_payload or raise max_payload on the server", "mqtt_max_payload", f.o.MaxEventBytes, "headroom", maxHeaderBytes, "server_max_payload", mp)
@@ -129,6 +129,9 @@ func (f *Forwarder) readBack(ctx context.Context, stream jetstream.Stream, from,
 	prefix := f.o.GatewayID + "-"
 	var found, lastLog = 0, time.Now()
 	for _, flt := range f.o.Filters {
+		if !subject.Covers(stream.CachedInfo().Config.Subjects, flt) {
+			continue // a held route: nothing of it is in the stream
+		}
 		for seq := from; seq <= to; {
 			reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			m, err := stream.GetMsg(reqCtx, seq, jetstream.WithGetMsgSubject(flt))
@@ -202,11 +205,6 @@ func (f *Forwarder) ensureStream(ctx context.Context, js jetstream.JetStream) (j
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", f.o.Stream.Name, err)
 	}
-	for _, flt := range f.o.Filters {
-		if !subject.Covers(s.CachedInfo().Config.Subjects, flt) {
-			return nil, fmt.Errorf("%w: stream %s does not capture subject %q (its subjects: %s)", ErrConfig, f.o.Stream.Name, flt, strings.Join(s.CachedInfo().Config.Subjects, ", "))
-		}
-	}
 	return s, nil
 }
 
@@ -216,6 +214,9 @@ func (f *Forwarder) heldUpstream(ctx context.Context, s jetstream.Stream) (uint6
 	var held uint64
 	prefix := f.o.GatewayID + "-"
 	for _, flt := range f.o.Filters {
+		if !subject.Covers(s.CachedInfo().Config.Subjects, flt) {
+			continue // a held route: nothing of it is in the stream
+		}
 		m, err := s.GetLastMsgForSubject(ctx, flt)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
