@@ -61,6 +61,9 @@ type Heartbeat struct {
 	GoVersion        string          `json:"go_version"`
 	AppliedRevision  uint64          `json:"applied_revision"`
 	State            string          `json:"state"`
+	// NotReady is /readyz's reason when the gateway is not ready: a held
+	// route, a buffer that cannot commit, an upstream that refuses.
+	NotReady string `json:"not_ready,omitempty"`
 }
 
 // HeartbeatLane is one buffer lane in a heartbeat.
@@ -600,7 +603,7 @@ func (a *fleetAgent) heartbeat(ctx context.Context) {
 	hb := &Heartbeat{Gateway: a.local.Gateway.ID, At: time.Now().UTC(), Uplink: st.Upstream.Connected,
 		Backlog: st.Buffer.Events, BacklogBytes: st.Buffer.Bytes, OldestAgeSeconds: st.Buffer.OldestAgeSeconds,
 		ClockSynced: st.Buffer.ClockSynced, Version: st.Version, GoVersion: runtime.Version(),
-		AppliedRevision: fs.AppliedRevision, State: fs.State}
+		AppliedRevision: fs.AppliedRevision, State: fs.State, NotReady: st.NotReady}
 	for _, l := range st.Buffer.Lanes {
 		hb.Lanes = append(hb.Lanes, HeartbeatLane{Priority: l.Priority, TTL: l.TTL, Events: l.Events, OldestAgeSeconds: l.OldestAgeSeconds})
 	}

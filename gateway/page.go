@@ -138,6 +138,9 @@ func renderPage(d pageData) string {
 	if u.LastError != "" {
 		p("<tr><td>last error</td><td colspan=\"3\" class=\"bad\">%s</td></tr>\n", e(u.LastError))
 	}
+	for _, h := range u.Held {
+		p("<tr><td>held route</td><td colspan=\"3\" class=\"bad\">%s: %d events waiting since %s. %s</td></tr>\n", e(h.Route), h.Events, e(h.Since.Format("15:04:05")), e(h.Why))
+	}
 	p("</table>\n</section>\n\n")
 
 	bs := st.Buffer

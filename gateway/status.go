@@ -103,9 +103,21 @@ type UpstreamStatus struct {
 	Backfill   uint64  `json:"backfill"` // events sent behind live ones
 	// ConfigError: the stream is missing or refuses this gateway; retrying
 	// will not help until the hub or the config changes.
-	ConfigError bool      `json:"config_error,omitempty"`
-	DownSince   time.Time `json:"down_since,omitzero"`
-	LastAck     time.Time `json:"last_ack,omitzero"`
+	ConfigError bool `json:"config_error,omitempty"`
+	// Held: routes whose events the stream does not capture; they wait
+	// in the buffer while the others flow.
+	Held      []HeldRoute `json:"held,omitempty"`
+	DownSince time.Time   `json:"down_since,omitzero"`
+	LastAck   time.Time   `json:"last_ack,omitzero"`
+}
+
+// HeldRoute is a route the stream does not capture, in UpstreamStatus.
+type HeldRoute struct {
+	Route   string    `json:"route"`   // its subject filter
+	Subject string    `json:"subject"` // the first subject held
+	Events  uint64    `json:"events"`  // passed over since the forwarder's session began; they wait in the buffer
+	Since   time.Time `json:"since"`
+	Why     string    `json:"why"` // and the fix
 }
 
 // SourceStatus is one source in Status.
@@ -274,6 +286,9 @@ func (g *Gateway) Status() Status {
 		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.LastSeq
 		u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
 		u.Backfill = fs.Backfill
+		for _, h := range fs.Held {
+			u.Held = append(u.Held, HeldRoute{Route: h.Route, Subject: h.Subject, Events: h.Events, Since: h.Since, Why: h.Why})
+		}
 		if q != nil {
 			// Events held (acked ones leave the buffer within ackDelay:
 			// the writer deletes them in batches).
@@ -297,6 +312,13 @@ func ready(st Status) (bool, string) {
 	}
 	if u := st.Upstream; u.ConfigError {
 		return false, "upstream refuses this gateway's events: " + u.LastError
+	}
+	if h := st.Upstream.Held; len(h) > 0 {
+		why := make([]string, len(h))
+		for i, r := range h {
+			why[i] = fmt.Sprintf("route %s held since %s (%d events waiting): %s", r.Route, r.Since.UTC().Format(time.RFC3339), r.Events, r.Why)
+		}
+		return false, strings.Join(why, "; ")
 	}
 	var why []string
 	for _, s := range st.Sources {

@@ -309,6 +309,9 @@ func printFleetTable(w io.Writer, rows []gateway.FleetStatus, now time.Time) {
 			beat = now.Sub(hb.At).Round(time.Second).String() + " ago"
 		}
 		msg := st.Error
+		if msg == "" && st.Heartbeat != nil && st.Heartbeat.NotReady != "" {
+			msg = "not ready: " + st.Heartbeat.NotReady
+		}
 		if len(msg) > 60 {
 			msg = msg[:57] + "..."
 		}

@@ -82,6 +82,9 @@ func renderStatus(w io.Writer, st *gateway.Status, prev *gateway.Status, dt time
 	if u.LastError != "" {
 		fmt.Fprintf(tw, "\tlast error: %s\t\t\t\n", u.LastError)
 	}
+	for _, h := range u.Held {
+		fmt.Fprintf(tw, "\tHELD %s: %d events waiting: %s\t\t\t\n", h.Route, h.Events, h.Why)
+	}
 	b := st.Buffer
 	clock := "clock synchronized"
 	if !b.ClockSynced {
