@@ -80,6 +80,7 @@ type Stats struct {
 	TooLarge   uint64 // routed messages over MaxPayload, refused
 	Unmappable uint64 // no subject could be made for the topic, refused
 	Refused    uint64 // messages the buffer refused (full, disk): no success sent
+	ReusedIDs  uint64 // QoS 2 packet ids reused before their PUBREL: taken as new messages
 }
 
 // Broker is the embedded broker; Run serves it. It is an event.Source.
@@ -87,8 +88,8 @@ type Broker struct {
 	o   Options
 	log *slog.Logger
 
-	received, committed, local, tooLarge, unmappable, refused atomic.Uint64
-	srv                                                       atomic.Pointer[mqtt.Server]
+	received, committed, local, tooLarge, unmappable, refused, reused atomic.Uint64
+	srv                                                               atomic.Pointer[mqtt.Server]
 }
 
 var _ event.Source = (*Broker)(nil)
@@ -139,7 +140,7 @@ func (b *Broker) Name() string { return "mqtt-server" }
 func (b *Broker) Stats() Stats {
 	s := Stats{
 		Received: b.received.Load(), Committed: b.committed.Load(),
-		Local: b.local.Load(), TooLarge: b.tooLarge.Load(), Unmappable: b.unmappable.Load(), Refused: b.refused.Load(),
+		Local: b.local.Load(), TooLarge: b.tooLarge.Load(), Unmappable: b.unmappable.Load(), Refused: b.refused.Load(), ReusedIDs: b.reused.Load(),
 	}
 	if srv := b.srv.Load(); srv != nil {
 		s.Listening, s.Clients = true, atomic.LoadInt64(&srv.Info.ClientsConnected)
@@ -167,7 +168,7 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	caps.MaximumPacketSize = uint32(b.o.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(min(b.o.MaxInflight, 65535))
 	caps.MaximumClients = int64(b.o.MaxConnections)
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log.With("component", "mochi")})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(mochiLog{b.log.Handler()}).With("component", "mochi")})
 	h := &ingest{b: b, srv: srv, emit: emit, ctx: ctx, clients: map[string]*worker{}}
 	if err := srv.AddHook(&access{b: b}, nil); err != nil {
 		return err
@@ -231,7 +232,44 @@ type ingest struct {
 
 func (h *ingest) ID() string { return "edgegw-ingest" }
 
-func (h *ingest) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *ingest) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnPacketRead }
+
+// OnPacketRead runs before mochi handles a packet. A QoS 2 PUBLISH whose
+// packet id still waits for its PUBREL is, to mochi, the same message
+// again: it answers PUBREC ("identifier in use", which MQTT 3.1.1 cannot
+// say, so the device reads a success) and stores nothing. A device that
+// rebooted and restarted its ids with a persistent session sends a new
+// message that way, and it was lost. As mosquitto does ("Reused message
+// ID ... detected. Clearing from storage"), the old flow is cleared and
+// the PUBLISH is taken as a message: a routed one goes to the buffer
+// marked as a possible copy, so the buffer drops it if it is the same
+// message as the one stored under that id (a resend), and stores it if
+// it is another (a reused id), durably across restarts; only then is it
+// answered. An unrouted one is delivered again unless its DUP flag says
+// it is a resend.
+func (h *ingest) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 2 || cl.Net.Inline {
+		return pk, nil
+	}
+	prev, ok := cl.State.Inflight.Get(pk.PacketID)
+	if !ok || prev.FixedHeader.Type != packets.Pubrec {
+		return pk, nil
+	}
+	routed := pk.TopicName == "" // a topic alias, resolved later: take it as routed
+	for _, r := range h.b.o.Routes {
+		routed = routed || mqttsource.Match(r.Topic, pk.TopicName)
+	}
+	if !routed && pk.FixedHeader.Dup {
+		return pk, nil // a resend of a local message: mochi answers PUBREC
+	}
+	if cl.State.Inflight.Delete(pk.PacketID) {
+		atomic.AddInt64(&h.srv.Info.Inflight, -1)
+	}
+	pk.FixedHeader.Dup = true
+	h.b.reused.Add(1)
+	h.b.log.Debug("QoS 2 packet id in use before its PUBREL: the earlier flow is cleared, the message taken (stored unless it is a copy)", "client", cl.ID, "packet_id", pk.PacketID)
+	return pk, nil
+}
 
 // OnPublish routes pk; a routed QoS 1/2 message goes to the client's
 // worker and mochi is told to do nothing more with it.
