@@ -12,6 +12,9 @@ import (
 // errRestart ends one watch so that the next starts at once.
 var errRestart = errors.New("restart the watch")
 
+// errNoBucket: the config bucket is not there yet, as on a new fleet.
+var errNoBucket = errors.New("fleet: no config bucket")
+
 // watch reports the gateway's two config keys to out until ctx ends. A
 // KV watch stops delivering after a connection loss and does not come
 // back by itself (nats.go #1777), so each watch lives for one connection:
@@ -32,7 +35,12 @@ func (a *fleetAgent) watch(ctx context.Context, out chan<- kvUpdate) {
 			continue
 		}
 		if msg := err.Error(); msg != logged {
-			a.log.Warn("fleet config watch interrupted; retrying", "bucket", a.f.ConfigBucket, "err", err, "retry_in", backoff)
+			if errors.Is(err, errNoBucket) {
+				// A new fleet: nothing to apply until someone sets a key.
+				a.log.Info("no fleet config yet; watching for it", "bucket", a.f.ConfigBucket)
+			} else {
+				a.log.Warn("fleet config watch interrupted; retrying", "bucket", a.f.ConfigBucket, "err", err, "retry_in", backoff)
+			}
 			logged = msg
 		}
 		t := time.NewTimer(backoff)
@@ -72,7 +80,7 @@ func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
 	}
 	cancel()
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return fmt.Errorf("no bucket %s yet (edgegw fleet set makes it)", a.f.ConfigBucket)
+		return fmt.Errorf("%w: no bucket %s yet (edgegw fleet set makes it)", errNoBucket, a.f.ConfigBucket)
 	}
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", a.f.ConfigBucket, err)

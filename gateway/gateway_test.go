@@ -63,13 +63,30 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 	if os.Getenv("EDGEGW_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	return startGatewayLogged(t, cfg, log)
+}
+
+// startGatewayLogged is startGateway with the gateway's logger.
+func startGatewayLogged(t testing.TB, cfg *gateway.Config, log *slog.Logger) *gateway.Gateway {
+	t.Helper()
+	g, _ := startGatewayStop(t, cfg, log)
+	return g
+}
+
+// startGatewayStop is startGatewayLogged that also returns a stop, for a
+// test to stop the gateway before it ends (it is stopped then anyway).
+// It waits for what the test will use: the embedded broker's listener, the
+// MQTT client's subscriptions.
+func startGatewayStop(t testing.TB, cfg *gateway.Config, log *slog.Logger) (*gateway.Gateway, func()) {
+	t.Helper()
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, err := gateway.New(cfg, gateway.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(runGateway(t, g))
-	if cfg.MQTT != nil && cfg.MQTT.Broker == "" {
+	stop := runGateway(t, g)
+	t.Cleanup(stop)
+	if cfg.MQTT != nil && cfg.MQTT.Server.On() {
 		waitFor(t, time.Minute, "the gateway's broker to listen", func() bool {
 			for _, s := range g.Status().Sources {
 				if s.Kind == gateway.KindMQTTServer {
@@ -78,10 +95,11 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 			}
 			return false
 		})
-		return g
 	}
-	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
-	return g
+	if cfg.MQTT != nil && cfg.MQTT.Broker != "" {
+		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	}
+	return g, stop
 }
 
 // runGateway starts g.Run; the returned stop cancels it and fails the test
