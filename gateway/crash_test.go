@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -60,6 +62,21 @@ func TestGatewayChild(t *testing.T) {
 	os.Exit(0)
 }
 
+// oldestFirst sets upstream.drain: oldest_first in the config file at
+// path: each lane is sent in seq order, so a message in the stream says
+// every one stored before it is there too.
+func oldestFirst(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("  ack_timeout: 2s\n"), []byte("  ack_timeout: 2s\n  drain: oldest_first\n"), 1)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // startChild starts a gateway process; it is killed when the test ends,
 // however it ends.
 func startChild(t *testing.T, cfgPath string) *exec.Cmd {
@@ -95,11 +112,12 @@ func TestSIGKILLWhilePublishing(t *testing.T) {
 	}
 	broker := mqtttest.Start(t, mqtttest.Options{})
 	srv := natstest.Start(t, nil)
-	_, cfgPath := configFor(t, broker.URL(), srv.URL(), "")
+	cfg, cfgPath := configFor(t, broker.URL(), srv.URL(), "")
+	oldestFirst(t, cfgPath)
 
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	child := startChild(t, cfgPath)
-	base := waitSubscribed(t, pub, srv.URL()) // probes are in the stream too
+	base := waitSubscribed(t, pub, srv.URL(), func() bool { return true }) // probes are in the stream too; oldest first
 
 	const total = 40_000
 	published := make(chan struct{})
@@ -131,11 +149,15 @@ func TestSIGKILLWhilePublishing(t *testing.T) {
 	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
 		return streamMsgs(t, srv.URL()) >= base+uint64(len(accepted))
 	})
-	// Let anything extra (a duplicate) arrive before counting.
-	time.Sleep(500 * time.Millisecond)
+	// Anything extra (a copy) reaches the gateway before the sentinel and,
+	// oldest first, the stream before it too.
+	sentinelThen(t, pub, srv.URL(), func() bool { return true })
 	child.Process.Signal(syscall.SIGTERM)
 	if err := child.Wait(); err != nil {
 		t.Errorf("gateway did not exit 0 on SIGTERM: %v", err)
+	}
+	if st, err := buffer.ReadStats(cfg.Buffer.Path, time.Second); err != nil || st.Events != 0 {
+		t.Fatalf("the stopped gateway's buffer holds %d events (%v): the sentinel proved nothing", st.Events, err)
 	}
 	count := checkExactlyOnce(t, srv.URL(), accepted)
 	t.Logf("%d accepted, %d in the stream, each once", len(accepted), len(count))
@@ -158,7 +180,7 @@ func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*m
 		// happens to it, so any copy in the stream is the gateway's.
 		pub.qos = 2
 	}
-	base := waitSubscribed(t, pub, srv.URL()) // probes are in the stream too
+	base := waitSubscribed(t, pub, srv.URL(), emptied(g)) // probes are in the stream too
 
 	const total = 20_000
 	published := make(chan struct{})
@@ -175,7 +197,7 @@ func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*m
 	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
 		return streamMsgs(t, srv.URL()) >= base+uint64(len(accepted))
 	})
-	time.Sleep(300 * time.Millisecond) // a copy would arrive meanwhile
+	sentinel(t, pub, g, srv.URL()) // a copy would arrive before it
 	return srv.URL(), accepted, g
 }
 
@@ -240,23 +262,23 @@ const probeBase = 1_000_000
 
 // waitSubscribed publishes probes until one reaches the stream: then the
 // gateway's subscription is in place at the broker, and its session will
-// keep what follows. It returns the number of messages in the stream once
-// the probes have settled; readers of the stream skip probes.
-func waitSubscribed(t testing.TB, p *publisher, natsURL string) uint64 {
+// keep what follows. Then a sentinel settles the probes (drained: what
+// else says the gateway has sent all it holds; see sentinelThen). It
+// returns the number of messages in the stream; readers of the stream
+// skip probes and sentinels.
+func waitSubscribed(t testing.TB, p *publisher, natsURL string, drained func() bool) uint64 {
 	t.Helper()
 	start := streamMsgs(t, natsURL)
-	for k := 0; ; k++ {
-		p.c.Publish(topicOf(probeBase+k), 1, false, payloadOf(probeBase+k)).WaitTimeout(5 * time.Second)
-		deadline := time.Now().Add(200 * time.Millisecond)
-		for time.Now().Before(deadline) {
-			if streamMsgs(t, natsURL) > start {
-				time.Sleep(300 * time.Millisecond) // a later probe may still be on its way
-				return streamMsgs(t, natsURL)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	for k := 0; streamMsgs(t, natsURL) == start; k++ {
 		if k > 300 {
 			t.Fatal("the gateway never subscribed")
 		}
+		p.c.Publish(topicOf(probeBase+k), 1, false, payloadOf(probeBase+k)).WaitTimeout(5 * time.Second)
+		deadline := time.Now().Add(200 * time.Millisecond)
+		for time.Now().Before(deadline) && streamMsgs(t, natsURL) == start {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
+	sentinelThen(t, p, natsURL, drained)
+	return streamMsgs(t, natsURL)
 }

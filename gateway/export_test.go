@@ -50,6 +50,15 @@ func (g *Gateway) Stats() Stats {
 	return s
 }
 
+// FleetCaughtUp counts the fleet watches (one per reconnect) whose
+// current values the agent has noted.
+func (g *Gateway) FleetCaughtUp() uint64 {
+	g.mu.Lock()
+	a := g.fleet
+	g.mu.Unlock()
+	return a.caughtUp.Load()
+}
+
 // DeadLetters lists the buffer's dead-letter lane.
 func (g *Gateway) DeadLetters() ([]buffer.DeadLetter, error) {
 	g.mu.Lock()

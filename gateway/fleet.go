@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,6 +100,9 @@ type kvUpdate struct {
 	created time.Time // the bucket's
 	absent  bool      // the key has no value at all in the bucket
 	v       kvValue
+	// caughtUp: a new watch has delivered every key's current value
+	// (the updates before it); nothing else is set.
+	caughtUp bool
 }
 
 // fleetAgent runs the gateway under config from the fleet's bucket: one
@@ -115,6 +119,9 @@ type fleetAgent struct {
 
 	mu     sync.Mutex // guards status, read by the command endpoints
 	status FleetStatus
+	// caughtUp counts the watches whose current values run has noted: a
+	// fact tests wait for ("the new watch saw it and did nothing").
+	caughtUp atomic.Uint64
 
 	// Owned by run.
 	saved   fleetSaved
@@ -361,6 +368,10 @@ func (a *fleetAgent) run(ctx context.Context) error {
 			}
 			return a.gen.err
 		case u := <-updates:
+			if u.caughtUp {
+				a.caughtUp.Add(1)
+				continue
+			}
 			if a.note(u) {
 				dirty = true
 				settle = time.After(200 * time.Millisecond)

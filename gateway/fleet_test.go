@@ -326,9 +326,10 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 	})
 	// A reconnect makes a new watch, which reports the bad revision again:
 	// it is not tried a second time.
+	watches := g.FleetCaughtUp()
 	srv.Restart()
 	waitFor(t, 30*time.Second, "the gateway back on the restarted server", func() bool { return g.Status().Upstream.Connected })
-	time.Sleep(3 * time.Second) // > the watch's reconnect poll and the settle time
+	waitFor(t, 30*time.Second, "a new watch to report the bad revision again", func() bool { return g.FleetCaughtUp() > watches })
 	if again, err := hub.status(); err != nil || again.State != gateway.StateRolledBack || !again.At.Equal(st.At) {
 		t.Fatalf("after a reconnect: %+v %v; the rolled back revision was tried again", again, err)
 	}
@@ -747,13 +748,21 @@ outputs:
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g))
+	// Each part the test uses, ready: the endpoints, the output (opened
+	// at its initial level, low), the broker's listener.
 	waitFor(t, 30*time.Second, "the service", func() bool {
 		_, err := hub.nc.Request("edgegw.gw1.status", nil, time.Second)
 		return err == nil
 	})
-	if pin.Read() != gpio.Low {
-		t.Fatal("the output did not start at its initial level (low)")
-	}
+	waitFor(t, 30*time.Second, "the output at its initial level (low)", func() bool { return pin.Read() == gpio.Low })
+	waitFor(t, 30*time.Second, "the broker to listen", func() bool {
+		for _, s := range g.Status().Sources {
+			if s.Kind == gateway.KindMQTTServer {
+				return s.Up
+			}
+		}
+		return false
+	})
 	call := func(endpoint, body string) (*nats.Msg, string) {
 		t.Helper()
 		m, err := hub.nc.Request("edgegw.gw1."+endpoint, []byte(body), 10*time.Second)
@@ -858,7 +867,8 @@ func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
 	waitFor(t, 30*time.Second, "the gateway to see the link down", func() bool { return !g.Status().Upstream.Connected })
 	hub.put("gw.gw1", "upstream:\n  window: 32\n")
 	r3 := hub.put("gw.gw1", "upstream:\n  window: 33\n")
-	time.Sleep(time.Second)
+	// The cut link closed every connection and refuses new ones: nothing
+	// of the puts can have reached the gateway.
 	if w := g.Config().Upstream.Window; w != 31 {
 		t.Fatalf("window %d while the link is down", w)
 	}

@@ -96,7 +96,7 @@ func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
 		defer w.Stop()
 		ws[i] = w
 	}
-	var seen [2]bool
+	var seen, current [2]bool
 	send := func(u kvUpdate) error {
 		select {
 		case out <- u:
@@ -111,7 +111,12 @@ func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
 			return errors.New("the watch closed")
 		case e == nil: // every current value delivered
 			if !seen[i] {
-				return send(kvUpdate{key: a.keys[i], created: created, absent: true})
+				if err := send(kvUpdate{key: a.keys[i], created: created, absent: true}); err != nil {
+					return err
+				}
+			}
+			if current[i] = true; current[0] && current[1] {
+				return send(kvUpdate{caughtUp: true})
 			}
 			return nil
 		}

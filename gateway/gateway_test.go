@@ -251,6 +251,9 @@ func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 		for m := range batch.Messages() {
 			got++
 			read++
+			if m.Subject() == "telemetry.gw1.sensors.sentinel" {
+				continue
+			}
 			var n, tt int
 			if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &n, &tt); err != nil {
 				t.Fatalf("message %q on %s is not one of ours", m.Data(), m.Subject())
@@ -275,6 +278,42 @@ func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 		}
 	}
 	return count, order
+}
+
+// sentinel publishes one message on a topic of its own after everything
+// the test published, and waits until it is in the stream and g's buffer
+// is empty. The broker delivers in order, so everything before it (a
+// redelivered copy included) reached the gateway first; and the buffer is
+// what the forwarder sends from, so with it empty the stream holds all
+// that g will ever send of it: a check that nothing more (no copy)
+// arrives may count now.
+func sentinel(t testing.TB, p *publisher, g *gateway.Gateway, natsURL string) {
+	t.Helper()
+	sentinelThen(t, p, natsURL, emptied(g))
+}
+
+// emptied says when g's buffer holds nothing: everything it stored is in
+// the stream (or set aside).
+func emptied(g *gateway.Gateway) func() bool {
+	return func() bool { return g.Stats().Buffer.Events == 0 }
+}
+
+// sentinelThen is sentinel with what else must hold once the sentinel is
+// in the stream (for a gateway in another process: see
+// TestSIGKILLWhilePublishing).
+func sentinelThen(t testing.TB, p *publisher, natsURL string, drained func() bool) {
+	t.Helper()
+	before, err := subjectCount(natsURL, "telemetry.gw1.sensors.sentinel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := p.c.Publish("sensors/sentinel", 1, false, "sentinel"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("sentinel: %v", tok.Error())
+	}
+	waitFor(t, time.Minute, "the sentinel in the stream and the buffer empty", func() bool {
+		n, err := subjectCount(natsURL, "telemetry.gw1.sensors.sentinel")
+		return err == nil && n > before && drained()
+	})
 }
 
 // streamMsgs is how many messages TELEMETRY holds; 0 while it cannot say.
@@ -331,7 +370,7 @@ func TestEndToEnd50kQoS1(t *testing.T) {
 	g := startGateway(t, cfg)
 
 	pub := newPublisher(t, broker.URL(), "pub", true)
-	base := waitSubscribed(t, pub, srv.URL())
+	base := waitSubscribed(t, pub, srv.URL(), emptied(g))
 	pub.publish(0, n, 500, 0)
 	if len(pub.acceptedSet()) != n {
 		t.Fatalf("broker accepted %d of %d", len(pub.acceptedSet()), n)
@@ -356,7 +395,7 @@ func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.MQTT.MaxPayload = 1024
 	g := startGateway(t, cfg)
-	base := waitSubscribed(t, newPublisher(t, broker.URL(), "probe", true), srv.URL())
+	base := waitSubscribed(t, newPublisher(t, broker.URL(), "probe", true), srv.URL(), emptied(g))
 
 	// One connection per message: a broker may refuse a topic by closing
 	// the connection (mosquitto does for control bytes); such a topic never

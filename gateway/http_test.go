@@ -110,7 +110,7 @@ func TestMetricsFollowTheEvents(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	g := startGateway(t, cfg)
 	pub := newPublisher(t, broker.URL(), "pub", true)
-	base := waitSubscribed(t, pub, srv.URL()) // probe messages, already through
+	base := waitSubscribed(t, pub, srv.URL(), emptied(g)) // probe messages, already through
 
 	before := scrapeMetrics(t, g)
 	for _, name := range []string{"edgegw_build_info", "process_resident_memory_bytes", "go_goroutines",

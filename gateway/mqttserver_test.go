@@ -206,8 +206,17 @@ func TestEmbeddedBrokerUsersAndACL(t *testing.T) {
 	tok := c.Publish("sensors/room2/temp", 1, false, payloadOf(2))
 	tok.WaitTimeout(3 * time.Second)
 	waitFor(t, 10*time.Second, "the denied client disconnected", func() bool { return !c.IsConnectionOpen() })
-	waitFor(t, 30*time.Second, "the allowed message upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
-	time.Sleep(200 * time.Millisecond)
+	// A sentinel, published after the denied message was refused: once
+	// it is in the stream, message 2 would be too.
+	c2, err := connect("dev1-sentinel", "dev1", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Disconnect(100)
+	if tok := c2.Publish(topicOf(11), 1, false, payloadOf(11)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("sentinel: %v", tok.Error())
+	}
+	waitFor(t, 30*time.Second, "the sentinel upstream", func() bool { count, _ := streamContents(t, srv.URL()); return count[11] == 1 })
 	if count, _ := streamContents(t, srv.URL()); count[1] != 1 || count[2] != 0 {
 		t.Fatalf("stream %v: want message 1 once and message 2 never", count)
 	}
@@ -503,9 +512,19 @@ func TestEmbeddedBrokerLimits(t *testing.T) {
 	big := append(payloadOf(2), make([]byte, 4<<10)...)
 	b.Publish("sensors/b", 1, false, big).WaitTimeout(3 * time.Second)
 	waitFor(t, 10*time.Second, "the device over max_packet_size disconnected", func() bool { return !b.IsConnectionOpen() })
-	waitFor(t, 30*time.Second, "the small message upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
-	time.Sleep(200 * time.Millisecond)
-	if n := streamMsgs(t, srv.URL()); n != 1 {
-		t.Fatalf("the stream holds %d messages, want only the one within the limit", n)
+	// A sentinel after the oversized packet was refused.
+	if tok := a.Publish("sensors/a", 1, false, payloadOf(3)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("sentinel: %v", tok.Error())
+	}
+	payloads := func() map[string]int {
+		m := map[string]int{}
+		for _, msg := range natstest.Messages(t, srv.URL()) {
+			m[string(msg.Data())]++
+		}
+		return m
+	}
+	waitFor(t, 30*time.Second, "the sentinel upstream", func() bool { return payloads()[string(payloadOf(3))] == 1 })
+	if got := payloads(); len(got) != 2 || got[string(payloadOf(1))] != 1 {
+		t.Fatalf("the stream holds %v, want only the two within the limit", got)
 	}
 }

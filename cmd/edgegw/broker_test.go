@@ -42,6 +42,7 @@ mqtt:
     - topic: sensors/#
 upstream:
   servers: [%s]
+  drain: oldest_first
   stream:
     create: true
 http:
@@ -108,14 +109,21 @@ http:
 	for streamCount() < devices*per && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond) // anything more would be a duplicate
+	// A sentinel after every device's last PUBACK: sent oldest first, it
+	// is in the stream only after everything stored before it, a copy
+	// included.
+	sentinelThrough(t, url, srv.URL(), "sensors/device0", deadline)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("last run: %v\n%s", err, logs.String())
 	}
+	drainedBuffer(t, filepath.Join(dir, "buffer.db"))
 
 	seen := map[int]int{}
 	for _, m := range streamMessages(t, srv.URL()) {
+		if m.data == "sentinel" {
+			continue
+		}
 		n, err := strconv.Atoi(m.data)
 		if err != nil {
 			t.Fatalf("payload %q", m.data)

@@ -59,6 +59,7 @@ mqtt:
     - topic: sensors/#
 upstream:
   servers: [%s]
+  drain: oldest_first
   rate:
     events_per_second: 2000
 http:
@@ -154,11 +155,15 @@ http:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(2 * time.Second) // what would come twice
+	// A sentinel after the device's last PUBACK: sent oldest first, it is
+	// in the stream only after everything stored before it, what would
+	// come twice included.
+	sentinelThrough(t, fmt.Sprintf("tcp://127.0.0.1:%d", port), srv.URL(), "sensors/device", deadline)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("last run: %v", err)
 	}
+	drainedBuffer(t, filepath.Join(disk.Dir, "buffer.db"))
 	for i, l := range logs {
 		if strings.Contains(l.String(), "unusable") || strings.Contains(l.String(), "moved aside") {
 			t.Fatalf("run %d found the buffer damaged after a power cut:\n%s", i, l.String())
@@ -167,6 +172,9 @@ http:
 
 	seqs, payloads := map[string]int{}, map[int]int{}
 	for _, m := range streamMessages(t, srv.URL()) {
+		if m.data == "sentinel" {
+			continue
+		}
 		seqs[m.id]++
 		n, _ := strconv.Atoi(m.data)
 		payloads[n]++

@@ -64,6 +64,7 @@ mqtt:
     - topic: sensors/#
 upstream:
   servers: [%s]
+  drain: oldest_first
 http:
   listen: 127.0.0.1:%d
 `, dir, mqttPort, srv.URL(), httpPort)), 0o600)
@@ -123,13 +124,17 @@ loop:
 	for c, _ := streamCountOK(js); c < uint64(want) && time.Now().Before(deadline); c, _ = streamCountOK(js) {
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(3 * time.Second)
+	sentinelThrough(t, fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), srv.URL(), "sensors/device", deadline)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("edgegw: %v\n%s", err, tail(logs.String(), 20))
 	}
+	drainedBuffer(t, filepath.Join(dir, "buffer.db"))
 	seqs, payloads := map[string]int{}, map[int]int{}
 	for _, m := range streamMessages(t, srv.URL()) {
+		if m.data == "sentinel" {
+			continue
+		}
 		seqs[m.id]++
 		n, _ := strconv.Atoi(m.data)
 		payloads[n]++

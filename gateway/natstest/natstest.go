@@ -237,3 +237,15 @@ func StartHub(t testing.TB, path string) *Server {
 		o.JetStreamMaxStore = hub.JetStreamMaxStore // reserved by a stream's max_bytes, not written
 	})
 }
+
+// Holds says whether the stream TELEMETRY at url holds a message whose
+// data is data: how a test sees its sentinel arrive.
+func Holds(t testing.TB, url, data string) bool {
+	t.Helper()
+	for _, m := range Messages(t, url) {
+		if string(m.Data()) == data {
+			return true
+		}
+	}
+	return false
+}
