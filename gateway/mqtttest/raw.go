@@ -35,11 +35,16 @@ func DialRaw(t testing.TB, url string, version byte, clientID string, clean bool
 	}
 	c := &Raw{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
 	t.Cleanup(func() { conn.Close() })
-	c.Send(packets.Packet{
+	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
 		ProtocolVersion: version,
 		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Clean: clean, Keepalive: 60},
-	})
+	}
+	if version == 5 && !clean {
+		// MQTT 5 keeps a session past the connection only with an expiry.
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 3600, true
+	}
+	c.Send(pk)
 	ack := c.Read()
 	if ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK: %+v", ack)
