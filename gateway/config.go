@@ -191,6 +191,19 @@ type MQTTServerConfig struct {
 	MaxPacketSize  ByteSize `yaml:"max_packet_size,omitempty"`
 	MaxInflight    int      `yaml:"max_inflight,omitempty"`    // per client (receive maximum), default 1024
 	MaxConnections int      `yaml:"max_connections,omitempty"` // default 1000
+	// Before login (docs/mqtt-server.md, limits): the CONNECT's deadline,
+	// connections not logged in yet, and from one address.
+	ConnectTimeout       time.Duration `yaml:"connect_timeout,omitempty"`         // default 5s
+	MaxPending           int           `yaml:"max_pending,omitempty"`             // default 100
+	MaxPendingPerAddress int           `yaml:"max_pending_per_address,omitempty"` // default 10
+	MaxKeepalive         time.Duration `yaml:"max_keepalive,omitempty"`           // default 10m
+	// Retained messages: retain: false turns them off; else bounded.
+	Retain           *bool    `yaml:"retain,omitempty"`             // default true
+	MaxRetained      int      `yaml:"max_retained,omitempty"`       // default 10000
+	MaxRetainedBytes ByteSize `yaml:"max_retained_bytes,omitempty"` // default 8MiB
+	// SessionsMaxBytes bounds <data_dir>/broker-sessions.db (outside
+	// buffer.max_bytes): larger at start, it is moved aside.
+	SessionsMaxBytes ByteSize `yaml:"sessions_max_bytes,omitempty"` // default 32MiB
 }
 
 // On reports whether the embedded broker listens anywhere.

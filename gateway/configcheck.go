@@ -365,6 +365,26 @@ func checkServer(k checker, sv *MQTTServerConfig) {
 	if sv.MaxConnections < 0 {
 		k.bad("mqtt.server.max_connections", "must not be negative")
 	}
+	if sv.ConnectTimeout < 0 {
+		k.bad("mqtt.server.connect_timeout", "must not be negative")
+	}
+	if sv.MaxPending < 0 {
+		k.bad("mqtt.server.max_pending", "must not be negative")
+	}
+	if sv.MaxPendingPerAddress < 0 {
+		k.bad("mqtt.server.max_pending_per_address", "must not be negative")
+	}
+	for _, l := range []struct {
+		key string
+		n   int64
+	}{{"max_retained", int64(sv.MaxRetained)}, {"max_retained_bytes", int64(sv.MaxRetainedBytes)}, {"sessions_max_bytes", int64(sv.SessionsMaxBytes)}} {
+		if l.n < 0 {
+			k.bad("mqtt.server."+l.key, "must not be negative")
+		}
+	}
+	if sv.MaxKeepalive < 0 || sv.MaxKeepalive > 65535*time.Second {
+		k.bad("mqtt.server.max_keepalive", "%s is outside 0..65535s (MQTT's largest keepalive)", sv.MaxKeepalive)
+	}
 	if sv.MaxPacketSize < 0 {
 		k.bad("mqtt.server.max_packet_size", "must not be negative")
 	}

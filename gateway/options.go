@@ -139,6 +139,15 @@ func (c *Config) brokerOptions(routes []mqttsource.Subscription, log *slog.Logge
 		MaxConnections: sv.MaxConnections,
 		SessionPath:    filepath.Join(c.Gateway.DataDir, "broker-sessions.db"),
 		Logger:         log,
+
+		ConnectTimeout:       sv.ConnectTimeout,
+		MaxPending:           sv.MaxPending,
+		MaxPendingPerAddress: sv.MaxPendingPerAddress,
+		MaxKeepalive:         sv.MaxKeepalive,
+		NoRetain:             sv.Retain != nil && !*sv.Retain,
+		MaxRetained:          sv.MaxRetained,
+		MaxRetainedBytes:     int64(sv.MaxRetainedBytes),
+		SessionMaxBytes:      int64(sv.SessionsMaxBytes),
 	}
 	if sv.UsersFile != "" {
 		users, err := mqttbroker.LoadUsers(sv.UsersFile)

@@ -63,6 +63,31 @@ type Options struct {
 	MaxInflight int
 	// MaxConnections bounds connected clients (default 1000).
 	MaxConnections int
+	// Before a client has logged in: ConnectTimeout for its CONNECT
+	// (default 5s), at most MaxPending such connections (default 100) and
+	// MaxPendingPerAddress from one address (default 10). A CONNECT may
+	// declare at most 16 KiB (or MaxPacketSize, if smaller): checked
+	// before a byte of it is allocated.
+	ConnectTimeout       time.Duration
+	MaxPending           int
+	MaxPendingPerAddress int
+	// MaxKeepalive caps a client's keepalive (default 10m): an MQTT 5
+	// client that asks for 0 or more is told this (server keep alive);
+	// an MQTT 3.1.1 client, which cannot be told, is dropped after 1.5
+	// times it without a packet. So an idle connection cannot hold a slot
+	// for ever.
+	MaxKeepalive time.Duration
+	// Retained messages: NoRetain turns them off; otherwise at most
+	// MaxRetained topics (default 10,000) and MaxRetainedBytes of
+	// payload (default 8 MiB) are kept: a retained publish past either
+	// is delivered but not retained (counted as retained_limit).
+	NoRetain         bool
+	MaxRetained      int
+	MaxRetainedBytes int64
+	// SessionMaxBytes bounds the sessions file (default 32 MiB): one
+	// larger at start is moved aside (as a damaged buffer is) and the
+	// broker starts with no stored sessions, so a start never loads more.
+	SessionMaxBytes int64
 	// SessionPath, if set, is a bbolt file where the broker keeps its
 	// local subscribers' sessions, subscriptions and retained messages
 	// across restarts.
@@ -81,6 +106,17 @@ type Stats struct {
 	Unmappable uint64 // no subject could be made for the topic, refused
 	Refused    uint64 // messages the buffer refused (full, disk): no success sent
 	ReusedIDs  uint64 // QoS 2 packet ids reused before their PUBREL: taken as new messages
+	// Pending: connections that have not logged in yet.
+	Pending int
+	// Retained messages kept, and their payload bytes.
+	Retained      int
+	RetainedBytes int64
+	// SessionsMovedAside counts sessions files over SessionMaxBytes moved
+	// aside at start (this run).
+	SessionsMovedAside int
+	// RefusedConnections counts connections and logins refused, by
+	// reason (guard.go's and access.go's Refused… constants).
+	RefusedConnections map[string]uint64
 }
 
 // Broker is the embedded broker; Run serves it. It is an event.Source.
@@ -90,6 +126,11 @@ type Broker struct {
 
 	received, committed, local, tooLarge, unmappable, refused, reused atomic.Uint64
 	srv                                                               atomic.Pointer[mqtt.Server]
+
+	guard      *guard
+	refusals   *refusals
+	retained   retainedSet
+	movedAside atomic.Int32
 }
 
 var _ event.Source = (*Broker)(nil)
@@ -125,11 +166,38 @@ func New(o Options) (*Broker, error) {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 1000
 	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	if o.MaxPendingPerAddress <= 0 {
+		o.MaxPendingPerAddress = DefaultMaxPendingPerAddr
+	}
+	if o.MaxKeepalive <= 0 {
+		o.MaxKeepalive = DefaultMaxKeepalive
+	}
+	if o.MaxRetained <= 0 {
+		o.MaxRetained = DefaultMaxRetained
+	}
+	if o.MaxRetainedBytes <= 0 {
+		o.MaxRetainedBytes = DefaultMaxRetainedBytes
+	}
+	if o.SessionMaxBytes <= 0 {
+		o.SessionMaxBytes = DefaultSessionMaxBytes
+	}
+	if o.MaxKeepalive > 65535*time.Second {
+		return nil, fmt.Errorf("mqtt.server.max_keepalive: %s is over MQTT's 65535s", o.MaxKeepalive)
+	}
 	b := &Broker{o: o, log: o.Logger}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
 	b.log = b.log.With("source", b.Name())
+	b.refusals = newRefusals(b.log)
+	b.guard = &guard{timeout: o.ConnectTimeout, maxPending: o.MaxPending, perAddr: o.MaxPendingPerAddress,
+		maxConnect: min(DefaultMaxConnectPacket, max(o.MaxPacketSize, minConnectPacketAllowance)), log: b.log, refused: b.refusals, byAddr: map[string]int{}}
 	return b, nil
 }
 
@@ -141,7 +209,10 @@ func (b *Broker) Stats() Stats {
 	s := Stats{
 		Received: b.received.Load(), Committed: b.committed.Load(),
 		Local: b.local.Load(), TooLarge: b.tooLarge.Load(), Unmappable: b.unmappable.Load(), Refused: b.refused.Load(), ReusedIDs: b.reused.Load(),
+		Pending: b.guard.Pending(), RefusedConnections: b.refusals.snapshot(),
+		SessionsMovedAside: int(b.movedAside.Load()),
 	}
+	s.Retained, s.RetainedBytes = b.retained.stats()
 	if srv := b.srv.Load(); srv != nil {
 		s.Listening, s.Clients = true, atomic.LoadInt64(&srv.Info.ClientsConnected)
 	}
@@ -170,13 +241,21 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	caps.MaximumClients = int64(b.o.MaxConnections)
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(mochiLog{b.log.Handler()}).With("component", "mochi")})
 	h := &ingest{b: b, srv: srv, emit: emit, ctx: ctx, clients: map[string]*worker{}}
-	if err := srv.AddHook(&access{b: b}, nil); err != nil {
+	acc, err := newAccess(b, srv)
+	if err != nil {
+		return err
+	}
+	if err := srv.AddHook(acc, nil); err != nil {
 		return err
 	}
 	if err := srv.AddHook(h, nil); err != nil {
 		return err
 	}
+	if b.o.NoRetain {
+		caps.RetainAvailable = 0
+	}
 	if b.o.SessionPath != "" {
+		b.boundSessions()
 		err := srv.AddHook(new(bolt.Hook), &bolt.Options{Path: b.o.SessionPath, Options: &bbolt.Options{Timeout: 2 * time.Second}})
 		if err != nil {
 			return fmt.Errorf("mqtt.server: sessions file %s: %w", b.o.SessionPath, err)
@@ -199,19 +278,20 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 		if !l.on {
 			continue
 		}
-		if err := srv.AddListener(l.new()); err != nil {
+		if err := srv.AddListener(guarded{l.new(), b.guard}); err != nil {
 			return fmt.Errorf("mqtt.server: %w (is another broker on that port?)", err)
 		}
 	}
 	if err := srv.Serve(); err != nil {
 		return fmt.Errorf("mqtt.server: %w", err)
 	}
+	b.retained.load(srv)
 	b.srv.Store(srv)
 	b.log.Info("MQTT broker listening", "tcp", b.o.Listen, "tls", b.o.TLSListen, "websocket", b.o.WebSocket, "routes", len(b.o.Routes))
 	<-ctx.Done()
 	// Close stops the listeners and clients; the workers finish what
 	// they hold (a commit that was handed over completes) and stop.
-	err := srv.Close()
+	err = srv.Close()
 	h.stopAll()
 	return err
 }
@@ -232,7 +312,14 @@ type ingest struct {
 
 func (h *ingest) ID() string { return "edgegw-ingest" }
 
-func (h *ingest) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnPacketRead }
+func (h *ingest) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnPacketRead || b == mqtt.OnRetainMessage
+}
+
+// OnRetainMessage keeps the retained set's count and bytes.
+func (h *ingest) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	h.b.retained.set(pk.TopicName, len(pk.Payload))
+}
 
 // OnPacketRead runs before mochi handles a packet. A QoS 2 PUBLISH whose
 // packet id still waits for its PUBREL is, to mochi, the same message
@@ -274,6 +361,10 @@ func (h *ingest) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 // OnPublish routes pk; a routed QoS 1/2 message goes to the client's
 // worker and mochi is told to do nothing more with it.
 func (h *ingest) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Retain && len(pk.Payload) > 0 && !h.b.retained.fits(pk.TopicName, len(pk.Payload), h.b.o.MaxRetained, h.b.o.MaxRetainedBytes) {
+		pk.FixedHeader.Retain = false // delivered, not kept
+		h.b.refusals.add(RefusedRetained, "retained messages not kept: mqtt.server.max_retained or max_retained_bytes reached", "client", cl.ID, "topic", pk.TopicName)
+	}
 	if cl.Net.Inline {
 		return pk, nil // the worker's own publish to local subscribers
 	}

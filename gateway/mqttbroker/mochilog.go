@@ -3,6 +3,8 @@ package mqttbroker
 import (
 	"context"
 	"log/slog"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // mochiLog is the handler mochi logs through: edgegw's, except that what
@@ -47,6 +49,9 @@ func (h mochiLog) Enabled(ctx context.Context, l slog.Level) bool {
 func benign(r slog.Record) bool {
 	if r.Message == "" {
 		return true
+	}
+	if r.Message == mqtt.ErrMinimumKeepalive.Error() {
+		return true // keepalive 0 or short: OnConnect caps it, nothing to warn of
 	}
 	if r.Message != "failed to get data" {
 		return false
