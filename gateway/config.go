@@ -200,10 +200,10 @@ type MQTTServerConfig struct {
 	// Retained messages: retain: false turns them off; else bounded.
 	Retain           *bool    `yaml:"retain,omitempty"`             // default true
 	MaxRetained      int      `yaml:"max_retained,omitempty"`       // default 10000
-	MaxRetainedBytes ByteSize `yaml:"max_retained_bytes,omitempty"` // default 8MiB
+	MaxRetainedBytes ByteSize `yaml:"max_retained_bytes,omitempty"` // default 4MiB
 	// SessionsMaxBytes bounds <data_dir>/broker-sessions.db (outside
 	// buffer.max_bytes): larger at start, it is moved aside.
-	SessionsMaxBytes ByteSize `yaml:"sessions_max_bytes,omitempty"` // default 32MiB
+	SessionsMaxBytes ByteSize `yaml:"sessions_max_bytes,omitempty"` // default 16MiB
 }
 
 // On reports whether the embedded broker listens anywhere.

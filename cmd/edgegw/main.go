@@ -99,6 +99,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// defaultMemoryLimit is the Go runtime's soft memory limit for edgegw run
+// unless GOMEMLIMIT says otherwise: the collector works harder as the
+// heap nears it, so a burst (a flood of large messages, a sessions file
+// loading) does not take the process far past what it holds live. Soft:
+// past it the process slows down, it does not fail. docs/mqtt-server.md
+// (limits) has the measurements.
+const defaultMemoryLimit = 32 << 20
+
+func memoryLimit() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+}
+
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flags("run", stderr)
 	cf := addConfigFlags(fs, defaultConfig)
@@ -127,7 +141,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 2
 	}
-	log.Info("starting", "version", versionString(), "config", *cfgPath)
+	memoryLimit()
+	log.Info("starting", "version", versionString(), "config", *cfgPath, "go_memory_limit", debug.SetMemoryLimit(-1))
 	g, err := gateway.New(cfg, gateway.Options{Logger: log, Version: versionString()})
 	if err != nil {
 		log.Error("cannot start", "err", err)

@@ -79,12 +79,12 @@ type Options struct {
 	MaxKeepalive time.Duration
 	// Retained messages: NoRetain turns them off; otherwise at most
 	// MaxRetained topics (default 10,000) and MaxRetainedBytes of
-	// payload (default 8 MiB) are kept: a retained publish past either
+	// payload (default 4 MiB) are kept: a retained publish past either
 	// is delivered but not retained (counted as retained_limit).
 	NoRetain         bool
 	MaxRetained      int
 	MaxRetainedBytes int64
-	// SessionMaxBytes bounds the sessions file (default 32 MiB): one
+	// SessionMaxBytes bounds the sessions file (default 16 MiB): one
 	// larger at start is moved aside (as a damaged buffer is) and the
 	// broker starts with no stored sessions, so a start never loads more.
 	SessionMaxBytes int64

@@ -12,8 +12,8 @@ import (
 // Defaults of the bounds on what clients make the broker keep.
 const (
 	DefaultMaxRetained      = 10_000
-	DefaultMaxRetainedBytes = 8 << 20
-	DefaultSessionMaxBytes  = 32 << 20
+	DefaultMaxRetainedBytes = 4 << 20
+	DefaultSessionMaxBytes  = 16 << 20
 
 	// RefusedRetained: a retained publish past the bounds, delivered but
 	// not kept.
