@@ -49,7 +49,8 @@ type collector struct {
 
 	buildInfo *prometheus.Desc
 
-	srcUp, srcIngested, srcRejected, srcDropped, srcStoreErrors, srcSetAside, srcErrors, srcAge *prometheus.Desc
+	srcUp, srcIngested, srcRejected, srcDropped, srcStoreErrors, srcSetAside, srcErrors, srcAge      *prometheus.Desc
+	brokerClients, brokerPending, brokerRefused, brokerRetained, brokerRetainedBytes, brokerSessions *prometheus.Desc
 
 	bufOpen, bufEvents, bufBytes, bufFileBytes, bufMaxBytes, bufOldestAge *prometheus.Desc
 	bufAppended, bufAcked, bufDropped, bufRejected                        *prometheus.Desc
@@ -75,6 +76,13 @@ func newCollector(g *Gateway) *collector {
 		srcSetAside:    d("source_set_aside_total", "Events too large for buffer.max_bytes, put in the buffer's dead-letter lane instead.", "source"),
 		srcErrors:      d("source_errors_total", "Failed opens and reads of a sensor or pin.", "source"),
 		srcAge:         d("source_last_reading_age_seconds", "Seconds since the source's last event was committed (absent before the first).", "source"),
+
+		brokerClients:       d("mqtt_server_clients", "MQTT clients connected to the embedded broker."),
+		brokerPending:       d("mqtt_server_pending_logins", "Connections to the embedded broker that have not logged in yet (bounded by mqtt.server.max_pending)."),
+		brokerRefused:       d("mqtt_server_refused_total", "Connections, logins, publishes and subscriptions the embedded broker refused, by reason: pending, pending_ip, timeout, not_connect, too_large (before login), bad_login, backoff, client_id, user_limit, acl, retained_limit."),
+		brokerRetained:      d("mqtt_server_retained_messages", "Retained messages the embedded broker keeps (bounded by mqtt.server.max_retained)."),
+		brokerRetainedBytes: d("mqtt_server_retained_bytes", "Payload bytes of the retained messages kept (bounded by mqtt.server.max_retained_bytes)."),
+		brokerSessions:      d("mqtt_server_sessions_file_bytes", "Size of the embedded broker's sessions file (bounded at start by mqtt.server.sessions_max_bytes)."),
 
 		bufOpen:        d("buffer_open", "1 while the buffer file is open."),
 		bufEvents:      d("buffer_events", "Events held in the buffer."),
@@ -139,6 +147,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if s.LastReadingAge != nil {
 			gauge(c.srcAge, *s.LastReadingAge, s.Name)
+		}
+		if s.Kind == KindMQTTServer && s.Pending != nil {
+			gauge(c.brokerClients, float64(*s.Clients))
+			gauge(c.brokerPending, float64(*s.Pending))
+			for _, reason := range []string{"pending", "pending_ip", "timeout", "not_connect", "too_large", "bad_login", "backoff", "client_id", "user_limit", "acl", "retained_limit"} {
+				counter(c.brokerRefused, s.Refused[reason], reason)
+			}
+			gauge(c.brokerRetained, float64(*s.RetainedKept))
+			gauge(c.brokerRetainedBytes, float64(*s.RetainedBytes))
+			gauge(c.brokerSessions, float64(*s.SessionsBytes))
 		}
 	}
 

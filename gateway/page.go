@@ -165,6 +165,14 @@ func renderPage(d pageData) string {
 		p("<tr class=\"source\"><td><span class=\"dot %s\"></span><b>%s</b> <small>%s</small></td><td>%s</td><td>%d in · last %s</td></tr>\n",
 			s.Class, e(s.S.Name), e(s.S.Kind), e(s.State), s.S.Ingested, e(s.Age))
 		p("<tr><td colspan=\"3\" class=\"val\">%s</td></tr>\n", e(s.S.LastValue))
+		if b := s.S; b.Kind == KindMQTTServer && b.Pending != nil {
+			var refused uint64
+			for _, n := range b.Refused {
+				refused += n
+			}
+			p("<tr class=\"broker\"><td colspan=\"3\"><small>%d clients · %d not logged in yet · %d refused · %d retained (%s) · sessions file %s</small></td></tr>\n",
+				*b.Clients, *b.Pending, refused, *b.RetainedKept, e(bytesText(*b.RetainedBytes)), e(bytesText(*b.SessionsBytes)))
+		}
 	}
 	p("</table>\n</section>\n\n<section>\n<h2>Last hour</h2>\n<div class=\"spark\">\n")
 	for _, sp := range d.Sparks {

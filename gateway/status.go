@@ -132,8 +132,16 @@ type SourceStatus struct {
 	// MQTT only.
 	TooLarge   uint64 `json:"too_large,omitempty"`
 	Unmappable uint64 `json:"unmappable,omitempty"`
-	Clients    *int64 `json:"clients,omitempty"`          // the embedded broker: devices connected
-	Retained   uint64 `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
+	Clients    *int64 `json:"clients,omitempty"` // the embedded broker: devices connected
+	// The embedded broker's limits (docs/mqtt-server.md): connections
+	// not logged in yet, connections and logins refused by reason,
+	// retained messages kept and their bytes, the sessions file's size.
+	Pending       *int              `json:"pending_logins,omitempty"`
+	Refused       map[string]uint64 `json:"refused_connections,omitempty"`
+	RetainedKept  *int              `json:"retained_kept,omitempty"`
+	RetainedBytes *int64            `json:"retained_bytes,omitempty"`
+	SessionsBytes *int64            `json:"sessions_file_bytes,omitempty"`
+	Retained      uint64            `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
 	// Sensors and pins only.
 	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
 	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
@@ -215,6 +223,7 @@ func (s *source) status(now time.Time) SourceStatus {
 		m := src.Stats()
 		st.Up = m.Listening
 		st.TooLarge, st.Unmappable, st.Clients = m.TooLarge, m.Unmappable, &m.Clients
+		st.Pending, st.Refused, st.RetainedKept, st.RetainedBytes, st.SessionsBytes = &m.Pending, m.RefusedConnections, &m.Retained, &m.RetainedBytes, &m.SessionsBytes
 		if !m.Listening {
 			st.LastError = "not listening yet"
 		}

@@ -196,12 +196,12 @@ func (a *access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		return false
 	}
 	a.succeeded(addr)
-	if u.MaxConnections > 0 && a.connectedAs(name, cl.ID) >= u.MaxConnections {
-		a.b.refusals.add(RefusedPerUser, "MQTT client refused: its user has max_connections connected", "client", cl.ID, "username", name, "limit", u.MaxConnections)
-		return false
-	}
 	if len(u.ClientIDs) > 0 && !clientIDAllowed(u, cl.ID) {
 		a.b.refusals.add(RefusedClientID, "MQTT client refused: the client id is not one of its user's client_ids", "client", cl.ID, "username", name)
+		return false
+	}
+	if u.MaxConnections > 0 && a.connectedAs(name, cl.ID) >= u.MaxConnections {
+		a.b.refusals.add(RefusedPerUser, "MQTT client refused: its user has max_connections connected", "client", cl.ID, "username", name, "limit", u.MaxConnections)
 		return false
 	}
 	return a.clientIDFree(cl, name)

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,8 @@ type Stats struct {
 	// RefusedConnections counts connections and logins refused, by
 	// reason (guard.go's and access.go's Refused… constants).
 	RefusedConnections map[string]uint64
+	// SessionsBytes is the sessions file's size (0 without one).
+	SessionsBytes int64
 }
 
 // Broker is the embedded broker; Run serves it. It is an event.Source.
@@ -213,6 +216,11 @@ func (b *Broker) Stats() Stats {
 		SessionsMovedAside: int(b.movedAside.Load()),
 	}
 	s.Retained, s.RetainedBytes = b.retained.stats()
+	if b.o.SessionPath != "" {
+		if fi, err := os.Stat(b.o.SessionPath); err == nil {
+			s.SessionsBytes = fi.Size()
+		}
+	}
 	if srv := b.srv.Load(); srv != nil {
 		s.Listening, s.Clients = true, atomic.LoadInt64(&srv.Info.ClientsConnected)
 	}

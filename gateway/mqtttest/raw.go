@@ -29,6 +29,14 @@ type Raw struct {
 // present.
 func DialRaw(t testing.TB, url string, version byte, clientID string, clean bool) (*Raw, bool) {
 	t.Helper()
+	c, ack := DialRawKeepalive(t, url, version, clientID, clean, 60, "", "")
+	return c, ack.SessionPresent
+}
+
+// DialRawKeepalive is DialRaw with the CONNECT's keepalive (seconds) and
+// a user and password ("": none); it returns the CONNACK.
+func DialRawKeepalive(t testing.TB, url string, version byte, clientID string, clean bool, keepalive uint16, user, password string) (*Raw, packets.Packet) {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "tcp://"))
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +46,11 @@ func DialRaw(t testing.TB, url string, version byte, clientID string, clean bool
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
 		ProtocolVersion: version,
-		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Clean: clean, Keepalive: 60},
+		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Clean: clean, Keepalive: keepalive},
+	}
+	if user != "" {
+		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(user)
+		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(password)
 	}
 	if version == 5 && !clean {
 		// MQTT 5 keeps a session past the connection only with an expiry.
@@ -49,7 +61,7 @@ func DialRaw(t testing.TB, url string, version byte, clientID string, clean bool
 	if ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK: %+v", ack)
 	}
-	return c, ack.SessionPresent
+	return c, ack
 }
 
 // Send writes pk.
