@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -247,5 +250,63 @@ func TestEmbeddedBrokerACLAndClientIDs(t *testing.T) {
 	st := statusOf(g)
 	if st.Refused[mqttbroker.RefusedClientID] != 3 || st.Refused[mqttbroker.RefusedPerUser] != 1 || st.Refused[mqttbroker.RefusedACL] < 2 {
 		t.Fatalf("refusals counted: %v", st.Refused)
+	}
+}
+
+// Refusals are counted, and logged at most once a minute per kind with
+// the count: 200 publishes outside a user's ACL (MQTT 5, refused with
+// 0x87 one by one) used to log 200 WARN lines, and a 3.1.1 refusal a
+// packet dump at WARN; no line has an empty message.
+func TestRefusalsAreLoggedOncePerMinute(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hash, err := mqttbroker.HashPassword("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := usersFile(t, fmt.Sprintf("users:\n  - name: dev\n    password_hash: %q\n    publish: [sensors/#]\n", hash))
+	cfg, url := serverConfigFor(t, srv.URL(), "    users_file: "+users, "")
+	var logs syncBuffer
+	g := startGatewayLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "tcp://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho5.NewClient(paho5.ClientConfig{ClientID: "dev-v5", Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if ca, err := c.Connect(ctx, &paho5.Connect{ClientID: "dev-v5", KeepAlive: 30, CleanStart: true, UsernameFlag: true, Username: "dev", PasswordFlag: true, Password: []byte("pw")}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect: %v %+v", err, ca)
+	}
+	defer c.Disconnect(&paho5.Disconnect{})
+	for i := range 200 {
+		r, _ := c.Publish(ctx, &paho5.Publish{Topic: "other/x", QoS: 1, Payload: []byte{byte(i)}})
+		if r == nil || r.ReasonCode != 0x87 {
+			t.Fatalf("publish %d outside the ACL: %+v", i, r)
+		}
+	}
+	// A 3.1.1 client outside its ACL is disconnected.
+	old, err := (func() (paho.Client, error) {
+		o := paho.NewClientOptions().AddBroker(url).SetClientID("dev-v3").SetUsername("dev").SetPassword("pw").SetAutoReconnect(false).SetProtocolVersion(4)
+		cl := paho.NewClient(o)
+		tok := cl.Connect()
+		tok.WaitTimeout(10 * time.Second)
+		return cl, tok.Error()
+	})()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Publish("other/y", 1, false, "x").WaitTimeout(3 * time.Second)
+	waitFor(t, 10*time.Second, "the 3.1.1 client disconnected", func() bool { return !old.IsConnectionOpen() })
+	waitFor(t, 10*time.Second, "201 ACL refusals counted", func() bool { return statusOf(g).Refused[mqttbroker.RefusedACL] >= 201 })
+
+	text := logs.String()
+	if n := strings.Count(text, `msg="MQTT client denied by its ACL"`); n != 1 {
+		t.Fatalf("%d log lines for 201 ACL refusals, want 1:\n%s", n, text)
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, `msg=""`) || strings.Contains(line, "level=WARN") && strings.Contains(line, " pk=") {
+			t.Fatalf("a line with an empty message or a packet dump: %s", line)
+		}
 	}
 }

@@ -41,17 +41,23 @@ func (h mochiLog) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.Handler.Enabled(ctx, l) || l >= slog.LevelWarn
 }
 
-// benign: the record is one of mochi's that is no fault of the gateway:
-// a missing key in a new sessions file, or how one client's connection
-// ended (its listener logs each at WARN with no message, a client that
-// drops its link or a broker that stops included: per connection, so at
-// DEBUG).
+// benign: the record is one of mochi's that is no fault of the gateway,
+// said per client or per packet (so at DEBUG, where its packet dumps may
+// stay): a missing key in a new sessions file; how one client's
+// connection ended (its listener logs each at WARN with no message);
+// a short keepalive; a client's packet mochi could not process.
 func benign(r slog.Record) bool {
 	if r.Message == "" {
 		return true
 	}
 	if r.Message == mqtt.ErrMinimumKeepalive.Error() {
 		return true // keepalive 0 or short: OnConnect caps it, nothing to warn of
+	}
+	if r.Message == "error processing packet" {
+		// A client's bad packet (an ACL refusal's disconnect among them),
+		// with a dump of the packet: per packet, and counted by the hooks
+		// (mqtt_server_refused_total) where it is a refusal.
+		return true
 	}
 	if r.Message != "failed to get data" {
 		return false
