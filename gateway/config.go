@@ -232,17 +232,21 @@ type SubscriptionConfig struct {
 }
 
 type UpstreamConfig struct {
-	Servers      []string      `yaml:"servers"`
-	User         string        `yaml:"user,omitempty"`
-	Password     string        `yaml:"password,omitempty"`
-	Token        string        `yaml:"token,omitempty"`
-	NKeySeedFile string        `yaml:"nkey_seed_file,omitempty"`
-	CredsFile    string        `yaml:"creds_file,omitempty"`
-	TLS          TLSConfig     `yaml:"tls,omitempty"`
-	Stream       StreamConfig  `yaml:"stream"`
-	Window       int           `yaml:"window"`
-	AckTimeout   time.Duration `yaml:"ack_timeout"`
-	Rate         RateConfig    `yaml:"rate,omitempty"`
+	Servers      []string  `yaml:"servers"`
+	User         string    `yaml:"user,omitempty"`
+	Password     string    `yaml:"password,omitempty"`
+	Token        string    `yaml:"token,omitempty"`
+	NKeySeedFile string    `yaml:"nkey_seed_file,omitempty"`
+	CredsFile    string    `yaml:"creds_file,omitempty"`
+	TLS          TLSConfig `yaml:"tls,omitempty"`
+	// InboxPrefix is where the hub sends replies to this gateway
+	// (default _INBOX_<gateway id>: a hub can then grant each gateway
+	// its own replies only; docs/upstream.md).
+	InboxPrefix string        `yaml:"inbox_prefix,omitempty"`
+	Stream      StreamConfig  `yaml:"stream"`
+	Window      int           `yaml:"window"`
+	AckTimeout  time.Duration `yaml:"ack_timeout"`
+	Rate        RateConfig    `yaml:"rate,omitempty"`
 	// Drain is live_first (default) or oldest_first: docs/lanes.md.
 	Drain string `yaml:"drain"`
 	// LowerShare is the share of sends kept for lanes below the highest

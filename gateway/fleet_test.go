@@ -22,6 +22,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -533,9 +534,14 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	// As lobby-pi-01: another gateway's config and status are out of reach.
 	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	denied := make(chan error, 16)
-	nc, err := nats.Connect(srv.URL(), nats.UserInfo("lobby-pi-01", "lobby-pw"),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+	denied := make(chan error, 64)
+	nc, err := nats.Connect(srv.URL(), nats.UserInfo("lobby-pi-01", "lobby-pw"), nats.CustomInboxPrefix(forward.InboxPrefix("lobby-pi-01")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case denied <- err:
+			default:
+			}
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,6 +588,23 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 		t.Fatalf("its own key: %v", e)
 	}
 	own.Stop()
+	// The replies to others' requests (van-07's watch, an operator's
+	// fleet call) are out of reach: a gateway may subscribe to its own
+	// inbox prefix only.
+	for _, subj := range []string{"_INBOX.>", "_INBOX_van-07.>"} {
+		if _, err := nc.Subscribe(subj, func(m *nats.Msg) { t.Errorf("lobby-pi-01 read a reply on %s", m.Subject) }); err != nil {
+			t.Fatal(err)
+		}
+		nc.Flush()
+		for found := false; !found; {
+			select {
+			case err := <-denied:
+				found = errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription to \""+subj+"\"")
+			case <-time.After(5 * time.Second):
+				t.Fatalf("lobby-pi-01 may subscribe to %s", subj)
+			}
+		}
+	}
 	skv, err := js.KeyValue(ctx, gateway.DefaultStatusBucket)
 	if err != nil {
 		t.Fatal(err)

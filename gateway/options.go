@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -44,6 +45,7 @@ func (c *Config) connOptions() forward.ConnOptions {
 		CAFile:       u.TLS.CAFile,
 		CertFile:     u.TLS.CertFile,
 		KeyFile:      u.TLS.KeyFile,
+		InboxPrefix:  cmp.Or(u.InboxPrefix, forward.InboxPrefix(c.Gateway.ID)),
 	}
 }
 

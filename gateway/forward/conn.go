@@ -34,7 +34,18 @@ type ConnOptions struct {
 	// 2s); each attempt adds up to 1s of jitter, so a fleet does not
 	// reconnect in lockstep.
 	ReconnectWait time.Duration
+
+	// InboxPrefix is where replies to this connection's requests arrive
+	// (default nats.go's "_INBOX"). A gateway uses "_INBOX_<its id>", so
+	// a hub can let it subscribe to its own replies only
+	// (deploy/upstream/accounts.conf): under "_INBOX.>" every gateway
+	// could read every reply in the account, other gateways' config
+	// and status among them.
+	InboxPrefix string
 }
+
+// InboxPrefix is the reply prefix of gateway id's connections.
+func InboxPrefix(id string) string { return "_INBOX_" + id }
 
 // Connect dials the upstream. It never gives up: with no server reachable it
 // returns a connection that keeps retrying in the background, and one that
@@ -88,7 +99,11 @@ func (o ConnOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 	if wait <= 0 {
 		wait = 2 * time.Second
 	}
-	opts := []nats.Option{
+	var opts []nats.Option
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	opts = append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		// nats.go closes the connection for good after the same auth
@@ -110,14 +125,18 @@ func (o ConnOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("upstream connected", "server", secret.URL(nc.ConnectedUrl()))
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
+				if prefix := nc.Opts.InboxPrefix; prefix != "" && strings.Contains(err.Error(), "Subscription to \""+prefix+".") {
+					log.Error("the upstream does not let this gateway receive its replies: grant its user subscribe "+prefix+".> (deploy/upstream/accounts.conf); a hub that grants _INBOX.> instead needs upstream.inbox_prefix: _INBOX (any gateway could then read every reply)", "err", err)
+					return
+				}
 				log.Error("upstream refused this gateway's user a permission; grant what deploy/upstream/hub.conf grants a gateway", "err", err)
 				return
 			}
 			log.Warn("upstream error", "err", err)
 		}),
-	}
+	)
 	switch {
 	case o.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(o.CredsFile))

@@ -70,7 +70,7 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw"}, nil)
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw", InboxPrefix: forward.InboxPrefix("lobby-pi-01")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestSingleNodeHubFromDeploy(t *testing.T) {
 		b, _ := e.Marshal(nil)
 		q.Append(ctx, b)
 	}
-	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw"}, nil)
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw", InboxPrefix: forward.InboxPrefix("lobby-pi-01")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
