@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -23,36 +25,103 @@ import (
 
 // fleetFlags are the hub connection of the fleet commands.
 type fleetFlags struct {
-	server, creds, ca *string
-	configBucket      *string
-	statusBucket      *string
+	server, creds, ca, context *string
+	configBucket               *string
+	statusBucket               *string
 }
 
 func addFleetFlags(fs *flag.FlagSet) fleetFlags {
-	def := os.Getenv("NATS_URL")
-	if def == "" {
-		def = "nats://127.0.0.1:4222"
-	}
+	// No default taken from the environment: --help prints defaults, and
+	// $NATS_URL may carry a password.
 	return fleetFlags{
-		server:       fs.String("server", def, "the hub, nats://[user:password@]host:4222 (default $NATS_URL)"),
+		server:       fs.String("server", "", "the hub, nats://[user:password@]host:4222 (default: $NATS_URL, else nats://127.0.0.1:4222)"),
 		creds:        fs.String("creds", "", "a .creds file for the hub"),
 		ca:           fs.String("ca", "", "a CA file that verifies the hub's TLS certificate"),
+		context:      fs.String("context", "", "a nats CLI context (~/.config/nats/context/NAME.json): its url and credentials, as nats --context uses them"),
 		configBucket: fs.String("config-bucket", gateway.DefaultConfigBucket, "the overlays' KV bucket"),
 		statusBucket: fs.String("status-bucket", gateway.DefaultStatusBucket, "the gateways' status KV bucket"),
 	}
 }
 
+// natsContext is what edgegw reads of a nats CLI context file.
+type natsContext struct {
+	URL      string `json:"url"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+	Token    string `json:"token"`
+	Creds    string `json:"creds"`
+	NKey     string `json:"nkey"`
+	Cert     string `json:"cert"`
+	Key      string `json:"key"`
+	CA       string `json:"ca"`
+}
+
+// loadNATSContext reads the nats CLI context name from
+// $XDG_CONFIG_HOME/nats/context (or ~/.config/nats/context).
+func loadNATSContext(name string) (natsContext, error) {
+	var c natsContext
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." {
+		return c, fmt.Errorf("--context %q is not a context name", name)
+	}
+	dir := os.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return c, fmt.Errorf("--context %s: %w", name, err)
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	path := filepath.Join(dir, "nats", "context", name+".json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("--context %s: %w (nats context ls lists them)", name, err)
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return c, fmt.Errorf("--context %s: %s: %w", name, path, err)
+	}
+	return c, nil
+}
+
 func (f fleetFlags) connect() (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("edgegw fleet"), nats.Timeout(5 * time.Second)}
+	server := *f.server
+	if *f.context != "" {
+		c, err := loadNATSContext(*f.context)
+		if err != nil {
+			return nil, err
+		}
+		server = cmp.Or(server, c.URL)
+		switch {
+		case c.Creds != "":
+			opts = append(opts, nats.UserCredentials(c.Creds))
+		case c.NKey != "":
+			nk, err := nats.NkeyOptionFromSeed(c.NKey)
+			if err != nil {
+				return nil, fmt.Errorf("--context %s: nkey: %w", *f.context, err)
+			}
+			opts = append(opts, nk)
+		case c.Token != "":
+			opts = append(opts, nats.Token(c.Token))
+		case c.User != "":
+			opts = append(opts, nats.UserInfo(c.User, c.Password))
+		}
+		if c.CA != "" {
+			opts = append(opts, nats.RootCAs(c.CA))
+		}
+		if c.Cert != "" || c.Key != "" {
+			opts = append(opts, nats.ClientCert(c.Cert, c.Key))
+		}
+	}
+	server = cmp.Or(server, os.Getenv("NATS_URL"), "nats://127.0.0.1:4222")
 	if *f.creds != "" {
 		opts = append(opts, nats.UserCredentials(*f.creds))
 	}
 	if *f.ca != "" {
 		opts = append(opts, nats.RootCAs(*f.ca))
 	}
-	nc, err := nats.Connect(*f.server, opts...)
+	nc, err := nats.Connect(server, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("hub %s: %w (set --server or NATS_URL, and --creds)", secret.URL(*f.server), err)
+		return nil, fmt.Errorf("hub %s: %w (set --server, --context or NATS_URL, and --creds)", secret.URL(server), err)
 	}
 	return nc, nil
 }
@@ -78,7 +147,7 @@ const fleetUsage = `usage:
   edgegw fleet status
   edgegw fleet call <gateway id> <endpoint> [JSON]
      endpoints: status, config, buffer, sensors.read, mqtt.publish, gpio.set
-  flags: --server URL (default $NATS_URL), --creds FILE, --ca FILE
+  flags: --server URL (default $NATS_URL), --context NAME (a nats CLI context), --creds FILE, --ca FILE
 `
 
 func cmdFleet(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -127,4 +129,50 @@ func gatewayRow(table, id string, want ...string) bool {
 		}
 	}
 	return false
+}
+
+// --help never prints a secret: $NATS_URL (which may carry the hub's
+// password) used to be the --server flag's printed default.
+func TestFleetHelpPrintsNoSecret(t *testing.T) {
+	t.Setenv("NATS_URL", "nats://ops:hunter2-secret@127.0.0.1:4222")
+	for _, sub := range []string{"status", "set", "unset", "call"} {
+		var out, errb bytes.Buffer
+		run([]string{"fleet", sub, "--help"}, &out, &errb)
+		if strings.Contains(out.String()+errb.String(), "hunter2") {
+			t.Fatalf("edgegw fleet %s --help prints the password:\n%s%s", sub, out.String(), errb.String())
+		}
+	}
+}
+
+// --context NAME takes the hub's URL and credentials from a nats CLI
+// context, as nats --context does: here a user and password the hub
+// requires.
+func TestFleetNATSContext(t *testing.T) {
+	srv := natstest.Start(t, func(o *server.Options) { o.Username, o.Password = "ops", "ctx-pw" })
+	cfgHome := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", cfgHome)
+	t.Setenv("NATS_URL", "")
+	dir := filepath.Join(cfgHome, "nats", "context")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctxFile := fmt.Sprintf(`{"description":"the hub","url":%q,"user":"ops","password":"ctx-pw"}`, srv.URL())
+	if err := os.WriteFile(filepath.Join(dir, "hub.json"), []byte(ctxFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"fleet", "status", "--server", srv.URL()}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "Authorization Violation") {
+		t.Fatalf("without the context's credentials: exit %d\n%s", code, errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	// Logged in: the hub answers that it has no status bucket yet.
+	if code := run([]string{"fleet", "status", "--context", "hub"}, &out, &errb); !strings.Contains(out.String()+errb.String(), "no gateway has reported yet") {
+		t.Fatalf("fleet status --context hub: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"fleet", "status", "--context", "nope"}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "nats context ls") {
+		t.Fatalf("a missing context: exit %d\n%s", code, errb.String())
+	}
 }
