@@ -247,6 +247,12 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	caps.MaximumPacketSize = uint32(b.o.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(min(b.o.MaxInflight, 65535))
 	caps.MaximumClients = int64(b.o.MaxConnections)
+	// What one client can make the broker hold for it: packets queued to
+	// write (a slow local subscriber; mochi's default 8192) and QoS 1/2
+	// messages stored for it (8192), as mosquitto's max_queued_messages
+	// (1000) bounds them.
+	caps.MaximumClientWritesPending = maxQueuedPerClient
+	caps.MaximumInflight = maxQueuedPerClient
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(mochiLog{b.log.Handler()}).With("component", "mochi")})
 	h := &ingest{b: b, srv: srv, emit: emit, ctx: ctx, clients: map[string]*worker{}}
 	acc, err := newAccess(b, srv)

@@ -84,3 +84,7 @@ func (b *Broker) boundSessions() {
 	b.movedAside.Add(1)
 	b.log.Error("the broker's sessions file was over its bound (mqtt.server.sessions_max_bytes): moved aside; local subscribers' sessions and retained messages start empty", "path", b.o.SessionPath, "moved_to", aside, "bytes", fi.Size(), "bound", b.o.SessionMaxBytes)
 }
+
+// maxQueuedPerClient bounds the packets queued for one client to write,
+// and the QoS 1/2 messages stored for it.
+const maxQueuedPerClient = 1000
