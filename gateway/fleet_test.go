@@ -591,20 +591,29 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	// The replies to others' requests (van-07's watch, an operator's
 	// fleet call) are out of reach: a gateway may subscribe to its own
 	// inbox prefix only.
+	waitDenied := func(what string) {
+		t.Helper()
+		nc.Flush()
+		for {
+			select {
+			case err := <-denied:
+				if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), what) {
+					return
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("lobby-pi-01 was not refused: %s", what)
+			}
+		}
+	}
 	for _, subj := range []string{"_INBOX.>", "_INBOX_van-07.>"} {
 		if _, err := nc.Subscribe(subj, func(m *nats.Msg) { t.Errorf("lobby-pi-01 read a reply on %s", m.Subject) }); err != nil {
 			t.Fatal(err)
 		}
-		nc.Flush()
-		for found := false; !found; {
-			select {
-			case err := <-denied:
-				found = errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription to \""+subj+"\"")
-			case <-time.After(5 * time.Second):
-				t.Fatalf("lobby-pi-01 may subscribe to %s", subj)
-			}
-		}
+		waitDenied("Subscription to \"" + subj + "\"")
 	}
+	// No consumer deletes at all: van-07's watch, anyone's.
+	nc.Publish("$JS.API.CONSUMER.DELETE.KV_edgegw_config.anyones", nil)
+	waitDenied(`Publish to "$JS.API.CONSUMER.DELETE.KV_edgegw_config.anyones"`)
 	skv, err := js.KeyValue(ctx, gateway.DefaultStatusBucket)
 	if err != nil {
 		t.Fatal(err)

@@ -131,11 +131,13 @@ func (o ConnOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 					log.Error("the upstream does not let this gateway receive its replies: grant its user subscribe "+prefix+".> (deploy/upstream/accounts.conf); a hub that grants _INBOX.> instead needs upstream.inbox_prefix: _INBOX (any gateway could then read every reply)", "err", err)
 					return
 				}
-				if msg := err.Error(); strings.Contains(msg, `Publish to "$JS.API.INFO"`) || strings.Contains(msg, `Publish to "$JS.API.STREAM.CREATE.`) {
-					// A missing fleet bucket the gateway tries to make,
+				if msg := err.Error(); strings.Contains(msg, `Publish to "$JS.API.INFO"`) || strings.Contains(msg, `Publish to "$JS.API.STREAM.CREATE.`) || strings.Contains(msg, `Publish to "$JS.API.CONSUMER.DELETE.`) {
+					// A missing fleet bucket the gateway tries to make, or
+					// nats.go deleting a config watch's ephemeral consumer,
 					// which a hub's gateway user may not: the fleet agent
-					// says what is missing; deploy/upstream grants no more.
-					log.Debug("upstream refused creating a stream or bucket (the hub's operator makes it)", "err", err)
+					// says what is missing, the hub removes the consumer;
+					// deploy/upstream grants no more.
+					log.Debug("upstream refused creating a bucket or deleting a consumer (the hub's operator makes buckets; the hub removes ephemeral consumers)", "err", err)
 					return
 				}
 				log.Error("upstream refused this gateway's user a permission; grant what deploy/upstream/hub.conf grants a gateway", "err", err)
