@@ -84,14 +84,26 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Each session reads the stream's info and this gateway's last message
-	// before it publishes: both are allowed, or nothing would drain.
+	// (or, with a cursor, its messages above it) before it publishes: both
+	// are allowed, or nothing would drain. A second run reads back.
+	runForwarder(t, f, q, nil)
+	for i := n; i < n+10; i++ {
+		e := event.Event{Subject: "telemetry.lobby-pi-01.room0", Source: "sensors/x", Time: t0, Payload: []byte(fmt.Sprint(i))}
+		b, _ := e.Marshal(nil)
+		if _, err := q.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, err = forward.New(q, nc, forward.Options{GatewayID: "lobby-pi-01", Stream: forward.StreamOptions{Name: "TELEMETRY"}, Filters: []string{"telemetry.lobby-pi-01.>"}}); err != nil {
+		t.Fatal(err)
+	}
 	runForwarder(t, f, q, nil)
 	s, err := js.Stream(ctx, "TELEMETRY")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msgs := s.CachedInfo().State.Msgs; msgs != n {
-		t.Fatalf("stream holds %d, want %d", msgs, n)
+	if msgs := s.CachedInfo().State.Msgs; msgs != n+10 {
+		t.Fatalf("stream holds %d, want %d", msgs, n+10)
 	}
 
 	// What the gateway's user must not do.
@@ -102,7 +114,16 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gwc.Close()
-	for _, subj := range []string{"telemetry.van-07.spoofed", "$JS.API.STREAM.DELETE.TELEMETRY", "$JS.API.STREAM.PURGE.TELEMETRY"} {
+	// Nor read another gateway's telemetry: not by the message-get APIs,
+	// not by a consumer on another's subjects or of another name, nor
+	// delete or pull from another's consumer.
+	for _, subj := range []string{"telemetry.van-07.spoofed", "$JS.API.STREAM.DELETE.TELEMETRY", "$JS.API.STREAM.PURGE.TELEMETRY",
+		"$JS.API.DIRECT.GET.TELEMETRY", "$JS.API.DIRECT.GET.TELEMETRY.telemetry.van-07.x", "$JS.API.STREAM.MSG.GET.TELEMETRY",
+		"$JS.API.CONSUMER.CREATE.TELEMETRY.edgegw_rb_lobby-pi-01.telemetry.van-07.>",
+		"$JS.API.CONSUMER.CREATE.TELEMETRY.edgegw_rb_lobby-pi-01.telemetry.>",
+		"$JS.API.CONSUMER.CREATE.TELEMETRY.edgegw_rb_van-07.telemetry.van-07.>",
+		"$JS.API.CONSUMER.CREATE.TELEMETRY.anyname",
+		"$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.analytics", "$JS.API.CONSUMER.DELETE.TELEMETRY.analytics"} {
 		gwc.Publish(subj, []byte("x"))
 		select {
 		case err := <-denied:

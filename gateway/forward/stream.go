@@ -132,42 +132,108 @@ func (f *Forwarder) readBack(ctx context.Context, stream jetstream.Stream, from,
 		if !subject.Covers(stream.CachedInfo().Config.Subjects, flt) {
 			continue // a held route: nothing of it is in the stream
 		}
-		for seq := from; seq <= to; {
-			reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			m, err := stream.GetMsg(reqCtx, seq, jetstream.WithGetMsgSubject(flt))
-			cancel()
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				break
+		var ackErr error
+		err := f.scan(ctx, stream, flt, from, false, func(m jetstream.Msg, seq uint64) bool {
+			if seq > to {
+				return false
 			}
-			if err != nil {
-				return fmt.Errorf("read back this gateway's messages on %s in stream %s from seq %d: %w", flt, f.o.Stream.Name, seq, err)
-			}
-			if m.Sequence > to {
-				break
-			}
-			seq = m.Sequence + 1
-			id := m.Header.Get(jetstream.MsgIDHeader)
+			id := m.Headers().Get(jetstream.MsgIDHeader)
 			n, err := strconv.ParseUint(strings.TrimPrefix(id, prefix), 10, 64)
 			if !strings.HasPrefix(id, prefix) || err != nil {
-				f.log.Warn("a message on this gateway's subjects was not sent by it; check that filters match only this gateway", "subject", m.Subject, "msg_id", id)
-				continue
+				f.log.Warn("a message on this gateway's subjects was not sent by it; check that filters match only this gateway", "subject", m.Subject(), "msg_id", id)
+				return true
 			}
 			if n < st.FirstSeq || n >= st.NextSeq {
-				continue // acknowledged long ago, or another buffer's
+				return true // acknowledged long ago, or another buffer's
 			}
-			if err := f.q.AckSeq(n); err != nil {
-				return err
+			if ackErr = f.q.AckSeq(n); ackErr != nil {
+				return false
 			}
 			found++
 			f.skipped.Add(1)
 			if time.Since(lastLog) > 5*time.Second {
-				f.log.Info("reading back what the stream already holds", "found", found, "stream_seq", m.Sequence, "up_to", to)
+				f.log.Info("reading back what the stream already holds", "found", found, "stream_seq", seq, "up_to", to)
 				lastLog = time.Now()
 			}
+			return true
+		})
+		if ackErr != nil {
+			return ackErr
+		}
+		if err != nil {
+			return fmt.Errorf("read back this gateway's messages on %s in stream %s from seq %d: %w", flt, f.o.Stream.Name, from, err)
 		}
 	}
 	if found > 0 {
 		f.log.Info("events already in the stream skipped", "count", found)
+	}
+	return nil
+}
+
+// ReadBackConsumer is the name of the consumer through which the
+// forwarder of gateway id reads back its own messages: one name per
+// gateway, and its filter subject in the API subject that creates it
+// ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), so that a hub can
+// grant each gateway reads of its own subjects only (deploy/upstream). The
+// message-get APIs take the subject in the request body, where no
+// permission can pin it.
+func ReadBackConsumer(id string) string { return "edgegw_rb_" + id }
+
+// scan reads the stream's messages on filter flt from stream seq from
+// (with last, only the last one), in order, through this gateway's
+// read-back consumer, calling fn with each and its stream seq until fn
+// returns false.
+func (f *Forwarder) scan(ctx context.Context, s jetstream.Stream, flt string, from uint64, last bool, fn func(jetstream.Msg, uint64) bool) error {
+	name := ReadBackConsumer(f.o.GatewayID)
+	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// A crashed run's consumer may still be there (it lapses after a
+	// minute): a consumer's start cannot be changed, so it is made anew.
+	if err := s.DeleteConsumer(reqCtx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		f.log.Debug("read-back consumer not deleted", "consumer", name, "err", err)
+	}
+	cfg := jetstream.ConsumerConfig{Name: name, FilterSubject: flt, AckPolicy: jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1}
+	if last {
+		cfg.DeliverPolicy = jetstream.DeliverLastPolicy
+	} else {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, max(from, 1)
+	}
+	c, err := s.CreateConsumer(reqCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.DeleteConsumer(dctx, name)
+	}()
+	pending := c.CachedInfo().NumPending
+	for pending > 0 {
+		batch, err := c.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			return err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			pending--
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			if !fn(m, md.Sequence.Stream) {
+				for range batch.Messages() {
+				}
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if got == 0 {
+			return fmt.Errorf("no message from the read-back consumer with %d pending", pending)
+		}
 	}
 	return nil
 }
@@ -217,20 +283,19 @@ func (f *Forwarder) heldUpstream(ctx context.Context, s jetstream.Stream) (uint6
 		if !subject.Covers(s.CachedInfo().Config.Subjects, flt) {
 			continue // a held route: nothing of it is in the stream
 		}
-		m, err := s.GetLastMsgForSubject(ctx, flt)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+		err := f.scan(ctx, s, flt, 0, true, func(m jetstream.Msg, _ uint64) bool {
+			id := m.Headers().Get(jetstream.MsgIDHeader)
+			seq, err := strconv.ParseUint(strings.TrimPrefix(id, prefix), 10, 64)
+			if !strings.HasPrefix(id, prefix) || err != nil {
+				f.log.Warn("last message on this gateway's subjects was not sent by it; check that filters match only this gateway", "subject", m.Subject(), "msg_id", id)
+				return false
+			}
+			held = max(held, seq)
+			return false
+		})
 		if err != nil {
 			return 0, fmt.Errorf("last message on %s in stream %s: %w", flt, f.o.Stream.Name, err)
 		}
-		id := m.Header.Get(jetstream.MsgIDHeader)
-		seq, err := strconv.ParseUint(strings.TrimPrefix(id, prefix), 10, 64)
-		if !strings.HasPrefix(id, prefix) || err != nil {
-			f.log.Warn("last message on this gateway's subjects was not sent by it; check that filters match only this gateway", "subject", m.Subject, "msg_id", id)
-			continue
-		}
-		held = max(held, seq)
 	}
 	return held, nil
 }

@@ -119,7 +119,9 @@ type access struct {
 
 	// dummy is a bcrypt hash of the users' cost: an unknown user costs a
 	// check as a known one does, so timing says nothing of who exists.
-	dummy []byte
+	// Made at the first unknown user, not at start (bcrypt is slow on
+	// purpose, and the broker should listen at once).
+	dummy func() []byte
 	// Two bcrypt checks at a time for addresses with recent failures,
 	// two more for the others: a flood of wrong passwords neither takes
 	// every core nor delays a device that logs in right.
@@ -136,18 +138,18 @@ type failures struct {
 	backoff time.Duration
 }
 
-func newAccess(b *Broker, srv *mqtt.Server) (*access, error) {
+func newAccess(b *Broker, srv *mqtt.Server) *access {
 	cost := bcrypt.DefaultCost
 	if len(b.o.Users) > 0 {
 		if c, err := bcrypt.Cost([]byte(b.o.Users[0].PasswordHash)); err == nil {
 			cost = c
 		}
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("edgegw: not a user"), cost)
-	if err != nil {
-		return nil, err
-	}
-	return &access{b: b, srv: srv, dummy: dummy, suspect: make(chan struct{}, 2), clean: make(chan struct{}, 2), fails: map[string]*failures{}}, nil
+	dummy := sync.OnceValue(func() []byte {
+		h, _ := bcrypt.GenerateFromPassword([]byte("edgegw: not a user"), cost)
+		return h
+	})
+	return &access{b: b, srv: srv, dummy: dummy, suspect: make(chan struct{}, 2), clean: make(chan struct{}, 2), fails: map[string]*failures{}}
 }
 
 func (a *access) ID() string { return "edgegw-access" }
@@ -219,7 +221,7 @@ func (a *access) check(u *User, password []byte, addr string) bool {
 	pool <- struct{}{}
 	defer func() { <-pool }()
 	if u == nil {
-		_ = bcrypt.CompareHashAndPassword(a.dummy, password)
+		_ = bcrypt.CompareHashAndPassword(a.dummy(), password)
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), password) == nil

@@ -255,11 +255,7 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	caps.MaximumInflight = maxQueuedPerClient
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(mochiLog{b.log.Handler()}).With("component", "mochi")})
 	h := &ingest{b: b, srv: srv, emit: emit, ctx: ctx, clients: map[string]*worker{}}
-	acc, err := newAccess(b, srv)
-	if err != nil {
-		return err
-	}
-	if err := srv.AddHook(acc, nil); err != nil {
+	if err := srv.AddHook(newAccess(b, srv), nil); err != nil {
 		return err
 	}
 	if err := srv.AddHook(h, nil); err != nil {
@@ -305,7 +301,7 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	<-ctx.Done()
 	// Close stops the listeners and clients; the workers finish what
 	// they hold (a commit that was handed over completes) and stop.
-	err = srv.Close()
+	err := srv.Close()
 	h.stopAll()
 	return err
 }
