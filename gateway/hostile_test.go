@@ -18,6 +18,7 @@ import (
 	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
@@ -308,5 +309,56 @@ func TestRefusalsAreLoggedOncePerMinute(t *testing.T) {
 		if strings.Contains(line, `msg=""`) || strings.Contains(line, "level=WARN") && strings.Contains(line, " pk=") {
 			t.Fatalf("a line with an empty message or a packet dump: %s", line)
 		}
+	}
+}
+
+// A sessions file that is damaged, or over mqtt.server.sessions_max_bytes,
+// is moved aside at start (as a damaged buffer is), logged, and the broker
+// starts with no stored sessions: before, an oversized file OOM-killed
+// every start until someone deleted it by hand.
+func TestSessionsFileMovedAsideAtStart(t *testing.T) {
+	for _, tc := range []struct {
+		name, kind string
+		write      func(path string)
+	}{
+		{"damaged", "corrupt", func(path string) {
+			junk := bytes.Repeat([]byte("not a bbolt file "), 4096)
+			if err := os.WriteFile(path, junk, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"over its bound", "toolarge", func(path string) {
+			db, err := bbolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bbolt.Tx) error {
+				b, err := tx.CreateBucketIfNotExists([]byte("x"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("k"), make([]byte, 2<<20))
+			})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := natstest.Start(t, nil)
+			cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true\n    sessions_max_bytes: 1MiB", "")
+			path := filepath.Join(cfg.Gateway.DataDir, "broker-sessions.db")
+			tc.write(path)
+			var logs syncBuffer
+			g := startGatewayLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+			pub := newPublisher(t, url, "pub", true)
+			pub.publish(0, 1, 1, 0)
+			waitFor(t, time.Minute, "the reading in the stream", func() bool { return g.Stats().Forward.Acked == 1 })
+			moved, _ := filepath.Glob(path + "." + tc.kind + "-*")
+			if len(moved) != 1 || !strings.Contains(logs.String(), "sessions file was moved aside") {
+				t.Fatalf("moved aside: %v\n%s", moved, logs.String())
+			}
+		})
 	}
 }

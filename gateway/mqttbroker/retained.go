@@ -3,10 +3,12 @@ package mqttbroker
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	bbolt "go.etcd.io/bbolt"
 )
 
 // Defaults of the bounds on what clients make the broker keep.
@@ -68,21 +70,61 @@ func (r *retainedSet) stats() (int, int64) {
 	return len(r.size), r.bytes
 }
 
-// boundSessions moves a sessions file over SessionMaxBytes aside, so a
-// start never loads more than the bound: what a client made the broker
-// keep cannot keep the box from coming back.
+// boundSessions moves the sessions file aside when it is over
+// SessionMaxBytes or does not check out as a bbolt file, so a start never
+// loads more than the bound and never stops on a damaged file: what a
+// client made the broker keep, or what the storage did to it, cannot keep
+// the box from coming back. As a damaged buffer is, it is moved, logged
+// and counted (SessionsMovedAside).
 func (b *Broker) boundSessions() {
 	fi, err := os.Stat(b.o.SessionPath)
-	if err != nil || fi.Size() <= b.o.SessionMaxBytes {
+	if err != nil || fi.Size() == 0 {
 		return
 	}
-	aside := fmt.Sprintf("%s.toolarge-%s", b.o.SessionPath, time.Now().UTC().Format("20060102T150405.000Z"))
+	why, kind := "", ""
+	switch {
+	case fi.Size() > b.o.SessionMaxBytes:
+		why, kind = fmt.Sprintf("it is %d bytes, over mqtt.server.sessions_max_bytes (%d)", fi.Size(), b.o.SessionMaxBytes), "toolarge"
+	default:
+		if err := checkSessions(b.o.SessionPath); err != nil {
+			why, kind = fmt.Sprintf("it is damaged: %v", err), "corrupt"
+		}
+	}
+	if why == "" {
+		return
+	}
+	aside := fmt.Sprintf("%s.%s-%s", b.o.SessionPath, kind, time.Now().UTC().Format("20060102T150405.000Z"))
 	if err := os.Rename(b.o.SessionPath, aside); err != nil {
-		b.log.Error("the broker's sessions file is over its bound and could not be moved aside; starting with it", "path", b.o.SessionPath, "bytes", fi.Size(), "bound", b.o.SessionMaxBytes, "err", err)
+		b.log.Error("the broker's sessions file could not be moved aside; starting with it", "path", b.o.SessionPath, "why", why, "err", err)
 		return
 	}
 	b.movedAside.Add(1)
-	b.log.Error("the broker's sessions file was over its bound (mqtt.server.sessions_max_bytes): moved aside; local subscribers' sessions and retained messages start empty", "path", b.o.SessionPath, "moved_to", aside, "bytes", fi.Size(), "bound", b.o.SessionMaxBytes)
+	b.log.Error("the broker's sessions file was moved aside; local subscribers' sessions and retained messages start empty", "path", b.o.SessionPath, "moved_to", aside, "why", why)
+}
+
+// checkSessions opens the sessions file read-only and runs bbolt's own
+// check; a fault or panic while reading is an error too.
+func checkSessions(path string) (err error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading it failed: %v", r)
+		}
+	}()
+	return db.View(func(tx *bbolt.Tx) error {
+		var first error
+		for e := range tx.Check() {
+			if first == nil {
+				first = e
+			}
+		}
+		return first
+	})
 }
 
 // maxQueuedPerClient bounds the packets queued for one client to write,
