@@ -1,6 +1,9 @@
 package buffer
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Append stores data as consecutive events and returns the seq of the first
 // once the transaction holding them has committed to disk. Either all of
@@ -86,6 +89,7 @@ func (q *Queue) hand(ctx context.Context, r *appendReq) error {
 		q.pendMu.Unlock()
 		return ErrClosed
 	}
+	r.at = time.Now()
 	q.pend = append(q.pend, r)
 	q.pendMu.Unlock()
 	select {

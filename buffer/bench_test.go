@@ -397,3 +397,37 @@ func BenchmarkOpen(b *testing.B) {
 	b.ReportMetric(float64(ours.Milliseconds())/float64(b.N), "ms/open")
 	b.ReportMetric(float64(ours)/float64(base), "x-bolt")
 }
+
+// BenchmarkWearSettings is issue 24's throughput check: 128-byte events
+// from 64 goroutines over three lanes, with the wave 2 settings (16 KiB
+// pages, no commit delay) and with the gateway's SD-card defaults (4 KiB
+// pages, a 250 ms commit delay that 64 appenders never wait out: 32
+// waiting events end it), interleaved in rounds on fresh files.
+//
+//	go test -run '^$' -bench WearSettings -benchtime 1x ./buffer/
+func BenchmarkWearSettings(b *testing.B) {
+	const appenders, round, rounds = 64, 50_000, 4
+	lanes := []buffer.Lane{{Priority: 0}, {Priority: 5, TTL: time.Hour}, {Priority: 9}}
+	settings := []buffer.Options{
+		{PageSize: 16 << 10},
+		{PageSize: 4 << 10, CommitDelay: 250 * time.Millisecond, AckDelay: 2 * time.Second},
+	}
+	for range b.N {
+		dir := b.TempDir()
+		took := make([]time.Duration, len(settings))
+		for r := range rounds {
+			for i, o := range settings {
+				q, err := buffer.Open(filepath.Join(dir, fmt.Sprintf("q%d-%d.db", i, r)), &o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				took[i] += appendConcurrently(b, q, appenders, round, func(k int) buffer.Lane { return lanes[k%3] })
+				q.Close()
+			}
+		}
+		n := float64(round * rounds)
+		b.ReportMetric(n/took[0].Seconds(), "wave2-rec/s")
+		b.ReportMetric(n/took[1].Seconds(), "sd-defaults-rec/s")
+		b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "x-wave2")
+	}
+}

@@ -77,7 +77,32 @@ type Options struct {
 	// transaction with the time bbolt took (write and fsync): the gateway
 	// feeds its commit latency histogram with it. It must not block.
 	OnCommit func(time.Duration)
+
+	// What decides the bytes written per event (SD card wear: see
+	// docs/buffer.md). Every commit writes whole pages, at least a leaf,
+	// the meta bucket's leaf and bbolt's meta page, so the page size and
+	// the number of commits decide the wear, not the data.
+	//
+	// PageSize is the page size of a new file (default 16 KiB; a power
+	// of two from 4 KiB to 64 KiB). A file keeps the size it was made with.
+	PageSize int
+	// CommitDelay gathers appends: a commit of fewer than GatherEvents
+	// events waits up to CommitDelay (from its first append) for more, and
+	// goes as soon as GatherEvents are waiting. An append still returns
+	// only once committed. 0 (the default): no wait beyond the writer's
+	// own short linger.
+	CommitDelay time.Duration
+	// AckDelay is how long acknowledgements wait for an append's commit to
+	// ride with before they get one of their own (default 100ms); 4096
+	// waiting acks commit at once. A longer delay folds the deletes of a
+	// slow stream into its appends' commits.
+	AckDelay time.Duration
 }
+
+// GatherEvents is how many waiting events end a CommitDelay at once:
+// enough that a commit's pages are shared widely, few enough that many
+// concurrent appenders never wait for the delay.
+const GatherEvents = 32
 
 // MaxBytesLimit is the largest MaxBytes this build accepts, 0 for none. A
 // 32-bit process (Raspberry Pi OS armhf) has a 3 GiB address space, and
@@ -95,6 +120,7 @@ func MaxBytesLimit() int64 {
 const (
 	defaultLockTimeout = 2 * time.Second
 	defaultMaxBatch    = 4096
+	defaultPageSize    = 16 << 10
 	// maxDeletesPerTx bounds the work one commit does for acks and expiry,
 	// so a huge ack never stalls appends behind one giant transaction.
 	maxDeletesPerTx = 50_000
@@ -138,6 +164,21 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if v.MaxBatch <= 0 {
 		v.MaxBatch = defaultMaxBatch
+	}
+	if v.PageSize == 0 {
+		v.PageSize = defaultPageSize
+	}
+	if v.PageSize < 4<<10 || v.PageSize > 64<<10 || v.PageSize&(v.PageSize-1) != 0 {
+		return v, fmt.Errorf("buffer: page_size %d is not a power of two from 4 KiB to 64 KiB", v.PageSize)
+	}
+	if v.CommitDelay < 0 || v.CommitDelay > 10*time.Second {
+		return v, fmt.Errorf("buffer: commit_delay %s is outside 0..10s", v.CommitDelay)
+	}
+	if v.AckDelay == 0 {
+		v.AckDelay = ackDelay
+	}
+	if v.AckDelay < 0 || v.AckDelay > time.Minute {
+		return v, fmt.Errorf("buffer: ack_delay %s is outside 0..1m", v.AckDelay)
 	}
 	return v, nil
 }

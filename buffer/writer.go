@@ -50,7 +50,7 @@ func (q *Queue) writer() {
 		case <-q.wake:
 			if !q.acksDue() {
 				if ackC == nil {
-					ackTimer = time.NewTimer(ackDelay)
+					ackTimer = time.NewTimer(q.opts.AckDelay)
 					ackC = ackTimer.C
 				}
 				continue
@@ -66,6 +66,7 @@ func (q *Queue) writer() {
 		}
 		if len(batch) > 0 {
 			batch = q.collect(batch, lastReqs, min(lastDur/4, 2*time.Millisecond))
+			batch = q.gather(batch)
 		}
 		if len(batch) == 0 && !q.hasWork() {
 			continue
@@ -140,6 +141,41 @@ func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []
 		}
 		runtime.Gosched()
 	}
+}
+
+// gather holds a small batch for up to CommitDelay from its first
+// append's arrival, until GatherEvents events are waiting (or the queue
+// closes): fewer, fuller commits when events trickle in.
+func (q *Queue) gather(batch []*appendReq) []*appendReq {
+	if q.opts.CommitDelay <= 0 || len(batch) == 0 || events(batch) >= GatherEvents {
+		return batch
+	}
+	for _, r := range batch {
+		if r.dead != nil || len(r.data) == 0 {
+			return batch // a dead letter or a Flush: someone waits for it
+		}
+	}
+	t := time.NewTimer(time.Until(batch[0].at.Add(q.opts.CommitDelay)))
+	defer t.Stop()
+	for events(batch) < GatherEvents {
+		select {
+		case <-q.kick:
+			batch = q.take(batch)
+		case <-t.C:
+			return q.take(batch)
+		case <-q.quit:
+			return batch // drainOnQuit commits the rest
+		}
+	}
+	return batch
+}
+
+func events(batch []*appendReq) int {
+	n := 0
+	for _, r := range batch {
+		n += len(r.data)
+	}
+	return n
 }
 
 func (q *Queue) batchFull(batch []*appendReq) bool {

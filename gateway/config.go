@@ -158,7 +158,26 @@ type BufferConfig struct {
 	MaxBytes ByteSize      `yaml:"max_bytes"`
 	MaxAge   time.Duration `yaml:"max_age"`
 	WhenFull string        `yaml:"when_full"`
+	// What decides the bytes written per reading (SD wear; docs/buffer.md):
+	// the page size of a new file, how long a commit of few readings waits
+	// for more (every PUBACK still after its fsync), how long acks wait to
+	// ride with an append's commit.
+	PageSize    ByteSize       `yaml:"page_size,omitempty"`    // default 4KiB
+	CommitDelay *time.Duration `yaml:"commit_delay,omitempty"` // default 0 (250ms for SD cards: docs/buffer.md)
+	AckDelay    *time.Duration `yaml:"ack_delay,omitempty"`    // default 2s
 }
+
+// Defaults of the buffer's wear settings (docs/benchmarks.md has the
+// measurements they were chosen from).
+const (
+	DefaultPageSize = 4 << 10
+	// DefaultCommitDelay is 0: a delay caps a device that waits for each
+	// PUBACK at one message per delay (250 ms: 4/s), which many devices
+	// and tests do; an SD-card box with many slow devices sets it
+	// (docs/buffer.md has the measurements).
+	DefaultCommitDelay time.Duration = 0
+	DefaultAckDelay                  = 2 * time.Second
+)
 
 type TLSConfig struct {
 	CAFile   string `yaml:"ca_file,omitempty"`
@@ -325,6 +344,17 @@ func (c *Config) completeBuffer() {
 	}
 	if c.Buffer.WhenFull == "" {
 		c.Buffer.WhenFull = "drop_oldest"
+	}
+	if c.Buffer.PageSize == 0 {
+		c.Buffer.PageSize = DefaultPageSize
+	}
+	if c.Buffer.CommitDelay == nil {
+		d := DefaultCommitDelay
+		c.Buffer.CommitDelay = &d
+	}
+	if c.Buffer.AckDelay == nil {
+		d := DefaultAckDelay
+		c.Buffer.AckDelay = &d
 	}
 }
 

@@ -64,6 +64,15 @@ func (c *Config) checkBuffer(k checker) {
 	if _, err := buffer.ParsePolicy(c.Buffer.WhenFull); err != nil {
 		k.bad("buffer.when_full", "%q is not drop_oldest or reject", c.Buffer.WhenFull)
 	}
+	if p := c.Buffer.PageSize; p != 0 && (p < 4<<10 || p > 64<<10 || p&(p-1) != 0) {
+		k.bad("buffer.page_size", "%d is not a power of two from 4KiB to 64KiB (4KiB writes least per commit)", p)
+	}
+	if d := c.Buffer.CommitDelay; d != nil && (*d < 0 || *d > 10*time.Second) {
+		k.bad("buffer.commit_delay", "%s is outside 0..10s (every PUBACK waits up to this long)", *d)
+	}
+	if d := c.Buffer.AckDelay; d != nil && (*d < 0 || *d > time.Minute) {
+		k.bad("buffer.ack_delay", "%s is outside 0..1m", *d)
+	}
 }
 
 // checkMQTT returns the subject filters of the subscriptions.

@@ -144,7 +144,7 @@ func TestWrongPasswordFlood(t *testing.T) {
 	wg.Wait()
 	st := statusOf(g)
 	t.Logf("the device logged in 5 times during %d wrong-password attempts from 40 addresses, the slowest in %v; refused: %v", attempts.Load(), worst, st.Refused)
-	if worst > time.Second {
+	if worst > time.Second && !raceEnabled {
 		t.Fatalf("the device's login took %v during the flood", worst)
 	}
 	if st.Refused[mqttbroker.RefusedBadLogin] == 0 {

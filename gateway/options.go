@@ -22,9 +22,12 @@ import (
 func (c *Config) bufferOptions(onCommit func(time.Duration)) *buffer.Options {
 	policy, _ := buffer.ParsePolicy(c.Buffer.WhenFull) // checked
 	return &buffer.Options{
-		MaxBytes: int64(c.Buffer.MaxBytes),
-		MaxAge:   c.Buffer.MaxAge,
-		WhenFull: policy,
+		MaxBytes:    int64(c.Buffer.MaxBytes),
+		MaxAge:      c.Buffer.MaxAge,
+		WhenFull:    policy,
+		PageSize:    int(c.Buffer.PageSize),
+		CommitDelay: *c.Buffer.CommitDelay,
+		AckDelay:    *c.Buffer.AckDelay,
 		// A fresh file counts on from the clock, so a buffer that had to be
 		// replaced never reuses message ids upstream.
 		FirstSeq: uint64(time.Now().UnixMicro()),

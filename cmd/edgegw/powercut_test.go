@@ -57,6 +57,12 @@ mqtt:
     allow_anonymous: true
   subscriptions:
     - topic: sensors/#
+buffer:
+  # One commit per message, as fast as the disk allows: the device
+  # publishes one at a time, and the test needs many commits for cuts to
+  # land inside one. The promise under test (no PUBACK before the fsync)
+  # holds whatever the delay: a commit is gathered before it is made.
+  commit_delay: 0s
 upstream:
   servers: [%s]
   drain: oldest_first

@@ -122,9 +122,9 @@ type access struct {
 	// Made at the first unknown user, not at start (bcrypt is slow on
 	// purpose, and the broker should listen at once).
 	dummy func() []byte
-	// Two bcrypt checks at a time for addresses with recent failures,
-	// two more for the others: a flood of wrong passwords neither takes
-	// every core nor delays a device that logs in right.
+	// One bcrypt check at a time for addresses with recent failures, two
+	// for the others: a flood of wrong passwords neither takes every core
+	// nor delays a device that logs in right.
 	suspect, clean chan struct{}
 
 	mu    sync.Mutex
@@ -149,7 +149,7 @@ func newAccess(b *Broker, srv *mqtt.Server) *access {
 		h, _ := bcrypt.GenerateFromPassword([]byte("edgegw: not a user"), cost)
 		return h
 	})
-	return &access{b: b, srv: srv, dummy: dummy, suspect: make(chan struct{}, 2), clean: make(chan struct{}, 2), fails: map[string]*failures{}}
+	return &access{b: b, srv: srv, dummy: dummy, suspect: make(chan struct{}, 1), clean: make(chan struct{}, 2), fails: map[string]*failures{}}
 }
 
 func (a *access) ID() string { return "edgegw-access" }

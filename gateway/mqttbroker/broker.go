@@ -266,7 +266,7 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	}
 	if b.o.SessionPath != "" {
 		b.boundSessions()
-		err := srv.AddHook(new(bolt.Hook), &bolt.Options{Path: b.o.SessionPath, Options: &bbolt.Options{Timeout: 2 * time.Second}})
+		err := srv.AddHook(&sessionStore{Hook: new(bolt.Hook)}, &bolt.Options{Path: b.o.SessionPath, Options: &bbolt.Options{Timeout: 2 * time.Second}})
 		if err != nil {
 			return fmt.Errorf("mqtt.server: sessions file %s: %w", b.o.SessionPath, err)
 		}
