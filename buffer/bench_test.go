@@ -410,6 +410,8 @@ func BenchmarkWearSettings(b *testing.B) {
 	lanes := []buffer.Lane{{Priority: 0}, {Priority: 5, TTL: time.Hour}, {Priority: 9}}
 	settings := []buffer.Options{
 		{PageSize: 16 << 10},
+		{PageSize: 4 << 10, AckDelay: 2 * time.Second},
+		{PageSize: 8 << 10, AckDelay: 2 * time.Second},
 		{PageSize: 4 << 10, CommitDelay: 250 * time.Millisecond, AckDelay: 2 * time.Second},
 	}
 	for range b.N {
@@ -427,7 +429,8 @@ func BenchmarkWearSettings(b *testing.B) {
 		}
 		n := float64(round * rounds)
 		b.ReportMetric(n/took[0].Seconds(), "wave2-rec/s")
-		b.ReportMetric(n/took[1].Seconds(), "sd-defaults-rec/s")
-		b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "x-wave2")
+		b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "x-wave2-4KiB")
+		b.ReportMetric(took[0].Seconds()/took[2].Seconds(), "x-wave2-8KiB")
+		b.ReportMetric(took[0].Seconds()/took[3].Seconds(), "x-wave2-4KiB-delay250ms")
 	}
 }
