@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,24 +12,6 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
-
-// syncBuffer is a log destination the gateway's goroutines share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var loud = regexp.MustCompile(`(?m)^.*level=(WARN|ERROR).*$`)
 
@@ -58,7 +39,7 @@ func TestCleanStartLogsNoWarning(t *testing.T) {
 			case "fleet":
 				cfg = fleetFile(t, t.TempDir(), srv.URL(), "")
 			}
-			var logs syncBuffer
+			var logs syncLog
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			stop := func() {}
 			if mode == "fleet" {

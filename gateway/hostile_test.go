@@ -266,7 +266,7 @@ func TestRefusalsAreLoggedOncePerMinute(t *testing.T) {
 	}
 	users := usersFile(t, fmt.Sprintf("users:\n  - name: dev\n    password_hash: %q\n    publish: [sensors/#]\n", hash))
 	cfg, url := serverConfigFor(t, srv.URL(), "    users_file: "+users, "")
-	var logs syncBuffer
+	var logs syncLog
 	g := startGatewayLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "tcp://"))
@@ -350,7 +350,7 @@ func TestSessionsFileMovedAsideAtStart(t *testing.T) {
 			cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true\n    sessions_max_bytes: 1MiB", "")
 			path := filepath.Join(cfg.Gateway.DataDir, "broker-sessions.db")
 			tc.write(path)
-			var logs syncBuffer
+			var logs syncLog
 			g := startGatewayLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 			pub := newPublisher(t, url, "pub", true)
 			pub.publish(0, 1, 1, 0)
