@@ -124,6 +124,26 @@ func runGateway(t testing.TB, g *gateway.Gateway) (stop func()) {
 	}
 }
 
+// telemetryStream makes the stream TELEMETRY on telemetry.> at url, as the
+// hub's operator does, and returns the JetStream context and config a
+// test changes it with (the connection closes when the test ends).
+func telemetryStream(t testing.TB, url string) (jetstream.JetStream, jetstream.StreamConfig) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	scfg := jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}}
+	if _, err := js.CreateStream(ctx, scfg); err != nil {
+		t.Fatal(err)
+	}
+	return js, scfg
+}
+
 // firstMsg returns the first message of the TELEMETRY stream.
 func firstMsg(t testing.TB, url string) *jetstream.RawStreamMsg {
 	t.Helper()

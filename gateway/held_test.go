@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -31,18 +28,9 @@ func TestRouteTheStreamRefusesHoldsOnlyItself(t *testing.T) {
 	alarms.Topic, alarms.Subject = "alarms/#", "alarms.{gateway}.{topic}"
 	cfg.MQTT.Subscriptions = append(cfg.MQTT.Subscriptions, alarms)
 
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, scfg := telemetryStream(t, srv.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	scfg := jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}}
-	if _, err := js.CreateStream(ctx, scfg); err != nil {
-		t.Fatal(err)
-	}
 
 	g := startGateway(t, cfg)
 	pub := newPublisher(t, broker.URL(), "pub", true)

@@ -277,15 +277,9 @@ func TestUpstreamConfigErrorIsNotReady(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	cfg.Upstream.Stream.Create = false
-	nc, _ := nats.Connect(srv.URL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, scfg := telemetryStream(t, srv.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	scfg := jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}}
-	if _, err := js.CreateStream(ctx, scfg); err != nil {
-		t.Fatal(err)
-	}
 	g := startGateway(t, cfg)
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	pub.publish(0, 1, 1, 0)
