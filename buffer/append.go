@@ -21,11 +21,12 @@ func (q *Queue) Append(ctx context.Context, data ...[]byte) (first uint64, err e
 // reconnect) have copies it already committed dropped, in the same
 // transaction as the append: the queue remembers the last Token stored in
 // each Slot, and an entry with SkipIfSame whose Token equals it is not
-// stored. Slots are few and reused (an MQTT source uses its packet ids), so
-// the marks stay small.
+// stored. Slots are grouped (an MQTT source: one group per client
+// session, one slot per packet id), and a group keeps the marks of its
+// latest MarksPerGroup slots, so the marks stay small.
 type Mark struct {
-	Slot, Token []byte
-	SkipIfSame  bool
+	Group, Slot, Token []byte
+	SkipIfSame         bool
 }
 
 // An Entry is one event to append, in Lane, with an optional Mark.

@@ -20,6 +20,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -29,7 +30,6 @@ import (
 var (
 	bucketEvents = []byte("events") // format 1's only lane
 	bucketMeta   = []byte("meta")
-	bucketMarks  = []byte("marks")
 	bucketBoots  = []byte("boots")
 
 	keyFormat      = []byte("format")
@@ -82,6 +82,13 @@ type Stats struct {
 	Oldest    time.Time     // append time of the oldest event; zero when empty
 	OldestAge time.Duration // its age when Stats was taken
 	FileBytes int64         // size of the file on disk
+
+	// Written is what this queue has written to its file since Open:
+	// the pages of each commit and its meta page (what a 4 KiB-block
+	// device receives; the file system's journal is not counted), in
+	// Commits commits.
+	Written int64
+	Commits uint64
 
 	// Lanes holds a snapshot of each lane that holds events or has ever
 	// counted any, by priority.
@@ -189,6 +196,9 @@ type Queue struct {
 	path  string
 	opts  Options
 	clock Clock
+	marks *markIndex // the writer's (and open's): see marks.go
+
+	commits atomic.Uint64 // since Open: see Stats.Written
 
 	quarantine *CorruptError // set by Open, read-only after
 	summedFrom uint64        // every event from this seq has a checksum; set by load
@@ -385,9 +395,6 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
 			return err
 		}
-		if _, err = tx.CreateBucket(bucketMarks); err != nil {
-			return err
-		}
 		first := max(q.opts.FirstSeq, 1)
 		q.st = state{next: first}
 		if err := putUint(meta, keyFormat, formatVersion); err != nil {
@@ -439,6 +446,9 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		}
 	}
 	q.boots = bs
+	if q.marks, err = loadMarks(tx); err != nil {
+		return err
+	}
 	return putUint(meta, keyClean, 0)
 }
 
@@ -629,6 +639,9 @@ func (q *Queue) Stats() Stats {
 	if fi, err := os.Stat(q.path); err == nil {
 		s.FileBytes = fi.Size()
 	}
+	s.Commits = q.commits.Load()
+	dbs := q.db.Stats()
+	s.Written = dbs.TxStats.GetPageAlloc() + int64(s.Commits)*int64(q.db.Info().PageSize)
 	return s
 }
 

@@ -26,6 +26,7 @@ type txn struct {
 	hdr      []byte // the header of every event this transaction appends
 	slab     []byte // bbolt keeps value slices until commit: no reuse
 	buckets  map[Lane]*bolt.Bucket
+	marks    *markTxn
 }
 
 // Why an event leaves a lane.
@@ -289,21 +290,16 @@ func (t *txn) apply(r *appendReq) error {
 	if len(r.data) == 0 {
 		return nil
 	}
-	var marks *bolt.Bucket
 	if r.marks != nil {
-		var err error
-		if marks, err = t.tx.CreateBucketIfNotExists(bucketMarks); err != nil {
-			return err
-		}
 		r.seqs = make([]uint64, len(r.data))
 	}
 	skip := func(i int) bool {
 		m := r.marks[i]
-		return m != nil && m.SkipIfSame && bytes.Equal(marks.Get(m.Slot), m.Token)
+		return m != nil && m.SkipIfSame && bytes.Equal(t.marks.token(m.Slot), m.Token)
 	}
 	var size int64
 	for i, d := range r.data {
-		if marks != nil && skip(i) {
+		if r.marks != nil && skip(i) {
 			continue
 		}
 		size += int64(len(d)) + recordOverhead
@@ -313,12 +309,12 @@ func (t *txn) apply(r *appendReq) error {
 	}
 	r.first = t.st.next
 	for i, d := range r.data {
-		if marks != nil {
+		if r.marks != nil {
 			if skip(i) {
 				continue // a copy of an event already stored
 			}
 			if m := r.marks[i]; m != nil {
-				if err := marks.Put(m.Slot, append([]byte(nil), m.Token...)); err != nil {
+				if err := t.marks.put(t.tx, m); err != nil {
 					return err
 				}
 			}

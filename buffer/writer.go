@@ -266,8 +266,10 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 	var rejected uint64
 	var acked int
 	var cursor []byte
+	var marks *markTxn
 	err := q.update(func(tx *bolt.Tx) error {
-		t := &txn{q: q, tx: tx, st: st, now: now, boots: bs, cur: bs[len(bs)-1].n, budget: maxDeletesPerTx}
+		marks = &markTxn{x: q.marks}
+		t := &txn{q: q, tx: tx, st: st, now: now, boots: bs, cur: bs[len(bs)-1].n, budget: maxDeletesPerTx, marks: marks}
 		if err := t.syncBoots(dirty); err != nil {
 			return err
 		}
@@ -293,6 +295,9 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 				return err
 			}
 		}
+		if err := marks.trim(tx); err != nil {
+			return err
+		}
 		if err := q.writeMeta(tx.Bucket(bucketMeta), &t.st, t.cursor); err != nil {
 			return err
 		}
@@ -308,6 +313,7 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		q.failed(batch, err)
 		return false
 	}
+	marks.done()
 	if q.opts.OnCommit != nil {
 		q.opts.OnCommit(time.Since(start))
 	}
@@ -409,5 +415,9 @@ func (q *Queue) update(fn func(*bolt.Tx) error) (err error) {
 			err = corruptf("the file is damaged (%v); restart edgegw to move it aside and start a fresh buffer", r)
 		}
 	}()
-	return q.db.Update(fn)
+	if err := q.db.Update(fn); err != nil {
+		return err
+	}
+	q.commits.Add(1)
+	return nil
 }

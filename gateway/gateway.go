@@ -321,7 +321,7 @@ func appendEvents(ctx context.Context, q *buffer.Queue, events []event.Event) (s
 		entries[i].Data = data
 		entries[i].Lane = buffer.Lane{Priority: events[i].Priority, TTL: events[i].TTL}
 		if o := events[i].Once; o != nil {
-			entries[i].Mark = &buffer.Mark{Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
+			entries[i].Mark = &buffer.Mark{Group: []byte(o.Group), Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
 		}
 	}
 	seqs, err := q.AppendEntries(ctx, entries)

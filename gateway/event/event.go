@@ -41,7 +41,8 @@ type Event struct {
 // same packet id and the DUP flag set. The buffer remembers the last Token
 // committed in each Slot, in the same transaction as the event.
 type Once struct {
-	Slot        string // e.g. the source and the MQTT packet id
+	Group       string // e.g. the source and the MQTT client's session
+	Slot        string // e.g. the Group and the MQTT packet id
 	Token       string // e.g. a hash of the topic and payload
 	Redelivered bool   // the transport says this may be a copy (DUP)
 }

@@ -66,6 +66,7 @@ func Route(subs []Subscription, maxPayload int, session string, m Message, now t
 		h.Write([]byte{0, m.QoS})
 		h.Write(m.Payload)
 		e.Once = &event.Once{
+			Group:       "mqtt/" + session,
 			Slot:        "mqtt/" + session + "/" + string([]byte{byte(m.ID >> 8), byte(m.ID)}),
 			Token:       string(h.Sum(nil)[:16]),
 			Redelivered: m.Dup,
