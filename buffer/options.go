@@ -86,11 +86,12 @@ type Options struct {
 	// PageSize is the page size of a new file (default 16 KiB; a power
 	// of two from 4 KiB to 64 KiB). A file keeps the size it was made with.
 	PageSize int
-	// CommitDelay gathers appends: a commit of fewer than GatherEvents
-	// events waits up to CommitDelay (from its first append) for more, and
-	// goes as soon as GatherEvents are waiting. An append still returns
-	// only once committed. 0 (the default): no wait beyond the writer's
-	// own short linger.
+	// CommitDelay gathers appends: while they trickle in, commits start
+	// at least CommitDelay apart, and one goes as soon as GatherEvents
+	// events wait. An append still returns only once committed, so it
+	// waits up to CommitDelay. Appenders that wait for each commit before
+	// they append again are not held back (see gatherer). 0 (the
+	// default): no wait beyond the writer's own short linger.
 	CommitDelay time.Duration
 	// AckDelay is how long acknowledgements wait for an append's commit to
 	// ride with before they get one of their own (default 100ms); 4096

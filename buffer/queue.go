@@ -89,6 +89,8 @@ type Stats struct {
 	// Commits commits.
 	Written int64
 	Commits uint64
+	// AppendedSinceOpen is what Written is per: events appended since Open.
+	AppendedSinceOpen uint64
 
 	// Lanes holds a snapshot of each lane that holds events or has ever
 	// counted any, by priority.
@@ -198,7 +200,8 @@ type Queue struct {
 	clock Clock
 	marks *markIndex // the writer's (and open's): see marks.go
 
-	commits atomic.Uint64 // since Open: see Stats.Written
+	commits   atomic.Uint64 // since Open: see Stats.Written
+	appended0 uint64        // appended_total at Open; set by load
 
 	quarantine *CorruptError // set by Open, read-only after
 	summedFrom uint64        // every event from this seq has a checksum; set by load
@@ -375,7 +378,7 @@ func open(path string, o Options) (*Queue, error) {
 		}
 		return nil, fmt.Errorf("buffer: open %s: %w", path, err)
 	}
-	q.horizon = q.st.next
+	q.horizon, q.appended0 = q.st.next, q.st.appended
 	go q.writer()
 	return q, nil
 }
@@ -633,7 +636,7 @@ func (q *Queue) Stats() Stats {
 	q.noteSync(now)
 	st, bs, rejected := q.st.clone(), q.boots, q.rejected
 	s := st.stats(bs, now, q.opts)
-	s.Rejected = rejected
+	s.Rejected, s.AppendedSinceOpen = rejected, st.appended-q.appended0
 	s.CommitError, s.CommitErrorSince = q.commitErr, q.commitErrSince
 	q.mu.Unlock()
 	if fi, err := os.Stat(q.path); err == nil {

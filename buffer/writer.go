@@ -32,6 +32,7 @@ func (q *Queue) writer() {
 	var recent [8]int // appends of the last commits: the most is the target
 	var nrecent int
 	var lastDur time.Duration
+	gather := gatherer{delay: q.opts.CommitDelay}
 	// Acks alone are committed once ackBatch are pending or ackDelay after
 	// the first, so a forwarder acking as PubAcks arrive does not cost an
 	// fsync each time (appends commit pending acks with them anyway).
@@ -66,7 +67,7 @@ func (q *Queue) writer() {
 		}
 		if len(batch) > 0 {
 			batch = q.collect(batch, lastReqs, min(lastDur/4, 2*time.Millisecond))
-			batch = q.gather(batch)
+			batch = q.gather(&gather, batch)
 		}
 		if len(batch) == 0 && !q.hasWork() {
 			continue
@@ -77,6 +78,7 @@ func (q *Queue) writer() {
 		}
 		start := time.Now()
 		more := q.commit(batch)
+		gather.committed(start, time.Now())
 		recent[nrecent%len(recent)] = len(batch)
 		nrecent++
 		lastReqs, lastDur = slices.Max(recent[:]), time.Since(start)
@@ -143,11 +145,40 @@ func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []
 	}
 }
 
-// gather holds a small batch for up to CommitDelay from its first
-// append's arrival, until GatherEvents events are waiting (or the queue
-// closes): fewer, fuller commits when events trickle in.
-func (q *Queue) gather(batch []*appendReq) []*appendReq {
-	if q.opts.CommitDelay <= 0 || len(batch) == 0 || events(batch) >= GatherEvents {
+// A gatherer spaces commits CommitDelay apart (start to start) while
+// readings trickle in, so each commit carries several: the wear is per
+// commit, not per reading. It does not hold back appenders that wait for
+// each commit before they append again (a device that waits for its
+// PUBACK): spacing would cap each at one message per delay and gather
+// nothing. Two signs tell them: the batch's first append came right
+// after the last commit ended (within 5 ms, or twice the commit's time:
+// its appender waited for that commit), or three delays in a row
+// gathered nothing (then none for 50 delays). The writer goroutine owns
+// it.
+type gatherer struct {
+	delay      time.Duration
+	start, end time.Time // of the last commit
+	lastDur    time.Duration
+	misses     int       // delays in a row that gathered nothing
+	offUntil   time.Time // no delays before
+}
+
+// gatherMisses and gatherRest: three delays in a row that gather nothing
+// turn delays off for fifty delays.
+const (
+	gatherMisses = 3
+	gatherRest   = 50
+)
+
+// committed notes a commit's start and end.
+func (g *gatherer) committed(start, end time.Time) {
+	g.start, g.end, g.lastDur = start, end, end.Sub(start)
+}
+
+// gather holds a small batch until CommitDelay after the last commit's
+// start, or until GatherEvents events are waiting (or the queue closes).
+func (q *Queue) gather(g *gatherer, batch []*appendReq) []*appendReq {
+	if g.delay <= 0 || len(batch) == 0 || events(batch) >= GatherEvents {
 		return batch
 	}
 	for _, r := range batch {
@@ -155,17 +186,33 @@ func (q *Queue) gather(batch []*appendReq) []*appendReq {
 			return batch // a dead letter or a Flush: someone waits for it
 		}
 	}
-	t := time.NewTimer(time.Until(batch[0].at.Add(q.opts.CommitDelay)))
+	until := g.start.Add(g.delay)
+	now := time.Now()
+	if !now.Before(until) || now.Before(g.offUntil) {
+		return batch
+	}
+	if batch[0].at.Sub(g.end) < max(5*time.Millisecond, 2*g.lastDur) {
+		return batch // its appender waited for the last commit
+	}
+	n := events(batch)
+	t := time.NewTimer(until.Sub(now))
 	defer t.Stop()
 	for events(batch) < GatherEvents {
 		select {
 		case <-q.kick:
 			batch = q.take(batch)
+			continue
 		case <-t.C:
-			return q.take(batch)
+			batch = q.take(batch)
 		case <-q.quit:
 			return batch // drainOnQuit commits the rest
 		}
+		break
+	}
+	if events(batch) > n {
+		g.misses = 0
+	} else if g.misses++; g.misses >= gatherMisses {
+		g.misses, g.offUntil = 0, time.Now().Add(gatherRest*g.delay)
 	}
 	return batch
 }

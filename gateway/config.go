@@ -149,8 +149,9 @@ type RegisterConfig struct {
 }
 
 type GatewayConfig struct {
-	ID      string `yaml:"id"`
-	DataDir string `yaml:"data_dir"`
+	ID      string         `yaml:"id"`
+	DataDir string         `yaml:"data_dir"`
+	Storage *StorageConfig `yaml:"storage,omitempty"` // the card, for the wear budget
 }
 
 type BufferConfig struct {
@@ -163,7 +164,7 @@ type BufferConfig struct {
 	// for more (every PUBACK still after its fsync), how long acks wait to
 	// ride with an append's commit.
 	PageSize    ByteSize       `yaml:"page_size,omitempty"`    // default 4KiB
-	CommitDelay *time.Duration `yaml:"commit_delay,omitempty"` // default 0 (250ms for SD cards: docs/buffer.md)
+	CommitDelay *time.Duration `yaml:"commit_delay,omitempty"` // default 250ms
 	AckDelay    *time.Duration `yaml:"ack_delay,omitempty"`    // default 2s
 }
 
@@ -171,12 +172,11 @@ type BufferConfig struct {
 // measurements they were chosen from).
 const (
 	DefaultPageSize = 4 << 10
-	// DefaultCommitDelay is 0: a delay caps a device that waits for each
-	// PUBACK at one message per delay (250 ms: 4/s), which many devices
-	// and tests do; an SD-card box with many slow devices sets it
-	// (docs/buffer.md has the measurements).
-	DefaultCommitDelay time.Duration = 0
-	DefaultAckDelay                  = 2 * time.Second
+	// DefaultCommitDelay spaces the commits of readings that trickle in
+	// (a PUBACK waits up to this long); a device that waits for each
+	// PUBACK before it sends again is not held back (buffer.Options).
+	DefaultCommitDelay = 250 * time.Millisecond
+	DefaultAckDelay    = 2 * time.Second
 )
 
 type TLSConfig struct {

@@ -50,6 +50,14 @@ func (c *Config) checkGateway(k checker) {
 	} else if !ValidID(c.Gateway.ID) {
 		k.bad("gateway.id", "%q may hold only letters, digits, '-' and '_' (it becomes a NATS subject token and part of message ids)", c.Gateway.ID)
 	}
+	if st := c.Gateway.Storage; st != nil {
+		if st.Size < 0 || (st.Size == 0 && st.RatedWrites != 0) {
+			k.bad("gateway.storage.size", "%s: give the card's size, e.g. 32GB (with rated_writes), or leave gateway.storage out", st.Size)
+		}
+		if st.RatedWrites < 0 || (st.RatedWrites == 0 && st.Size != 0) {
+			k.bad("gateway.storage.rated_writes", "%d: give how many full writes the card is rated for (its program/erase cycles: a few hundred for consumer cards, 3000 or more for industrial ones), or leave gateway.storage out", st.RatedWrites)
+		}
+	}
 }
 
 func (c *Config) checkBuffer(k checker) {
@@ -368,8 +376,10 @@ func checkServer(k checker, sv *MQTTServerConfig) {
 			k.bad("mqtt.server.users_file", "%v", err)
 		}
 	}
-	if sv.MaxInflight < 0 || sv.MaxInflight > 65535 {
-		k.bad("mqtt.server.max_inflight", "%d is outside 0..65535", sv.MaxInflight)
+	if sv.MaxInflight < 0 || sv.MaxInflight > buffer.MarksPerGroup {
+		// A client redelivers up to its receive maximum after a reconnect;
+		// the buffer tells copies by the marks of its latest messages.
+		k.bad("mqtt.server.max_inflight", "%d is outside 0..%d (the buffer remembers each client's last %d messages to drop redelivered copies)", sv.MaxInflight, buffer.MarksPerGroup, buffer.MarksPerGroup)
 	}
 	if sv.MaxConnections < 0 {
 		k.bad("mqtt.server.max_connections", "must not be negative")

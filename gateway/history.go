@@ -1,10 +1,7 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -25,7 +22,7 @@ type sample struct {
 	oldest    [buffer.MaxPriority + 1]float64 // oldest age (s), by priority
 	ingest    float64                         // events/s appended since the sample before
 	drain     float64                         // events/s acknowledged upstream since the sample before
-	written   uint64                          // this process's bytes written to storage (/proc/self/io)
+	written   uint64                          // bytes written to the buffer and sessions files since start (Status.Storage)
 	appended  uint64
 	acked     uint64
 	rttMillis float64 // uplink round trip; -1 when down
@@ -76,11 +73,21 @@ func (g *Gateway) sampleHistory(ctx context.Context) {
 
 func (g *Gateway) takeSample() sample {
 	g.mu.Lock()
-	q, fwd := g.q, g.fwd
+	q, fwd, srcs, c := g.q, g.fwd, g.srcs, g.cfg
 	g.mu.Unlock()
-	s := sample{at: time.Now(), written: bytesWritten(), rttMillis: -1}
+	s := sample{at: time.Now(), rttMillis: -1}
+	var st buffer.Stats
 	if q != nil {
-		st := q.Stats()
+		st = q.Stats()
+	}
+	ss := make([]SourceStatus, 0, len(srcs))
+	for _, src := range srcs {
+		ss = append(ss, src.status(s.at))
+	}
+	for _, f := range storageFiles(c, q != nil, st, ss) {
+		s.written += uint64(f.Written)
+	}
+	if q != nil {
 		s.appended = st.Appended
 		for _, l := range st.Lanes {
 			if l.Priority >= 0 && l.Priority < len(s.backlog) {
@@ -98,20 +105,4 @@ func (g *Gateway) takeSample() sample {
 		}
 	}
 	return s
-}
-
-// bytesWritten is what this process caused to be written to storage
-// (write_bytes of /proc/self/io), 0 where there is none.
-func bytesWritten() uint64 {
-	data, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return 0
-	}
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte("write_bytes: ")); ok {
-			n, _ := strconv.ParseUint(string(v), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

@@ -58,6 +58,8 @@ type collector struct {
 	laneEvents, laneBytes, laneOldestAge, clockSynced, upBackfill         *prometheus.Desc
 
 	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upLagEvents, upLagSeconds *prometheus.Desc
+
+	written, writtenPerReading, writtenPerDay, cardLife *prometheus.Desc
 }
 
 func newCollector(g *Gateway) *collector {
@@ -79,7 +81,7 @@ func newCollector(g *Gateway) *collector {
 
 		brokerClients:       d("mqtt_server_clients", "MQTT clients connected to the embedded broker."),
 		brokerPending:       d("mqtt_server_pending_logins", "Connections to the embedded broker that have not logged in yet (bounded by mqtt.server.max_pending)."),
-		brokerRefused:       d("mqtt_server_refused_total", "Connections, logins, publishes and subscriptions the embedded broker refused, by reason: pending, pending_ip, timeout, not_connect, too_large (before login), bad_login, backoff, client_id, user_limit, acl, retained_limit."),
+		brokerRefused:       d("mqtt_server_refused_total", "Connections, logins, publishes and subscriptions the embedded broker refused, by reason: pending, pending_ip, timeout, not_connect, too_large (before login), bad_login, backoff, client_id, user_limit, acl, retained_limit.", "reason"),
 		brokerRetained:      d("mqtt_server_retained_messages", "Retained messages the embedded broker keeps (bounded by mqtt.server.max_retained)."),
 		brokerRetainedBytes: d("mqtt_server_retained_bytes", "Payload bytes of the retained messages kept (bounded by mqtt.server.max_retained_bytes)."),
 		brokerSessions:      d("mqtt_server_sessions_file_bytes", "Size of the embedded broker's sessions file (bounded at start by mqtt.server.sessions_max_bytes)."),
@@ -113,6 +115,11 @@ func newCollector(g *Gateway) *collector {
 		upRejected:   d("upstream_rejected_total", "Events the stream can never take, set aside."),
 		upLagEvents:  d("upstream_lag_events", "Buffered events not yet acknowledged by the stream."),
 		upLagSeconds: d("upstream_lag_seconds", "Age of the oldest event not yet acknowledged by the stream (0 when none)."),
+
+		written:           d("storage_written_bytes_total", "Bytes written to storage since start, by file: buffer (its commits' pages), broker_sessions (the embedded broker's sessions file, estimated as three 4 KiB pages per commit).", "file"),
+		writtenPerReading: d("storage_written_per_reading_bytes", "Bytes written to storage since start per reading appended since start (SD wear)."),
+		writtenPerDay:     d("storage_written_per_day_bytes", "Bytes written to storage per day, at the last hour's rate."),
+		cardLife:          d("storage_card_life_years", "Years until the card (gateway.storage) has been written rated_writes times at the written-per-day rate; absent when gateway.storage is not set."),
 	}
 }
 
@@ -191,6 +198,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if b.Open {
 		gauge(c.upLagEvents, float64(u.LagEvents))
 		gauge(c.upLagSeconds, u.LagSeconds)
+	}
+
+	sw := st.Storage
+	for _, f := range sw.Files {
+		counter(c.written, uint64(f.Written), f.File)
+	}
+	gauge(c.writtenPerReading, sw.PerReading)
+	gauge(c.writtenPerDay, sw.PerDay)
+	if sw.LifeYears > 0 {
+		gauge(c.cardLife, sw.LifeYears)
 	}
 }
 

@@ -142,7 +142,7 @@ func (c *Config) brokerOptions(routes []mqttsource.Subscription, log *slog.Logge
 		MaxPacketSize:  int(sv.MaxPacketSize),
 		MaxInflight:    sv.MaxInflight,
 		MaxConnections: sv.MaxConnections,
-		SessionPath:    filepath.Join(c.Gateway.DataDir, "broker-sessions.db"),
+		SessionPath:    brokerSessionsPath(c),
 		Logger:         log,
 
 		ConnectTimeout:       sv.ConnectTimeout,
@@ -180,4 +180,9 @@ func (c *Config) brokerOptions(routes []mqttsource.Subscription, log *slog.Logge
 		}
 	}
 	return o, nil
+}
+
+// brokerSessionsPath is the embedded broker's sessions file.
+func brokerSessionsPath(c *Config) string {
+	return filepath.Join(c.Gateway.DataDir, "broker-sessions.db")
 }

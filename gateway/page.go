@@ -29,7 +29,6 @@ type pageData struct {
 	Now, Uptime, ConfigRev    string
 	RTT, LastAck, TimeToDrain string
 	Held, Oldest, DiskFree    string
-	WrittenPerHour            string
 	Sources                   []pageSource
 	Sparks                    []spark
 }
@@ -52,7 +51,7 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 	st := g.Status()
 	hist := g.history.snapshot()
 	d := pageData{S: st, Now: time.Now().Format("2006-01-02 15:04:05"), Uptime: secs(st.UptimeSeconds),
-		ConfigRev: g.configRev(), RTT: "—", LastAck: "never", TimeToDrain: "—", DiskFree: "—", WrittenPerHour: "—",
+		ConfigRev: g.configRev(), RTT: "—", LastAck: "never", TimeToDrain: "—", DiskFree: "—",
 		Held: bytesText(st.Buffer.Bytes), Oldest: secs(st.Buffer.OldestAgeSeconds)}
 	if !st.Upstream.LastAck.IsZero() {
 		d.LastAck = secs(time.Since(st.Upstream.LastAck).Seconds()) + " ago"
@@ -69,11 +68,6 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 			d.TimeToDrain = secs(float64(st.Buffer.Events) / (last.drain - last.ingest))
 		default:
 			d.TimeToDrain = "not draining"
-		}
-		if n > 1 && hist[0].written <= last.written {
-			if dt := last.at.Sub(hist[0].at).Hours(); dt > 0 {
-				d.WrittenPerHour = bytesText(int64(float64(last.written-hist[0].written) / dt))
-			}
 		}
 	}
 	if free, ok := diskFree(g.config().Buffer.Path); ok {
@@ -147,7 +141,9 @@ func renderPage(d pageData) string {
 	p("<section id=\"buffer\">\n<h2>Buffer: %d events held (%s)</h2>\n<table>\n", bs.Events, e(d.Held))
 	p("<tr><td>oldest</td><td>%s</td><td>clock</td><td id=\"clock\" class=\"%s\">%s</td></tr>\n",
 		e(d.Oldest), class(bs.ClockSynced, "good", "bad"), class(bs.ClockSynced, "synchronized", "not synchronized"))
-	p("<tr><td>disk free</td><td>%s</td><td>written per hour</td><td>%s <small>(SD wear)</small></td></tr>\n", e(d.DiskFree), e(d.WrittenPerHour))
+	sw := st.Storage
+	p("<tr><td>disk free</td><td>%s</td><td>written per reading</td><td id=\"per-reading\">%s <small>(SD wear)</small></td></tr>\n", e(d.DiskFree), e(bytesText(int64(sw.PerReading))))
+	p("<tr><td>written per day</td><td id=\"per-day\">%s%s</td><td>card life</td><td id=\"card-life\">%s</td></tr>\n", e(bytesText(int64(sw.PerDay))), e(filesText(sw.Files)), e(sw.Life))
 	p("<tr><td>dropped</td><td>%d full · %d age · %d ttl</td><td>dead letters</td><td>%d</td></tr>\n", bs.DroppedFull, bs.DroppedAge, bs.DroppedTTL, bs.DeadLetters)
 	if bs.CommitError != "" {
 		p("<tr><td>commits</td><td colspan=\"3\" class=\"bad\">%s</td></tr>\n", e(bs.CommitError))
@@ -273,6 +269,23 @@ func secs(s float64) string {
 		return d.Round(time.Second).String()
 	}
 	return d.Round(time.Minute).String()
+}
+
+// filesText says what each file has had written since start, or nothing
+// for one file.
+func filesText(fs []StorageFile) string {
+	if len(fs) < 2 {
+		return ""
+	}
+	parts := make([]string, len(fs))
+	for i, f := range fs {
+		approx := ""
+		if f.Estimated {
+			approx = "≈"
+		}
+		parts[i] = fmt.Sprintf("%s %s%s", strings.ReplaceAll(f.File, "_", " "), approx, bytesText(f.Written))
+	}
+	return " (since start: " + strings.Join(parts, " · ") + ")"
 }
 
 func bytesText(n int64) string {

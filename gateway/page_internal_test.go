@@ -31,9 +31,13 @@ func TestPageGolden(t *testing.T) {
 				{Name: "mqtt-server", Kind: KindMQTTServer, Up: true, Ingested: 150, LastValue: `{"t":21.5}`, LastReadingAge: &age},
 				{Name: "tank", Kind: KindSensor, Up: false, LastError: `I²C bus "1": no such device`},
 				{Name: "door", Kind: KindGPIO, Up: true, LastReadingAge: &stale},
-			}},
+			},
+			Storage: storageStatus(&StorageConfig{Size: 32e9, RatedWrites: 3000}, []StorageFile{
+				{File: "buffer", Path: "/var/lib/edgegw/buffer.db", Written: 3 << 20},
+				{File: "broker_sessions", Path: "/var/lib/edgegw/broker-sessions.db", Written: 96 << 10, Estimated: true},
+			}, 600, time.Hour, nil)},
 		Now: "2026-11-25 09:31:00", Uptime: "1h0m0s", ConfigRev: "5215aa83", RTT: "—", LastAck: "1m0s ago",
-		TimeToDrain: "not draining", Held: "20.0 KiB", Oldest: "40s", DiskFree: "1.2 GiB", WrittenPerHour: "3.4 MiB",
+		TimeToDrain: "not draining", Held: "20.0 KiB", Oldest: "40s", DiskFree: "1.2 GiB",
 		Sparks: sparks(hist),
 	}
 	for _, s := range d.S.Sources {

@@ -37,6 +37,7 @@ type Status struct {
 	Buffer        BufferStatus   `json:"buffer"`
 	Upstream      UpstreamStatus `json:"upstream"`
 	Sources       []SourceStatus `json:"sources"`
+	Storage       StorageStatus  `json:"storage"` // bytes written (SD wear)
 }
 
 // BufferStatus is the buffer part of Status.
@@ -141,7 +142,10 @@ type SourceStatus struct {
 	RetainedKept  *int              `json:"retained_kept,omitempty"`
 	RetainedBytes *int64            `json:"retained_bytes,omitempty"`
 	SessionsBytes *int64            `json:"sessions_file_bytes,omitempty"`
-	Retained      uint64            `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
+	// SessionsWritten estimates the bytes written to the sessions file
+	// since start (Status.Storage).
+	SessionsWritten *int64 `json:"sessions_file_written,omitempty"`
+	Retained        uint64 `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
 	// Sensors and pins only.
 	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
 	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
@@ -224,6 +228,7 @@ func (s *source) status(now time.Time) SourceStatus {
 		st.Up = m.Listening
 		st.TooLarge, st.Unmappable, st.Clients = m.TooLarge, m.Unmappable, &m.Clients
 		st.Pending, st.Refused, st.RetainedKept, st.RetainedBytes, st.SessionsBytes = &m.Pending, m.RefusedConnections, &m.Retained, &m.RetainedBytes, &m.SessionsBytes
+		st.SessionsWritten = &m.SessionsWritten
 		if !m.Listening {
 			st.LastError = "not listening yet"
 		}
@@ -304,6 +309,11 @@ func (g *Gateway) Status() Status {
 			u.LagEvents, u.LagSeconds = bs.Events, bs.OldestAge.Seconds()
 		}
 	}
+	var readings uint64
+	if q != nil {
+		readings = bs.AppendedSinceOpen
+	}
+	st.Storage = storageStatus(c.Gateway.Storage, storageFiles(c, q != nil, bs, st.Sources), readings, now.Sub(started), g.history.snapshot())
 	st.Ready, st.NotReady = ready(st)
 	return st
 }

@@ -370,12 +370,15 @@ func TestStatusScreen(t *testing.T) {
 			{Name: "mqtt-server", Kind: "mqtt-server", Up: true, Ingested: 12000, LastReadingAge: new(float64)},
 			{Name: "tank", Kind: "sensor", Up: false, LastError: `I²C bus "1": no such file`},
 			{Name: "door", Kind: "gpio", Up: true, LastReadingAge: &age},
-		}}
+		},
+		Storage: gateway.StorageStatus{PerReading: 7373, PerDay: 6.2e9, Life: "about 41 years",
+			Files: []gateway.StorageFile{{File: "buffer", Written: 5 << 20}, {File: "broker_sessions", Written: 96 << 10, Estimated: true}}}}
 	prev := *st
 	prev.Buffer.Appended, prev.Upstream.Acked = 10000, 3000
 	var out bytes.Buffer
 	renderStatus(&out, st, &prev, 2*time.Second)
-	for _, want := range []string{"NOT READY: no source can deliver", "○ DOWN since", "CLOCK NOT SYNCHRONIZED", "priority 5, ttl 6h0m0s", "○ tank (sensor)", `DOWN: I²C bus "1": no such file`, "◐ door (gpio)", "stale", "ingest 1000/s", "drain 2000/s", "time to drain 5s"} {
+	for _, want := range []string{"NOT READY: no source can deliver", "○ DOWN since", "CLOCK NOT SYNCHRONIZED", "priority 5, ttl 6h0m0s", "○ tank (sensor)", `DOWN: I²C bus "1": no such file`, "◐ door (gpio)", "stale", "ingest 1000/s", "drain 2000/s", "time to drain 5s",
+		"written 7.2 KiB per reading", "5.8 GiB per day", "card life about 41 years", "buffer 5.0 MiB, broker_sessions ~96.0 KiB"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status screen lacks %q:\n%s", want, out.String())
 		}

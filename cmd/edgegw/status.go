@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -95,6 +96,8 @@ func renderStatus(w io.Writer, st *gateway.Status, prev *gateway.Status, dt time
 	if b.CommitError != "" {
 		fmt.Fprintf(tw, "\tCOMMIT FAILING: %s\t\t\t\n", b.CommitError)
 	}
+	sw := st.Storage
+	fmt.Fprintf(tw, "\twritten %s per reading\t%s per day\tcard life %s\t%s\n", kib(sw.PerReading), mib(int64(sw.PerDay)), sw.Life, storageFilesText(sw.Files))
 	for _, l := range b.Lanes {
 		ttl := "-"
 		if l.TTL != "" {
@@ -162,4 +165,20 @@ func mib(n int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+}
+
+// kib says a byte count to the KiB.
+func kib(n float64) string { return fmt.Sprintf("%.1f KiB", n/1024) }
+
+// storageFilesText says what each file has had written since start.
+func storageFilesText(fs []gateway.StorageFile) string {
+	parts := make([]string, len(fs))
+	for i, f := range fs {
+		approx := ""
+		if f.Estimated {
+			approx = "~"
+		}
+		parts[i] = fmt.Sprintf("%s %s%s", f.File, approx, mib(f.Written))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -120,6 +120,9 @@ type Stats struct {
 	RefusedConnections map[string]uint64
 	// SessionsBytes is the sessions file's size (0 without one).
 	SessionsBytes int64
+	// SessionsWritten estimates what the broker has written to it since
+	// New: its commits, three 4 KiB pages each (sessionPagesPerCommit).
+	SessionsWritten int64
 }
 
 // Broker is the embedded broker; Run serves it. It is an event.Source.
@@ -128,6 +131,7 @@ type Broker struct {
 	log *slog.Logger
 
 	received, committed, local, tooLarge, unmappable, refused, reused atomic.Uint64
+	sessionCommits                                                    atomic.Uint64
 	srv                                                               atomic.Pointer[mqtt.Server]
 
 	guard      *guard
@@ -216,6 +220,7 @@ func (b *Broker) Stats() Stats {
 		SessionsMovedAside: int(b.movedAside.Load()),
 	}
 	s.Retained, s.RetainedBytes = b.retained.stats()
+	s.SessionsWritten = int64(b.sessionCommits.Load()) * sessionPagesPerCommit * int64(os.Getpagesize())
 	if b.o.SessionPath != "" {
 		if fi, err := os.Stat(b.o.SessionPath); err == nil {
 			s.SessionsBytes = fi.Size()
@@ -266,7 +271,11 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 	}
 	if b.o.SessionPath != "" {
 		b.boundSessions()
-		err := srv.AddHook(&sessionStore{Hook: new(bolt.Hook)}, &bolt.Options{Path: b.o.SessionPath, Options: &bbolt.Options{Timeout: 2 * time.Second}})
+		err := srv.AddHook(&sessionStore{Hook: new(bolt.Hook), commits: &b.sessionCommits}, &bolt.Options{Path: b.o.SessionPath, Options: &bbolt.Options{
+			Timeout:        2 * time.Second,
+			NoFreelistSync: true, // a page less per commit; rebuilt at open
+			FreelistType:   bbolt.FreelistMapType,
+		}})
 		if err != nil {
 			return fmt.Errorf("mqtt.server: sessions file %s: %w", b.o.SessionPath, err)
 		}

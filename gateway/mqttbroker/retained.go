@@ -8,7 +8,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	bbolt "go.etcd.io/bbolt"
 )
 
@@ -131,14 +130,3 @@ func checkSessions(path string) (err error) {
 // maxQueuedPerClient bounds the packets queued for one client to write,
 // and the QoS 1/2 messages stored for it.
 const maxQueuedPerClient = 1000
-
-// sessionStore is mochi's bbolt session store without its $SYS figures:
-// mochi stores them at every $SYS tick, a commit with two fsyncs each
-// time, which was most of what the broker wrote to an SD card (and a
-// first start logged their missing key as an ERROR). They are counters
-// of this run; nothing needs them after a restart.
-type sessionStore struct{ *bolt.Hook }
-
-func (h *sessionStore) Provides(b byte) bool {
-	return b != mqtt.OnSysInfoTick && b != mqtt.StoredSysInfo && h.Hook.Provides(b)
-}
