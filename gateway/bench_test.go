@@ -138,19 +138,24 @@ func BenchmarkIntoStream(b *testing.B) {
 			cfg, _ := configFor(b, url, natsURL, "")
 			return gatewayIntoStream(b, cfg, natsURL, stopNats)
 		})
-		embedded := intoStreamEmbedded(b, natsBin)
+		embedded := intoStreamEmbedded(b, natsBin, "")
+		// The same path with wave 2's buffer settings (issue 24: the SD
+		// card defaults must keep ≥ 0.9× of its speed).
+		wave2 := intoStreamEmbedded(b, natsBin, "buffer:\n  page_size: 16KiB\n  commit_delay: 0s\n  ack_delay: 100ms\n")
 		b.ReportMetric(base, "baseline-msgs/s")
 		b.ReportMetric(viaMosquitto, "via-mosquitto-msgs/s")
 		b.ReportMetric(embedded, "embedded-msgs/s")
 		b.ReportMetric(viaMosquitto/base, "via-mosquitto-x-baseline")
 		b.ReportMetric(embedded/base, "embedded-x-baseline")
+		b.ReportMetric(embedded/wave2, "embedded-x-wave2-buffer-settings")
 	}
 }
 
-// intoStreamEmbedded is ingestRun with edgegw as the broker.
-func intoStreamEmbedded(b *testing.B, natsBin string) float64 {
+// intoStreamEmbedded is ingestRun with edgegw as the broker; extra is
+// more of its config.
+func intoStreamEmbedded(b *testing.B, natsBin, extra string) float64 {
 	natsURL, stopNats := startNatsProcess(b, natsBin)
-	cfg, url := serverConfigFor(b, natsURL, "    allow_anonymous: true", "")
+	cfg, url := serverConfigFor(b, natsURL, "    allow_anonymous: true", extra)
 	count, stop := gatewayIntoStream(b, cfg, natsURL, stopNats)
 	defer stop()
 	return publishUntil(b, url, count)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -39,6 +40,7 @@ func TestPageInABrowser(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	zero := 0
 	cfg.MQTT.Subscriptions[0].Route.Priority = &zero
+	cfg.Gateway.Storage = &gateway.StorageConfig{Size: 32e9, RatedWrites: 3000}
 	g := startGateway(t, cfg)
 	srv.Shutdown() // a backlog, and the uplink down
 	newPublisher(t, broker.URL(), "pub", true).publish(0, 5, 5, 0)
@@ -63,6 +65,7 @@ func TestPageInABrowser(t *testing.T) {
 		`<tr class="lane"><td>priority 0</td><td>5 events</td>`,
 		`<tr class="source"><td><span class="dot ok"></span><b>mqtt</b>`,
 		`id="clock"`,
+		`id="per-reading"`, `id="card-life">about `, // the wear budget
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered DOM lacks %q", want)

@@ -36,7 +36,7 @@ func TestPageShowsTheFacts(t *testing.T) {
 		`<meta http-equiv="refresh" content="10">`, `name="viewport"`,
 		`<h1 id="gateway">edgegw gw1</h1>`, `class="good">ready</span>`,
 		`<span class="dot ok"></span>Uplink: connected`, "TELEMETRY",
-		`id="clock"`, "disk free", "written per hour", "time to drain",
+		`id="clock"`, "disk free", "written per reading", "written per day", `id="card-life">unknown`, "time to drain",
 		`<tr class="source"><td><span class="dot ok"></span><b>mqtt</b>`,
 		`{&#34;n&#34;:2,`, // the last reading's value, escaped
 		"<svg", "ingest", "drain",
