@@ -413,6 +413,7 @@ func BenchmarkWearSettings(b *testing.B) {
 		{PageSize: 16 << 10},
 		{PageSize: 4 << 10, CommitDelay: 250 * time.Millisecond, AckDelay: 2 * time.Second},
 		{PageSize: 8 << 10, CommitDelay: 250 * time.Millisecond, AckDelay: 2 * time.Second},
+		{PageSize: 4 << 10, AckDelay: 2 * time.Second},
 	}
 	for range b.N {
 		dir := b.TempDir()
@@ -431,5 +432,6 @@ func BenchmarkWearSettings(b *testing.B) {
 		b.ReportMetric(n/took[0].Seconds(), "wave2-rec/s")
 		b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "x-wave2-defaults")
 		b.ReportMetric(took[0].Seconds()/took[2].Seconds(), "x-wave2-8KiB")
+		b.ReportMetric(took[0].Seconds()/took[3].Seconds(), "x-wave2-4KiB-no-delay")
 	}
 }

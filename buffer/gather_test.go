@@ -2,6 +2,7 @@ package buffer_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -12,24 +13,19 @@ import (
 
 // Readings that trickle in share a commit: one arriving while the last
 // commit is younger than CommitDelay waits for the delay, and what comes
-// meanwhile goes with it (the SD wear is per commit, issue 24).
+// meanwhile goes with it (the SD wear is per commit, issue 24). And
+// devices that wait for their acknowledgements are not held back: once
+// every device of the last commit is back, the commit goes.
 func TestCommitDelayGathersATrickle(t *testing.T) {
 	q := openT(t, filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{CommitDelay: 3 * time.Second})
-	ctx := context.Background()
-	if _, err := q.Append(ctx, []byte("first")); err != nil { // the first commit: no wait
-		t.Fatal(err)
-	}
+	// Devices (mark groups) that send on their own clocks, not when
+	// their last message was acknowledged.
+	appendMarked(t, q, marked("a", "a/1", "t", false)) // the first commit: no wait
 	before := q.Stats().Commits
-	// Two sensors read on their own clocks, 200 ms apart: not appenders
-	// that waited for a commit.
 	time.Sleep(200 * time.Millisecond)
 	var wg sync.WaitGroup
 	for _, d := range []string{"b", "c"} {
-		wg.Go(func() {
-			if _, err := q.Append(ctx, []byte(d)); err != nil {
-				t.Error(err)
-			}
-		})
+		wg.Go(func() { appendMarked(t, q, marked(d, d+"/1", "t", false)) })
 		time.Sleep(200 * time.Millisecond)
 	}
 	wg.Wait()
@@ -61,9 +57,32 @@ func TestCommitDelaySparesASerialAppender(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-ctx.Done():
-		// Held back, each append would wait 10 s: three in a row turn the
-		// delay off (for 500 s), so 25 s means the appender was taken for a
-		// trickle at least twice... or always.
+		// Held back, each append would wait 10 s (eight in a row turn the
+		// delay off): 25 s means it was taken for a trickle thrice.
 		t.Fatalf("100 serial appends held back by a 10 s commit delay: %d committed in 25 s", q.Stats().Appended)
 	}
+}
+
+// Two devices that each send again as soon as their message is
+// committed (QoS 1 with one message in flight): every commit holds both,
+// and both are back at once, so no delay holds them (only the last
+// messages of one wait for the other, which has stopped). Held, they
+// would take 100 delays.
+func TestCommitDelaySparesDevicesThatWaitForTheirAcks(t *testing.T) {
+	q := openT(t, filepath.Join(t.TempDir(), "buf.db"), &buffer.Options{CommitDelay: 2 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, d := range []string{"dev1", "dev2"} {
+		wg.Go(func() {
+			for i := range 100 {
+				e := marked(d, fmt.Sprintf("%s/%d", d, i), "t", false)
+				if _, err := q.AppendEntries(ctx, []buffer.Entry{e}); err != nil {
+					t.Errorf("%s: %v (%d committed in all)", d, err, q.Stats().Appended)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

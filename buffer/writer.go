@@ -78,7 +78,7 @@ func (q *Queue) writer() {
 		}
 		start := time.Now()
 		more := q.commit(batch)
-		gather.committed(start, time.Now())
+		gather.committed(start, batch)
 		recent[nrecent%len(recent)] = len(batch)
 		nrecent++
 		lastReqs, lastDur = slices.Max(recent[:]), time.Since(start)
@@ -148,31 +148,81 @@ func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []
 // A gatherer spaces commits CommitDelay apart (start to start) while
 // readings trickle in, so each commit carries several: the wear is per
 // commit, not per reading. It does not hold back appenders that wait for
-// each commit before they append again (a device that waits for its
+// each commit before they append again (devices that wait for their
 // PUBACK): spacing would cap each at one message per delay and gather
-// nothing. Two signs tell them: the batch's first append came right
-// after the last commit ended (within 5 ms, or twice the commit's time:
-// its appender waited for that commit), or three delays in a row
-// gathered nothing (then none for 50 delays). The writer goroutine owns
-// it.
+// nothing. Three signs tell them: every appender of the last commit is
+// back (each mark group it held, and as many unmarked appends: nobody
+// else is coming); the last commit carried GatherEvents/2 or more (a
+// pipelining appender: its next batch waits for this commit); or
+// gatherMisses delays in a row gathered nothing. The writer goroutine
+// owns it.
 type gatherer struct {
 	delay      time.Duration
-	start, end time.Time // of the last commit
-	lastDur    time.Duration
-	misses     int       // delays in a row that gathered nothing
-	offUntil   time.Time // no delays before
+	start      time.Time       // of the last commit
+	lastEvents int             // appended by the last commit
+	lastGroups map[string]bool // the mark groups of its appends
+	lastAnon   int             // its appends without marks
+	misses     int             // delays in a row that gathered nothing
+	offUntil   time.Time       // no delays before
 }
 
-// gatherMisses and gatherRest: three delays in a row that gather nothing
-// turn delays off for fifty delays.
+// gatherMisses and gatherRest: eight delays in a row that gather nothing
+// turn delays off for fifty delays. (Readings at random times leave a
+// delay empty now and then: at 10/s about one in five; eight in a row,
+// one in 400,000.)
 const (
-	gatherMisses = 3
+	gatherMisses = 8
 	gatherRest   = 50
 )
 
-// committed notes a commit's start and end.
-func (g *gatherer) committed(start, end time.Time) {
-	g.start, g.end, g.lastDur = start, end, end.Sub(start)
+// committed notes a commit's start and its appenders.
+func (g *gatherer) committed(start time.Time, batch []*appendReq) {
+	g.start, g.lastEvents = start, events(batch)
+	if g.delay <= 0 {
+		return
+	}
+	clear(g.lastGroups)
+	g.lastAnon = 0
+	for _, r := range batch {
+		anon := len(r.data) > 0
+		for _, m := range r.marks {
+			if m != nil {
+				if g.lastGroups == nil {
+					g.lastGroups = map[string]bool{}
+				}
+				g.lastGroups[string(m.Group)], anon = true, false
+			}
+		}
+		if anon {
+			g.lastAnon++
+		}
+	}
+}
+
+// allBack says whether batch holds every appender of the last commit
+// again: each of its mark groups, and as many appends without marks.
+func (g *gatherer) allBack(batch []*appendReq) bool {
+	if g.lastEvents == 0 {
+		return false
+	}
+	anon, groups := 0, 0
+	seen := map[string]bool{}
+	for _, r := range batch {
+		marked := false
+		for _, m := range r.marks {
+			if m != nil {
+				marked = true
+				if g.lastGroups[string(m.Group)] && !seen[string(m.Group)] {
+					seen[string(m.Group)] = true
+					groups++
+				}
+			}
+		}
+		if !marked {
+			anon++
+		}
+	}
+	return groups == len(g.lastGroups) && anon >= g.lastAnon
 }
 
 // gather holds a small batch until CommitDelay after the last commit's
@@ -188,16 +238,13 @@ func (q *Queue) gather(g *gatherer, batch []*appendReq) []*appendReq {
 	}
 	until := g.start.Add(g.delay)
 	now := time.Now()
-	if !now.Before(until) || now.Before(g.offUntil) {
+	if !now.Before(until) || now.Before(g.offUntil) || g.lastEvents >= GatherEvents/2 || g.allBack(batch) {
 		return batch
-	}
-	if batch[0].at.Sub(g.end) < max(5*time.Millisecond, 2*g.lastDur) {
-		return batch // its appender waited for the last commit
 	}
 	n := events(batch)
 	t := time.NewTimer(until.Sub(now))
 	defer t.Stop()
-	for events(batch) < GatherEvents {
+	for events(batch) < GatherEvents && !g.allBack(batch) {
 		select {
 		case <-q.kick:
 			batch = q.take(batch)

@@ -38,6 +38,7 @@ type StorageFile struct {
 	File    string `json:"file"` // buffer, broker_sessions
 	Path    string `json:"path"`
 	Written int64  `json:"written"` // since start
+	Commits uint64 `json:"commits"` // since start: each writes a few pages and fsyncs twice
 	// Estimated: counted as commits of three pages (the broker's
 	// sessions file), not as the bytes written.
 	Estimated bool `json:"estimated,omitempty"`
@@ -94,11 +95,11 @@ func lifeText(days float64) string {
 func storageFiles(c *Config, open bool, bs buffer.Stats, sources []SourceStatus) []StorageFile {
 	var fs []StorageFile
 	if open {
-		fs = append(fs, StorageFile{File: "buffer", Path: c.Buffer.Path, Written: bs.Written})
+		fs = append(fs, StorageFile{File: "buffer", Path: c.Buffer.Path, Written: bs.Written, Commits: bs.Commits})
 	}
 	for _, s := range sources {
 		if s.SessionsWritten != nil {
-			fs = append(fs, StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Estimated: true})
+			fs = append(fs, StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: uint64(*s.SessionsWritten) / (3 * 4096), Estimated: true})
 		}
 	}
 	return fs

@@ -57,12 +57,9 @@ mqtt:
     allow_anonymous: true
   subscriptions:
     - topic: sensors/#
-buffer:
-  # One commit per message, as fast as the disk allows: the device
-  # publishes one at a time, and the test needs many commits for cuts to
-  # land inside one. The promise under test (no PUBACK before the fsync)
-  # holds whatever the delay: a commit is gathered before it is made.
-  commit_delay: 0s
+# The default buffer settings (a 250 ms commit delay among them): the
+# device publishes one at a time, waiting for each PUBACK, which the
+# delay does not hold back, so there are many commits for cuts to land in.
 upstream:
   servers: [%s]
   drain: oldest_first
