@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -163,7 +164,7 @@ func intoStreamEmbedded(b *testing.B, natsBin, extra string) float64 {
 
 // gatewayIntoStream runs a gateway with cfg; count is what the stream
 // holds.
-func gatewayIntoStream(b *testing.B, cfg *gateway.Config, natsURL string, stopNats func()) (count func() uint64, stop func()) {
+func gatewayIntoStream(b *testing.B, cfg *config.Config, natsURL string, stopNats func()) (count func() uint64, stop func()) {
 	cfg.HTTP.Listen = "off"
 	g, err := gateway.New(cfg, gateway.Options{})
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -40,7 +40,7 @@ func TestPageInABrowser(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	zero := 0
 	cfg.MQTT.Subscriptions[0].Route.Priority = &zero
-	cfg.Gateway.Storage = &gateway.StorageConfig{Size: 32e9, RatedWrites: 3000}
+	cfg.Gateway.Storage = &config.StorageConfig{Size: 32e9, RatedWrites: 3000}
 	g := startGateway(t, cfg)
 	srv.Shutdown() // a backlog, and the uplink down
 	newPublisher(t, broker.URL(), "pub", true).publish(0, 5, 5, 0)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -24,7 +25,7 @@ func TestCleanStartLogsNoWarning(t *testing.T) {
 	for _, mode := range []string{"mqtt client", "embedded broker", "both", "fleet"} {
 		t.Run(mode, func(t *testing.T) {
 			srv := natstest.Start(t, nil)
-			var cfg *gateway.Config
+			var cfg *config.Config
 			var url string
 			switch mode {
 			case "mqtt client":

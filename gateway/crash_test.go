@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -29,7 +30,7 @@ func TestGatewayChild(t *testing.T) {
 	if path == "" {
 		t.Skip("child process only")
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Println(err)
 		os.Exit(3)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/secret"
 )
@@ -110,8 +111,8 @@ type kvUpdate struct {
 // only reports what it sees.
 type fleetAgent struct {
 	g     *Gateway
-	local *Config
-	f     *FleetConfig
+	local *config.Config
+	f     *config.FleetConfig
 	nc    *nats.Conn // the control connection, on the local file's upstream
 	path  string
 	keys  []string // "defaults", "gw.<id>": the order overlays are laid
@@ -128,9 +129,9 @@ type fleetAgent struct {
 	desired map[string]kvValue
 	trying  map[string]kvValue // being health-checked
 	gen     *generation
-	prev    *Config // the last known good while trying
+	prev    *config.Config // the last known good while trying
 	http    func()
-	httpCfg HTTPConfig
+	httpCfg config.HTTPConfig
 	statKV  jetstream.KeyValue
 	statErr string // the last problem with the status bucket, logged once
 }
@@ -138,7 +139,7 @@ type fleetAgent struct {
 // generation is one runConfigs, which takes new configs through
 // reconfigure; cfg and started are the agent's (run's goroutine).
 type generation struct {
-	cfg     *Config
+	cfg     *config.Config
 	started time.Time // when cfg was started or taken
 	cancel  context.CancelFunc
 	conf    chan reconfig
@@ -146,7 +147,7 @@ type generation struct {
 	err     error
 }
 
-func (g *Gateway) startGeneration(ctx context.Context, c *Config) *generation {
+func (g *Gateway) startGeneration(ctx context.Context, c *config.Config) *generation {
 	ctx, cancel := context.WithCancel(ctx)
 	gen := &generation{cfg: c, started: time.Now(), cancel: cancel, conf: make(chan reconfig), done: make(chan struct{})}
 	go func() {
@@ -158,7 +159,7 @@ func (g *Gateway) startGeneration(ctx context.Context, c *Config) *generation {
 
 // reconfigure moves the running generation to c; errGenerationDone if it
 // has stopped.
-func (gen *generation) reconfigure(c *Config) error {
+func (gen *generation) reconfigure(c *config.Config) error {
 	reply := make(chan error, 1)
 	select {
 	case gen.conf <- reconfig{c, reply}:
@@ -211,7 +212,7 @@ func (g *Gateway) newFleetAgent() (*fleetAgent, error) {
 	if err := a.load(); err != nil {
 		return nil, err
 	}
-	o := local.connOptions()
+	o := connOptions(local)
 	o.Name = "edgegw " + id + " fleet"
 	nc, err := forward.Connect(o, g.log.With("component", "fleet-connection"))
 	if err != nil {
@@ -285,11 +286,11 @@ func (a *fleetAgent) save() error {
 }
 
 // overlays are vs's values in the order they are laid.
-func (a *fleetAgent) overlays(vs map[string]kvValue) []Overlay {
-	var out []Overlay
+func (a *fleetAgent) overlays(vs map[string]kvValue) []config.Overlay {
+	var out []config.Overlay
 	for _, k := range a.keys {
 		if v := vs[k]; v.Present {
-			out = append(out, Overlay{Name: k, Revision: v.Revision, Data: []byte(v.Data)})
+			out = append(out, config.Overlay{Name: k, Revision: v.Revision, Data: []byte(v.Data)})
 		}
 	}
 	return out
@@ -297,7 +298,7 @@ func (a *fleetAgent) overlays(vs map[string]kvValue) []Overlay {
 
 // lastKnownGood is the local file with the saved overlays; the local file
 // alone if they no longer fit it (the file was edited since).
-func (a *fleetAgent) lastKnownGood() *Config {
+func (a *fleetAgent) lastKnownGood() *config.Config {
 	ovs := a.overlays(a.saved.Applied)
 	if len(ovs) == 0 {
 		return a.local
@@ -465,10 +466,10 @@ func (a *fleetAgent) apply(ctx context.Context) bool {
 // switchTo moves the running generation to cfg (it restarts only what
 // changed), or starts a new one if it has stopped; the HTTP listener
 // moves only when its section changed.
-func (a *fleetAgent) switchTo(ctx context.Context, cfg *Config) error {
+func (a *fleetAgent) switchTo(ctx context.Context, cfg *config.Config) error {
 	if !reflect.DeepEqual(cfg.HTTP, a.httpCfg) {
 		a.http()
-		a.http, a.httpCfg = func() {}, HTTPConfig{}
+		a.http, a.httpCfg = func() {}, config.HTTPConfig{}
 		stop, err := a.g.startHTTP(cfg)
 		if err != nil {
 			return err
@@ -570,7 +571,7 @@ func sameRevisions(x, y map[string]kvValue) bool {
 // yet, or "" when it passes: the stream answered and acknowledged what
 // was waiting (upstream), the MQTT sources are connected and subscribed
 // or listening (mqtt).
-func (g *Gateway) unhealthy(h HealthConfig, since time.Time) string {
+func (g *Gateway) unhealthy(h config.HealthConfig, since time.Time) string {
 	g.mu.Lock()
 	q, fwd, srcs := g.q, g.fwd, g.srcs
 	g.mu.Unlock()

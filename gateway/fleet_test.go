@@ -22,6 +22,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -30,14 +31,14 @@ import (
 // fleetFile writes a gateway config with a fleet section and a simulated
 // sensor every 10ms (so there is always something to forward), and
 // loads it.
-func fleetFile(t testing.TB, dir, natsURL, extra string) *gateway.Config {
+func fleetFile(t testing.TB, dir, natsURL, extra string) *config.Config {
 	t.Helper()
 	return fleetFileWith(t, dir, natsURL, extra)
 }
 
 // fleetFileWith is fleetFile with each old string of the text replaced by
 // its new one (strings.NewReplacer's pairs).
-func fleetFileWith(t testing.TB, dir, natsURL, extra string, oldnew ...string) *gateway.Config {
+func fleetFileWith(t testing.TB, dir, natsURL, extra string, oldnew ...string) *config.Config {
 	t.Helper()
 	text := fmt.Sprintf(`
 gateway:
@@ -66,7 +67,7 @@ fleet:
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,12 +117,12 @@ func (h *fleetHub) makeBuckets() {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultConfigBucket, History: 5})
+	kv, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: config.DefaultConfigBucket, History: 5})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.config = kv
-	if _, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultStatusBucket}); err != nil {
+	if _, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: config.DefaultStatusBucket}); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -152,7 +153,7 @@ func (h *fleetHub) status() (gateway.FleetStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var st gateway.FleetStatus
-	kv, err := h.js.KeyValue(ctx, gateway.DefaultStatusBucket)
+	kv, err := h.js.KeyValue(ctx, config.DefaultStatusBucket)
 	if err != nil {
 		return st, err
 	}
@@ -220,8 +221,8 @@ func TestFleetAppliesOverlaysLive(t *testing.T) {
 	// A null removes the key from every layer below: the built-in default.
 	rev = hub.put("gw.gw1", "upstream:\n  window: null\n")
 	hub.waitState(gateway.StateApplied, rev)
-	if w := g.Config().Upstream.Window; w != gateway.DefaultWindow {
-		t.Errorf("window %d after gw.gw1 set it to null, want the default %d", w, gateway.DefaultWindow)
+	if w := g.Config().Upstream.Window; w != config.DefaultWindow {
+		t.Errorf("window %d after gw.gw1 set it to null, want the default %d", w, config.DefaultWindow)
 	}
 }
 
@@ -251,7 +252,7 @@ func subjectCount(url, subj string) (uint64, error) {
 }
 
 // startFleetGateway runs g and waits for it to serve.
-func startFleetGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
+func startFleetGateway(t testing.TB, cfg *config.Config) *gateway.Gateway {
 	t.Helper()
 	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger()})
 	if err != nil {
@@ -410,7 +411,7 @@ func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
 	// Recreated: revisions start again at 1, below what the gateway saw.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := hub.js.DeleteKeyValue(ctx, gateway.DefaultConfigBucket); err != nil {
+	if err := hub.js.DeleteKeyValue(ctx, config.DefaultConfigBucket); err != nil {
 		t.Fatal(err)
 	}
 	hub.makeBuckets()
@@ -523,7 +524,7 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 		t.Fatalf("window %d", w)
 	}
 	waitFor(t, 30*time.Second, "its status entry", func() bool {
-		kv, err := hub.js.KeyValue(ctx, gateway.DefaultStatusBucket)
+		kv, err := hub.js.KeyValue(ctx, config.DefaultStatusBucket)
 		if err != nil {
 			return false
 		}
@@ -547,7 +548,7 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, gateway.DefaultConfigBucket)
+	kv, err := js.KeyValue(ctx, config.DefaultConfigBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +615,7 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	// No consumer deletes at all: van-07's watch, anyone's.
 	nc.Publish("$JS.API.CONSUMER.DELETE.KV_edgegw_config.anyones", nil)
 	waitDenied(`Publish to "$JS.API.CONSUMER.DELETE.KV_edgegw_config.anyones"`)
-	skv, err := js.KeyValue(ctx, gateway.DefaultStatusBucket)
+	skv, err := js.KeyValue(ctx, config.DefaultStatusBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
@@ -76,11 +77,11 @@ func BenchmarkFleetScale(b *testing.B) {
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: dup, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 			b.Fatal(err)
 		}
-		cfgKV, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultConfigBucket, History: 5, Replicas: replicas})
+		cfgKV, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: config.DefaultConfigBucket, History: 5, Replicas: replicas})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: gateway.DefaultStatusBucket, Replicas: replicas}); err != nil {
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: config.DefaultStatusBucket, Replicas: replicas}); err != nil {
 			b.Fatal(err)
 		}
 		cfgKV.PutString(ctx, "defaults", "upstream:\n  window: 256\n")
@@ -95,7 +96,7 @@ func BenchmarkFleetScale(b *testing.B) {
 			text := fmt.Sprintf("gateway:\n  id: gw-%03d\n  data_dir: %s\nsensors:\n  - {name: s, driver: sim, interval: %dms}\nupstream:\n  servers: [%s]\n  stream:\n    name: TELEMETRY\n    subjects: [telemetry.>]\nhttp:\n  listen: \"off\"\nfleet: {}\n", i, dir, 1000/rate, strings.Join(urls, ", "))
 			path := filepath.Join(dir, "edgegw.yaml")
 			os.WriteFile(path, []byte(text), 0o600)
-			cfg, err := gateway.LoadConfig(path)
+			cfg, err := config.Load(path)
 			if err != nil {
 				b.Fatal(err)
 			}

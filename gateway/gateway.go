@@ -23,6 +23,7 @@ import (
 	"periph.io/x/host/v3"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/subject"
@@ -51,12 +52,12 @@ type Options struct {
 // Gateway is one running edgegw.
 type Gateway struct {
 	o       Options
-	local   *Config // as New got it: the file, without fleet overlays
+	local   *config.Config // as New got it: the file, without fleet overlays
 	log     *slog.Logger
 	metrics *metrics
 
-	mu       sync.Mutex // guards the parts below, set by Run
-	cfg      *Config    // the effective config: local, or with overlays (fleet)
+	mu       sync.Mutex     // guards the parts below, set by Run
+	cfg      *config.Config // the effective config: local, or with overlays (fleet)
 	fleet    *fleetAgent
 	started  time.Time
 	httpAddr net.Addr
@@ -69,7 +70,7 @@ type Gateway struct {
 }
 
 // New checks cfg; it opens and starts nothing.
-func New(cfg *Config, o Options) (*Gateway, error) {
+func New(cfg *config.Config, o Options) (*Gateway, error) {
 	if cfg == nil {
 		return nil, errors.New("gateway: no config")
 	}
@@ -105,17 +106,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 // Config is the effective config: the file's, or with a fleet, the file
 // with the overlays applied.
-func (g *Gateway) Config() *Config { return g.config() }
+func (g *Gateway) Config() *config.Config { return g.config() }
 
 // config is the effective config.
-func (g *Gateway) config() *Config {
+func (g *Gateway) config() *config.Config {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.cfg
 }
 
 // startHTTP serves c's http section; the returned func stops it.
-func (g *Gateway) startHTTP(c *Config) (stop func(), err error) {
+func (g *Gateway) startHTTP(c *config.Config) (stop func(), err error) {
 	ln, users, err := listen(c.HTTP)
 	if err != nil {
 		return nil, err
@@ -134,11 +135,11 @@ func (g *Gateway) startHTTP(c *Config) (stop func(), err error) {
 
 // openBuffer opens the buffer file (its directory made if need be) and
 // says so when a damaged one had to be set aside.
-func (g *Gateway) openBuffer(c *Config) (*buffer.Queue, error) {
+func (g *Gateway) openBuffer(c *config.Config) (*buffer.Queue, error) {
 	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: buffer directory: %w", err)
 	}
-	q, err := buffer.Open(c.Buffer.Path, c.bufferOptions(func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) }))
+	q, err := buffer.Open(c.Buffer.Path, bufferOptions(c, func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) }))
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +170,7 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 
 // sensorSource builds a configured sensor, pin or pulse counter as an
 // event source on its subject, with the kind /status shows.
-func (g *Gateway) sensorSource(c *Config, sc SensorConfig) (*source, error) {
+func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig) (*source, error) {
 	open := g.o.OpenPin
 	if open == nil {
 		open = hostPin
@@ -194,7 +195,7 @@ func (g *Gateway) sensorSource(c *Config, sc SensorConfig) (*source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &source{Source: sensorSource{r, subj, sc.lane()}, kind: kind}, nil
+	return &source{Source: sensorSource{r, subj, sc.Lane()}, kind: kind}, nil
 }
 
 // hostPin opens a GPIO input of this machine.
@@ -214,9 +215,9 @@ func hostLine(name string) (gpio.PinIO, error) {
 
 // opener returns how to open sc's bus and device, as the driver table
 // says.
-func (g *Gateway) opener(sc SensorConfig) sensors.OpenFunc {
+func (g *Gateway) opener(sc config.SensorConfig) sensors.OpenFunc {
 	d, _ := sensors.DriverNamed(sc.Driver) // the config check knows it
-	spec, _ := sc.spec()
+	spec, _ := sc.Spec()
 	spec.Address = d.Addr(spec)
 	switch d.Bus {
 	case sensors.BusOneWire:

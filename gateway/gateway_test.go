@@ -17,13 +17,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
 // configFor writes a config for one gateway between broker and server.
-func configFor(t testing.TB, brokerURL, natsURL string, extra string) (*gateway.Config, string) {
+func configFor(t testing.TB, brokerURL, natsURL string, extra string) (*config.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	text := fmt.Sprintf(`
@@ -48,7 +49,7 @@ upstream:
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ upstream:
 
 // startGateway runs a gateway until the test ends and waits for its MQTT
 // source to connect.
-func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
+func startGateway(t testing.TB, cfg *config.Config) *gateway.Gateway {
 	t.Helper()
 	var log *slog.Logger
 	if os.Getenv("EDGEGW_TEST_LOG") != "" {
@@ -67,7 +68,7 @@ func startGateway(t testing.TB, cfg *gateway.Config) *gateway.Gateway {
 }
 
 // startGatewayLogged is startGateway with the gateway's logger.
-func startGatewayLogged(t testing.TB, cfg *gateway.Config, log *slog.Logger) *gateway.Gateway {
+func startGatewayLogged(t testing.TB, cfg *config.Config, log *slog.Logger) *gateway.Gateway {
 	t.Helper()
 	g, _ := startGatewayStop(t, cfg, log)
 	return g
@@ -77,7 +78,7 @@ func startGatewayLogged(t testing.TB, cfg *gateway.Config, log *slog.Logger) *ga
 // test to stop the gateway before it ends (it is stopped then anyway).
 // It waits for what the test will use: the embedded broker's listener, the
 // MQTT client's subscriptions.
-func startGatewayStop(t testing.TB, cfg *gateway.Config, log *slog.Logger) (*gateway.Gateway, func()) {
+func startGatewayStop(t testing.TB, cfg *config.Config, log *slog.Logger) (*gateway.Gateway, func()) {
 	t.Helper()
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, err := gateway.New(cfg, gateway.Options{Logger: log})

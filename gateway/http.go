@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 )
 
@@ -69,7 +70,7 @@ func (g *Gateway) serveHTTP(ln net.Listener, users []mqttbroker.User) (stop func
 
 // listen opens the http.listen address (nil when it is "off") and reads
 // the users who may read it. Off loopback, users are required.
-func listen(h HTTPConfig) (net.Listener, []mqttbroker.User, error) {
+func listen(h config.HTTPConfig) (net.Listener, []mqttbroker.User, error) {
 	addr := h.Listen
 	if addr == "off" {
 		return nil, nil, nil
@@ -80,7 +81,7 @@ func listen(h HTTPConfig) (net.Listener, []mqttbroker.User, error) {
 		if users, err = mqttbroker.LoadUsers(f); err != nil {
 			return nil, nil, fmt.Errorf("http.users_file: %w", err)
 		}
-	} else if !loopback(addr) {
+	} else if !config.Loopback(addr) {
 		return nil, nil, fmt.Errorf("http.listen %s is reachable from the network: set http.users_file (users with bcrypt hashes), or listen on 127.0.0.1", addr)
 	}
 	ln, err := net.Listen("tcp", addr)

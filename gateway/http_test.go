@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -325,7 +326,7 @@ func TestFullBufferSkipsReadingsCountedAndLoggedOnce(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	srv.Shutdown() // nothing drains
 	dir := t.TempDir()
-	cfg, err := gateway.ParseConfig("x.yaml", []byte(fmt.Sprintf(`gateway:
+	cfg, err := config.Parse("x.yaml", []byte(fmt.Sprintf(`gateway:
   id: gw1
   data_dir: %s
 buffer:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -407,9 +408,9 @@ func TestRoutesPriorityAndTTL(t *testing.T) {
 	srv.Shutdown()
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	zero, seven, one := 0, 7, 1
-	cfg.MQTT.Subscriptions[0].Route = gateway.Route{Priority: &seven, TTL: time.Second}
-	cfg.MQTT.Subscriptions = append(cfg.MQTT.Subscriptions, gateway.SubscriptionConfig{
-		Topic: "alarms/#", QoS: &one, Subject: "telemetry.{gateway}.{topic}", Route: gateway.Route{Priority: &zero}})
+	cfg.MQTT.Subscriptions[0].Route = config.Route{Priority: &seven, TTL: time.Second}
+	cfg.MQTT.Subscriptions = append(cfg.MQTT.Subscriptions, config.SubscriptionConfig{
+		Topic: "alarms/#", QoS: &one, Subject: "telemetry.{gateway}.{topic}", Route: config.Route{Priority: &zero}})
 	g := startGateway(t, cfg)
 
 	pub := newPublisher(t, broker.URL(), "pub", true)

@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -24,7 +25,7 @@ import (
 // serverConfigFor makes edgegw the site's broker on a free loopback port
 // (no mqtt.broker), routing sensors/# upstream; it returns the config and
 // the URL devices connect to.
-func serverConfigFor(t testing.TB, natsURL, server, extra string) (*gateway.Config, string) {
+func serverConfigFor(t testing.TB, natsURL, server, extra string) (*config.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	port := natstest.FreePort(t)
@@ -51,7 +52,7 @@ upstream:
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
@@ -19,7 +20,7 @@ import (
 
 // The config in each component's own terms: what Run hands them.
 
-func (c *Config) bufferOptions(onCommit func(time.Duration)) *buffer.Options {
+func bufferOptions(c *config.Config, onCommit func(time.Duration)) *buffer.Options {
 	policy, _ := buffer.ParsePolicy(c.Buffer.WhenFull) // checked
 	return &buffer.Options{
 		MaxBytes:    int64(c.Buffer.MaxBytes),
@@ -35,7 +36,7 @@ func (c *Config) bufferOptions(onCommit func(time.Duration)) *buffer.Options {
 	}
 }
 
-func (c *Config) connOptions() forward.ConnOptions {
+func connOptions(c *config.Config) forward.ConnOptions {
 	u := c.Upstream
 	return forward.ConnOptions{
 		Servers:      u.Servers,
@@ -53,7 +54,7 @@ func (c *Config) connOptions() forward.ConnOptions {
 }
 
 // subscriptions are the MQTT subscriptions with their parsed templates.
-func (c *Config) subscriptions() ([]mqttsource.Subscription, error) {
+func subscriptions(c *config.Config) ([]mqttsource.Subscription, error) {
 	if c.MQTT == nil {
 		return nil, nil
 	}
@@ -63,7 +64,7 @@ func (c *Config) subscriptions() ([]mqttsource.Subscription, error) {
 		if err != nil {
 			return nil, err // the config check refuses it first
 		}
-		l := s.lane()
+		l := s.Lane()
 		subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained, Priority: l.Priority, TTL: l.TTL})
 	}
 	return subs, nil
@@ -71,7 +72,7 @@ func (c *Config) subscriptions() ([]mqttsource.Subscription, error) {
 
 // filters are every subject this gateway publishes to: the forwarder
 // reads its last message on them.
-func (c *Config) filters(subs []mqttsource.Subscription) []string {
+func filters(c *config.Config, subs []mqttsource.Subscription) []string {
 	var out []string
 	for _, s := range subs {
 		out = append(out, s.Subject.Filter())
@@ -83,7 +84,7 @@ func (c *Config) filters(subs []mqttsource.Subscription) []string {
 	return out
 }
 
-func (c *Config) forwardOptions(filters []string, onAck func(time.Duration), log *slog.Logger) forward.Options {
+func forwardOptions(c *config.Config, filters []string, onAck func(time.Duration), log *slog.Logger) forward.Options {
 	u := c.Upstream
 	o := forward.Options{
 		GatewayID: c.Gateway.ID,
@@ -110,7 +111,7 @@ func (c *Config) forwardOptions(filters []string, onAck func(time.Duration), log
 	return o
 }
 
-func (c *Config) mqttOptions(subs []mqttsource.Subscription, log *slog.Logger) mqttsource.Options {
+func mqttOptions(c *config.Config, subs []mqttsource.Subscription, log *slog.Logger) mqttsource.Options {
 	m := c.MQTT
 	return mqttsource.Options{
 		Broker:        m.Broker,
@@ -130,7 +131,7 @@ func (c *Config) mqttOptions(subs []mqttsource.Subscription, log *slog.Logger) m
 
 // brokerOptions are the embedded broker's options; it reads the users
 // file and the TLS files.
-func (c *Config) brokerOptions(routes []mqttsource.Subscription, log *slog.Logger) (mqttbroker.Options, error) {
+func brokerOptions(c *config.Config, routes []mqttsource.Subscription, log *slog.Logger) (mqttbroker.Options, error) {
 	m, sv := c.MQTT, c.MQTT.Server
 	o := mqttbroker.Options{
 		Listen:         sv.Listen,
@@ -183,6 +184,6 @@ func (c *Config) brokerOptions(routes []mqttsource.Subscription, log *slog.Logge
 }
 
 // brokerSessionsPath is the embedded broker's sessions file.
-func brokerSessionsPath(c *Config) string {
+func brokerSessionsPath(c *config.Config) string {
 	return filepath.Join(c.Gateway.DataDir, "broker-sessions.db")
 }

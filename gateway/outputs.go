@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"periph.io/x/conn/v3/gpio"
+
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // output is a GPIO output of the outputs section, with the level last set.
@@ -16,7 +18,7 @@ type output struct {
 // openOutputs opens c's outputs. One that the running config already
 // has on the same pin is kept as it is, level included: a config change
 // must not flip a relay; a new one starts at its initial level.
-func (g *Gateway) openOutputs(c *Config) (map[string]*output, error) {
+func (g *Gateway) openOutputs(c *config.Config) (map[string]*output, error) {
 	open := g.o.OpenOutput
 	if open == nil {
 		open = func(name string) (gpio.PinOut, error) { return hostLine(name) }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -32,7 +34,7 @@ func TestPageGolden(t *testing.T) {
 				{Name: "tank", Kind: KindSensor, Up: false, LastError: `I²C bus "1": no such device`},
 				{Name: "door", Kind: KindGPIO, Up: true, LastReadingAge: &stale},
 			},
-			Storage: storageStatus(&StorageConfig{Size: 32e9, RatedWrites: 3000}, []StorageFile{
+			Storage: storageStatus(&config.StorageConfig{Size: 32e9, RatedWrites: 3000}, []StorageFile{
 				{File: "buffer", Path: "/var/lib/edgegw/buffer.db", Written: 3 << 20},
 				{File: "broker_sessions", Path: "/var/lib/edgegw/broker-sessions.db", Written: 96 << 10, Estimated: true},
 			}, 600, time.Hour, nil)},

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
@@ -27,7 +28,7 @@ import (
 type runner struct {
 	g    *Gateway
 	ctx  context.Context // the generation's; parts run under children of it
-	c    *Config
+	c    *config.Config
 	qr   queueRef // the buffer; only this runner's goroutine swaps it
 	fwd  *part
 	srcs []*part          // in config order
@@ -47,7 +48,7 @@ type queueRef struct {
 }
 
 type reconfig struct {
-	c     *Config
+	c     *config.Config
 	reply chan error
 }
 
@@ -75,7 +76,7 @@ func sig(v ...any) string {
 // HTTP listener, moving to each new config conf brings (nil: none).
 // commands: serve the command endpoints on the upstream connection
 // (without a fleet; the fleet's control connection serves them otherwise).
-func (g *Gateway) runConfigs(ctx context.Context, c *Config, commands bool, conf chan reconfig) (err error) {
+func (g *Gateway) runConfigs(ctx context.Context, c *config.Config, commands bool, conf chan reconfig) (err error) {
 	r := &runner{g: g, ctx: ctx, errs: make(chan error, 1), conf: conf}
 	if commands {
 		r.cmds = func(nc *nats.Conn) {
@@ -166,7 +167,7 @@ func (r *runner) stopAll() error {
 
 // reopen closes the buffer and, if c is not nil, opens it with c's
 // settings, while the sources' appends wait.
-func (r *runner) reopen(c *Config) error {
+func (r *runner) reopen(c *config.Config) error {
 	r.qr.mu.Lock()
 	defer r.qr.mu.Unlock()
 	var err error
@@ -189,7 +190,7 @@ func (r *runner) reopen(c *Config) error {
 }
 
 // reconfigure moves the running parts to c.
-func (r *runner) reconfigure(c *Config) error {
+func (r *runner) reconfigure(c *config.Config) error {
 	if r.qr.q == nil || sig(c.Buffer, c.Gateway) != sig(r.c.Buffer, r.c.Gateway) {
 		if r.qr.q != nil {
 			r.g.log.Info("the buffer's settings changed: reopening it")
@@ -204,11 +205,11 @@ func (r *runner) reconfigure(c *Config) error {
 		r.c = c
 		r.publish()
 	}
-	subs, err := c.subscriptions()
+	subs, err := subscriptions(c)
 	if err != nil {
 		return err
 	}
-	if s := sig(c.Upstream, c.Gateway.ID, c.filters(subs), c.maxPayload()); r.fwd == nil || r.fwd.sig != s {
+	if s := sig(c.Upstream, c.Gateway.ID, filters(c, subs), maxPayload(c)); r.fwd == nil || r.fwd.sig != s {
 		if r.fwd != nil {
 			r.fwd.stop()
 			r.fwd = nil
@@ -280,13 +281,13 @@ func (r *runner) reconfigure(c *Config) error {
 }
 
 // startForwarder connects upstream and starts a forwarder.
-func (r *runner) startForwarder(c *Config, subs []mqttsource.Subscription, s string) (*part, error) {
+func (r *runner) startForwarder(c *config.Config, subs []mqttsource.Subscription, s string) (*part, error) {
 	g := r.g
-	nc, err := forward.Connect(c.connOptions(), g.log.With("component", "upstream"))
+	nc, err := forward.Connect(connOptions(c), g.log.With("component", "upstream"))
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := forward.New(r.qr.q, nc, c.forwardOptions(c.filters(subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
+	fwd, err := forward.New(r.qr.q, nc, forwardOptions(c, filters(c, subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -330,13 +331,13 @@ type sourceSpec struct {
 
 // sourceSpecs are c's sources: the MQTT client of mqtt.broker, the
 // embedded broker (mqtt.server), and every sensor, in that order.
-func (g *Gateway) sourceSpecs(c *Config, subs []mqttsource.Subscription) []sourceSpec {
+func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttsource.Subscription) []sourceSpec {
 	var out []sourceSpec
 	if m := c.MQTT; m != nil && m.Broker != "" {
 		client := *m
 		client.Server, client.Subscriptions, client.MaxPayload = nil, nil, 0
 		out = append(out, sourceSpec{key: "mqtt", sig: sig(client, c.Gateway.ID), build: func() (*source, error) {
-			msrc, err := mqttsource.New(c.mqttOptions(subs, g.log))
+			msrc, err := mqttsource.New(mqttOptions(c, subs, g.log))
 			if err != nil {
 				return nil, err
 			}
@@ -347,7 +348,7 @@ func (g *Gateway) sourceSpecs(c *Config, subs []mqttsource.Subscription) []sourc
 	}
 	if m := c.MQTT; m != nil && m.Server.On() {
 		out = append(out, sourceSpec{key: "mqtt-server", sig: sig(m, c.Gateway.ID, c.Gateway.DataDir), build: func() (*source, error) {
-			o, err := c.brokerOptions(subs, g.log)
+			o, err := brokerOptions(c, subs, g.log)
 			if err != nil {
 				return nil, err
 			}
@@ -367,7 +368,7 @@ func (g *Gateway) sourceSpecs(c *Config, subs []mqttsource.Subscription) []sourc
 }
 
 // maxPayload is mqtt.max_payload, or 0 without MQTT.
-func (c *Config) maxPayload() ByteSize {
+func maxPayload(c *config.Config) config.ByteSize {
 	if c.MQTT == nil {
 		return 0
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
@@ -65,7 +66,7 @@ http:
 `, dir, withCreds(broker.URL(), "dev", "${EDGEGW_TEST_MQTT_PW}"), withCreds(srv.URL(), "edge", secrets["upstream URL"]))
 	path := filepath.Join(dir, "edgegw.yaml")
 	os.WriteFile(path, []byte(text), 0o600)
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ http:
 	} {
 		bad := strings.Replace(text, "  stream:\n", auth+"\n  stream:\n", 1)
 		bad = strings.Replace(bad, withCreds(srv.URL(), "edge", secrets["upstream URL"]), srv.URL(), 1)
-		cfg, err := gateway.ParseConfig("bad.yaml", []byte(bad), os.LookupEnv)
+		cfg, err := config.Parse("bad.yaml", []byte(bad), os.LookupEnv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +120,7 @@ http:
 	}
 	// A wrong MQTT password.
 	bad := strings.Replace(text, withCreds(broker.URL(), "dev", "${EDGEGW_TEST_MQTT_PW}"), broker.URL()+"\n  username: dev\n  password: "+secrets["mqtt.password"], 1)
-	cfg, err = gateway.ParseConfig("bad.yaml", []byte(bad), os.LookupEnv)
+	cfg, err = config.Parse("bad.yaml", []byte(bad), os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ http:
 	// A URL that does not even parse.
 	for _, key := range []string{"broker: tcp://", "servers: [nats://"} {
 		bad := strings.Replace(text, key, key+"dev:"+secrets["raw % in URL"]+"@", 1)
-		_, err := gateway.ParseConfig("bad.yaml", []byte(bad), os.LookupEnv)
+		_, err := config.Parse("bad.yaml", []byte(bad), os.LookupEnv)
 		if err == nil {
 			t.Fatalf("%s with a raw %% in the password: no error", key)
 		}

@@ -17,6 +17,7 @@ import (
 	"periph.io/x/conn/v3/onewire/onewiretest"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/sensors"
 )
@@ -48,7 +49,7 @@ upstream:
 `, dir, srv.URL())
 	path := filepath.Join(dir, "edgegw.yaml")
 	os.WriteFile(path, []byte(text), 0o600)
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	dir := t.TempDir()
 	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nsensors:\n  - name: shed\n    driver: bme280\n    bus: \"7\"\n    address: 0x77\n    interval: 20ms\n  - name: sim\n    driver: sim\n    interval: 20ms\nupstream:\n  servers: [%s]\n  stream:\n    create: true\n", dir, srv.URL())
-	cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+	cfg, err := config.Parse("x.yaml", []byte(text), os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 func TestGPIOEdgeToJetStream(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nsensors:\n  - name: front-door\n    driver: gpio_edge\n    pin: GPIO17\n    edge: both\n    debounce: 5ms\nupstream:\n  servers: [%s]\n  stream:\n    create: true\n", t.TempDir(), srv.URL())
-	cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+	cfg, err := config.Parse("x.yaml", []byte(text), os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestEveryDriverFromConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			text := fmt.Sprintf("gateway:\n  id: gw1\nsensors:\n  - name: s\n    %s\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", tt.yaml)
-			cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+			cfg, err := config.Parse("x.yaml", []byte(text), os.LookupEnv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,7 +239,7 @@ func (nopOneWire) Close() error { return nil }
 
 func TestDS18B20FromConfig(t *testing.T) {
 	text := "gateway:\n  id: gw1\nsensors:\n  - name: pipe\n    driver: ds18b20\n    rom: 0x740000070e41ac28\n    bits: 10\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"
-	cfg, err := gateway.ParseConfig("x.yaml", []byte(text), os.LookupEnv)
+	cfg, err := config.Parse("x.yaml", []byte(text), os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,16 +5,8 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
 )
-
-// StorageConfig is the card edgegw writes to, for the wear budget
-// (docs/operations.md, "SD card wear"): its size and how many times the
-// maker rates it to be written whole (program/erase cycles; a few
-// hundred for consumer cards, thousands for industrial ones).
-type StorageConfig struct {
-	Size        ByteSize `yaml:"size"`
-	RatedWrites int      `yaml:"rated_writes"`
-}
 
 // StorageStatus is what edgegw writes to its storage, by file, and what
 // that means for the card.
@@ -47,7 +39,7 @@ type StorageFile struct {
 // storageStatus fills in the totals and the card's life from files, the
 // readings appended since start, the uptime and the history's written
 // figures (oldest first, each a total of files).
-func storageStatus(card *StorageConfig, files []StorageFile, readings uint64, uptime time.Duration, hist []sample) StorageStatus {
+func storageStatus(card *config.StorageConfig, files []StorageFile, readings uint64, uptime time.Duration, hist []sample) StorageStatus {
 	s := StorageStatus{Files: files, Life: "unknown: set gateway.storage.size and rated_writes"}
 	for _, f := range files {
 		s.Written += f.Written
@@ -92,7 +84,7 @@ func lifeText(days float64) string {
 
 // storageFiles is what each file has had written since start: the
 // buffer's (when open) and the embedded broker's sessions file.
-func storageFiles(c *Config, open bool, bs buffer.Stats, sources []SourceStatus) []StorageFile {
+func storageFiles(c *config.Config, open bool, bs buffer.Stats, sources []SourceStatus) []StorageFile {
 	var fs []StorageFile
 	if open {
 		fs = append(fs, StorageFile{File: "buffer", Path: c.Buffer.Path, Written: bs.Written, Commits: bs.Commits})

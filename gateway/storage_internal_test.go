@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // The wear budget's arithmetic: per reading, per day (from the history
@@ -23,7 +25,7 @@ func TestStorageBudget(t *testing.T) {
 	// lasts 96,000 days.
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	hist := []sample{{at: t0, written: 5_000_000}, {at: t0.Add(36 * time.Minute), written: 5_000_000 + 25_000_000}}
-	s = storageStatus(&StorageConfig{Size: 32e9, RatedWrites: 3000}, files, 250, 24*time.Hour, hist)
+	s = storageStatus(&config.StorageConfig{Size: 32e9, RatedWrites: 3000}, files, 250, 24*time.Hour, hist)
 	if math.Abs(s.PerDay-1e9) > 1 {
 		t.Fatalf("per day from the history: %v", s.PerDay)
 	}
@@ -31,19 +33,19 @@ func TestStorageBudget(t *testing.T) {
 		t.Fatalf("life %v years, %q", s.LifeYears, s.Life)
 	}
 	// Less than a minute of history: since start.
-	s = storageStatus(&StorageConfig{Size: 1e9, RatedWrites: 100}, files, 250, time.Hour, hist[:1])
+	s = storageStatus(&config.StorageConfig{Size: 1e9, RatedWrites: 100}, files, 250, time.Hour, hist[:1])
 	if s.PerDay != 24_000_000 || s.Life != "about 11 years" {
 		t.Fatalf("since start: %v per day, %q", s.PerDay, s.Life)
 	}
-	s = storageStatus(&StorageConfig{Size: 1e9, RatedWrites: 10}, files, 250, time.Hour, nil)
+	s = storageStatus(&config.StorageConfig{Size: 1e9, RatedWrites: 10}, files, 250, time.Hour, nil)
 	if s.Life != "about 14 months" {
 		t.Fatalf("%q", s.Life)
 	}
-	s = storageStatus(&StorageConfig{Size: 1e8, RatedWrites: 10}, files, 250, time.Hour, nil)
+	s = storageStatus(&config.StorageConfig{Size: 1e8, RatedWrites: 10}, files, 250, time.Hour, nil)
 	if s.Life != "about 42 days" {
 		t.Fatalf("%q", s.Life)
 	}
-	s = storageStatus(&StorageConfig{Size: 1e8, RatedWrites: 10}, nil, 0, time.Hour, nil)
+	s = storageStatus(&config.StorageConfig{Size: 1e8, RatedWrites: 10}, nil, 0, time.Hour, nil)
 	if s.Life != "no writes yet" || s.PerReading != 0 {
 		t.Fatalf("nothing written: %+v", s)
 	}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
@@ -15,7 +15,7 @@ func TestStorageBudgetOfARunningGateway(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true", "")
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Gateway.Storage = &gateway.StorageConfig{Size: 32e9, RatedWrites: 3000}
+	cfg.Gateway.Storage = &config.StorageConfig{Size: 32e9, RatedWrites: 3000}
 	g := startGateway(t, cfg)
 	p := newPublisher(t, url, "dev1", false)
 	const n = 40

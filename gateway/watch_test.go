@@ -7,12 +7,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // An uplink that stays down is reported after a while and then at a slow
 // pace, never once per check.
 func TestWatchThrottlesTheDownWarning(t *testing.T) {
-	cfg, err := ParseConfig("x.yaml", []byte("gateway:\n  id: gw1\nsensors:\n  - name: sim\n    driver: sim\nupstream:\n  servers: [nats://127.0.0.1:1]\n"), func(string) (string, bool) { return "", false })
+	cfg, err := config.Parse("x.yaml", []byte("gateway:\n  id: gw1\nsensors:\n  - name: sim\n    driver: sim\nupstream:\n  servers: [nats://127.0.0.1:1]\n"), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}

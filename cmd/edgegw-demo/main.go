@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 func main() {
@@ -144,7 +145,7 @@ upstream:
 http:
   listen: 127.0.0.1:0   # any free port; a real gateway uses 127.0.0.1:9180
 `, dir, w.brokerAddr, w.natsURL)
-	cfg, err := gateway.ParseConfig("demo.yaml", []byte(cfgText), os.LookupEnv)
+	cfg, err := config.Parse("demo.yaml", []byte(cfgText), os.LookupEnv)
 	if err != nil {
 		w.close()
 		return nil, err

@@ -16,7 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
@@ -44,7 +44,7 @@ func TestDeployFilesAgree(t *testing.T) {
 	unit := read("deploy/edgegw.service")
 	for _, want := range []string{
 		"ExecStart=/usr/local/bin/edgegw run --config " + defaultConfig,
-		"StateDirectory=" + filepath.Base(gateway.DefaultDataDir),
+		"StateDirectory=" + filepath.Base(config.DefaultDataDir),
 		"Restart=always", "DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes",
 		"SupplementaryGroups=i2c gpio",
 	} {
@@ -61,7 +61,7 @@ func TestDeployFilesAgree(t *testing.T) {
 	}
 	for _, want := range []string{
 		"COPY configs/container.yaml " + defaultConfig,
-		"VOLUME " + gateway.DefaultDataDir,
+		"VOLUME " + config.DefaultDataDir,
 		`CMD ["run", "--config", "` + defaultConfig + `"]`,
 		"go build -trimpath -ldflags \"-s -w -X main.version=$VERSION\"",
 	} {
@@ -74,7 +74,7 @@ func TestDeployFilesAgree(t *testing.T) {
 	if !strings.Contains(docker, users) {
 		t.Errorf("deploy/Dockerfile lacks %q", users)
 	}
-	cfg, err := gateway.ParseConfig("container.yaml", []byte(read("configs/container.yaml")), func(k string) (string, bool) {
+	cfg, err := config.Parse("container.yaml", []byte(read("configs/container.yaml")), func(k string) (string, bool) {
 		if k == "EDGEGW_HTTP_USERS" {
 			return "../../deploy/http-users.example.yaml", true // /etc/edgegw/http-users.yaml in the image
 		}
@@ -83,8 +83,8 @@ func TestDeployFilesAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Gateway.DataDir != gateway.DefaultDataDir {
-		t.Errorf("configs/container.yaml keeps the buffer in %s, not on the image's volume %s", cfg.Gateway.DataDir, gateway.DefaultDataDir)
+	if cfg.Gateway.DataDir != config.DefaultDataDir {
+		t.Errorf("configs/container.yaml keeps the buffer in %s, not on the image's volume %s", cfg.Gateway.DataDir, config.DefaultDataDir)
 	}
 
 	var compose struct {
@@ -119,8 +119,8 @@ func TestDeployFilesAgree(t *testing.T) {
 	}
 	gw := compose.Services["edgegw"]
 	exists(filepath.Join("deploy", gw.Build.Context, gw.Build.Dockerfile))
-	if !strings.Contains(strings.Join(gw.Volumes, " "), ":"+gateway.DefaultDataDir) {
-		t.Errorf("compose mounts no volume on %s for the buffer: %v", gateway.DefaultDataDir, gw.Volumes)
+	if !strings.Contains(strings.Join(gw.Volumes, " "), ":"+config.DefaultDataDir) {
+		t.Errorf("compose mounts no volume on %s for the buffer: %v", config.DefaultDataDir, gw.Volumes)
 	}
 	if !strings.Contains(strings.Join(gw.Ports, " "), "9180:9180") {
 		t.Errorf("compose does not publish the metrics port: %v", gw.Ports)

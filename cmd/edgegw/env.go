@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // configFlags are the flags of every command that reads the config.
@@ -25,7 +25,7 @@ func addConfigFlags(fs *flag.FlagSet, config string) configFlags {
 // load reads the config, resolving ${VAR} from the environment first,
 // then from the env file. offline: a command that connects to nothing
 // does not need the connections' secrets.
-func (c configFlags) load(offline bool) (*gateway.Config, error) {
+func (c configFlags) load(offline bool) (*config.Config, error) {
 	env, err := readEnvFile(*c.envFile, *c.envFile == defaultEnvFile)
 	if err != nil {
 		return nil, err
@@ -37,7 +37,7 @@ func (c configFlags) load(offline bool) (*gateway.Config, error) {
 		v, ok := env[k]
 		return v, ok
 	}
-	return gateway.LoadConfigWith(*c.config, gateway.LoadOptions{Lookup: lookup, Offline: offline})
+	return config.LoadWith(*c.config, config.LoadOptions{Lookup: lookup, Offline: offline})
 }
 
 // readEnvFile reads a systemd EnvironmentFile: KEY=VALUE lines, # comments,

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/secret"
 )
 
@@ -38,8 +39,8 @@ func addFleetFlags(fs *flag.FlagSet) fleetFlags {
 		creds:        fs.String("creds", "", "a .creds file for the hub"),
 		ca:           fs.String("ca", "", "a CA file that verifies the hub's TLS certificate"),
 		context:      fs.String("context", "", "a nats CLI context (~/.config/nats/context/NAME.json): its url and credentials, as nats --context uses them"),
-		configBucket: fs.String("config-bucket", gateway.DefaultConfigBucket, "the overlays' KV bucket"),
-		statusBucket: fs.String("status-bucket", gateway.DefaultStatusBucket, "the gateways' status KV bucket"),
+		configBucket: fs.String("config-bucket", config.DefaultConfigBucket, "the overlays' KV bucket"),
+		statusBucket: fs.String("status-bucket", config.DefaultStatusBucket, "the gateways' status KV bucket"),
 	}
 }
 
@@ -196,7 +197,7 @@ func keyFor(target string) (string, error) {
 	if target == "defaults" {
 		return "defaults", nil
 	}
-	if !gateway.ValidID(target) {
+	if !config.ValidID(target) {
 		return "", fmt.Errorf("%q is not a gateway id (letters, digits, '-' and '_') or defaults", target)
 	}
 	return "gw." + target, nil
@@ -206,27 +207,27 @@ func keyFor(target string) (string, error) {
 // gateway's local file) if given, else over a minimal config, reporting
 // only the problems in the overlay itself.
 func checkOverlay(target, key string, data []byte, basePath string) error {
-	var base *gateway.Config
+	var base *config.Config
 	var err error
 	if basePath != "" {
-		base, err = gateway.LoadConfigWith(basePath, gateway.LoadOptions{Offline: true})
+		base, err = config.LoadWith(basePath, config.LoadOptions{Offline: true})
 	} else {
 		id := target
 		if target == "defaults" {
 			id = "any-gateway"
 		}
 		minimal := fmt.Sprintf("gateway:\n  id: %s\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", id)
-		base, err = gateway.ParseConfig("(a minimal config)", []byte(minimal), func(string) (string, bool) { return "x", true })
+		base, err = config.Parse("(a minimal config)", []byte(minimal), func(string) (string, bool) { return "x", true })
 	}
 	if err != nil {
 		return fmt.Errorf("--base: %w", err)
 	}
-	_, err = base.WithOverlays(gateway.Overlay{Name: key, Data: data})
-	var ce *gateway.ConfigError
+	_, err = base.WithOverlays(config.Overlay{Name: key, Data: data})
+	var ce *config.Error
 	if !errors.As(err, &ce) || basePath != "" {
 		return err
 	}
-	own := slices.DeleteFunc(slices.Clone(ce.Problems), func(p gateway.Problem) bool { return p.Source == "" })
+	own := slices.DeleteFunc(slices.Clone(ce.Problems), func(p config.Problem) bool { return p.Source == "" })
 	if len(own) == 0 {
 		return nil
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
 )
 
@@ -50,7 +51,7 @@ func TestFleetCommands(t *testing.T) {
 
 	cfgPath := filepath.Join(dir, "edgegw.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nsensors:\n  - {name: room, driver: sim, interval: 50ms}\nupstream:\n  servers: [%s]\n  stream:\n    create: true\nhttp:\n  listen: 127.0.0.1:0\nfleet:\n  heartbeat: 1s\n", dir, srv.URL())), 0o600)
-	cfg, err := gateway.LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestFleetCommands(t *testing.T) {
 		t.Fatalf("unset: %d %s%s", code, out, errb)
 	}
 	deadline = time.Now().Add(30 * time.Second)
-	for g.Config().Upstream.Window != gateway.DefaultWindow {
+	for g.Config().Upstream.Window != config.DefaultWindow {
 		if time.Now().After(deadline) {
 			t.Fatalf("after unset the window is %d", g.Config().Upstream.Window)
 		}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -189,7 +190,7 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.CheckFiles()
 	}
-	var ce *gateway.ConfigError
+	var ce *config.Error
 	if errors.As(err, &ce) {
 		for _, p := range ce.Problems {
 			fmt.Fprintf(stderr, "%s: %s\n", *cfgPath, p)
@@ -212,7 +213,7 @@ func flags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func newLogger(w io.Writer, c gateway.LogConfig) (*slog.Logger, error) {
+func newLogger(w io.Writer, c config.LogConfig) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.Level)); err != nil {
 		return nil, fmt.Errorf("log level %q is not debug, info, warn or error", c.Level)
@@ -241,7 +242,7 @@ func versionString() string {
 // health check for images without curl (deploy/Dockerfile) and scripts.
 func cmdHealth(args []string, stdout, stderr io.Writer) int {
 	fs := flags("health", stderr)
-	addr := fs.String("addr", gateway.DefaultHTTPListen, "the gateway's http.listen")
+	addr := fs.String("addr", config.DefaultHTTPListen, "the gateway's http.listen")
 	live := fs.Bool("live", false, "ask /healthz (alive) instead of /readyz (ready)")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // cmdStatus shows a running gateway's /status on one terminal screen, for
 // someone on SSH: once, or with --watch refreshed (with rates).
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flags("status", stderr)
-	addr := fs.String("addr", gateway.DefaultHTTPListen, "the gateway's http.listen")
+	addr := fs.String("addr", config.DefaultHTTPListen, "the gateway's http.listen")
 	watch := fs.Bool("watch", false, "refresh until interrupted, with ingest and drain rates")
 	every := fs.Duration("every", 2*time.Second, "refresh interval with --watch")
 	if err := fs.Parse(args); err != nil {

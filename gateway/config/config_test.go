@@ -1,4 +1,4 @@
-package gateway_test
+package config_test
 
 import (
 	"fmt"
@@ -9,17 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 )
 
-var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment", "UPSTREAM_PASSWORD": "x", "EDGEGW_HTTP_USERS": "../deploy/http-users.example.yaml"}
+var testEnv = map[string]string{"EDGEGW_ID": "van-07", "MQTT_PASSWORD": "p@ss: #not a comment", "UPSTREAM_PASSWORD": "x", "EDGEGW_HTTP_USERS": "../../deploy/http-users.example.yaml"}
 
 func lookup(k string) (string, bool) { v, ok := testEnv[k]; return v, ok }
 
 // Every file in configs/ loads: none can rot.
 func TestExampleConfigsLoad(t *testing.T) {
-	files, _ := filepath.Glob("../configs/*.yaml")
+	files, _ := filepath.Glob("../../configs/*.yaml")
 	if len(files) < 4 {
 		t.Fatalf("found %d example configs", len(files))
 	}
@@ -28,7 +28,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := gateway.ParseConfig(f, data, lookup)
+		cfg, err := config.Parse(f, data, lookup)
 		if err != nil {
 			t.Errorf("%v", err)
 			continue
@@ -38,13 +38,13 @@ func TestExampleConfigsLoad(t *testing.T) {
 }
 
 func TestDefaultsAndExpansion(t *testing.T) {
-	data, _ := os.ReadFile("../configs/minimal.yaml")
-	cfg, err := gateway.ParseConfig("minimal.yaml", data, lookup)
+	data, _ := os.ReadFile("../../configs/minimal.yaml")
+	cfg, err := config.Parse("minimal.yaml", data, lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := cfg.MQTT.Subscriptions[0]
-	wantMax := gateway.ByteSize(1 << 30)
+	wantMax := config.ByteSize(1 << 30)
 	if strconv.IntSize == 32 {
 		wantMax = 512 << 20 // bbolt maps the whole file
 	}
@@ -55,14 +55,14 @@ func TestDefaultsAndExpansion(t *testing.T) {
 		cfg.HTTP.Listen != "127.0.0.1:9180" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	data, _ = os.ReadFile("../configs/fleet-secure.yaml")
-	cfg, err = gateway.ParseConfig("fleet-secure.yaml", data, lookup)
+	data, _ = os.ReadFile("../../configs/fleet-secure.yaml")
+	cfg, err = config.Parse("fleet-secure.yaml", data, lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Gateway.ID != "van-07" || cfg.MQTT.Password != testEnv["MQTT_PASSWORD"] || cfg.Upstream.CredsFile != "/etc/edgegw/van-07.creds" ||
 		cfg.Upstream.Rate.BytesPerSecond != 64<<10 || cfg.MQTT.MaxPayload != 64<<10 ||
-		cfg.Fleet == nil || cfg.Fleet.ConfigBucket != gateway.DefaultConfigBucket || cfg.Fleet.Health.Timeout != gateway.DefaultHealthTimeout || !*cfg.Fleet.Health.Upstream {
+		cfg.Fleet == nil || cfg.Fleet.ConfigBucket != config.DefaultConfigBucket || cfg.Fleet.Health.Timeout != config.DefaultHealthTimeout || !*cfg.Fleet.Health.Upstream {
 		t.Fatalf("expansion: id %q password %q creds %q", cfg.Gateway.ID, cfg.MQTT.Password, cfg.Upstream.CredsFile)
 	}
 	if strings.Contains(cfg.Summary(), testEnv["MQTT_PASSWORD"]) {
@@ -159,8 +159,8 @@ upstream:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := gateway.ParseConfig("test.yaml", []byte(tt.yaml), lookup)
-			ce, ok := err.(*gateway.ConfigError)
+			_, err := config.Parse("test.yaml", []byte(tt.yaml), lookup)
+			ce, ok := err.(*config.Error)
 			if !ok {
 				t.Fatalf("err = %v, want a *ConfigError", err)
 			}
@@ -175,8 +175,8 @@ upstream:
 }
 
 func TestEveryProblemAtOnce(t *testing.T) {
-	_, err := gateway.ParseConfig("x.yaml", []byte("gateway:\n  id: a.b\nlog:\n  level: loud\n  format: xml\n"), lookup)
-	ce, ok := err.(*gateway.ConfigError)
+	_, err := config.Parse("x.yaml", []byte("gateway:\n  id: a.b\nlog:\n  level: loud\n  format: xml\n"), lookup)
+	ce, ok := err.(*config.Error)
 	if !ok || len(ce.Problems) < 4 {
 		t.Fatalf("want every problem reported together: %v", err)
 	}
@@ -189,8 +189,8 @@ func TestNoKnockOnProblems(t *testing.T) {
 		"bad size": "gateway:\n  id: gw1\nbuffer:\n  max_bytes: lots\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptions:\n    - topic: a/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n",
 		"typo":     "gateway:\n  id: gw1\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptons:\n    - topic: a/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n",
 	} {
-		_, err := gateway.ParseConfig("x.yaml", []byte(yaml), lookup)
-		ce, ok := err.(*gateway.ConfigError)
+		_, err := config.Parse("x.yaml", []byte(yaml), lookup)
+		ce, ok := err.(*config.Error)
 		if !ok || len(ce.Problems) != 1 {
 			t.Errorf("%s: want exactly one problem: %v", name, err)
 		}
@@ -203,10 +203,10 @@ func TestOfflineLoadNeedsNoSecrets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edgegw.yaml")
 	os.WriteFile(path, []byte("gateway:\n  id: gw1\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  username: edgegw\n  password: ${EDGEGW_UNSET_PW}\n  subscriptions:\n    - topic: a/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n  token: ${EDGEGW_UNSET_TOKEN}\n"), 0o600)
 	none := func(string) (string, bool) { return "", false }
-	if _, err := gateway.LoadConfigWith(path, gateway.LoadOptions{Lookup: none}); err == nil || !strings.Contains(err.Error(), "EDGEGW_UNSET_PW is not set") {
+	if _, err := config.LoadWith(path, config.LoadOptions{Lookup: none}); err == nil || !strings.Contains(err.Error(), "EDGEGW_UNSET_PW is not set") {
 		t.Fatalf("strict: %v", err)
 	}
-	cfg, err := gateway.LoadConfigWith(path, gateway.LoadOptions{Lookup: none, Offline: true})
+	cfg, err := config.LoadWith(path, config.LoadOptions{Lookup: none, Offline: true})
 	if err != nil || cfg.Buffer.Path == "" {
 		t.Fatalf("offline: %v", err)
 	}
@@ -215,7 +215,7 @@ func TestOfflineLoadNeedsNoSecrets(t *testing.T) {
 // The effective config shows the defaults that apply, not zeros, and
 // addresses in hex, and only the keys a sensor's driver uses.
 func TestSummaryShowsDefaults(t *testing.T) {
-	cfg, err := gateway.ParseConfig("x.yaml", []byte("gateway:\n  id: gw1\nsensors:\n  - name: a\n    driver: mcp9808\n    address: 0x18\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"), lookup)
+	cfg, err := config.Parse("x.yaml", []byte("gateway:\n  id: gw1\nsensors:\n  - name: a\n    driver: mcp9808\n    address: 0x18\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"), lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,13 +238,13 @@ func TestServerConfig(t *testing.T) {
 	const text = "gateway:\n  id: gw1\nmqtt:\n  server:\n    listen: 0.0.0.0:1883\n    users_file: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n"
 	users := filepath.Join(t.TempDir(), "users.yaml")
 	os.WriteFile(users, []byte("users:\n  - name: dev1\n    password_hash: plaintext\n    publish: [sensors/#]\n"), 0o600)
-	_, err := gateway.ParseConfig("x.yaml", []byte(fmt.Sprintf(text, users)), lookup)
+	_, err := config.Parse("x.yaml", []byte(fmt.Sprintf(text, users)), lookup)
 	if err == nil || !strings.Contains(err.Error(), "(dev1): password_hash is not a bcrypt hash") {
 		t.Fatalf("a plaintext password: %v", err)
 	}
 	hash, _ := mqttbroker.HashPassword("pw")
 	os.WriteFile(users, []byte("users:\n  - name: dev1\n    password_hash: "+hash+"\n    publish: [sensors/#]\n"), 0o600)
-	cfg, err := gateway.ParseConfig("x.yaml", []byte(fmt.Sprintf(text, users)), lookup)
+	cfg, err := config.Parse("x.yaml", []byte(fmt.Sprintf(text, users)), lookup)
 	if err != nil || !cfg.MQTT.Server.On() || cfg.MQTT.Broker != "" {
 		t.Fatalf("a broker-only config: %v", err)
 	}
@@ -272,7 +272,7 @@ upstream:
   servers: [nats://127.0.0.1:4222]
   drain: oldest_first
 `
-	cfg, err := gateway.ParseConfig("lanes.yaml", []byte(text), lookup)
+	cfg, err := config.Parse("lanes.yaml", []byte(text), lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ upstream:
 	if cfg.Upstream.Drain != "oldest_first" || cfg.Upstream.LowerShare != 0.1 {
 		t.Fatalf("upstream drain %q, lower_share %v", cfg.Upstream.Drain, cfg.Upstream.LowerShare)
 	}
-	cfg, err = gateway.ParseConfig("lanes.yaml", []byte(strings.Replace(text, "  drain: oldest_first\n", "", 1)), lookup)
+	cfg, err = config.Parse("lanes.yaml", []byte(strings.Replace(text, "  drain: oldest_first\n", "", 1)), lookup)
 	if err != nil || cfg.Upstream.Drain != "live_first" {
 		t.Fatalf("default drain %q, %v", cfg.Upstream.Drain, err)
 	}

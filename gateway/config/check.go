@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"fmt"
@@ -20,7 +20,7 @@ import (
 
 // checker collects problems at their key paths.
 type checker struct {
-	ce    *ConfigError
+	ce    *Error
 	lines map[string]int
 }
 
@@ -30,7 +30,7 @@ func (k checker) bad(path, format string, args ...any) {
 
 // check appends every problem to ce, section by section; lines gives key
 // paths their lines.
-func (c *Config) check(ce *ConfigError, lines map[string]int) {
+func (c *Config) check(ce *Error, lines map[string]int) {
 	k := checker{ce, lines}
 	c.checkGateway(k)
 	c.checkBuffer(k)
@@ -147,7 +147,7 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 		case !known:
 			k.bad(p+".driver", "%q is not one of %s", s.Driver, sensors.DriverNames())
 		default:
-			spec, err := s.spec()
+			spec, err := s.Spec()
 			if err != nil {
 				k.bad(p+".register", "%v", err)
 			}
@@ -253,7 +253,7 @@ func (c *Config) checkHTTPAndLog(k checker) {
 		host, port, err := net.SplitHostPort(l)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
 			k.bad("http.listen", "%q is not host:port (e.g. 127.0.0.1:9180, or :9180 for every interface) or off", l)
-		} else if !loopback(l) && c.HTTP.UsersFile == "" {
+		} else if !Loopback(l) && c.HTTP.UsersFile == "" {
 			k.bad("http.listen", "%q is reachable from the network: set http.users_file (users with bcrypt hashes, as for mqtt.server: edgegw mqtt hash-password), or listen on 127.0.0.1", l)
 		}
 	}
@@ -274,7 +274,7 @@ func (c *Config) checkHTTPAndLog(k checker) {
 // certificates and keys, NKey seed, creds) that cannot be read, at their
 // keys. config check and run call it; the offline commands do not.
 func (c *Config) CheckFiles() error {
-	ce := &ConfigError{File: "(files)"}
+	ce := &Error{File: "(files)"}
 	file := func(path, name string) {
 		if name == "" {
 			return

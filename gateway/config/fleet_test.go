@@ -1,4 +1,4 @@
-package gateway_test
+package config_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 const overlayBase = `gateway:
@@ -25,13 +25,13 @@ upstream:
     events_per_second: 50
 `
 
-func loadBase(t testing.TB) *gateway.Config {
+func loadBase(t testing.TB) *config.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "edgegw.yaml")
 	if err := os.WriteFile(path, []byte(overlayBase), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,8 +45,8 @@ func TestOverlaysMerge(t *testing.T) {
 	base := loadBase(t)
 	t.Setenv("EDGEGW_TEST_SUBJECT", "site7")
 	c, err := base.WithOverlays(
-		gateway.Overlay{Name: "defaults", Data: []byte("upstream:\n  window: 200\n  rate:\n    bytes_per_second: 1MiB\nmqtt:\n  subscriptions:\n    - topic: a/#\n    - topic: b/#\n")},
-		gateway.Overlay{Name: "gw.gw1", Data: []byte("upstream:\n  window: 300\n  rate:\n    events_per_second: null\nmqtt:\n  subscriptions:\n    - topic: c/#\n      subject: ${EDGEGW_TEST_SUBJECT}.{gateway}.{topic}\n")},
+		config.Overlay{Name: "defaults", Data: []byte("upstream:\n  window: 200\n  rate:\n    bytes_per_second: 1MiB\nmqtt:\n  subscriptions:\n    - topic: a/#\n    - topic: b/#\n")},
+		config.Overlay{Name: "gw.gw1", Data: []byte("upstream:\n  window: 300\n  rate:\n    events_per_second: null\nmqtt:\n  subscriptions:\n    - topic: c/#\n      subject: ${EDGEGW_TEST_SUBJECT}.{gateway}.{topic}\n")},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestOverlaysMerge(t *testing.T) {
 	}
 	// An empty or null overlay is no overlay.
 	for _, data := range []string{"", "null\n", "# nothing\n"} {
-		if c, err := base.WithOverlays(gateway.Overlay{Name: "gw.gw1", Data: []byte(data)}); err != nil || c.Summary() != base.Summary() {
+		if c, err := base.WithOverlays(config.Overlay{Name: "gw.gw1", Data: []byte(data)}); err != nil || c.Summary() != base.Summary() {
 			t.Errorf("overlay %q: %v", data, err)
 		}
 	}
@@ -86,8 +86,8 @@ func TestOverlayProblems(t *testing.T) {
 		{"upstream: [\n", "(gw.gw1): yaml"},
 		{"gateway:\n  id: gw2\n", "gateway.id (fleet): cannot be changed remotely"},
 	} {
-		_, err := base.WithOverlays(gateway.Overlay{Name: "defaults", Data: []byte("log:\n  level: debug\n")}, gateway.Overlay{Name: "gw.gw1", Data: []byte(tt.data)})
-		var ce *gateway.ConfigError
+		_, err := base.WithOverlays(config.Overlay{Name: "defaults", Data: []byte("log:\n  level: debug\n")}, config.Overlay{Name: "gw.gw1", Data: []byte(tt.data)})
+		var ce *config.Error
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("overlay %q: %v, want %q", tt.data, err, tt.want)
 		}
@@ -104,7 +104,7 @@ func FuzzOverlay(f *testing.F) {
 	}
 	base := loadBase(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := base.WithOverlays(gateway.Overlay{Name: "gw.gw1", Data: data})
+		c, err := base.WithOverlays(config.Overlay{Name: "gw.gw1", Data: data})
 		if err != nil {
 			return
 		}

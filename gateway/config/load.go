@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"errors"
@@ -178,15 +178,15 @@ func (p Problem) String() string {
 	return fmt.Sprintf("%s: %s", p.Path, p.Msg)
 }
 
-// ConfigError lists every problem found in a config.
-type ConfigError struct {
+// Error lists every problem found in a config.
+type Error struct {
 	File     string
 	Problems []Problem
 
 	layers []string // the overlays laid over File, in order
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "config %s", e.File)
 	for _, l := range e.layers {
@@ -200,10 +200,10 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
-// LoadConfig reads, expands, checks and completes a config file. Every
-// problem is reported at once, in a *ConfigError.
-func LoadConfig(path string) (*Config, error) {
-	return LoadConfigWith(path, LoadOptions{})
+// Load reads, expands, checks and completes a config file. Every
+// problem is reported at once, in a *Error.
+func Load(path string) (*Config, error) {
+	return LoadWith(path, LoadOptions{})
 }
 
 // LoadOptions change how a config is loaded.
@@ -216,8 +216,8 @@ type LoadOptions struct {
 	Offline bool
 }
 
-// LoadConfigWith is LoadConfig with options.
-func LoadConfigWith(path string, o LoadOptions) (*Config, error) {
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -228,8 +228,8 @@ func LoadConfigWith(path string, o LoadOptions) (*Config, error) {
 	return parseConfig(path, data, o)
 }
 
-// ParseConfig is LoadConfig on bytes; lookup resolves ${VAR} references.
-func ParseConfig(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+// Parse is Load on bytes; lookup resolves ${VAR} references.
+func Parse(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	return parseConfig(name, data, LoadOptions{Lookup: lookup})
 }
 
@@ -256,7 +256,7 @@ func parseLayers(src *configSource, overlays []Overlay) (*Config, error) {
 	if o.Lookup == nil {
 		o.Lookup = os.LookupEnv
 	}
-	ce := &ConfigError{File: src.name}
+	ce := &Error{File: src.name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(src.data, &root); err != nil {
 		ce.Problems = append(ce.Problems, Problem{Path: "(file)", Msg: err.Error()})
@@ -321,7 +321,7 @@ var envRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 // walk records each key's line, reports unknown keys, and expands
 // ${VAR} and ${VAR:-default} in scalar values (never in keys, and never
 // into YAML structure: a value stays one value).
-func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, lookup func(string) (string, bool), ce *ConfigError) {
+func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, lookup func(string) (string, bool), ce *Error) {
 	for t != nil && (t.Kind() == reflect.Pointer) {
 		t = t.Elem()
 	}

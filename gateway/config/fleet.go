@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"errors"
@@ -205,7 +205,7 @@ func (c *Config) WithOverlays(overlays ...Overlay) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	ce := &ConfigError{File: c.src.name}
+	ce := &Error{File: c.src.name}
 	for _, ov := range overlays {
 		ce.layers = append(ce.layers, ov.Name)
 	}

@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"bytes"
@@ -47,9 +47,9 @@ type HTTPConfig struct {
 	UsersFile string `yaml:"users_file,omitempty"`
 }
 
-// loopback reports whether a listen address is reachable from this
+// Loopback reports whether a listen address is reachable from this
 // machine only.
-func loopback(listen string) bool {
+func Loopback(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return false
@@ -100,7 +100,7 @@ type Route struct {
 	TTL time.Duration `yaml:"ttl,omitempty"`
 }
 
-func (r Route) lane() buffer.Lane {
+func (r Route) Lane() buffer.Lane {
 	l := buffer.Lane{Priority: buffer.DefaultPriority, TTL: r.TTL}
 	if r.Priority != nil {
 		l.Priority = *r.Priority
@@ -460,9 +460,9 @@ func (c *Config) completeHTTPAndLog() {
 	}
 }
 
-// spec is the sensor's config in the driver table's terms; an error is a
+// Spec is the sensor's config in the driver table's terms; an error is a
 // register byte order that is neither big nor little.
-func (s SensorConfig) spec() (sensors.Spec, error) {
+func (s SensorConfig) Spec() (sensors.Spec, error) {
 	sp := sensors.Spec{Address: s.Address, Interval: s.Interval, ROM: s.ROM, Bits: s.Bits, Seed: s.Seed,
 		Pin: s.Pin, Edge: s.Edge, Pull: s.Pull, Debounce: s.Debounce}
 	for _, c := range s.Channels {
@@ -530,4 +530,13 @@ func hexify(n *yaml.Node) {
 	for _, c := range n.Content {
 		hexify(c)
 	}
+}
+
+// StorageConfig is the card edgegw writes to, for the wear budget
+// (docs/operations.md, "SD card wear"): its size and how many times the
+// maker rates it to be written whole (program/erase cycles; a few
+// hundred for consumer cards, thousands for industrial ones).
+type StorageConfig struct {
+	Size        ByteSize `yaml:"size"`
+	RatedWrites int      `yaml:"rated_writes"`
 }
