@@ -201,6 +201,7 @@ type Queue struct {
 	marks *markIndex // the writer's (and open's): see marks.go
 
 	commits   atomic.Uint64 // since Open: see Stats.Written
+	pageSize  int           // the file's, set by open (db.Info races with a remap)
 	appended0 uint64        // appended_total at Open; set by load
 
 	quarantine *CorruptError // set by Open, read-only after
@@ -354,15 +355,16 @@ func open(path string, o Options) (*Queue, error) {
 		return nil, openError(path, err)
 	}
 	q := &Queue{
-		db:      db,
-		path:    path,
-		opts:    o,
-		clock:   o.Clock,
-		kick:    make(chan struct{}, 1),
-		wake:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		changed: make(chan struct{}),
+		db:       db,
+		pageSize: db.Info().PageSize,
+		path:     path,
+		opts:     o,
+		clock:    o.Clock,
+		kick:     make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}),
 	}
 	if q.clock == nil {
 		q.clock = SystemClock()
@@ -644,7 +646,7 @@ func (q *Queue) Stats() Stats {
 	}
 	s.Commits = q.commits.Load()
 	dbs := q.db.Stats()
-	s.Written = dbs.TxStats.GetPageAlloc() + int64(s.Commits)*int64(q.db.Info().PageSize)
+	s.Written = dbs.TxStats.GetPageAlloc() + int64(s.Commits)*int64(q.pageSize)
 	return s
 }
 

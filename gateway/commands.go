@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -59,9 +60,9 @@ func (g *Gateway) serveCommands(nc *nats.Conn) (micro.Service, error) {
 
 // ConfigReply is what the config endpoint answers.
 type ConfigReply struct {
-	Revision string       `json:"revision"` // a hash of the effective config, as on the page
-	Config   string       `json:"config"`   // the effective config, secrets masked
-	Fleet    *FleetStatus `json:"fleet,omitempty"`
+	Revision string              `json:"revision"` // a hash of the effective config, as on the page
+	Config   string              `json:"config"`   // the effective config, secrets masked
+	Fleet    *status.FleetStatus `json:"fleet,omitempty"`
 }
 
 func (g *Gateway) configCommand(r micro.Request) {

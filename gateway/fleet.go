@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
 	"log/slog"
 	"maps"
 	"os"
@@ -18,63 +20,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/secret"
 )
-
-// Fleet states, as in the status bucket.
-const (
-	StateApplied    = "applied"     // the desired config runs (or none is desired)
-	StateApplying   = "applying"    // running it, waiting for the health check
-	StateRejected   = "rejected"    // it failed the checks; the old config runs
-	StateRolledBack = "rolled_back" // it failed its health check; the last known good runs
-)
-
-// FleetStatus is a gateway's entry in the status bucket (key gw.<id>),
-// and the fleet part of the config endpoint. Revisions are the config
-// bucket's: desired_revision is the newest of the gateway's two keys, and
-// desired/applied give each key's.
-type FleetStatus struct {
-	Gateway         string            `json:"gateway"`
-	DesiredRevision uint64            `json:"desired_revision"`
-	AppliedRevision uint64            `json:"applied_revision"`
-	Desired         map[string]uint64 `json:"desired"`
-	Applied         map[string]uint64 `json:"applied"`
-	State           string            `json:"state"`
-	Error           string            `json:"error,omitempty"`
-	At              time.Time         `json:"at"`
-	Heartbeat       *Heartbeat        `json:"heartbeat,omitempty"`
-}
-
-// Heartbeat is published on edgegw.status.<id> every fleet.heartbeat, and
-// kept in the status entry.
-type Heartbeat struct {
-	Gateway          string          `json:"gateway"`
-	At               time.Time       `json:"at"`
-	Uplink           bool            `json:"uplink"`
-	Backlog          uint64          `json:"backlog"`
-	BacklogBytes     int64           `json:"backlog_bytes"`
-	OldestAgeSeconds float64         `json:"oldest_age_seconds"`
-	Lanes            []HeartbeatLane `json:"lanes,omitempty"`
-	ClockSynced      bool            `json:"clock_synced"`
-	DiskFreeBytes    int64           `json:"disk_free_bytes"`
-	Version          string          `json:"version"`
-	GoVersion        string          `json:"go_version"`
-	AppliedRevision  uint64          `json:"applied_revision"`
-	State            string          `json:"state"`
-	// NotReady is /readyz's reason when the gateway is not ready: a held
-	// route, a buffer that cannot commit, an upstream that refuses.
-	NotReady string `json:"not_ready,omitempty"`
-}
-
-// HeartbeatLane is one buffer lane in a heartbeat.
-type HeartbeatLane struct {
-	Priority         int     `json:"priority"`
-	TTL              string  `json:"ttl,omitempty"`
-	Events           uint64  `json:"events"`
-	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
-}
 
 // kvValue is one key's overlay at a revision; !Present: no overlay (the
 // key is absent or deleted).
@@ -92,7 +40,7 @@ type fleetSaved struct {
 	Created time.Time          `json:"bucket_created"` // the bucket's identity: recreated, it differs
 	Seen    map[string]uint64  `json:"seen"`
 	Applied map[string]kvValue `json:"applied"`
-	Status  FleetStatus        `json:"status"`
+	Status  status.FleetStatus `json:"status"`
 }
 
 // kvUpdate is what the watch saw of one key.
@@ -119,7 +67,7 @@ type fleetAgent struct {
 	log   *slog.Logger
 
 	mu     sync.Mutex // guards status, read by the command endpoints
-	status FleetStatus
+	status status.FleetStatus
 	// caughtUp counts the watches whose current values run has noted: a
 	// fact tests wait for ("the new watch saw it and did nothing").
 	caughtUp atomic.Uint64
@@ -317,8 +265,8 @@ func (a *fleetAgent) run(ctx context.Context) error {
 	a.desired = maps.Clone(a.saved.Applied)
 	st := a.saved.Status
 	st.Gateway = a.local.Gateway.ID
-	if st.State == "" || st.State == StateApplying {
-		st.State = StateApplied
+	if st.State == "" || st.State == status.StateApplying {
+		st.State = status.StateApplied
 	}
 	a.setStatus(st)
 
@@ -444,17 +392,17 @@ func (a *fleetAgent) apply(ctx context.Context) bool {
 	cfg, err := a.local.WithOverlays(a.overlays(want)...)
 	if err != nil {
 		a.log.Error("fleet config rejected; the running config stays", "desired_revision", maxRevision(want), "err", err)
-		a.done(StateRejected, want, err.Error())
+		a.done(status.StateRejected, want, err.Error())
 		return false
 	}
 	if cfg.Summary() == a.gen.cfg.Summary() { // e.g. a value set to what it was
 		a.saved.Applied = want
-		a.done(StateApplied, want, "")
+		a.done(status.StateApplied, want, "")
 		return false
 	}
 	a.log.Info("applying fleet config", "desired_revision", maxRevision(want))
 	a.prev, a.trying = a.gen.cfg, want
-	a.setStatus(a.statusFor(StateApplying, want, ""))
+	a.setStatus(a.statusFor(status.StateApplying, want, ""))
 	a.putStatus(ctx)
 	if err := a.switchTo(ctx, cfg); err != nil {
 		a.rollBack(ctx, err.Error())
@@ -489,7 +437,7 @@ func (a *fleetAgent) switchTo(ctx context.Context, cfg *config.Config) error {
 func (a *fleetAgent) kept() {
 	a.saved.Applied = a.trying
 	a.log.Info("fleet config applied", "applied_revision", maxRevision(a.trying))
-	a.done(StateApplied, a.trying, "")
+	a.done(status.StateApplied, a.trying, "")
 	a.trying, a.prev = nil, nil
 }
 
@@ -501,7 +449,7 @@ func (a *fleetAgent) rollBack(ctx context.Context, why string) {
 		a.log.Error("the last known good config cannot run either", "err", err)
 	}
 	a.trying, a.prev = nil, nil
-	a.done(StateRolledBack, tried, why)
+	a.done(status.StateRolledBack, tried, why)
 }
 
 // done records an outcome for the desired revisions want, durably, and
@@ -516,7 +464,7 @@ func (a *fleetAgent) done(state string, want map[string]kvValue, msg string) {
 	a.putStatus(context.Background())
 }
 
-func (a *fleetAgent) statusFor(state string, want map[string]kvValue, msg string) FleetStatus {
+func (a *fleetAgent) statusFor(state string, want map[string]kvValue, msg string) status.FleetStatus {
 	st := a.currentStatus()
 	st.State, st.Error, st.At = state, msg, time.Now().UTC()
 	st.Desired, st.Applied = revisions(want), revisions(a.saved.Applied)
@@ -524,13 +472,13 @@ func (a *fleetAgent) statusFor(state string, want map[string]kvValue, msg string
 	return st
 }
 
-func (a *fleetAgent) setStatus(st FleetStatus) {
+func (a *fleetAgent) setStatus(st status.FleetStatus) {
 	a.mu.Lock()
 	a.status = st
 	a.mu.Unlock()
 }
 
-func (a *fleetAgent) currentStatus() FleetStatus {
+func (a *fleetAgent) currentStatus() status.FleetStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.status
@@ -597,7 +545,7 @@ func (g *Gateway) unhealthy(h config.HealthConfig, since time.Time) string {
 	if *h.MQTT {
 		now := time.Now()
 		for _, s := range srcs {
-			if s.kind != KindMQTT && s.kind != KindMQTTServer {
+			if s.kind != status.KindMQTT && s.kind != status.KindMQTTServer {
 				continue
 			}
 			if st := s.status(now); !st.Up {
@@ -612,12 +560,12 @@ func (g *Gateway) unhealthy(h config.HealthConfig, since time.Time) string {
 func (a *fleetAgent) heartbeat(ctx context.Context) {
 	st := a.g.Status()
 	fs := a.currentStatus()
-	hb := &Heartbeat{Gateway: a.local.Gateway.ID, At: time.Now().UTC(), Uplink: st.Upstream.Connected,
+	hb := &status.Heartbeat{Gateway: a.local.Gateway.ID, At: time.Now().UTC(), Uplink: st.Upstream.Connected,
 		Backlog: st.Buffer.Events, BacklogBytes: st.Buffer.Bytes, OldestAgeSeconds: st.Buffer.OldestAgeSeconds,
 		ClockSynced: st.Buffer.ClockSynced, Version: st.Version, GoVersion: runtime.Version(),
 		AppliedRevision: fs.AppliedRevision, State: fs.State, NotReady: st.NotReady}
 	for _, l := range st.Buffer.Lanes {
-		hb.Lanes = append(hb.Lanes, HeartbeatLane{Priority: l.Priority, TTL: l.TTL, Events: l.Events, OldestAgeSeconds: l.OldestAgeSeconds})
+		hb.Lanes = append(hb.Lanes, status.HeartbeatLane{Priority: l.Priority, TTL: l.TTL, Events: l.Events, OldestAgeSeconds: l.OldestAgeSeconds})
 	}
 	if free, ok := diskFree(a.local.Buffer.Path); ok {
 		hb.DiskFreeBytes = free
@@ -670,12 +618,12 @@ func (a *fleetAgent) putStatus(ctx context.Context) {
 }
 
 // FleetStatus is the fleet state, and false without a fleet section.
-func (g *Gateway) FleetStatus() (FleetStatus, bool) {
+func (g *Gateway) FleetStatus() (status.FleetStatus, bool) {
 	g.mu.Lock()
 	a := g.fleet
 	g.mu.Unlock()
 	if a == nil {
-		return FleetStatus{}, false
+		return status.FleetStatus{}, false
 	}
 	return a.currentStatus(), true
 }

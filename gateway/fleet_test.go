@@ -26,6 +26,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // fleetFile writes a gateway config with a fleet section and a simulated
@@ -149,10 +150,10 @@ func (h *fleetHub) put(key, yaml string) uint64 {
 }
 
 // status reads gw1's status entry.
-func (h *fleetHub) status() (gateway.FleetStatus, error) {
+func (h *fleetHub) status() (status.FleetStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var st gateway.FleetStatus
+	var st status.FleetStatus
 	kv, err := h.js.KeyValue(ctx, config.DefaultStatusBucket)
 	if err != nil {
 		return st, err
@@ -165,14 +166,14 @@ func (h *fleetHub) status() (gateway.FleetStatus, error) {
 }
 
 // waitState waits until gw1 reports state for desired revision rev.
-func (h *fleetHub) waitState(state string, rev uint64) gateway.FleetStatus {
+func (h *fleetHub) waitState(state string, rev uint64) status.FleetStatus {
 	h.t.Helper()
 	return h.waitStateWithin(time.Minute, state, rev)
 }
 
-func (h *fleetHub) waitStateWithin(limit time.Duration, state string, rev uint64) gateway.FleetStatus {
+func (h *fleetHub) waitStateWithin(limit time.Duration, state string, rev uint64) status.FleetStatus {
 	h.t.Helper()
-	var st gateway.FleetStatus
+	var st status.FleetStatus
 	var err error
 	waitFor(h.t, limit, fmt.Sprintf("state %s at revision %d", state, rev), func() bool {
 		st, err = h.status()
@@ -190,11 +191,11 @@ func TestFleetAppliesOverlaysLive(t *testing.T) {
 	hub := newFleetHub(t, srv.URL())
 	cfg := fleetFile(t, t.TempDir(), srv.URL(), "")
 	g := startFleetGateway(t, cfg)
-	hub.waitState(gateway.StateApplied, 0)
+	hub.waitState(status.StateApplied, 0)
 
 	hub.put("defaults", "upstream:\n  window: 64\nsensors:\n  - {name: hall, driver: sim, interval: 10ms}\n")
 	rev := hub.put("gw.gw1", "upstream:\n  window: 32\n")
-	st := hub.waitState(gateway.StateApplied, rev)
+	st := hub.waitState(status.StateApplied, rev)
 	if st.AppliedRevision != rev || st.Applied["defaults"] == 0 || st.Applied["gw.gw1"] != rev {
 		t.Fatalf("status %+v", st)
 	}
@@ -220,7 +221,7 @@ func TestFleetAppliesOverlaysLive(t *testing.T) {
 
 	// A null removes the key from every layer below: the built-in default.
 	rev = hub.put("gw.gw1", "upstream:\n  window: null\n")
-	hub.waitState(gateway.StateApplied, rev)
+	hub.waitState(status.StateApplied, rev)
 	if w := g.Config().Upstream.Window; w != config.DefaultWindow {
 		t.Errorf("window %d after gw.gw1 set it to null, want the default %d", w, config.DefaultWindow)
 	}
@@ -269,9 +270,9 @@ func TestFleetRejectsAnInvalidOverlay(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
 	g := startFleetGateway(t, fleetFile(t, t.TempDir(), srv.URL(), ""))
-	hub.waitState(gateway.StateApplied, 0)
+	hub.waitState(status.StateApplied, 0)
 	rev := hub.put("gw.gw1", "upstream:\n  window: 2\n  lower_share: 0.9\n")
-	st := hub.waitState(gateway.StateRejected, rev)
+	st := hub.waitState(status.StateRejected, rev)
 	if !strings.Contains(st.Error, "upstream.lower_share (gw.gw1 line 3)") || st.AppliedRevision != 0 {
 		t.Fatalf("status %+v: want the key path and line of the bad value, nothing applied", st)
 	}
@@ -292,7 +293,7 @@ func TestFleetRejectsAnInvalidOverlay(t *testing.T) {
 		"fleet":            "fleet:\n  config_bucket: other\n",
 	} {
 		rev := hub.put("gw.gw1", overlay)
-		st := hub.waitState(gateway.StateRejected, rev)
+		st := hub.waitState(status.StateRejected, rev)
 		if !strings.Contains(st.Error, key) || !strings.Contains(st.Error, "cannot be changed remotely") {
 			t.Errorf("%s: status error %q", key, st.Error)
 		}
@@ -308,13 +309,13 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 	hub := newFleetHub(t, srv.URL())
 	dir := t.TempDir()
 	g := startFleetGateway(t, fleetFile(t, dir, srv.URL(), ""))
-	hub.waitState(gateway.StateApplied, 0)
+	hub.waitState(status.StateApplied, 0)
 	good := hub.put("gw.gw1", "upstream:\n  window: 100\n")
-	hub.waitState(gateway.StateApplied, good)
+	hub.waitState(status.StateApplied, good)
 
 	dead := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePort(t))
 	rev := hub.put("gw.gw1", "upstream:\n  servers: ["+dead+"]\n")
-	st := hub.waitState(gateway.StateRolledBack, rev)
+	st := hub.waitState(status.StateRolledBack, rev)
 	if st.AppliedRevision != good || !strings.Contains(st.Error, "health check failed") || !strings.Contains(st.Error, "upstream") {
 		t.Fatalf("status %+v", st)
 	}
@@ -332,7 +333,7 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 	srv.Restart()
 	waitFor(t, 30*time.Second, "the gateway back on the restarted server", func() bool { return g.Status().Upstream.Connected })
 	waitFor(t, 30*time.Second, "a new watch to report the bad revision again", func() bool { return g.FleetCaughtUp() > watches })
-	if again, err := hub.status(); err != nil || again.State != gateway.StateRolledBack || !again.At.Equal(st.At) {
+	if again, err := hub.status(); err != nil || again.State != status.StateRolledBack || !again.At.Equal(st.At) {
 		t.Fatalf("after a reconnect: %+v %v; the rolled back revision was tried again", again, err)
 	}
 	saved, err := os.ReadFile(filepath.Join(dir, "fleet.json"))
@@ -361,7 +362,7 @@ func TestFleetLastKnownGoodAfterARestartOffline(t *testing.T) {
 	}
 	stop := runGateway(t, g)
 	rev := hub.put("gw.gw1", "upstream:\n  window: 77\nsensors:\n  - {name: cellar, driver: sim, interval: 10ms}\n")
-	hub.waitState(gateway.StateApplied, rev)
+	hub.waitState(status.StateApplied, rev)
 	stop()
 
 	srv.Shutdown()
@@ -382,7 +383,7 @@ func TestFleetLastKnownGoodAfterARestartOffline(t *testing.T) {
 		t.Fatalf("window %d, want the last applied 77", g2.Config().Upstream.Window)
 	}
 	st, _ := g2.FleetStatus()
-	if st.AppliedRevision != rev || st.State != gateway.StateApplied {
+	if st.AppliedRevision != rev || st.State != status.StateApplied {
 		t.Fatalf("fleet status after the restart: %+v", st)
 	}
 }
@@ -397,13 +398,13 @@ func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
 	dir := t.TempDir()
 	g := startFleetGateway(t, fleetFile(t, dir, srv.URL(), ""))
 	r1 := hub.put("gw.gw1", "upstream:\n  window: 11\n")
-	hub.waitState(gateway.StateApplied, r1)
+	hub.waitState(status.StateApplied, r1)
 
 	srv.Restart()
 	r2 := hub.put("gw.gw1", "upstream:\n  window: 12\n")
 	// Soon: the watch is remade on the reconnect, not when the old one's
 	// missed heartbeats give it away (about 20s here).
-	hub.waitStateWithin(15*time.Second, gateway.StateApplied, r2)
+	hub.waitStateWithin(15*time.Second, status.StateApplied, r2)
 	if w := g.Config().Upstream.Window; w != 12 {
 		t.Fatalf("window %d after the server restart, want 12", w)
 	}
@@ -419,7 +420,7 @@ func TestFleetWatchSurvivesRestartsAndRecreation(t *testing.T) {
 	if r3 >= r2 {
 		t.Fatalf("recreated bucket's revision %d, expected below %d", r3, r2)
 	}
-	hub.waitState(gateway.StateApplied, r3)
+	hub.waitState(status.StateApplied, r3)
 	if w := g.Config().Upstream.Window; w != 13 {
 		t.Fatalf("window %d after the bucket was recreated, want 13", w)
 	}
@@ -435,14 +436,14 @@ func TestFleetOfflineChangesLatestWins(t *testing.T) {
 	g, _ := gateway.New(fleetFile(t, dir, srv.URL(), ""), gateway.Options{Logger: testLogger()})
 	stop := runGateway(t, g)
 	r1 := hub.put("gw.gw1", "upstream:\n  window: 21\n")
-	hub.waitState(gateway.StateApplied, r1)
+	hub.waitState(status.StateApplied, r1)
 	stop()
 
 	hub.put("gw.gw1", "upstream:\n  window: -1\n") // never seen
 	hub.put("defaults", "upstream:\n  rate: {events_per_second: 5000}\n")
 	r4 := hub.put("gw.gw1", "upstream:\n  window: 24\n")
 	g2 := startFleetGateway(t, fleetFile(t, dir, srv.URL(), ""))
-	st := hub.waitState(gateway.StateApplied, r4)
+	st := hub.waitState(status.StateApplied, r4)
 	if c := g2.Config(); c.Upstream.Window != 24 || c.Upstream.Rate.EventsPerSecond != 5000 {
 		t.Fatalf("window %d rate %v, want both offline changes", c.Upstream.Window, c.Upstream.Rate.EventsPerSecond)
 	}
@@ -461,7 +462,7 @@ func TestFleetHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	startFleetGateway(t, fleetFile(t, t.TempDir(), srv.URL(), ""))
-	var hb gateway.Heartbeat
+	var hb status.Heartbeat
 	for range 2 {
 		m, err := sub.NextMsg(10 * time.Second)
 		if err != nil {
@@ -518,7 +519,7 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	g := startFleetGateway(t, cfg)
 	waitFor(t, 30*time.Second, "lobby-pi-01 to apply its own key", func() bool {
 		st, ok := g.FleetStatus()
-		return ok && st.State == gateway.StateApplied && st.AppliedRevision == rev
+		return ok && st.State == status.StateApplied && st.AppliedRevision == rev
 	})
 	if w := g.Config().Upstream.Window; w != 101 {
 		t.Fatalf("window %d", w)
@@ -675,7 +676,7 @@ func TestFleetTenChangesUnderLoad(t *testing.T) {
 	}
 	for i, c := range changes {
 		rev := hub.put("gw.gw1", c)
-		st := hub.waitState(gateway.StateApplied, rev)
+		st := hub.waitState(status.StateApplied, rev)
 		if st.Error != "" {
 			t.Fatalf("change %d: %+v", i+1, st)
 		}
@@ -790,7 +791,7 @@ outputs:
 	waitFor(t, 30*time.Second, "the output at its initial level (low)", func() bool { return pin.Read() == gpio.Low })
 	waitFor(t, 30*time.Second, "the broker to listen", func() bool {
 		for _, s := range g.Status().Sources {
-			if s.Kind == gateway.KindMQTTServer {
+			if s.Kind == status.KindMQTTServer {
 				return s.Up
 			}
 		}
@@ -856,7 +857,7 @@ outputs:
 
 	// A config change keeps the output where the fleet set it.
 	rev := hub.put("gw.gw1", "upstream:\n  window: 99\n")
-	hub.waitState(gateway.StateApplied, rev)
+	hub.waitState(status.StateApplied, rev)
 	if pin.Read() != gpio.High {
 		t.Fatal("a config change reset the output")
 	}
@@ -873,7 +874,7 @@ func TestFleetRollsBackADeadBroker(t *testing.T) {
 	g := startFleetGateway(t, cfg)
 	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	rev := hub.put("gw.gw1", fmt.Sprintf("mqtt:\n  broker: tcp://127.0.0.1:%d\n", natstest.FreePort(t)))
-	st := hub.waitState(gateway.StateRolledBack, rev)
+	st := hub.waitState(status.StateRolledBack, rev)
 	if !strings.Contains(st.Error, "mqtt") || st.AppliedRevision != 0 {
 		t.Fatalf("status %+v", st)
 	}
@@ -894,7 +895,7 @@ func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
 	link := newLink(t, srv.URL())
 	g := startFleetGateway(t, fleetFile(t, t.TempDir(), link.URL(), ""))
 	r1 := hub.put("gw.gw1", "upstream:\n  window: 31\n")
-	hub.waitState(gateway.StateApplied, r1)
+	hub.waitState(status.StateApplied, r1)
 
 	link.Cut()
 	waitFor(t, 30*time.Second, "the gateway to see the link down", func() bool { return !g.Status().Upstream.Connected })
@@ -906,7 +907,7 @@ func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
 		t.Fatalf("window %d while the link is down", w)
 	}
 	link.Restore()
-	st := hub.waitState(gateway.StateApplied, r3)
+	st := hub.waitState(status.StateApplied, r3)
 	if st.AppliedRevision != r3 || g.Config().Upstream.Window != 33 {
 		t.Fatalf("after the link came back: %+v, window %d", st, g.Config().Upstream.Window)
 	}

@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/web"
 	"io"
 	"log/slog"
 	"net"
@@ -23,7 +26,6 @@ import (
 	"periph.io/x/host/v3"
 
 	"github.com/edgegw/edgegw/buffer"
-	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/subject"
@@ -51,10 +53,10 @@ type Options struct {
 
 // Gateway is one running edgegw.
 type Gateway struct {
-	o       Options
-	local   *config.Config // as New got it: the file, without fleet overlays
-	log     *slog.Logger
-	metrics *metrics
+	o     Options
+	local *config.Config // as New got it: the file, without fleet overlays
+	log   *slog.Logger
+	web   *web.Web // the page, metrics and history
 
 	mu       sync.Mutex     // guards the parts below, set by Run
 	cfg      *config.Config // the effective config: local, or with overlays (fleet)
@@ -66,7 +68,6 @@ type Gateway struct {
 	srcs     []*source
 	outputs  map[string]*output // by name; kept across fleet config changes
 
-	history history // for the on-site page
 }
 
 // New checks cfg; it opens and starts nothing.
@@ -79,7 +80,7 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{o: o, local: cfg, cfg: cfg, log: log}
-	g.metrics = newMetrics(g)
+	g.web = web.New(g, g.log)
 	return g, nil
 }
 
@@ -139,7 +140,7 @@ func (g *Gateway) openBuffer(c *config.Config) (*buffer.Queue, error) {
 	if err := os.MkdirAll(filepath.Dir(c.Buffer.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: buffer directory: %w", err)
 	}
-	q, err := buffer.Open(c.Buffer.Path, bufferOptions(c, func(d time.Duration) { g.metrics.commit.Observe(d.Seconds()) }))
+	q, err := buffer.Open(c.Buffer.Path, bufferOptions(c, g.web.ObserveCommit))
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +181,7 @@ func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig) (*sourc
 		return nil, fmt.Errorf("sensors %s: %w", sc.Name, err)
 	}
 	var r sensorRunner
-	kind := KindGPIO
+	kind := status.KindGPIO
 	pull, _ := sensors.ParsePull(sc.Pull)
 	switch sc.Driver {
 	case "gpio_edge":
@@ -190,7 +191,7 @@ func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig) (*sourc
 		r, err = sensors.NewPulseCounter(sc.Name, sensors.PulseOptions{Pin: sc.Pin, Pull: pull, Debounce: sc.Debounce, Interval: sc.Interval, Scale: sc.Scale, Unit: sc.Unit}, open, g.log)
 	default:
 		r, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
-		kind = KindSensor
+		kind = status.KindSensor
 	}
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // configFor writes a config for one gateway between broker and server.
@@ -90,7 +91,7 @@ func startGatewayStop(t testing.TB, cfg *config.Config, log *slog.Logger) (*gate
 	if cfg.MQTT != nil && cfg.MQTT.Server.On() {
 		waitFor(t, time.Minute, "the gateway's broker to listen", func() bool {
 			for _, s := range g.Status().Sources {
-				if s.Kind == gateway.KindMQTTServer {
+				if s.Kind == status.KindMQTTServer {
 					return s.Up
 				}
 			}

@@ -24,6 +24,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // login sends a 3.1.1 CONNECT from the loopback address local to the
@@ -160,13 +161,13 @@ func TestWrongPasswordFlood(t *testing.T) {
 }
 
 // statusOf is the embedded broker's source in g's status.
-func statusOf(g *gateway.Gateway) gateway.SourceStatus {
+func statusOf(g *gateway.Gateway) status.SourceStatus {
 	for _, s := range g.Status().Sources {
-		if s.Kind == gateway.KindMQTTServer {
+		if s.Kind == status.KindMQTTServer {
 			return s
 		}
 	}
-	return gateway.SourceStatus{}
+	return status.SourceStatus{}
 }
 
 // A user allowed "+" may not subscribe to "#", one allowed "status/+" not

@@ -1,51 +1,60 @@
 package gateway
 
 import (
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"path/filepath"
+	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
+	"github.com/edgegw/edgegw/gateway/web"
 )
 
 // Handler serves /metrics (Prometheus text format), /healthz (the process
 // is alive), /readyz (the buffer is open and a source can deliver; an
-// uplink that is down is not unready) and /status (JSON).
-func (g *Gateway) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{
-		ErrorLog:            printLogger{g.log.With("component", "http")},
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		st := g.Status()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !st.Ready {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "not ready:", st.NotReady)
-			return
+// uplink that is down is not unready), /status (JSON) and the page.
+func (g *Gateway) Handler() http.Handler { return g.web.Handler() }
+
+// ConfigRevision is a short hash of the effective config (web.Runtime).
+func (g *Gateway) ConfigRevision() string { return g.configRev() }
+
+// DiskFree is what an unprivileged writer may still use on the buffer's
+// file system (web.Runtime).
+func (g *Gateway) DiskFree() (int64, bool) { return diskFree(g.config().Buffer.Path) }
+
+// diskFree is what an unprivileged writer may still use on the file
+// system of file's directory.
+func diskFree(file string) (int64, bool) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(file), &fs); err != nil {
+		return 0, false
+	}
+	return int64(fs.Bavail) * int64(fs.Bsize), true
+}
+
+// configRev is a short hash of the effective config.
+func (g *Gateway) configRev() string {
+	sum := sha256.Sum256([]byte(g.config().Summary()))
+	return hex.EncodeToString(sum[:4])
+}
+
+// verifier accepts a user of users with its password (bcrypt).
+func verifier(users []mqttbroker.User) func(name, password string) bool {
+	return func(name, password string) bool {
+		for _, u := range users {
+			if u.Name == name && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil {
+				return true
+			}
 		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(g.Status())
-	})
-	mux.HandleFunc("GET /{$}", g.page)
-	return mux
+		return false
+	}
 }
 
 // serveHTTP serves Handler on ln until the returned stop is called; stop
@@ -53,7 +62,7 @@ func (g *Gateway) Handler() http.Handler {
 func (g *Gateway) serveHTTP(ln net.Listener, users []mqttbroker.User) (stop func()) {
 	h := g.Handler()
 	if len(users) > 0 {
-		h = basicAuth(users, h)
+		h = web.BasicAuth(verifier(users), h)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
@@ -98,9 +107,3 @@ func (g *Gateway) HTTPAddr() net.Addr {
 	defer g.mu.Unlock()
 	return g.httpAddr
 }
-
-// printLogger makes a *slog.Logger usable where a Println logger is
-// wanted (promhttp's ErrorLog).
-type printLogger struct{ log *slog.Logger }
-
-func (p printLogger) Println(v ...any) { p.log.Error(strings.TrimSpace(fmt.Sprintln(v...))) }

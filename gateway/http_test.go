@@ -22,6 +22,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // get fetches a path from the gateway's listener.
@@ -228,7 +229,7 @@ func TestReadyzWithTheUplinkDown(t *testing.T) {
 	}
 
 	_, body := get(t, g, "/status")
-	var st gateway.Status
+	var st status.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status is not JSON: %v\n%s", err, body)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // serverConfigFor makes edgegw the site's broker on a free loopback port
@@ -104,9 +105,9 @@ func TestEmbeddedBrokerAcksAfterTheCommit(t *testing.T) {
 	srv.Restart()
 	waitFor(t, time.Minute, "600 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 600 })
 	checkExactlyOnce(t, srv.URL(), accepted)
-	var st gateway.SourceStatus
+	var st status.SourceStatus
 	for _, s := range g.Status().Sources {
-		if s.Kind == gateway.KindMQTTServer {
+		if s.Kind == status.KindMQTTServer {
 			st = s
 		}
 	}
@@ -140,13 +141,13 @@ func TestEmbeddedBrokerFullBufferGivesNoSuccess(t *testing.T) {
 		defer close(done)
 		dev.publish(0, 1500, 20, 0) // about 150 KB: more than the buffer holds
 	}()
-	broker := func() gateway.SourceStatus {
+	broker := func() status.SourceStatus {
 		for _, s := range g.Status().Sources {
-			if s.Kind == gateway.KindMQTTServer {
+			if s.Kind == status.KindMQTTServer {
 				return s
 			}
 		}
-		return gateway.SourceStatus{}
+		return status.SourceStatus{}
 	}
 	waitFor(t, time.Minute, "the buffer to refuse messages", func() bool { return broker().StoreErrors > 2 })
 	if st := g.Stats().Buffer; st.Bytes > 64<<10 || st.Rejected == 0 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
 	"sync"
 	"time"
 
@@ -11,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/edgegw/edgegw/buffer"
-	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
@@ -287,7 +288,7 @@ func (r *runner) startForwarder(c *config.Config, subs []mqttsource.Subscription
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := forward.New(r.qr.q, nc, forwardOptions(c, filters(c, subs), func(d time.Duration) { g.metrics.ack.Observe(d.Seconds()) }, g.log))
+	fwd, err := forward.New(r.qr.q, nc, forwardOptions(c, filters(c, subs), g.web.ObserveAck, g.log))
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -341,7 +342,7 @@ func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttsource.Subscription) 
 			if err != nil {
 				return nil, err
 			}
-			return &source{Source: msrc, kind: KindMQTT}, nil
+			return &source{Source: msrc, kind: status.KindMQTT}, nil
 		}, usig: sig(m.Subscriptions, m.MaxPayload), update: func(s *source) error {
 			return s.Source.(*mqttsource.Source).Reroute(subs, int(m.MaxPayload))
 		}})
@@ -356,7 +357,7 @@ func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttsource.Subscription) 
 			if err != nil {
 				return nil, err
 			}
-			return &source{Source: b, kind: KindMQTTServer}, nil
+			return &source{Source: b, kind: status.KindMQTTServer}, nil
 		}})
 	}
 	for _, sc := range c.Sensors {

@@ -14,147 +14,10 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/web"
 	"github.com/edgegw/edgegw/sensors"
 )
-
-// Source kinds, as in /status and the source_up metric.
-const (
-	KindMQTT = "mqtt"
-	// KindMQTTServer is the embedded broker (mqtt.server).
-	KindMQTTServer = "mqtt-server"
-	KindSensor     = "sensor" // a polled I²C, 1-Wire or simulated sensor
-	KindGPIO       = "gpio"   // an edge source or a pulse counter
-)
-
-// Status is what /status serves: one snapshot of the whole gateway.
-type Status struct {
-	Gateway       string         `json:"gateway"`
-	Version       string         `json:"version"`
-	Started       time.Time      `json:"started,omitzero"`
-	UptimeSeconds float64        `json:"uptime_seconds"`
-	Ready         bool           `json:"ready"`
-	NotReady      string         `json:"not_ready,omitempty"` // why not, when not
-	Buffer        BufferStatus   `json:"buffer"`
-	Upstream      UpstreamStatus `json:"upstream"`
-	Sources       []SourceStatus `json:"sources"`
-	Storage       StorageStatus  `json:"storage"` // bytes written (SD wear)
-}
-
-// BufferStatus is the buffer part of Status.
-type BufferStatus struct {
-	Open             bool    `json:"open"`
-	Path             string  `json:"path"`
-	Events           uint64  `json:"events"`
-	Bytes            int64   `json:"bytes"`
-	MaxBytes         int64   `json:"max_bytes"`
-	FileBytes        int64   `json:"file_bytes"`
-	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
-	FirstSeq         uint64  `json:"first_seq"`
-	NextSeq          uint64  `json:"next_seq"`
-	Appended         uint64  `json:"appended"`
-	Acked            uint64  `json:"acked"`
-	DroppedFull      uint64  `json:"dropped_full"`
-	DroppedAge       uint64  `json:"dropped_age"`
-	Rejected         uint64  `json:"rejected"`
-	// The dead-letter lane: events set aside (edgegw buffer dead-letters).
-	DeadLetters uint64 `json:"dead_letters"`
-	DeadBytes   int64  `json:"dead_letter_bytes"`
-	DeadTotal   uint64 `json:"dead_letters_total"`
-	DeadDropped uint64 `json:"dead_letters_dropped"`
-	// Damaged files moved aside at open, and the last one in words.
-	Quarantined    uint64 `json:"quarantined"`
-	LastQuarantine string `json:"last_quarantine,omitempty"`
-	// CommitError: the last commit failed (a full disk, an I/O error).
-	CommitError      string    `json:"commit_error,omitempty"`
-	CommitErrorSince time.Time `json:"commit_error_since,omitzero"`
-	DroppedTTL       uint64    `json:"dropped_ttl"`
-	// ClockSynced: the wall clock is synchronized now (docs/lanes.md).
-	ClockSynced bool `json:"clock_synced"`
-	// Lanes: one per priority and TTL that holds or has counted events.
-	Lanes []LaneStatus `json:"lanes"`
-}
-
-// LaneStatus is one lane of the buffer in Status.
-type LaneStatus struct {
-	Priority         int     `json:"priority"`
-	TTL              string  `json:"ttl,omitempty"`
-	Events           uint64  `json:"events"`
-	Bytes            int64   `json:"bytes"`
-	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
-	Acked            uint64  `json:"acked"`
-	DroppedFull      uint64  `json:"dropped_full"`
-	DroppedAge       uint64  `json:"dropped_age"`
-	DroppedTTL       uint64  `json:"dropped_ttl"`
-}
-
-// UpstreamStatus is the JetStream side of Status.
-type UpstreamStatus struct {
-	Connected  bool    `json:"connected"`
-	Stream     string  `json:"stream"`
-	Published  uint64  `json:"published"`
-	Acked      uint64  `json:"acked"`
-	Resent     uint64  `json:"resent"`
-	Skipped    uint64  `json:"skipped"`
-	Rejected   uint64  `json:"rejected"`
-	LastSeq    uint64  `json:"last_acked_seq"`
-	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
-	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
-	LastError  string  `json:"last_error,omitempty"`
-	Drain      string  `json:"drain"`    // live_first or oldest_first
-	Backfill   uint64  `json:"backfill"` // events sent behind live ones
-	// ConfigError: the stream is missing or refuses this gateway; retrying
-	// will not help until the hub or the config changes.
-	ConfigError bool `json:"config_error,omitempty"`
-	// Held: routes whose events the stream does not capture; they wait
-	// in the buffer while the others flow.
-	Held      []HeldRoute `json:"held,omitempty"`
-	DownSince time.Time   `json:"down_since,omitzero"`
-	LastAck   time.Time   `json:"last_ack,omitzero"`
-}
-
-// HeldRoute is a route the stream does not capture, in UpstreamStatus.
-type HeldRoute struct {
-	Route   string    `json:"route"`   // its subject filter
-	Subject string    `json:"subject"` // the first subject held
-	Events  uint64    `json:"events"`  // passed over since the forwarder's session began; they wait in the buffer
-	Since   time.Time `json:"since"`
-	Why     string    `json:"why"` // and the fix
-}
-
-// SourceStatus is one source in Status.
-type SourceStatus struct {
-	Name        string `json:"name"`
-	Kind        string `json:"kind"` // mqtt, sensor, gpio
-	Up          bool   `json:"up"`
-	Ingested    uint64 `json:"ingested"`     // events committed to the buffer
-	Duplicates  uint64 `json:"duplicates"`   // redelivered copies of stored events, dropped
-	StoreErrors uint64 `json:"store_errors"` // commits the buffer refused (each retried)
-	SetAside    uint64 `json:"set_aside"`    // events too large to store, put in the dead-letter lane
-	// MQTT only.
-	TooLarge   uint64 `json:"too_large,omitempty"`
-	Unmappable uint64 `json:"unmappable,omitempty"`
-	Clients    *int64 `json:"clients,omitempty"` // the embedded broker: devices connected
-	// The embedded broker's limits (docs/mqtt-server.md): connections
-	// not logged in yet, connections and logins refused by reason,
-	// retained messages kept and their bytes, the sessions file's size.
-	Pending       *int              `json:"pending_logins,omitempty"`
-	Refused       map[string]uint64 `json:"refused_connections,omitempty"`
-	RetainedKept  *int              `json:"retained_kept,omitempty"`
-	RetainedBytes *int64            `json:"retained_bytes,omitempty"`
-	SessionsBytes *int64            `json:"sessions_file_bytes,omitempty"`
-	// SessionsWritten estimates the bytes written to the sessions file
-	// since start (Status.Storage).
-	SessionsWritten *int64 `json:"sessions_file_written,omitempty"`
-	Retained        uint64 `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
-	// Sensors and pins only.
-	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
-	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
-	LastError string `json:"last_error,omitempty"`
-
-	LastValue      string    `json:"last_value,omitempty"` // the last reading's payload, at most 120 bytes
-	LastReading    time.Time `json:"last_reading,omitzero"`
-	LastReadingAge *float64  `json:"last_reading_age_seconds,omitempty"`
-}
 
 // source is a running source with the counters the gateway keeps for it:
 // every event passes through its emit.
@@ -196,8 +59,8 @@ func (s *source) emit(qr *queueRef) event.EmitFunc {
 	}
 }
 
-func (s *source) status(now time.Time) SourceStatus {
-	st := SourceStatus{
+func (s *source) status(now time.Time) status.SourceStatus {
+	st := status.SourceStatus{
 		Name:        s.Name(),
 		Kind:        s.kind,
 		Ingested:    s.ingested.Load(),
@@ -245,21 +108,21 @@ func (s *source) status(now time.Time) SourceStatus {
 
 // Status returns a snapshot for /status and the metrics; parts that are
 // not running are zero.
-func (g *Gateway) Status() Status {
+func (g *Gateway) Status() status.Status {
 	g.mu.Lock()
 	q, fwd, srcs, started, c := g.q, g.fwd, g.srcs, g.started, g.cfg
 	g.mu.Unlock()
 	now := time.Now()
-	st := Status{
+	st := status.Status{
 		Gateway: c.Gateway.ID,
 		Version: g.o.Version,
 		Started: started,
-		Buffer:  BufferStatus{Path: c.Buffer.Path, MaxBytes: int64(c.Buffer.MaxBytes)},
-		Upstream: UpstreamStatus{
+		Buffer:  status.BufferStatus{Path: c.Buffer.Path, MaxBytes: int64(c.Buffer.MaxBytes)},
+		Upstream: status.UpstreamStatus{
 			Stream: c.Upstream.Stream.Name,
 			Drain:  c.Upstream.Drain,
 		},
-		Sources: make([]SourceStatus, 0, len(srcs)),
+		Sources: make([]status.SourceStatus, 0, len(srcs)),
 	}
 	if g.o.Version == "" {
 		st.Version = "(devel)"
@@ -283,9 +146,9 @@ func (g *Gateway) Status() Status {
 		b.Quarantined, b.LastQuarantine = bs.Quarantined, bs.LastQuarantine
 		b.CommitError, b.CommitErrorSince = bs.CommitError, bs.CommitErrorSince
 		b.DroppedTTL, b.ClockSynced = bs.DroppedTTL, bs.ClockSynced
-		b.Lanes = make([]LaneStatus, 0, len(bs.Lanes))
+		b.Lanes = make([]status.LaneStatus, 0, len(bs.Lanes))
 		for _, l := range bs.Lanes {
-			ls := LaneStatus{Priority: l.Priority, Events: l.Events, Bytes: l.Bytes, OldestAgeSeconds: l.OldestAge.Seconds(),
+			ls := status.LaneStatus{Priority: l.Priority, Events: l.Events, Bytes: l.Bytes, OldestAgeSeconds: l.OldestAge.Seconds(),
 				Acked: l.Acked, DroppedFull: l.DroppedFull, DroppedAge: l.DroppedAge, DroppedTTL: l.DroppedTTL}
 			if l.TTL > 0 {
 				ls.TTL = l.TTL.String()
@@ -301,7 +164,7 @@ func (g *Gateway) Status() Status {
 		u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
 		u.Backfill = fs.Backfill
 		for _, h := range fs.Held {
-			u.Held = append(u.Held, HeldRoute{Route: h.Route, Subject: h.Subject, Events: h.Events, Since: h.Since, Why: h.Why})
+			u.Held = append(u.Held, status.HeldRoute{Route: h.Route, Subject: h.Subject, Events: h.Events, Since: h.Since, Why: h.Why})
 		}
 		if q != nil {
 			// Events held (acked ones leave the buffer within ackDelay:
@@ -313,43 +176,9 @@ func (g *Gateway) Status() Status {
 	if q != nil {
 		readings = bs.AppendedSinceOpen
 	}
-	st.Storage = storageStatus(c.Gateway.Storage, storageFiles(c, q != nil, bs, st.Sources), readings, now.Sub(started), g.history.snapshot())
-	st.Ready, st.NotReady = ready(st)
+	st.Storage = storageStatus(c.Gateway.Storage, storageFiles(c, q != nil, bs, st.Sources), readings, now.Sub(started), g.history())
+	st.Ready, st.NotReady = status.Ready(st)
 	return st
-}
-
-// ready: the buffer is open and commits, the upstream does not refuse
-// this gateway's events, and at least one source can deliver. An uplink
-// that is down does not make the gateway unready: buffering through
-// outages is its job.
-func ready(st Status) (bool, string) {
-	if !st.Buffer.Open {
-		return false, "buffer not open"
-	}
-	if b := st.Buffer; b.CommitError != "" {
-		return false, fmt.Sprintf("buffer cannot commit since %s: %s", b.CommitErrorSince.UTC().Format(time.RFC3339), b.CommitError)
-	}
-	if u := st.Upstream; u.ConfigError {
-		return false, "upstream refuses this gateway's events: " + u.LastError
-	}
-	if h := st.Upstream.Held; len(h) > 0 {
-		why := make([]string, len(h))
-		for i, r := range h {
-			why[i] = fmt.Sprintf("route %s held since %s (%d events waiting): %s", r.Route, r.Since.UTC().Format(time.RFC3339), r.Events, r.Why)
-		}
-		return false, strings.Join(why, "; ")
-	}
-	var why []string
-	for _, s := range st.Sources {
-		if s.Up {
-			return true, ""
-		}
-		why = append(why, fmt.Sprintf("%s: %s", s.Name, s.LastError))
-	}
-	if len(why) == 0 {
-		return false, "no source running"
-	}
-	return false, "no source running (" + strings.Join(why, "; ") + ")"
 }
 
 // watch logs a warning when the uplink or the MQTT broker has been down
@@ -385,7 +214,7 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 				g.log.Error("the buffer still cannot commit; sources are held back or their readings skipped", "for", d, "err", st.Buffer.CommitError)
 			})
 			for _, s := range st.Sources {
-				if s.Kind == KindMQTT {
+				if s.Kind == status.KindMQTT {
 					check(&mqtt, s.Up, now, func(d time.Duration) {
 						g.log.Warn("MQTT broker still unavailable; devices' messages wait at the broker", "for", d, "state", s.LastError, "broker", secret.URL(g.config().MQTT.Broker))
 					})
@@ -405,4 +234,13 @@ func displayValue(p []byte) string {
 		}
 		return r
 	}, string(p))
+}
+
+// history is the page's history, none before the web exists (New
+// registers the metrics, which reads the status once).
+func (g *Gateway) history() []web.Sample {
+	if g.web == nil {
+		return nil
+	}
+	return g.web.History().Snapshot()
 }

@@ -2,45 +2,19 @@ package gateway
 
 import (
 	"fmt"
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/web"
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
-	"github.com/edgegw/edgegw/gateway/config"
 )
-
-// StorageStatus is what edgegw writes to its storage, by file, and what
-// that means for the card.
-type StorageStatus struct {
-	Files []StorageFile `json:"files"`
-	// Written since start, all files; per reading appended since start;
-	// per day at the rate of the last hour (since start when shorter).
-	Written    int64   `json:"written"`
-	PerReading float64 `json:"written_per_reading"`
-	PerDay     float64 `json:"written_per_day"`
-	// The card (gateway.storage), and how long PerDay takes to write it
-	// RatedWrites times: Life says it in words, "unknown" without both.
-	CardSize    int64   `json:"card_size,omitempty"`
-	RatedWrites int     `json:"card_rated_writes,omitempty"`
-	LifeYears   float64 `json:"card_life_years,omitempty"`
-	Life        string  `json:"card_life"`
-}
-
-// StorageFile is one file's part of StorageStatus.
-type StorageFile struct {
-	File    string `json:"file"` // buffer, broker_sessions
-	Path    string `json:"path"`
-	Written int64  `json:"written"` // since start
-	Commits uint64 `json:"commits"` // since start: each writes a few pages and fsyncs twice
-	// Estimated: counted as commits of three pages (the broker's
-	// sessions file), not as the bytes written.
-	Estimated bool `json:"estimated,omitempty"`
-}
 
 // storageStatus fills in the totals and the card's life from files, the
 // readings appended since start, the uptime and the history's written
 // figures (oldest first, each a total of files).
-func storageStatus(card *config.StorageConfig, files []StorageFile, readings uint64, uptime time.Duration, hist []sample) StorageStatus {
-	s := StorageStatus{Files: files, Life: "unknown: set gateway.storage.size and rated_writes"}
+func storageStatus(card *config.StorageConfig, files []status.StorageFile, readings uint64, uptime time.Duration, hist []web.Sample) status.StorageStatus {
+	s := status.StorageStatus{Files: files, Life: "unknown: set gateway.storage.size and rated_writes"}
 	for _, f := range files {
 		s.Written += f.Written
 	}
@@ -52,8 +26,8 @@ func storageStatus(card *config.StorageConfig, files []StorageFile, readings uin
 	}
 	if n := len(hist); n > 1 {
 		first, last := hist[0], hist[n-1]
-		if dt := last.at.Sub(first.at); dt >= time.Minute && last.written >= first.written {
-			s.PerDay = float64(last.written-first.written) / dt.Seconds() * 86400
+		if dt := last.At.Sub(first.At); dt >= time.Minute && last.Written >= first.Written {
+			s.PerDay = float64(last.Written-first.Written) / dt.Seconds() * 86400
 		}
 	}
 	if card == nil || card.Size <= 0 || card.RatedWrites <= 0 {
@@ -84,14 +58,14 @@ func lifeText(days float64) string {
 
 // storageFiles is what each file has had written since start: the
 // buffer's (when open) and the embedded broker's sessions file.
-func storageFiles(c *config.Config, open bool, bs buffer.Stats, sources []SourceStatus) []StorageFile {
-	var fs []StorageFile
+func storageFiles(c *config.Config, open bool, bs buffer.Stats, sources []status.SourceStatus) []status.StorageFile {
+	var fs []status.StorageFile
 	if open {
-		fs = append(fs, StorageFile{File: "buffer", Path: c.Buffer.Path, Written: bs.Written, Commits: bs.Commits})
+		fs = append(fs, status.StorageFile{File: "buffer", Path: c.Buffer.Path, Written: bs.Written, Commits: bs.Commits})
 	}
 	for _, s := range sources {
 		if s.SessionsWritten != nil {
-			fs = append(fs, StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: uint64(*s.SessionsWritten) / (3 * 4096), Estimated: true})
+			fs = append(fs, status.StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: uint64(*s.SessionsWritten) / (3 * 4096), Estimated: true})
 		}
 	}
 	return fs

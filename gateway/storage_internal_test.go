@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/web"
 )
 
 // The wear budget's arithmetic: per reading, per day (from the history
 // when it spans a minute, since start before), and the card's life.
 func TestStorageBudget(t *testing.T) {
-	files := []StorageFile{{File: "buffer", Written: 900_000}, {File: "broker_sessions", Written: 100_000, Estimated: true}}
+	files := []status.StorageFile{{File: "buffer", Written: 900_000}, {File: "broker_sessions", Written: 100_000, Estimated: true}}
 	s := storageStatus(nil, files, 250, 24*time.Hour, nil)
 	if s.Written != 1_000_000 || s.PerReading != 4000 || s.PerDay != 1_000_000 {
 		t.Fatalf("since start: %+v", s)
@@ -24,7 +26,7 @@ func TestStorageBudget(t *testing.T) {
 	// The last hour wrote 1 GB/day's worth: 32 GB rated for 3000 writes
 	// lasts 96,000 days.
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	hist := []sample{{at: t0, written: 5_000_000}, {at: t0.Add(36 * time.Minute), written: 5_000_000 + 25_000_000}}
+	hist := []web.Sample{{At: t0, Written: 5_000_000}, {At: t0.Add(36 * time.Minute), Written: 5_000_000 + 25_000_000}}
 	s = storageStatus(&config.StorageConfig{Size: 32e9, RatedWrites: 3000}, files, 250, 24*time.Hour, hist)
 	if math.Abs(s.PerDay-1e9) > 1 {
 		t.Fatalf("per day from the history: %v", s.PerDay)

@@ -36,6 +36,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 func main() {
@@ -417,11 +418,11 @@ func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) error
 }
 
 // mqttOf is the MQTT source's part of a gateway's status.
-func mqttOf(st gateway.Status) gateway.SourceStatus {
+func mqttOf(st status.Status) status.SourceStatus {
 	for _, s := range st.Sources {
-		if s.Kind == gateway.KindMQTT {
+		if s.Kind == status.KindMQTT {
 			return s
 		}
 	}
-	return gateway.SourceStatus{}
+	return status.SourceStatus{}
 }

@@ -19,9 +19,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/secret"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // fleetFlags are the hub connection of the fleet commands.
@@ -346,13 +346,13 @@ func cmdFleetStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return 1
 	}
-	var rows []gateway.FleetStatus
+	var rows []status.FleetStatus
 	for k := range keys.Keys() {
 		e, err := kv.Get(ctx, k)
 		if err != nil {
 			continue
 		}
-		var st gateway.FleetStatus
+		var st status.FleetStatus
 		if json.Unmarshal(e.Value(), &st) == nil {
 			rows = append(rows, st)
 		}
@@ -361,13 +361,13 @@ func cmdFleetStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "no gateway has reported yet")
 		return 0
 	}
-	slices.SortFunc(rows, func(a, b gateway.FleetStatus) int { return strings.Compare(a.Gateway, b.Gateway) })
+	slices.SortFunc(rows, func(a, b status.FleetStatus) int { return strings.Compare(a.Gateway, b.Gateway) })
 	printFleetTable(stdout, rows, time.Now())
 	return 0
 }
 
 // printFleetTable writes one line per gateway.
-func printFleetTable(w io.Writer, rows []gateway.FleetStatus, now time.Time) {
+func printFleetTable(w io.Writer, rows []status.FleetStatus, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GATEWAY\tSTATE\tDESIRED\tAPPLIED\tUPLINK\tBACKLOG\tOLDEST\tHEARTBEAT\tERROR")
 	for _, st := range rows {

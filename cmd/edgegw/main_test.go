@@ -21,10 +21,10 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegw/edgegw/buffer"
-	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // TestMain runs edgegw itself when a test starts this binary as a child
@@ -363,16 +363,16 @@ func TestMQTTHashPassword(t *testing.T) {
 // and the time to drain.
 func TestStatusScreen(t *testing.T) {
 	age := 900.0
-	st := &gateway.Status{Gateway: "lobby-pi-01", Version: "v1", UptimeSeconds: 3600, NotReady: "no source can deliver",
-		Buffer:   gateway.BufferStatus{Events: 5000, Bytes: 3 << 20, Appended: 12000, Lanes: []gateway.LaneStatus{{Priority: 0, Events: 10}, {Priority: 5, TTL: "6h0m0s", Events: 4990}}},
-		Upstream: gateway.UpstreamStatus{Stream: "TELEMETRY", DownSince: time.Now().Add(-time.Minute), Acked: 7000, LastError: "uplink down since …", Drain: "live_first"},
-		Sources: []gateway.SourceStatus{
+	st := &status.Status{Gateway: "lobby-pi-01", Version: "v1", UptimeSeconds: 3600, NotReady: "no source can deliver",
+		Buffer:   status.BufferStatus{Events: 5000, Bytes: 3 << 20, Appended: 12000, Lanes: []status.LaneStatus{{Priority: 0, Events: 10}, {Priority: 5, TTL: "6h0m0s", Events: 4990}}},
+		Upstream: status.UpstreamStatus{Stream: "TELEMETRY", DownSince: time.Now().Add(-time.Minute), Acked: 7000, LastError: "uplink down since …", Drain: "live_first"},
+		Sources: []status.SourceStatus{
 			{Name: "mqtt-server", Kind: "mqtt-server", Up: true, Ingested: 12000, LastReadingAge: new(float64)},
 			{Name: "tank", Kind: "sensor", Up: false, LastError: `I²C bus "1": no such file`},
 			{Name: "door", Kind: "gpio", Up: true, LastReadingAge: &age},
 		},
-		Storage: gateway.StorageStatus{PerReading: 7373, PerDay: 6.2e9, Life: "about 41 years",
-			Files: []gateway.StorageFile{{File: "buffer", Written: 5 << 20}, {File: "broker_sessions", Written: 96 << 10, Estimated: true}}}}
+		Storage: status.StorageStatus{PerReading: 7373, PerDay: 6.2e9, Life: "about 41 years",
+			Files: []status.StorageFile{{File: "buffer", Written: 5 << 20}, {File: "broker_sessions", Written: 96 << 10, Estimated: true}}}}
 	prev := *st
 	prev.Buffer.Appended, prev.Upstream.Acked = 10000, 3000
 	var out bytes.Buffer

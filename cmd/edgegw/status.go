@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // cmdStatus shows a running gateway's /status on one terminal screen, for
@@ -24,7 +24,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	base := baseURL(*addr)
-	var prev *gateway.Status
+	var prev *status.Status
 	var prevAt time.Time
 	for {
 		st, err := fetchStatus(base)
@@ -48,14 +48,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func fetchStatus(base string) (*gateway.Status, error) {
+func fetchStatus(base string) (*status.Status, error) {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(base + "/status")
 	if err != nil {
 		return nil, fmt.Errorf("no answer from %s/status: %w", base, err)
 	}
 	defer resp.Body.Close()
-	var st gateway.Status
+	var st status.Status
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("%s/status: %w", base, err)
 	}
@@ -63,7 +63,7 @@ func fetchStatus(base string) (*gateway.Status, error) {
 }
 
 // renderStatus writes st; with prev (dt earlier) also the rates.
-func renderStatus(w io.Writer, st *gateway.Status, prev *gateway.Status, dt time.Duration) {
+func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.Duration) {
 	ready := "READY"
 	if !st.Ready {
 		ready = "NOT READY: " + st.NotReady
@@ -172,7 +172,7 @@ func mib(n int64) string {
 func kib(n float64) string { return fmt.Sprintf("%.1f KiB", n/1024) }
 
 // storageFilesText says what each file has had written since start.
-func storageFilesText(fs []gateway.StorageFile) string {
+func storageFilesText(fs []status.StorageFile) string {
 	parts := make([]string, len(fs))
 	for i, f := range fs {
 		approx := ""

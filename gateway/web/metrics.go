@@ -1,4 +1,4 @@
-package gateway
+package web
 
 import (
 	"runtime"
@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // metrics are the gateway's Prometheus metrics. Counters and gauges are
@@ -20,7 +22,7 @@ type metrics struct {
 	collector *collector
 }
 
-func newMetrics(g *Gateway) *metrics {
+func newMetrics(rt Runtime) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -33,7 +35,7 @@ func newMetrics(g *Gateway) *metrics {
 			Help:    "Time from publishing an event to JetStream to its PubAck.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1ms … 8s
 		}),
-		collector: newCollector(g),
+		collector: newCollector(rt),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -45,7 +47,7 @@ func newMetrics(g *Gateway) *metrics {
 
 // collector turns a Status snapshot into metrics at scrape time.
 type collector struct {
-	g *Gateway
+	rt Runtime
 
 	buildInfo *prometheus.Desc
 
@@ -62,12 +64,12 @@ type collector struct {
 	written, writtenPerReading, writtenPerDay, cardLife *prometheus.Desc
 }
 
-func newCollector(g *Gateway) *collector {
+func newCollector(rt Runtime) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("edgegw_"+name, help, labels, nil)
 	}
 	return &collector{
-		g:         g,
+		rt:        rt,
 		buildInfo: d("build_info", "Always 1; the labels say which edgegw this is.", "version", "goversion", "gateway"),
 
 		srcUp:          d("source_up", "1 when the source can deliver: MQTT connected and subscribed, sensor read OK, pin open.", "source", "kind"),
@@ -128,7 +130,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.g.Status()
+	st := c.rt.Status()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
@@ -144,7 +146,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.srcSetAside, s.SetAside, s.Name)
 		counter(c.srcDropped, s.Duplicates, s.Name, "duplicate")
 		switch s.Kind {
-		case KindMQTT, KindMQTTServer:
+		case status.KindMQTT, status.KindMQTTServer:
 			counter(c.srcRejected, s.TooLarge, s.Name, "too_large")
 			counter(c.srcRejected, s.Unmappable, s.Name, "unmappable")
 			counter(c.srcDropped, s.Retained, s.Name, "retained")
@@ -155,7 +157,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if s.LastReadingAge != nil {
 			gauge(c.srcAge, *s.LastReadingAge, s.Name)
 		}
-		if s.Kind == KindMQTTServer && s.Pending != nil {
+		if s.Kind == status.KindMQTTServer && s.Pending != nil {
 			gauge(c.brokerClients, float64(*s.Clients))
 			gauge(c.brokerPending, float64(*s.Pending))
 			for _, reason := range []string{"pending", "pending_ip", "timeout", "not_connect", "too_large", "bad_login", "backoff", "client_id", "user_limit", "acl", "retained_limit"} {
@@ -220,7 +222,7 @@ func b2f(b bool) float64 {
 
 // lanes sends the per-lane metrics, by priority: lanes of one priority
 // with different TTLs add up.
-func (c *collector) lanes(lanes []LaneStatus, gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
+func (c *collector) lanes(lanes []status.LaneStatus, gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
 	type sum struct {
 		events               uint64
 		bytes                int64

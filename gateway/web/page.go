@@ -1,31 +1,25 @@
-package gateway
+package web
 
 import (
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"fmt"
 	"html"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
-	"github.com/edgegw/edgegw/gateway/mqttbroker"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // pageCSS is the page's stylesheet, inlined into every page.
 //
-//go:embed web/page.css
+//go:embed page.css
 var pageCSS string
 
 // pageData is what the page shows.
 type pageData struct {
-	S                         Status
+	S                         status.Status
 	Now, Uptime, ConfigRev    string
 	RTT, LastAck, TimeToDrain string
 	Held, Oldest, DiskFree    string
@@ -34,7 +28,7 @@ type pageData struct {
 }
 
 type pageSource struct {
-	S            SourceStatus
+	S            status.SourceStatus
 	Class, State string // the dot: ok (receiving), stale, err
 	Age          string
 }
@@ -47,19 +41,19 @@ type spark struct {
 // staleAfter: a source that delivered nothing for this long shows stale.
 const staleAfter = 5 * time.Minute
 
-func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
-	st := g.Status()
-	hist := g.history.snapshot()
+func (wb *Web) page(w http.ResponseWriter, _ *http.Request) {
+	st := wb.rt.Status()
+	hist := wb.hist.Snapshot()
 	d := pageData{S: st, Now: time.Now().Format("2006-01-02 15:04:05"), Uptime: secs(st.UptimeSeconds),
-		ConfigRev: g.configRev(), RTT: "—", LastAck: "never", TimeToDrain: "—", DiskFree: "—",
+		ConfigRev: wb.rt.ConfigRevision(), RTT: "—", LastAck: "never", TimeToDrain: "—", DiskFree: "—",
 		Held: bytesText(st.Buffer.Bytes), Oldest: secs(st.Buffer.OldestAgeSeconds)}
 	if !st.Upstream.LastAck.IsZero() {
 		d.LastAck = secs(time.Since(st.Upstream.LastAck).Seconds()) + " ago"
 	}
 	if n := len(hist); n > 0 {
 		last := hist[n-1]
-		if last.rttMillis >= 0 && st.Upstream.Connected {
-			d.RTT = fmt.Sprintf("%.1f ms", last.rttMillis)
+		if last.RTTMillis >= 0 && st.Upstream.Connected {
+			d.RTT = fmt.Sprintf("%.1f ms", last.RTTMillis)
 		}
 		switch {
 		case st.Buffer.Events == 0:
@@ -70,7 +64,7 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 			d.TimeToDrain = "not draining"
 		}
 	}
-	if free, ok := diskFree(g.config().Buffer.Path); ok {
+	if free, ok := wb.rt.DiskFree(); ok {
 		d.DiskFree = bytesText(free)
 	}
 	for _, s := range st.Sources {
@@ -79,16 +73,6 @@ func (g *Gateway) page(w http.ResponseWriter, _ *http.Request) {
 	d.Sparks = sparks(hist)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	io.WriteString(w, renderPage(d))
-}
-
-// diskFree is what an unprivileged writer may still use on the file
-// system of file's directory.
-func diskFree(file string) (int64, bool) {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(filepath.Dir(file), &fs); err != nil {
-		return 0, false
-	}
-	return int64(fs.Bavail) * int64(fs.Bsize), true
 }
 
 // renderPage writes the page by hand, every value from outside escaped:
@@ -161,7 +145,7 @@ func renderPage(d pageData) string {
 		p("<tr class=\"source\"><td><span class=\"dot %s\"></span><b>%s</b> <small>%s</small></td><td>%s</td><td>%d in · last %s</td></tr>\n",
 			s.Class, e(s.S.Name), e(s.S.Kind), e(s.State), s.S.Ingested, e(s.Age))
 		p("<tr><td colspan=\"3\" class=\"val\">%s</td></tr>\n", e(s.S.LastValue))
-		if b := s.S; b.Kind == KindMQTTServer && b.Pending != nil {
+		if b := s.S; b.Kind == status.KindMQTTServer && b.Pending != nil {
 			var refused uint64
 			for _, n := range b.Refused {
 				refused += n
@@ -180,7 +164,7 @@ func renderPage(d pageData) string {
 
 // sourceRow is a source's line on the page: its dot says receiving, stale
 // (nothing for staleAfter) or error.
-func sourceRow(s SourceStatus) pageSource {
+func sourceRow(s status.SourceStatus) pageSource {
 	ps := pageSource{S: s, Class: "ok", State: "receiving", Age: "never"}
 	if s.LastReadingAge != nil {
 		ps.Age = secs(*s.LastReadingAge) + " ago"
@@ -199,8 +183,8 @@ func sourceRow(s SourceStatus) pageSource {
 
 // sparks are the page's sparklines: backlog and oldest age of each
 // priority in use, ingest and drain rates.
-func sparks(hist []sample) []spark {
-	series := func(title, unit string, f func(sample) float64) spark {
+func sparks(hist []Sample) []spark {
+	series := func(title, unit string, f func(Sample) float64) spark {
 		v := make([]float64, len(hist))
 		for i, s := range hist {
 			v[i] = f(s)
@@ -212,20 +196,20 @@ func sparks(hist []sample) []spark {
 		return spark{Title: title, Now: now, SVG: sparkline(v)}
 	}
 	out := []spark{
-		series("ingest", "/s", func(s sample) float64 { return s.ingest }),
-		series("drain", "/s", func(s sample) float64 { return s.drain }),
+		series("ingest", "/s", func(s Sample) float64 { return s.ingest }),
+		series("drain", "/s", func(s Sample) float64 { return s.drain }),
 	}
 	for p := range 10 {
 		used := false
 		for _, s := range hist {
-			used = used || s.backlog[p] > 0
+			used = used || s.Backlog[p] > 0
 		}
 		if !used {
 			continue
 		}
 		out = append(out,
-			series(fmt.Sprintf("backlog, priority %d", p), " events", func(s sample) float64 { return float64(s.backlog[p]) }),
-			series(fmt.Sprintf("oldest, priority %d", p), " s", func(s sample) float64 { return s.oldest[p] }))
+			series(fmt.Sprintf("backlog, priority %d", p), " events", func(s Sample) float64 { return float64(s.Backlog[p]) }),
+			series(fmt.Sprintf("oldest, priority %d", p), " s", func(s Sample) float64 { return s.Oldest[p] }))
 	}
 	return out
 }
@@ -254,12 +238,6 @@ func sparkline(v []float64) string {
 	return b.String() // numbers only: nothing from outside
 }
 
-// configRev is a short hash of the effective config.
-func (g *Gateway) configRev() string {
-	sum := sha256.Sum256([]byte(g.config().Summary()))
-	return hex.EncodeToString(sum[:4])
-}
-
 func secs(s float64) string {
 	d := time.Duration(s * float64(time.Second))
 	switch {
@@ -273,7 +251,7 @@ func secs(s float64) string {
 
 // filesText says what each file has had written since start, or nothing
 // for one file.
-func filesText(fs []StorageFile) string {
+func filesText(fs []status.StorageFile) string {
 	if len(fs) < 2 {
 		return ""
 	}
@@ -300,22 +278,17 @@ func bytesText(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// basicAuth lets through requests with a user and password of users (or
-// to /healthz and /readyz, which say nothing); others get 401.
-func basicAuth(users []mqttbroker.User, next http.Handler) http.Handler {
+// BasicAuth lets through requests whose user and password verify accepts
+// (and any to /healthz and /readyz, which say nothing); others get 401.
+func BasicAuth(verify func(name, password string) bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		name, pass, ok := r.BasicAuth()
-		if ok {
-			for _, u := range users {
-				if u.Name == name && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(pass)) == nil {
-					next.ServeHTTP(w, r)
-					return
-				}
-			}
+		if name, pass, ok := r.BasicAuth(); ok && verify(name, pass) {
+			next.ServeHTTP(w, r)
+			return
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="edgegw", charset="UTF-8"`)
 		http.Error(w, "log in (http.users_file)", http.StatusUnauthorized)
