@@ -3,6 +3,10 @@ package buffer
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
+
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -47,4 +51,31 @@ var errCorrupt = errors.New("corrupt")
 
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errCorrupt}, args...)...)
+}
+
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("%w: %s (is another edgegw running with the same buffer.path?)", ErrLocked, path)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return corruptf("%v", err)
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("buffer: open %s: %w (check that the directory exists and is writable by this user)", path, err)
+	}
+	return fmt.Errorf("buffer: open %s: %w", path, err)
+}
+
+// writeError names the usual causes of a failed commit.
+func writeError(path string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("buffer: commit to %s: disk full: %w (free space on the volume or lower buffer.max_bytes)", path, err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("buffer: commit to %s: file system is read-only: %w", path, err)
+	case errors.Is(err, syscall.EIO):
+		return fmt.Errorf("buffer: commit to %s: I/O error, the storage may be failing: %w", path, err)
+	}
+	return fmt.Errorf("buffer: commit to %s: %w", path, err)
 }

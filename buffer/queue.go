@@ -12,19 +12,15 @@ package buffer
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -71,58 +67,6 @@ type Record struct {
 	// Data is what reads, for the dead-letter lane; set it aside there
 	// (SetAside), never deliver it.
 	Damaged error
-}
-
-// Stats is a snapshot of the queue.
-type Stats struct {
-	Events    uint64        // events held
-	Bytes     int64         // bytes held (data + 28 per event)
-	FirstSeq  uint64        // lowest seq held; NextSeq when empty
-	NextSeq   uint64        // seq the next appended event gets
-	Oldest    time.Time     // append time of the oldest event; zero when empty
-	OldestAge time.Duration // its age when Stats was taken
-	FileBytes int64         // size of the file on disk
-
-	// Written is what this queue has written to its file since Open:
-	// the pages of each commit and its meta page (what a 4 KiB-block
-	// device receives; the file system's journal is not counted), in
-	// Commits commits.
-	Written int64
-	Commits uint64
-	// AppendedSinceOpen is what Written is per: events appended since Open.
-	AppendedSinceOpen uint64
-
-	// Lanes holds a snapshot of each lane that holds events or has ever
-	// counted any, by priority.
-	Lanes []LaneStats
-
-	// Totals over the life of the file (they survive restarts).
-	Appended    uint64
-	Acked       uint64
-	DroppedFull uint64 // dropped by drop_oldest at max_bytes
-	DroppedAge  uint64 // dropped at max_age
-	DroppedTTL  uint64 // dropped at their lane's TTL
-	Rejected    uint64 // events refused with ErrFull since Open
-
-	// The dead-letter lane: events set aside (see SetAside).
-	DeadEvents  uint64 // held now
-	DeadBytes   int64  // bytes held now
-	DeadTotal   uint64 // ever set aside
-	DeadDropped uint64 // dropped at DeadMaxBytes
-
-	// CommitError is why the last commit failed (a full disk, an I/O
-	// error), since CommitErrorSince; empty once a commit works again.
-	CommitError      string
-	CommitErrorSince time.Time
-
-	// Quarantined counts buffer files found damaged and moved aside at
-	// Open over the life of this file and its predecessors; LastQuarantine
-	// says the last one in words (where it went, why, what was salvaged).
-	Quarantined    uint64
-	LastQuarantine string
-
-	// ClockSynced says the wall clock is synchronized now.
-	ClockSynced bool
 }
 
 // state is what the writer keeps in memory; it mirrors the meta bucket.
@@ -455,212 +399,6 @@ func (q *Queue) load(tx *bolt.Tx) error {
 		return err
 	}
 	return putUint(meta, keyClean, 0)
-}
-
-func openError(path string, err error) error {
-	switch {
-	case errors.Is(err, berrors.ErrTimeout):
-		return fmt.Errorf("%w: %s (is another edgegw running with the same buffer.path?)", ErrLocked, path)
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return corruptf("%v", err)
-	}
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("buffer: open %s: %w (check that the directory exists and is writable by this user)", path, err)
-	}
-	return fmt.Errorf("buffer: open %s: %w", path, err)
-}
-
-// ReadLane returns up to limit events of lane with from <= seq < to (to 0:
-// no bound), in order, skipping events past the lane's TTL (or MaxAge)
-// that the writer has not yet swept. It never blocks appends.
-func (q *Queue) ReadLane(l Lane, from, to uint64, limit int) ([]Record, error) {
-	if q.isClosed() {
-		return nil, ErrClosed
-	}
-	now := q.clock.Now()
-	q.mu.Lock()
-	q.noteSync(now)
-	bs := q.boots
-	q.mu.Unlock()
-	cur := bs[len(bs)-1].n
-	maxAge, _ := q.limitOf(l)
-	var out []Record
-	err := q.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(l.bucket())
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		var key [8]byte
-		binary.BigEndian.PutUint64(key[:], from)
-		var slab []byte // one allocation for many records' data
-		for k, v := c.Seek(key[:]); k != nil && len(out) < limit; k, v = c.Next() {
-			h, ok := readHeader(v)
-			if len(k) != 8 || !ok {
-				return corruptf("bad record at key %x in %s", k, l)
-			}
-			seq := binary.BigEndian.Uint64(k)
-			if to != 0 && seq >= to {
-				break
-			}
-			if maxAge > 0 {
-				if age, known := bs.age(h, now, cur); known && age > maxAge {
-					continue // expired: the writer sweeps it
-				}
-			}
-			d := dataOf(v, h)
-			if cap(slab)-len(slab) < len(d) {
-				slab = make([]byte, 0, max(32<<10, len(d)))
-			}
-			off := len(slab)
-			slab = append(slab, d...)
-			wall, trusted := bs.wallOf(h)
-			out = append(out, Record{
-				Seq:      seq,
-				Lane:     l,
-				Time:     wall,
-				Shift:    time.Duration(wall.UnixNano() - h.wall),
-				Unsynced: !trusted,
-				Data:     slab[off:len(slab):len(slab)],
-				Damaged:  checkValue(k, v, q.summedFrom),
-			})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("buffer: read %s from %d: %w", l, from, err)
-	}
-	return out, nil
-}
-
-// Read returns up to limit events with seq >= from of every lane, in seq
-// order (as ReadLane).
-func (q *Queue) Read(from uint64, limit int) ([]Record, error) {
-	var out []Record
-	for _, l := range q.Lanes() {
-		recs, err := q.ReadLane(l, from, 0, limit)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recs...)
-	}
-	slices.SortFunc(out, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
-	return out[:min(len(out), limit)], nil
-}
-
-// Lanes returns the lanes that hold events, by priority (highest first).
-func (q *Queue) Lanes() []Lane {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []Lane
-	for _, l := range q.st.lanes {
-		if l.events > 0 {
-			out = append(out, l.lane)
-		}
-	}
-	return out
-}
-
-// Changed returns a channel that is closed when events are next appended.
-// Take it before checking Stats().NextSeq and no append is missed.
-func (q *Queue) Changed() <-chan struct{} {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.changed
-}
-
-// Ack marks every event with seq <= upTo, in every lane, as delivered.
-// The writer deletes acknowledged events in its next transactions, in
-// batches; Flush (or Close) waits for that. Acking a seq that was never
-// appended is an error.
-func (q *Queue) Ack(upTo uint64) error {
-	return q.ack(ackOp{all: true, to: upTo}, int(min(upTo, 1<<20)))
-}
-
-// AckRange marks the events of lane with from <= seq <= to as delivered
-// (as Ack).
-func (q *Queue) AckRange(l Lane, from, to uint64) error {
-	if from > to {
-		return nil
-	}
-	return q.ack(ackOp{lane: l, from: from, to: to}, int(min(to-from+1, 1<<20)))
-}
-
-// AckSeq marks the event seq, in whichever lane holds it, as delivered
-// (as Ack).
-func (q *Queue) AckSeq(seq uint64) error {
-	return q.ack(ackOp{any: true, from: seq, to: seq}, 1)
-}
-
-// SetCursor stores v in the file once every acknowledgement handed to the
-// queue before it is committed: in the same transaction as the last of
-// them or a later one, never before. Cursor returns it, after restarts
-// too. The forwarder keeps there how far upstream its acknowledgements
-// are known to reach.
-func (q *Queue) SetCursor(v []byte) error {
-	return q.ack(ackOp{cursor: bytes.Clone(v)}, 0)
-}
-
-// Cursor returns the last committed SetCursor value, or nil.
-func (q *Queue) Cursor() []byte {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return bytes.Clone(q.cursor)
-}
-
-func (q *Queue) ack(op ackOp, events int) error {
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return ErrClosed
-	}
-	if op.cursor == nil && op.to >= q.horizon {
-		next := q.horizon
-		q.mu.Unlock()
-		return fmt.Errorf("buffer: ack up to %d, but the last appended seq is %d", op.to, next-1)
-	}
-	op.n = events
-	q.acks = append(q.acks, op)
-	q.ackEvents += events
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// Stats returns a snapshot of the queue.
-func (q *Queue) Stats() Stats {
-	now := q.clock.Now()
-	q.mu.Lock()
-	q.noteSync(now)
-	st, bs, rejected := q.st.clone(), q.boots, q.rejected
-	s := st.stats(bs, now, q.opts)
-	s.Rejected, s.AppendedSinceOpen = rejected, st.appended-q.appended0
-	s.CommitError, s.CommitErrorSince = q.commitErr, q.commitErrSince
-	q.mu.Unlock()
-	if fi, err := os.Stat(q.path); err == nil {
-		s.FileBytes = fi.Size()
-	}
-	s.Commits = q.commits.Load()
-	dbs := q.db.Stats()
-	s.Written = dbs.TxStats.GetPageAlloc() + int64(s.Commits)*int64(q.pageSize)
-	return s
-}
-
-// noteSync enters the current boot's clock offset, in memory, the first
-// time a stamp says the clock is synchronized; the next commit writes it.
-// q.mu is held.
-func (q *Queue) noteSync(now Stamp) {
-	cur := &q.boots[len(q.boots)-1]
-	if now.Synced && !cur.synced && now.Boot == cur.id {
-		q.boots = slices.Clone(q.boots)
-		cur = &q.boots[len(q.boots)-1]
-		cur.offset, cur.synced = time.Duration(now.Wall.UnixNano())-now.Since, true
-		q.bootDirty = true
-	}
 }
 
 // Close commits what is pending (appends already handed over and acks),

@@ -219,3 +219,43 @@ func ReadStats(path string, timeout time.Duration) (Stats, error) {
 	}
 	return s, nil
 }
+
+func (q *Queue) writeMeta(meta *bolt.Bucket, st *state, cursor []byte) error {
+	_, size := st.events()
+	// bbolt keeps the value slices until the commit: one allocation for
+	// all of them.
+	vals := make([]byte, 0, 12*8+len(st.lanes)*48)
+	for _, kv := range []struct {
+		k []byte
+		v uint64
+	}{
+		{keyNext, st.next},
+		{keyBytes, uint64(size)},
+		{keyAppended, st.appended},
+		{keyAcked, st.acked},
+		{keyDroppedFull, st.droppedFull},
+		{keyDroppedAge, st.droppedAge},
+		{keyDroppedTTL, st.droppedTTL},
+		{keyDeadNext, st.deadNext},
+		{keyDeadEvents, st.deadEvents},
+		{keyDeadBytes, uint64(st.deadBytes)},
+		{keyDeadTotal, st.deadTotal},
+		{keyDeadDropped, st.deadDropped},
+	} {
+		vals = binary.BigEndian.AppendUint64(vals, kv.v)
+		if err := meta.Put(kv.k, vals[len(vals)-8:len(vals):len(vals)]); err != nil {
+			return err
+		}
+	}
+	for i := range st.lanes {
+		off := len(vals)
+		vals = st.lanes[i].appendMeta(vals)
+		if err := meta.Put(st.lanes[i].lane.bucket(), vals[off:len(vals):len(vals)]); err != nil {
+			return err
+		}
+	}
+	if cursor != nil {
+		return meta.Put(keyCursor, cursor)
+	}
+	return nil
+}

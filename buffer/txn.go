@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -428,57 +427,4 @@ func (t *txn) put(l Lane, d []byte) error {
 
 func (t *txn) header() header {
 	return header{wall: t.now.Wall.UnixNano(), since: t.now.Since, boot: t.cur, synced: t.now.Synced, summed: true}
-}
-
-func (q *Queue) writeMeta(meta *bolt.Bucket, st *state, cursor []byte) error {
-	_, size := st.events()
-	// bbolt keeps the value slices until the commit: one allocation for
-	// all of them.
-	vals := make([]byte, 0, 12*8+len(st.lanes)*48)
-	for _, kv := range []struct {
-		k []byte
-		v uint64
-	}{
-		{keyNext, st.next},
-		{keyBytes, uint64(size)},
-		{keyAppended, st.appended},
-		{keyAcked, st.acked},
-		{keyDroppedFull, st.droppedFull},
-		{keyDroppedAge, st.droppedAge},
-		{keyDroppedTTL, st.droppedTTL},
-		{keyDeadNext, st.deadNext},
-		{keyDeadEvents, st.deadEvents},
-		{keyDeadBytes, uint64(st.deadBytes)},
-		{keyDeadTotal, st.deadTotal},
-		{keyDeadDropped, st.deadDropped},
-	} {
-		vals = binary.BigEndian.AppendUint64(vals, kv.v)
-		if err := meta.Put(kv.k, vals[len(vals)-8:len(vals):len(vals)]); err != nil {
-			return err
-		}
-	}
-	for i := range st.lanes {
-		off := len(vals)
-		vals = st.lanes[i].appendMeta(vals)
-		if err := meta.Put(st.lanes[i].lane.bucket(), vals[off:len(vals):len(vals)]); err != nil {
-			return err
-		}
-	}
-	if cursor != nil {
-		return meta.Put(keyCursor, cursor)
-	}
-	return nil
-}
-
-// writeError names the usual causes of a failed commit.
-func writeError(path string, err error) error {
-	switch {
-	case errors.Is(err, syscall.ENOSPC):
-		return fmt.Errorf("buffer: commit to %s: disk full: %w (free space on the volume or lower buffer.max_bytes)", path, err)
-	case errors.Is(err, syscall.EROFS):
-		return fmt.Errorf("buffer: commit to %s: file system is read-only: %w", path, err)
-	case errors.Is(err, syscall.EIO):
-		return fmt.Errorf("buffer: commit to %s: I/O error, the storage may be failing: %w", path, err)
-	}
-	return fmt.Errorf("buffer: commit to %s: %w", path, err)
 }

@@ -12,6 +12,25 @@ import (
 
 // writer is the only goroutine that writes to the file. It owns every
 // bbolt read-write transaction; Close stops it and waits for it.
+// A linger is the writer's memory of its last commits. Natural batching
+// alone alternates big and small transactions: when a commit ends, its
+// appenders wake one by one and the first to come back would start the
+// next commit nearly alone. So the writer lingers a little (a quarter of
+// the last commit's time at most) until as many appends are waiting as
+// the last transactions held.
+type linger struct {
+	recent [8]int // appends of the last commits: the most is the target
+	n      int
+	target int
+	dur    time.Duration // the last commit's
+}
+
+func (l *linger) note(reqs int, dur time.Duration) {
+	l.recent[l.n%len(l.recent)] = reqs
+	l.n++
+	l.target, l.dur = slices.Max(l.recent[:]), dur
+}
+
 func (q *Queue) writer() {
 	defer close(q.done)
 	// The sweep of expired events runs every twentieth of the shortest
@@ -23,15 +42,7 @@ func (q *Queue) writer() {
 	batch := make([]*appendReq, 0, 64)
 	q.releasePages() // what Open's checks and bbolt's freelist scan touched
 	lastRelease := time.Now()
-	// Natural batching alone alternates big and small transactions: when a
-	// commit ends, its appenders wake one by one and the first to come back
-	// would start the next commit nearly alone. So the writer lingers a
-	// little (a quarter of the last commit's time at most) until as many
-	// appends are waiting as the last transaction held.
-	var lastReqs int
-	var recent [8]int // appends of the last commits: the most is the target
-	var nrecent int
-	var lastDur time.Duration
+	var lg linger
 	gather := gatherer{delay: q.opts.CommitDelay}
 	// Acks alone are committed once ackBatch are pending or ackDelay after
 	// the first, so a forwarder acking as PubAcks arrive does not cost an
@@ -66,7 +77,7 @@ func (q *Queue) writer() {
 			return
 		}
 		if len(batch) > 0 {
-			batch = q.collect(batch, lastReqs, min(lastDur/4, 2*time.Millisecond))
+			batch = q.collect(batch, lg.target, min(lg.dur/4, 2*time.Millisecond))
 			batch = q.gather(&gather, batch)
 		}
 		if len(batch) == 0 && !q.hasWork() {
@@ -79,9 +90,7 @@ func (q *Queue) writer() {
 		start := time.Now()
 		more := q.commit(batch)
 		gather.committed(start, batch)
-		recent[nrecent%len(recent)] = len(batch)
-		nrecent++
-		lastReqs, lastDur = slices.Max(recent[:]), time.Since(start)
+		lg.note(len(batch), time.Since(start))
 		if d := q.sweepInterval(); d < sweepEvery { // a lane with a shorter limit
 			sweepEvery = d
 			sweep.Reset(d)
@@ -143,141 +152,6 @@ func (q *Queue) collect(batch []*appendReq, target int, linger time.Duration) []
 		}
 		runtime.Gosched()
 	}
-}
-
-// A gatherer spaces commits CommitDelay apart (start to start) while
-// readings trickle in, so each commit carries several: the wear is per
-// commit, not per reading. It does not hold back appenders that wait for
-// each commit before they append again (devices that wait for their
-// PUBACK): spacing would cap each at one message per delay and gather
-// nothing. Three signs tell them: every appender of the last commit is
-// back (each mark group it held, and as many unmarked appends: nobody
-// else is coming); the last commit carried GatherEvents/2 or more (a
-// pipelining appender: its next batch waits for this commit); or
-// gatherMisses delays in a row gathered nothing. The writer goroutine
-// owns it.
-type gatherer struct {
-	delay      time.Duration
-	start      time.Time       // of the last commit
-	lastEvents int             // appended by the last commit
-	lastGroups map[string]bool // the mark groups of its appends
-	lastAnon   int             // its appends without marks
-	misses     int             // delays in a row that gathered nothing
-	offUntil   time.Time       // no delays before
-}
-
-// gatherMisses and gatherRest: eight delays in a row that gather nothing
-// turn delays off for fifty delays. (Readings at random times leave a
-// delay empty now and then: at 10/s about one in five; eight in a row,
-// one in 400,000.)
-const (
-	gatherMisses = 8
-	gatherRest   = 50
-)
-
-// committed notes a commit's start and its appenders.
-func (g *gatherer) committed(start time.Time, batch []*appendReq) {
-	g.start, g.lastEvents = start, events(batch)
-	if g.delay <= 0 {
-		return
-	}
-	clear(g.lastGroups)
-	g.lastAnon = 0
-	for _, r := range batch {
-		anon := len(r.data) > 0
-		for _, m := range r.marks {
-			if m != nil {
-				if g.lastGroups == nil {
-					g.lastGroups = map[string]bool{}
-				}
-				g.lastGroups[string(m.Group)], anon = true, false
-			}
-		}
-		if anon {
-			g.lastAnon++
-		}
-	}
-}
-
-// allBack says whether batch holds every appender of the last commit
-// again: each of its mark groups, and as many appends without marks.
-func (g *gatherer) allBack(batch []*appendReq) bool {
-	if g.lastEvents == 0 {
-		return false
-	}
-	anon, groups := 0, 0
-	seen := map[string]bool{}
-	for _, r := range batch {
-		marked := false
-		for _, m := range r.marks {
-			if m != nil {
-				marked = true
-				if g.lastGroups[string(m.Group)] && !seen[string(m.Group)] {
-					seen[string(m.Group)] = true
-					groups++
-				}
-			}
-		}
-		if !marked {
-			anon++
-		}
-	}
-	return groups == len(g.lastGroups) && anon >= g.lastAnon
-}
-
-// gather holds a small batch until CommitDelay after the last commit's
-// start, or until GatherEvents events are waiting (or the queue closes).
-func (q *Queue) gather(g *gatherer, batch []*appendReq) []*appendReq {
-	if g.delay <= 0 || len(batch) == 0 || events(batch) >= GatherEvents {
-		return batch
-	}
-	for _, r := range batch {
-		if r.dead != nil || len(r.data) == 0 {
-			return batch // a dead letter or a Flush: someone waits for it
-		}
-	}
-	until := g.start.Add(g.delay)
-	now := time.Now()
-	if !now.Before(until) || now.Before(g.offUntil) || g.lastEvents >= GatherEvents/2 || g.allBack(batch) {
-		return batch
-	}
-	n := events(batch)
-	t := time.NewTimer(until.Sub(now))
-	defer t.Stop()
-	for events(batch) < GatherEvents && !g.allBack(batch) {
-		select {
-		case <-q.kick:
-			batch = q.take(batch)
-			continue
-		case <-t.C:
-			batch = q.take(batch)
-		case <-q.quit:
-			return batch // drainOnQuit commits the rest
-		}
-		break
-	}
-	if events(batch) > n {
-		g.misses = 0
-	} else if g.misses++; g.misses >= gatherMisses {
-		g.misses, g.offUntil = 0, time.Now().Add(gatherRest*g.delay)
-	}
-	return batch
-}
-
-func events(batch []*appendReq) int {
-	n := 0
-	for _, r := range batch {
-		n += len(r.data)
-	}
-	return n
-}
-
-func (q *Queue) batchFull(batch []*appendReq) bool {
-	n := 0
-	for _, r := range batch {
-		n += len(r.data)
-	}
-	return n >= q.opts.MaxBatch
 }
 
 // drainOnQuit commits the appends that were handed over before Close, and
@@ -412,6 +286,16 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		q.opts.OnCommit(time.Since(start))
 	}
 
+	q.took(st, bs, cursor, acked, rejected)
+	for _, r := range batch {
+		close(r.done)
+	}
+	return more
+}
+
+// took enters a committed transaction's state: the new state and boots
+// table, the cursor, the acks it applied, and the appends it refused.
+func (q *Queue) took(st state, bs boots, cursor []byte, acked int, rejected uint64) {
 	q.mu.Lock()
 	grew := st.next != q.st.next
 	q.st = st
@@ -437,10 +321,6 @@ func (q *Queue) commit(batch []*appendReq) (more bool) {
 		q.changed = make(chan struct{})
 	}
 	q.mu.Unlock()
-	for _, r := range batch {
-		close(r.done)
-	}
-	return more
 }
 
 // syncBoots enters the first synchronization of this boot's clock in the

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"periph.io/x/conn/v3/gpio"
-
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"periph.io/x/conn/v3/gpio"
 
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"

@@ -6,9 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/gateway/status"
-	"github.com/edgegw/edgegw/gateway/web"
 	"io"
 	"log/slog"
 	"net"
@@ -26,9 +23,12 @@ import (
 	"periph.io/x/host/v3"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
+	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/gateway/subject"
+	"github.com/edgegw/edgegw/gateway/web"
 	"github.com/edgegw/edgegw/sensors"
 )
 

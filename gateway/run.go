@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/gateway/status"
 	"sync"
 	"time"
 
@@ -13,9 +11,11 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/status"
 )
 
 // A runner runs one config's parts on one buffer: the forwarder with its
@@ -222,6 +222,27 @@ func (r *runner) reconfigure(c *config.Config) error {
 		}
 		r.fwd = p
 	}
+	if err := r.reconcileSources(c, subs); err != nil {
+		return err
+	}
+	r.c = c
+	outs, err := r.g.openOutputs(c)
+	if err != nil {
+		return err
+	}
+	r.g.mu.Lock()
+	r.g.outputs = outs
+	r.g.mu.Unlock()
+	r.publish()
+	r.g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
+		"buffered", r.qr.q.Stats().Events, "sources", len(r.srcs))
+	return nil
+}
+
+// reconcileSources runs c's sources: those whose settings did not change
+// keep running (updated in place where they can be), changed ones are
+// stopped before their successors start, removed ones stop.
+func (r *runner) reconcileSources(c *config.Config, subs []mqttsource.Subscription) error {
 	specs := r.g.sourceSpecs(c, subs)
 	running := map[string]*part{}
 	for _, p := range r.srcs {
@@ -267,17 +288,7 @@ func (r *runner) reconfigure(c *config.Config) error {
 	for _, p := range running {
 		p.stop() // removed
 	}
-	r.srcs, r.c = next, c
-	outs, err := r.g.openOutputs(c)
-	if err != nil {
-		return err
-	}
-	r.g.mu.Lock()
-	r.g.outputs = outs
-	r.g.mu.Unlock()
-	r.publish()
-	r.g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
-		"buffered", r.qr.q.Stats().Events, "sources", len(r.srcs))
+	r.srcs = next
 	return nil
 }
 

@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"fmt"
-	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/gateway/status"
-	"github.com/edgegw/edgegw/gateway/web"
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/web"
 )
 
 // storageStatus fills in the totals and the card's life from files, the

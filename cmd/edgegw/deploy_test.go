@@ -1,20 +1,18 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
-
-	"gopkg.in/yaml.v3"
-
-	"fmt"
-	"os/exec"
-	"strconv"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"gopkg.in/yaml.v3"
 
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"

@@ -139,35 +139,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.buildInfo, 1, st.Version, runtime.Version(), st.Gateway)
 
-	for _, s := range st.Sources {
-		gauge(c.srcUp, b2f(s.Up), s.Name, s.Kind)
-		counter(c.srcIngested, s.Ingested, s.Name)
-		counter(c.srcStoreErrors, s.StoreErrors, s.Name)
-		counter(c.srcSetAside, s.SetAside, s.Name)
-		counter(c.srcDropped, s.Duplicates, s.Name, "duplicate")
-		switch s.Kind {
-		case status.KindMQTT, status.KindMQTTServer:
-			counter(c.srcRejected, s.TooLarge, s.Name, "too_large")
-			counter(c.srcRejected, s.Unmappable, s.Name, "unmappable")
-			counter(c.srcDropped, s.Retained, s.Name, "retained")
-		default:
-			counter(c.srcDropped, s.NotStored, s.Name, "not_stored")
-			counter(c.srcErrors, s.Errors, s.Name)
-		}
-		if s.LastReadingAge != nil {
-			gauge(c.srcAge, *s.LastReadingAge, s.Name)
-		}
-		if s.Kind == status.KindMQTTServer && s.Pending != nil {
-			gauge(c.brokerClients, float64(*s.Clients))
-			gauge(c.brokerPending, float64(*s.Pending))
-			for _, reason := range []string{"pending", "pending_ip", "timeout", "not_connect", "too_large", "bad_login", "backoff", "client_id", "user_limit", "acl", "retained_limit"} {
-				counter(c.brokerRefused, s.Refused[reason], reason)
-			}
-			gauge(c.brokerRetained, float64(*s.RetainedKept))
-			gauge(c.brokerRetainedBytes, float64(*s.RetainedBytes))
-			gauge(c.brokerSessions, float64(*s.SessionsBytes))
-		}
-	}
+	c.sources(st.Sources, gauge, counter)
 
 	b := st.Buffer
 	gauge(c.bufOpen, b2f(b.Open))
@@ -210,6 +182,39 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.writtenPerDay, sw.PerDay)
 	if sw.LifeYears > 0 {
 		gauge(c.cardLife, sw.LifeYears)
+	}
+}
+
+// sources sends the per-source metrics, and the embedded broker's.
+func (c *collector) sources(sources []status.SourceStatus, gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
+	for _, s := range sources {
+		gauge(c.srcUp, b2f(s.Up), s.Name, s.Kind)
+		counter(c.srcIngested, s.Ingested, s.Name)
+		counter(c.srcStoreErrors, s.StoreErrors, s.Name)
+		counter(c.srcSetAside, s.SetAside, s.Name)
+		counter(c.srcDropped, s.Duplicates, s.Name, "duplicate")
+		switch s.Kind {
+		case status.KindMQTT, status.KindMQTTServer:
+			counter(c.srcRejected, s.TooLarge, s.Name, "too_large")
+			counter(c.srcRejected, s.Unmappable, s.Name, "unmappable")
+			counter(c.srcDropped, s.Retained, s.Name, "retained")
+		default:
+			counter(c.srcDropped, s.NotStored, s.Name, "not_stored")
+			counter(c.srcErrors, s.Errors, s.Name)
+		}
+		if s.LastReadingAge != nil {
+			gauge(c.srcAge, *s.LastReadingAge, s.Name)
+		}
+		if s.Kind == status.KindMQTTServer && s.Pending != nil {
+			gauge(c.brokerClients, float64(*s.Clients))
+			gauge(c.brokerPending, float64(*s.Pending))
+			for _, reason := range []string{"pending", "pending_ip", "timeout", "not_connect", "too_large", "bad_login", "backoff", "client_id", "user_limit", "acl", "retained_limit"} {
+				counter(c.brokerRefused, s.Refused[reason], reason)
+			}
+			gauge(c.brokerRetained, float64(*s.RetainedKept))
+			gauge(c.brokerRetainedBytes, float64(*s.RetainedBytes))
+			gauge(c.brokerSessions, float64(*s.SessionsBytes))
+		}
 	}
 }
 

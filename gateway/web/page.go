@@ -84,12 +84,6 @@ func renderPage(d pageData) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	st := d.S
-	class := func(ok bool, yes, no string) string {
-		if ok {
-			return yes
-		}
-		return no
-	}
 	p("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
 	p("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<meta http-equiv=\"refresh\" content=\"10\">\n")
 	p("<title>edgegw %s</title>\n<style>\n%s</style>\n</head>\n<body>\n", e(st.Gateway), pageCSS)
@@ -101,25 +95,7 @@ func renderPage(d pageData) string {
 	p("<div class=\"sub\">%s · up %s · config %s · %s\n · <span id=\"ready\" class=\"%s\">%s</span></div>\n\n",
 		e(st.Version), e(d.Uptime), e(d.ConfigRev), e(d.Now), class(st.Ready, "good", "bad"), e(ready))
 
-	u := st.Upstream
-	state := "connected"
-	if !u.Connected {
-		state = "down"
-		if !u.DownSince.IsZero() {
-			state += " since " + u.DownSince.Format("15:04:05")
-		}
-	}
-	p("<section id=\"uplink\">\n<h2><span class=\"dot %s\"></span>Uplink: %s</h2>\n<table>\n", class(u.Connected, "ok", "err"), e(state))
-	p("<tr><td>stream</td><td>%s</td><td>round trip</td><td>%s</td></tr>\n", e(u.Stream), e(d.RTT))
-	p("<tr><td>last PubAck</td><td>%s</td><td>time to drain</td><td>%s</td></tr>\n", e(d.LastAck), e(d.TimeToDrain))
-	p("<tr><td>acknowledged</td><td>%d</td><td>drain</td><td>%s (%d backfill)</td></tr>\n", u.Acked, e(u.Drain), u.Backfill)
-	if u.LastError != "" {
-		p("<tr><td>last error</td><td colspan=\"3\" class=\"bad\">%s</td></tr>\n", e(u.LastError))
-	}
-	for _, h := range u.Held {
-		p("<tr><td>held route</td><td colspan=\"3\" class=\"bad\">%s: %d events waiting since %s. %s</td></tr>\n", e(h.Route), h.Events, e(h.Since.Format("15:04:05")), e(h.Why))
-	}
-	p("</table>\n</section>\n\n")
+	renderUplink(p, d)
 
 	bs := st.Buffer
 	p("<section id=\"buffer\">\n<h2>Buffer: %d events held (%s)</h2>\n<table>\n", bs.Events, e(d.Held))
@@ -160,6 +136,38 @@ func renderPage(d pageData) string {
 	}
 	p("</div>\n</section>\n<small>Refreshes every 10 s · JSON: <a href=\"status\">/status</a> · <a href=\"metrics\">/metrics</a></small>\n</body>\n</html>\n")
 	return b.String()
+}
+
+// renderUplink writes the page's uplink section.
+func renderUplink(p func(string, ...any), d pageData) {
+	e := html.EscapeString
+	u := d.S.Upstream
+	state := "connected"
+	if !u.Connected {
+		state = "down"
+		if !u.DownSince.IsZero() {
+			state += " since " + u.DownSince.Format("15:04:05")
+		}
+	}
+	p("<section id=\"uplink\">\n<h2><span class=\"dot %s\"></span>Uplink: %s</h2>\n<table>\n", class(u.Connected, "ok", "err"), e(state))
+	p("<tr><td>stream</td><td>%s</td><td>round trip</td><td>%s</td></tr>\n", e(u.Stream), e(d.RTT))
+	p("<tr><td>last PubAck</td><td>%s</td><td>time to drain</td><td>%s</td></tr>\n", e(d.LastAck), e(d.TimeToDrain))
+	p("<tr><td>acknowledged</td><td>%d</td><td>drain</td><td>%s (%d backfill)</td></tr>\n", u.Acked, e(u.Drain), u.Backfill)
+	if u.LastError != "" {
+		p("<tr><td>last error</td><td colspan=\"3\" class=\"bad\">%s</td></tr>\n", e(u.LastError))
+	}
+	for _, h := range u.Held {
+		p("<tr><td>held route</td><td colspan=\"3\" class=\"bad\">%s: %d events waiting since %s. %s</td></tr>\n", e(h.Route), h.Events, e(h.Since.Format("15:04:05")), e(h.Why))
+	}
+	p("</table>\n</section>\n\n")
+}
+
+// class is yes when ok, else no.
+func class(ok bool, yes, no string) string {
+	if ok {
+		return yes
+	}
+	return no
 }
 
 // sourceRow is a source's line on the page: its dot says receiving, stale
