@@ -20,6 +20,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
@@ -48,7 +49,7 @@ func BenchmarkIngestQoS1(b *testing.B) {
 			}
 			tmpl, _ := subject.ParseTemplate("telemetry.{gateway}.{topic}", "gw1")
 			src, err := mqttsource.New(mqttsource.Options{Broker: url, ClientID: "edgegw-gw1",
-				Subscriptions: []mqttsource.Subscription{{Topic: "sensors/#", QoS: 1, Subject: tmpl}}})
+				Subscriptions: []mqttroute.Subscription{{Topic: "sensors/#", QoS: 1, Subject: tmpl}}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -12,8 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"periph.io/x/conn/v3/gpio"
 
-	"github.com/edgegw/edgegw/gateway/mqttbroker"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/sensors"
 )
@@ -87,6 +86,13 @@ func decode(r micro.Request, v any) bool {
 	return true
 }
 
+// A readNower is a polled sensor that can be read on demand
+// (sensors.Poller).
+type readNower interface {
+	Name() string
+	ReadNow(ctx context.Context) (sensors.Payload, error)
+}
+
 // SensorsReadRequest names one sensor; empty: every polled sensor.
 type SensorsReadRequest struct {
 	Sensor string `json:"sensor,omitempty"`
@@ -116,7 +122,7 @@ func (g *Gateway) sensorsRead(r micro.Request) {
 		if !ok {
 			continue
 		}
-		p, ok := ss.sensorRunner.(*sensors.Poller)
+		p, ok := ss.sensorRunner.(readNower)
 		if !ok || req.Sensor != "" && p.Name() != req.Sensor {
 			continue
 		}
@@ -161,7 +167,7 @@ func (g *Gateway) mqttPublish(r micro.Request) {
 		r.Error("400", fmt.Sprintf("qos %d is not 0, 1 or 2", req.QoS), nil)
 		return
 	}
-	if err := mqttsource.ValidTopic(req.Topic); err != nil {
+	if err := mqttroute.ValidTopic(req.Topic); err != nil {
 		r.Error("400", "topic: "+err.Error(), nil)
 		return
 	}
@@ -177,13 +183,10 @@ func (g *Gateway) mqttPublish(r micro.Request) {
 	}
 	var pub publisher
 	for _, s := range srcs {
-		switch p := s.Source.(type) {
-		case *mqttbroker.Broker:
+		// The embedded broker before an MQTT client: local subscribers
+		// are its.
+		if p, ok := s.Source.(publisher); ok && (pub == nil || s.kind == status.KindMQTTServer) {
 			pub = p
-		case *mqttsource.Source:
-			if pub == nil {
-				pub = p
-			}
 		}
 	}
 	if pub == nil {

@@ -157,7 +157,7 @@ func (g *Gateway) openBuffer(c *config.Config) (*buffer.Queue, error) {
 func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 	var out []*sensors.Poller
 	for _, sc := range g.config().Sensors {
-		if sc.Driver == "gpio_edge" || sc.Driver == "pulse_counter" {
+		if sensors.IsGPIO(sc.Driver) {
 			continue // event-driven, not polled: see sensorSources
 		}
 		p, err := sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)

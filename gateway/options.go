@@ -14,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/subject"
 )
@@ -54,25 +55,25 @@ func connOptions(c *config.Config) forward.ConnOptions {
 }
 
 // subscriptions are the MQTT subscriptions with their parsed templates.
-func subscriptions(c *config.Config) ([]mqttsource.Subscription, error) {
+func subscriptions(c *config.Config) ([]mqttroute.Subscription, error) {
 	if c.MQTT == nil {
 		return nil, nil
 	}
-	var subs []mqttsource.Subscription
+	var subs []mqttroute.Subscription
 	for _, s := range c.MQTT.Subscriptions {
 		t, err := subject.ParseTemplate(s.Subject, c.Gateway.ID)
 		if err != nil {
 			return nil, err // the config check refuses it first
 		}
 		l := s.Lane()
-		subs = append(subs, mqttsource.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained, Priority: l.Priority, TTL: l.TTL})
+		subs = append(subs, mqttroute.Subscription{Topic: s.Topic, QoS: byte(*s.QoS), Subject: t, Retained: s.Retained, Priority: l.Priority, TTL: l.TTL})
 	}
 	return subs, nil
 }
 
 // filters are every subject this gateway publishes to: the forwarder
 // reads its last message on them.
-func filters(c *config.Config, subs []mqttsource.Subscription) []string {
+func filters(c *config.Config, subs []mqttroute.Subscription) []string {
 	var out []string
 	for _, s := range subs {
 		out = append(out, s.Subject.Filter())
@@ -111,7 +112,7 @@ func forwardOptions(c *config.Config, filters []string, onAck func(time.Duration
 	return o
 }
 
-func mqttOptions(c *config.Config, subs []mqttsource.Subscription, log *slog.Logger) mqttsource.Options {
+func mqttOptions(c *config.Config, subs []mqttroute.Subscription, log *slog.Logger) mqttsource.Options {
 	m := c.MQTT
 	return mqttsource.Options{
 		Broker:        m.Broker,
@@ -131,7 +132,7 @@ func mqttOptions(c *config.Config, subs []mqttsource.Subscription, log *slog.Log
 
 // brokerOptions are the embedded broker's options; it reads the users
 // file and the TLS files.
-func brokerOptions(c *config.Config, routes []mqttsource.Subscription, log *slog.Logger) (mqttbroker.Options, error) {
+func brokerOptions(c *config.Config, routes []mqttroute.Subscription, log *slog.Logger) (mqttbroker.Options, error) {
 	m, sv := c.MQTT, c.MQTT.Server
 	o := mqttbroker.Options{
 		Listen:         sv.Listen,

@@ -14,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/status"
 )
@@ -242,7 +243,7 @@ func (r *runner) reconfigure(c *config.Config) error {
 // reconcileSources runs c's sources: those whose settings did not change
 // keep running (updated in place where they can be), changed ones are
 // stopped before their successors start, removed ones stop.
-func (r *runner) reconcileSources(c *config.Config, subs []mqttsource.Subscription) error {
+func (r *runner) reconcileSources(c *config.Config, subs []mqttroute.Subscription) error {
 	specs := r.g.sourceSpecs(c, subs)
 	running := map[string]*part{}
 	for _, p := range r.srcs {
@@ -293,7 +294,7 @@ func (r *runner) reconcileSources(c *config.Config, subs []mqttsource.Subscripti
 }
 
 // startForwarder connects upstream and starts a forwarder.
-func (r *runner) startForwarder(c *config.Config, subs []mqttsource.Subscription, s string) (*part, error) {
+func (r *runner) startForwarder(c *config.Config, subs []mqttroute.Subscription, s string) (*part, error) {
 	g := r.g
 	nc, err := forward.Connect(connOptions(c), g.log.With("component", "upstream"))
 	if err != nil {
@@ -343,7 +344,7 @@ type sourceSpec struct {
 
 // sourceSpecs are c's sources: the MQTT client of mqtt.broker, the
 // embedded broker (mqtt.server), and every sensor, in that order.
-func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttsource.Subscription) []sourceSpec {
+func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttroute.Subscription) []sourceSpec {
 	var out []sourceSpec
 	if m := c.MQTT; m != nil && m.Broker != "" {
 		client := *m
@@ -355,7 +356,11 @@ func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttsource.Subscription) 
 			}
 			return &source{Source: msrc, kind: status.KindMQTT}, nil
 		}, usig: sig(m.Subscriptions, m.MaxPayload), update: func(s *source) error {
-			return s.Source.(*mqttsource.Source).Reroute(subs, int(m.MaxPayload))
+			msrc, ok := s.Source.(*mqttsource.Source)
+			if !ok {
+				return fmt.Errorf("the mqtt source is a %T", s.Source)
+			}
+			return msrc.Reroute(subs, int(m.MaxPayload))
 		}})
 	}
 	if m := c.MQTT; m != nil && m.Server.On() {

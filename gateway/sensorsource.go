@@ -5,6 +5,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -30,4 +31,15 @@ func (s sensorSource) Run(ctx context.Context, emit event.EmitFunc) error {
 	return s.sensorRunner.Run(ctx, func(ctx context.Context, r sensors.Reading) error {
 		return emit(ctx, event.Event{Subject: s.subject, Source: r.Sensor, Time: r.Time, Payload: r.Payload, Priority: s.lane.Priority, TTL: s.lane.TTL})
 	})
+}
+
+// Report fills in a sensor's part of its status: up once it reads, what
+// it could not store, its failures and the last error.
+func (s sensorSource) Report(st *status.SourceStatus) {
+	ss := s.Stats()
+	st.Up = ss.Available
+	st.NotStored, st.Errors, st.LastError = ss.NotStored, ss.Failures, ss.LastError
+	if !ss.Available && st.LastError == "" {
+		st.LastError = "not opened yet"
+	}
 }

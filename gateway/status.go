@@ -11,12 +11,9 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
-	"github.com/edgegw/edgegw/gateway/mqttbroker"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/gateway/web"
-	"github.com/edgegw/edgegw/sensors"
 )
 
 // source is a running source with the counters the gateway keeps for it:
@@ -59,6 +56,11 @@ func (s *source) emit(qr *queueRef) event.EmitFunc {
 	}
 }
 
+// A reporter is a source that fills in its own part of its status.
+type reporter interface {
+	Report(st *status.SourceStatus)
+}
+
 func (s *source) status(now time.Time) status.SourceStatus {
 	st := status.SourceStatus{
 		Name:        s.Name(),
@@ -76,32 +78,8 @@ func (s *source) status(now time.Time) status.SourceStatus {
 		age := now.Sub(st.LastReading).Seconds()
 		st.LastReadingAge = &age
 	}
-	switch src := s.Source.(type) {
-	case *mqttsource.Source:
-		m := src.Stats()
-		st.Up = m.Connected && m.Subscribed
-		st.TooLarge, st.Unmappable, st.Retained = m.TooLarge, m.Unmappable, m.Retained
-		if !m.Connected {
-			st.LastError = "not connected to the broker"
-		} else if !m.Subscribed {
-			st.LastError = "connected, waiting for the broker to grant the subscriptions"
-		}
-	case *mqttbroker.Broker:
-		m := src.Stats()
-		st.Up = m.Listening
-		st.TooLarge, st.Unmappable, st.Clients = m.TooLarge, m.Unmappable, &m.Clients
-		st.Pending, st.Refused, st.RetainedKept, st.RetainedBytes, st.SessionsBytes = &m.Pending, m.RefusedConnections, &m.Retained, &m.RetainedBytes, &m.SessionsBytes
-		st.SessionsWritten = &m.SessionsWritten
-		if !m.Listening {
-			st.LastError = "not listening yet"
-		}
-	case interface{ Stats() sensors.Stats }:
-		ss := src.Stats()
-		st.Up = ss.Available
-		st.NotStored, st.Errors, st.LastError = ss.NotStored, ss.Failures, ss.LastError
-		if !ss.Available && st.LastError == "" {
-			st.LastError = "not opened yet"
-		}
+	if r, ok := s.Source.(reporter); ok {
+		r.Report(&st)
 	}
 	return st
 }

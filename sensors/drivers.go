@@ -123,6 +123,13 @@ func DriverNamed(name string) (Driver, bool) {
 	return Driver{}, false
 }
 
+// IsGPIO says whether the driver named reads a pin, event-driven
+// (BusGPIO: gpio_edge, pulse_counter), rather than a polled sensor.
+func IsGPIO(name string) bool {
+	d, ok := DriverNamed(name)
+	return ok && d.Bus == BusGPIO
+}
+
 // DriverNames lists the table's names, for messages.
 func DriverNames() string {
 	names := make([]string, len(Drivers))

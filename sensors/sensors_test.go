@@ -471,3 +471,12 @@ func TestTMP102Reading(t *testing.T) {
 		}
 	}
 }
+
+// The gateway and the CLI tell pins from polled sensors by the table.
+func TestIsGPIO(t *testing.T) {
+	for name, want := range map[string]bool{"gpio_edge": true, "pulse_counter": true, "bme280": false, "sim": false, "no_such": false} {
+		if sensors.IsGPIO(name) != want {
+			t.Errorf("IsGPIO(%q) = %v", name, !want)
+		}
+	}
+}

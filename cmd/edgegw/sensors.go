@@ -74,7 +74,7 @@ func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 	}
 	var events int
 	for _, sc := range cfg.Sensors {
-		if sc.Driver == "gpio_edge" || sc.Driver == "pulse_counter" {
+		if sensors.IsGPIO(sc.Driver) {
 			events++
 			fmt.Fprintf(stdout, "%-24s not read: a %s on %s reports edges as they happen; watch them with edgegw run --log-level debug\n", sc.Name, sc.Driver, sc.Pin)
 		}

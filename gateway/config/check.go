@@ -12,7 +12,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/sensors"
@@ -107,7 +107,7 @@ func (c *Config) checkMQTT(k checker) (filters []string) {
 			p := fmt.Sprintf("mqtt.subscriptions[%d]", i)
 			if s.Topic == "" {
 				k.bad(p+".topic", "missing")
-			} else if err := mqttsource.ValidFilter(s.Topic); err != nil {
+			} else if err := mqttroute.ValidFilter(s.Topic); err != nil {
 				k.bad(p+".topic", "%v", err)
 			}
 			if *s.QoS < 0 || *s.QoS > 2 {

@@ -7,7 +7,8 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
+	"github.com/edgegw/edgegw/sensors"
 )
 
 func (r *Route) complete() {
@@ -55,7 +56,7 @@ func (c *Config) completeMQTT() {
 			m.ClientID = "edgegw-" + c.Gateway.ID
 		}
 		if m.MaxPayload == 0 {
-			m.MaxPayload = mqttsource.DefaultMaxPayload
+			m.MaxPayload = mqttroute.DefaultMaxPayload
 		}
 		for i := range m.Subscriptions {
 			s := &m.Subscriptions[i]
@@ -81,7 +82,7 @@ func (c *Config) completeSensors() {
 			s.Subject = DefaultSensorSubject
 		}
 		s.Route.complete()
-		gpioDriver := s.Driver == "gpio_edge" || s.Driver == "pulse_counter"
+		gpioDriver := sensors.IsGPIO(s.Driver)
 		if s.Bus == "" && s.Driver != "sim" && s.Driver != "ds18b20" && !gpioDriver {
 			s.Bus = "1"
 		}

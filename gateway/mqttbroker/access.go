@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 )
 
 // A User may connect with its password; Publish and Subscribe are the
@@ -70,7 +70,7 @@ func LoadUsers(path string) ([]User, error) {
 			}
 		}
 		for _, f := range append(append([]string(nil), u.Publish...), u.Subscribe...) {
-			if err := mqttsource.ValidFilter(f); err != nil {
+			if err := mqttroute.ValidFilter(f); err != nil {
 				return nil, fmt.Errorf("mqtt.server.users_file %s: users[%d] (%s): %w", path, i, u.Name, err)
 			}
 		}

@@ -35,7 +35,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/edgegw/edgegw/gateway/event"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 )
 
 // Options configure a Broker.
@@ -52,7 +52,7 @@ type Options struct {
 	Users          []User
 	AllowAnonymous bool
 	// Routes: which messages are stored, and where they go upstream.
-	Routes     []mqttsource.Subscription
+	Routes     []mqttroute.Subscription
 	MaxPayload int // bytes; larger routed messages are refused
 	// MaxPacketSize bounds an MQTT packet (0: MaxPayload plus 64 KiB).
 	MaxPacketSize int
@@ -151,7 +151,7 @@ func New(o Options) (*Broker, error) {
 		return nil, errors.New("mqtt.server: no users: set mqtt.server.users_file, or allow_anonymous: true on a trusted network")
 	}
 	for i, r := range o.Routes {
-		if err := mqttsource.ValidFilter(r.Topic); err != nil {
+		if err := mqttroute.ValidFilter(r.Topic); err != nil {
 			return nil, fmt.Errorf("mqtt: subscriptions[%d].topic: %w", i, err)
 		}
 		if r.Subject == nil {
@@ -159,7 +159,7 @@ func New(o Options) (*Broker, error) {
 		}
 	}
 	if o.MaxPayload <= 0 {
-		o.MaxPayload = mqttsource.DefaultMaxPayload
+		o.MaxPayload = mqttroute.DefaultMaxPayload
 	}
 	if o.MaxPacketSize <= 0 {
 		o.MaxPacketSize = o.MaxPayload + 64<<10
@@ -232,7 +232,7 @@ func (b *Broker) Stats() Stats {
 // Publish sends a message to the broker's subscribers (a downlink to
 // the site's devices). It is not stored upstream, even on a routed topic.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	if err := mqttsource.ValidTopic(topic); err != nil {
+	if err := mqttroute.ValidTopic(topic); err != nil {
 		return err
 	}
 	srv := b.srv.Load()

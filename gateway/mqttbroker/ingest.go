@@ -12,7 +12,7 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/event"
-	"github.com/edgegw/edgegw/gateway/mqttsource"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 )
 
 // ingest is the hook that stores routed messages before acknowledging them.
@@ -63,7 +63,7 @@ func (h *ingest) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	}
 	routed := pk.TopicName == "" // a topic alias, resolved later: take it as routed
 	for _, r := range h.b.o.Routes {
-		routed = routed || mqttsource.Match(r.Topic, pk.TopicName)
+		routed = routed || mqttroute.Match(r.Topic, pk.TopicName)
 	}
 	if !routed && pk.FixedHeader.Dup {
 		return pk, nil // a resend of a local message: mochi answers PUBREC
@@ -87,15 +87,15 @@ func (h *ingest) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	if cl.Net.Inline {
 		return pk, nil // the worker's own publish to local subscribers
 	}
-	e, err := mqttsource.Route(h.b.o.Routes, h.b.o.MaxPayload, "server/"+cl.ID, mqttsource.Message{
+	e, err := mqttroute.Route(h.b.o.Routes, h.b.o.MaxPayload, "server/"+cl.ID, mqttroute.Message{
 		Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Dup: pk.FixedHeader.Dup, ID: pk.PacketID,
 	}, time.Now())
 	switch {
-	case errors.Is(err, mqttsource.ErrNoRoute):
+	case errors.Is(err, mqttroute.ErrNoRoute):
 		h.b.local.Add(1)
 		return pk, nil
 	case err != nil:
-		if errors.Is(err, mqttsource.ErrTooLarge) {
+		if errors.Is(err, mqttroute.ErrTooLarge) {
 			h.b.tooLarge.Add(1)
 		} else {
 			h.b.unmappable.Add(1)

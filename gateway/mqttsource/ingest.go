@@ -9,6 +9,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 )
 
 // ingest commits messages in batches and acks them, in arrival order, once
@@ -46,7 +47,7 @@ func (s *Source) ingest(ctx context.Context, msgs <-chan mqtt.Message, emit even
 		events = events[:0]
 		for _, m := range batch {
 			e, err := s.event(m, now)
-			if errors.Is(err, ErrRetained) {
+			if errors.Is(err, mqttroute.ErrRetained) {
 				continue // counted; acknowledged with the batch
 			}
 			if err != nil {
@@ -119,14 +120,14 @@ func msgSize(m mqtt.Message) int { return len(m.Payload()) + 4*len(m.Topic()) + 
 // event maps m to an event, or says why it is dropped.
 func (s *Source) event(m mqtt.Message, now time.Time) (event.Event, error) {
 	rt := s.routes.Load()
-	e, err := Route(rt.subs, rt.maxPayload, s.o.ClientID, Message{
+	e, err := mqttroute.Route(rt.subs, rt.maxPayload, s.o.ClientID, mqttroute.Message{
 		Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Dup: m.Duplicate(), ID: m.MessageID(),
 	}, now)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, mqttroute.ErrTooLarge):
 		s.tooLarge.Add(1)
-	case errors.Is(err, ErrRetained):
+	case errors.Is(err, mqttroute.ErrRetained):
 		s.retained.Add(1)
 	default:
 		s.unmappable.Add(1)

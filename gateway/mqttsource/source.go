@@ -23,28 +23,10 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/mqttroute"
 	"github.com/edgegw/edgegw/gateway/secret"
-	"github.com/edgegw/edgegw/gateway/subject"
 	"github.com/edgegw/edgegw/gateway/tlsclient"
 )
-
-// DefaultMaxPayload is the payload size limit when Options.MaxPayload is 0.
-const DefaultMaxPayload = 256 << 10
-
-// Subscription is one topic filter and where its messages go.
-type Subscription struct {
-	Topic   string // an MQTT topic filter, e.g. sensors/#
-	QoS     byte   // 0, 1 or 2
-	Subject *subject.Template
-	// Retained forwards the retained copies the broker sends when the
-	// subscription is made (on every start and reconnect), marked as
-	// retained. Without it they are acknowledged and skipped: a retained
-	// copy is the broker's last known value, not a new reading.
-	Retained bool
-	// Priority and TTL are its events' lane in the buffer.
-	Priority int
-	TTL      time.Duration
-}
 
 // Options configure a Source.
 type Options struct {
@@ -55,7 +37,7 @@ type Options struct {
 	// TLS: CAFile verifies the broker, CertFile/KeyFile is a client cert.
 	CAFile, CertFile, KeyFile string
 
-	Subscriptions []Subscription
+	Subscriptions []mqttroute.Subscription
 	MaxPayload    int // bytes; larger messages are acked, dropped and counted
 	// BatchSize caps the messages committed together (default 4096).
 	BatchSize int
@@ -105,7 +87,7 @@ func New(o Options) (*Source, error) {
 		return nil, err
 	}
 	if o.MaxPayload <= 0 {
-		o.MaxPayload = DefaultMaxPayload
+		o.MaxPayload = mqttroute.DefaultMaxPayload
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 4096
@@ -218,12 +200,12 @@ func (s *Source) Run(ctx context.Context, emit event.EmitFunc) error {
 	return s.ingest(ctx, msgs, emit)
 }
 
-func checkSubscriptions(subs []Subscription) error {
+func checkSubscriptions(subs []mqttroute.Subscription) error {
 	if len(subs) == 0 {
 		return errors.New("mqtt: no subscriptions")
 	}
 	for i, s := range subs {
-		if err := ValidFilter(s.Topic); err != nil {
+		if err := mqttroute.ValidFilter(s.Topic); err != nil {
 			return fmt.Errorf("mqtt: subscriptions[%d].topic: %w", i, err)
 		}
 		if s.QoS > 2 {
@@ -239,7 +221,7 @@ func checkSubscriptions(subs []Subscription) error {
 // routes are the subscriptions and the payload limit, which Reroute
 // changes while the source runs.
 type routes struct {
-	subs       []Subscription
+	subs       []mqttroute.Subscription
 	maxPayload int
 }
 
@@ -249,12 +231,12 @@ type routes struct {
 // are new or whose QoS changed are subscribed, filters no longer listed
 // are unsubscribed. A message already received on a filter that is gone
 // has no route: it is counted as unmappable and acknowledged.
-func (s *Source) Reroute(subs []Subscription, maxPayload int) error {
+func (s *Source) Reroute(subs []mqttroute.Subscription, maxPayload int) error {
 	if err := checkSubscriptions(subs); err != nil {
 		return err
 	}
 	if maxPayload <= 0 {
-		maxPayload = DefaultMaxPayload
+		maxPayload = mqttroute.DefaultMaxPayload
 	}
 	old := s.routes.Swap(&routes{subs, maxPayload})
 	c := s.client.Load()
@@ -301,7 +283,7 @@ func (s *Source) Reroute(subs []Subscription, maxPayload int) error {
 // Publish sends a message to the site's broker (a downlink to devices),
 // waiting up to 10s for the broker's acknowledgement at QoS 1 and 2.
 func (s *Source) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	if err := ValidTopic(topic); err != nil {
+	if err := mqttroute.ValidTopic(topic); err != nil {
 		return err
 	}
 	c := s.client.Load()

@@ -1,31 +1,11 @@
-package mqttsource
+package mqttroute
 
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"unicode/utf8"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 )
-
-// refusedSubs lists the filters a SUBACK refused (return code 0x80).
-func refusedSubs(t mqtt.Token) []string {
-	st, ok := t.(*mqtt.SubscribeToken)
-	if !ok {
-		return nil
-	}
-	var out []string
-	for topic, code := range st.Result() {
-		if code == 0x80 {
-			out = append(out, topic)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
 
 // Match reports whether the MQTT topic filter matches topic.
 func Match(filter, topic string) bool {
@@ -75,11 +55,4 @@ func ValidTopic(t string) error {
 		return errors.New("topic longer than 65535 bytes")
 	}
 	return nil
-}
-
-func refused(err error) bool {
-	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
-		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
-		errors.Is(err, packets.ErrorRefusedIDRejected) ||
-		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
 }

@@ -1,4 +1,7 @@
-package mqttsource
+// Package mqttroute maps an MQTT message to an event: which subscription
+// routes its topic, to which subject and lane, with which redelivery
+// mark. The MQTT client source and the embedded broker share it.
+package mqttroute
 
 import (
 	"crypto/sha256"
@@ -7,7 +10,26 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/event"
+	"github.com/edgegw/edgegw/gateway/subject"
 )
+
+// DefaultMaxPayload is the payload size limit when Options.MaxPayload is 0.
+const DefaultMaxPayload = 256 << 10
+
+// Subscription is one topic filter and where its messages go.
+type Subscription struct {
+	Topic   string // an MQTT topic filter, e.g. sensors/#
+	QoS     byte   // 0, 1 or 2
+	Subject *subject.Template
+	// Retained forwards the retained copies the broker sends when the
+	// subscription is made (on every start and reconnect), marked as
+	// retained. Without it they are acknowledged and skipped: a retained
+	// copy is the broker's last known value, not a new reading.
+	Retained bool
+	// Priority and TTL are its events' lane in the buffer.
+	Priority int
+	TTL      time.Duration
+}
 
 // A Message is what routing needs of an MQTT PUBLISH, received by the
 // source from a broker or by the embedded broker from a device.
