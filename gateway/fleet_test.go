@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -892,7 +889,7 @@ func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
 	skipShort(t)
 	srv := natstest.Start(t, nil)
 	hub := newFleetHub(t, srv.URL())
-	link := newLink(t, srv.URL())
+	link := natstest.NewLink(t, srv.URL())
 	g := startFleetGateway(t, fleetFile(t, t.TempDir(), link.URL(), ""))
 	r1 := hub.put("gw.gw1", "upstream:\n  window: 31\n")
 	hub.waitState(status.StateApplied, r1)
@@ -911,67 +908,6 @@ func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
 	if st.AppliedRevision != r3 || g.Config().Upstream.Window != 33 {
 		t.Fatalf("after the link came back: %+v, window %d", st, g.Config().Upstream.Window)
 	}
-}
-
-// link is a TCP relay to a server that can be cut (every connection
-// closed, new ones refused) and restored on the same port.
-type link struct {
-	t      testing.TB
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newLink(t testing.TB, natsURL string) *link {
-	l := &link{t: t, target: strings.TrimPrefix(natsURL, "nats://"), addr: fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t))}
-	l.Restore()
-	t.Cleanup(l.Cut)
-	return l
-}
-
-func (l *link) URL() string { return "nats://" + l.addr }
-
-func (l *link) Restore() {
-	ln, err := net.Listen("tcp", l.addr)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	l.mu.Lock()
-	l.ln = ln
-	l.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", l.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			l.mu.Lock()
-			l.conns = append(l.conns, c, s)
-			l.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-func (l *link) Cut() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln != nil {
-		l.ln.Close()
-		l.ln = nil
-	}
-	for _, c := range l.conns {
-		c.Close()
-	}
-	l.conns = nil
 }
 
 // nats micro ls finds every gateway: each is an instance of the service
