@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
@@ -65,7 +66,7 @@ func storageFiles(c *config.Config, open bool, bs buffer.Stats, sources []status
 	}
 	for _, s := range sources {
 		if s.SessionsWritten != nil {
-			fs = append(fs, status.StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: uint64(*s.SessionsWritten) / (3 * 4096), Estimated: true})
+			fs = append(fs, status.StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: uint64(*s.SessionsWritten) / uint64(3*os.Getpagesize()), Estimated: true})
 		}
 	}
 	return fs

@@ -118,7 +118,8 @@ type Stats struct {
 	// SessionsBytes is the sessions file's size (0 without one).
 	SessionsBytes int64
 	// SessionsWritten estimates what the broker has written to it since
-	// New: its commits, three 4 KiB pages each (sessionPagesPerCommit).
+	// New: its commits, three pages of the system page size each
+	// (sessionPagesPerCommit).
 	SessionsWritten int64
 }
 

@@ -118,7 +118,7 @@ func newCollector(rt Runtime) *collector {
 		upLagEvents:  d("upstream_lag_events", "Buffered events not yet acknowledged by the stream."),
 		upLagSeconds: d("upstream_lag_seconds", "Age of the oldest event not yet acknowledged by the stream (0 when none)."),
 
-		written:           d("storage_written_bytes_total", "Bytes written to storage since start, by file: buffer (its commits' pages), broker_sessions (the embedded broker's sessions file, estimated as three 4 KiB pages per commit).", "file"),
+		written:           d("storage_written_bytes_total", "Bytes written to storage since start, by file: buffer (its commits' pages), broker_sessions (the embedded broker's sessions file, estimated as three pages of the system page size per commit).", "file"),
 		writtenPerReading: d("storage_written_per_reading_bytes", "Bytes written to storage since start per reading appended since start (SD wear)."),
 		writtenPerDay:     d("storage_written_per_day_bytes", "Bytes written to storage per day, at the last hour's rate."),
 		cardLife:          d("storage_card_life_years", "Years until the card (gateway.storage) has been written rated_writes times at the written-per-day rate; absent when gateway.storage is not set."),
