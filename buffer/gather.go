@@ -65,13 +65,16 @@ func (g *gatherer) allBack(batch []*appendReq) bool {
 		return false
 	}
 	anon, groups := 0, 0
-	seen := map[string]bool{}
+	var seen map[string]bool // the last commit's groups met in batch
 	for _, r := range batch {
 		marked := false
 		for _, m := range r.marks {
 			if m != nil {
 				marked = true
 				if g.lastGroups[string(m.Group)] && !seen[string(m.Group)] {
+					if seen == nil {
+						seen = make(map[string]bool, len(g.lastGroups))
+					}
 					seen[string(m.Group)] = true
 					groups++
 				}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
@@ -66,7 +65,7 @@ func storageFiles(c *config.Config, open bool, bs buffer.Stats, sources []status
 	}
 	for _, s := range sources {
 		if s.SessionsWritten != nil {
-			fs = append(fs, status.StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: uint64(*s.SessionsWritten) / uint64(3*os.Getpagesize()), Estimated: true})
+			fs = append(fs, status.StorageFile{File: "broker_sessions", Path: brokerSessionsPath(c), Written: *s.SessionsWritten, Commits: *s.SessionsCommits, Estimated: true})
 		}
 	}
 	return fs

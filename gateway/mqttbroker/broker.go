@@ -121,6 +121,7 @@ type Stats struct {
 	// New: its commits, three pages of the system page size each
 	// (sessionPagesPerCommit).
 	SessionsWritten int64
+	SessionsCommits uint64 // exact: counted as mochi's store makes them
 }
 
 // Broker is the embedded broker; Run serves it. It is an event.Source.
@@ -218,7 +219,8 @@ func (b *Broker) Stats() Stats {
 		SessionsMovedAside: int(b.movedAside.Load()),
 	}
 	s.Retained, s.RetainedBytes = b.retained.stats()
-	s.SessionsWritten = int64(b.sessionCommits.Load()) * sessionPagesPerCommit * int64(os.Getpagesize())
+	s.SessionsCommits = b.sessionCommits.Load()
+	s.SessionsWritten = int64(s.SessionsCommits) * sessionPagesPerCommit * int64(os.Getpagesize())
 	if b.o.SessionPath != "" {
 		if fi, err := os.Stat(b.o.SessionPath); err == nil {
 			s.SessionsBytes = fi.Size()

@@ -9,7 +9,7 @@ func (b *Broker) Report(st *status.SourceStatus) {
 	st.Up = m.Listening
 	st.TooLarge, st.Unmappable, st.Clients = m.TooLarge, m.Unmappable, &m.Clients
 	st.Pending, st.Refused, st.RetainedKept, st.RetainedBytes, st.SessionsBytes = &m.Pending, m.RefusedConnections, &m.Retained, &m.RetainedBytes, &m.SessionsBytes
-	st.SessionsWritten = &m.SessionsWritten
+	st.SessionsWritten, st.SessionsCommits = &m.SessionsWritten, &m.SessionsCommits
 	if !m.Listening {
 		st.LastError = "not listening yet"
 	}

@@ -140,8 +140,9 @@ type SourceStatus struct {
 	SessionsBytes *int64            `json:"sessions_file_bytes,omitempty"`
 	// SessionsWritten estimates the bytes written to the sessions file
 	// since start (Status.Storage).
-	SessionsWritten *int64 `json:"sessions_file_written,omitempty"`
-	Retained        uint64 `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
+	SessionsWritten *int64  `json:"sessions_file_written,omitempty"`
+	SessionsCommits *uint64 `json:"sessions_file_commits,omitempty"`
+	Retained        uint64  `json:"retained_skipped,omitempty"` // retained copies on (re)subscribe, skipped
 	// Sensors and pins only.
 	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
 	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
