@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,8 +63,6 @@ type fleetAgent struct {
 	trying  map[string]kvValue // being health-checked
 	gen     *generation
 	prev    *config.Config // the last known good while trying
-	http    func()
-	httpCfg config.HTTPConfig
 	statKV  jetstream.KeyValue
 	statErr string // the last problem with the status bucket, logged once
 }
@@ -81,12 +78,13 @@ type generation struct {
 	err     error
 }
 
-func (g *Gateway) startGeneration(ctx context.Context, c *config.Config) *generation {
+// startGeneration runs c, serving the command endpoints on nc.
+func (g *Gateway) startGeneration(ctx context.Context, c *config.Config, nc *nats.Conn) *generation {
 	ctx, cancel := context.WithCancel(ctx)
 	gen := &generation{cfg: c, started: time.Now(), cancel: cancel, conf: make(chan reconfig), done: make(chan struct{})}
 	go func() {
 		defer close(gen.done)
-		gen.err = g.runConfigs(ctx, c, false, gen.conf)
+		gen.err = g.runConfigs(ctx, c, nc, gen.conf)
 	}()
 	return gen
 }
@@ -193,18 +191,7 @@ func (a *fleetAgent) run(ctx context.Context) error {
 	}
 	a.setStatus(st)
 
-	stopHTTP, err := a.g.startHTTP(cfg)
-	if err != nil {
-		return err
-	}
-	a.http, a.httpCfg = stopHTTP, cfg.HTTP
-	defer func() { a.http() }()
-	if svc, err := a.g.serveCommands(a.nc); err != nil {
-		a.log.Warn("the command endpoints are not served", "err", err)
-	} else {
-		defer svc.Stop()
-	}
-	a.gen = a.g.startGeneration(ctx, cfg)
+	a.gen = a.g.startGeneration(ctx, cfg, a.nc)
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	updates := make(chan kvUpdate)
@@ -335,22 +322,12 @@ func (a *fleetAgent) apply(ctx context.Context) bool {
 }
 
 // switchTo moves the running generation to cfg (it restarts only what
-// changed), or starts a new one if it has stopped; the HTTP listener
-// moves only when its section changed.
+// changed), or starts a new one if it has stopped.
 func (a *fleetAgent) switchTo(ctx context.Context, cfg *config.Config) error {
-	if !reflect.DeepEqual(cfg.HTTP, a.httpCfg) {
-		a.http()
-		a.http, a.httpCfg = func() {}, config.HTTPConfig{}
-		stop, err := a.g.startHTTP(cfg)
-		if err != nil {
-			return err
-		}
-		a.http, a.httpCfg = stop, cfg.HTTP
-	}
 	err := a.gen.reconfigure(cfg)
 	if errors.Is(err, errGenerationDone) {
 		a.log.Warn("the running config had stopped; starting the new one afresh", "err", a.gen.err)
-		a.gen = a.g.startGeneration(ctx, cfg)
+		a.gen = a.g.startGeneration(ctx, cfg, a.nc)
 		return nil
 	}
 	return err

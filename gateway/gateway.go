@@ -24,7 +24,6 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/gateway/subject"
@@ -97,12 +96,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.local.Fleet != nil {
 		return g.runFleet(ctx)
 	}
-	stopHTTP, err := g.startHTTP(g.local)
-	if err != nil {
-		return err
-	}
-	defer stopHTTP()
-	return g.runConfigs(ctx, g.local, true, nil)
+	return g.runConfigs(ctx, g.local, nil, nil)
 }
 
 // Config is the effective config: the file's, or with a fleet, the file
@@ -116,9 +110,9 @@ func (g *Gateway) config() *config.Config {
 	return g.cfg
 }
 
-// startHTTP serves c's http section; the returned func stops it.
-func (g *Gateway) startHTTP(c *config.Config) (stop func(), err error) {
-	ln, users, err := listen(c.HTTP)
+// startHTTP serves an http section; the returned func stops it.
+func (g *Gateway) startHTTP(h config.HTTPConfig) (stop func(), err error) {
+	ln, users, err := listen(h)
 	if err != nil {
 		return nil, err
 	}
@@ -147,9 +141,6 @@ func (g *Gateway) openBuffer(c *config.Config) (*buffer.Queue, error) {
 	if ce := q.Quarantine(); ce != nil {
 		g.log.Error("buffer file was unusable and has been replaced", "err", ce)
 	}
-	g.mu.Lock()
-	g.q = q
-	g.mu.Unlock()
 	return q, nil
 }
 
@@ -287,53 +278,4 @@ func hostI2C(name string) (i2c.BusCloser, error) {
 		return nil, err
 	}
 	return i2creg.Open(name)
-}
-
-// store commits events to q, each with its redelivery mark, and says how
-// many were stored, how many dropped as redelivered copies, and how many
-// set aside in the dead-letter lane. One event alone larger than the
-// buffer's max_bytes can never be stored: it is set aside there instead,
-// so it neither blocks its source nor vanishes.
-func store(ctx context.Context, q *buffer.Queue, events []event.Event) (stored, dups, dead int, err error) {
-	stored, dups, err = appendEvents(ctx, q, events)
-	if errors.Is(err, buffer.ErrTooLarge) && len(events) == 1 {
-		data, merr := events[0].Marshal(nil)
-		if merr != nil {
-			return 0, 0, 0, merr
-		}
-		reason := fmt.Sprintf("%v (from %s, subject %s); raise buffer.max_bytes to store such events", err, events[0].Source, events[0].Subject)
-		if err := q.AppendDead(ctx, data, reason); err != nil {
-			return 0, 0, 0, err
-		}
-		return 0, 0, 1, nil
-	}
-	return stored, dups, 0, err
-}
-
-func appendEvents(ctx context.Context, q *buffer.Queue, events []event.Event) (stored, dups int, err error) {
-	if len(events) == 0 {
-		return 0, 0, nil
-	}
-	entries := make([]buffer.Entry, len(events))
-	for i := range events {
-		data, err := events[i].Marshal(nil)
-		if err != nil {
-			return 0, 0, err
-		}
-		entries[i].Data = data
-		entries[i].Lane = buffer.Lane{Priority: events[i].Priority, TTL: events[i].TTL}
-		if o := events[i].Once; o != nil {
-			entries[i].Mark = &buffer.Mark{Group: []byte(o.Group), Slot: []byte(o.Slot), Token: []byte(o.Token), SkipIfSame: o.Redelivered}
-		}
-	}
-	seqs, err := q.AppendEntries(ctx, entries)
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, s := range seqs {
-		if s == 0 {
-			dups++
-		}
-	}
-	return len(events) - dups, dups, nil
 }

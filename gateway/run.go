@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
@@ -31,22 +30,19 @@ type runner struct {
 	g    *Gateway
 	ctx  context.Context // the generation's; parts run under children of it
 	c    *config.Config
-	qr   queueRef // the buffer; only this runner's goroutine swaps it
+	qr   queueRef // the buffer: this runner owns it, and shows it to Status (publish)
 	fwd  *part
-	srcs []*part          // in config order
-	errs chan error       // a part that stopped by itself, with its error
-	conf chan reconfig    // reconfigure's requests
-	cmds func(*nats.Conn) // serve the command endpoints on the upstream connection, or nil
-	svc  micro.Service    // what cmds started, stopped when the runner ends
-}
+	srcs []*part       // in config order
+	errs chan error    // a part that stopped by itself, with its error
+	conf chan reconfig // reconfigure's requests
 
-// queueRef is the buffer the sources append to. A change of the buffer
-// section swaps it under them: their appends wait for the new one
-// instead of failing, and an MQTT source keeps its connection. The
-// runner, the only writer, reads q without the lock.
-type queueRef struct {
-	mu sync.RWMutex // held for reading by every append, for writing by a swap
-	q  *buffer.Queue
+	// The HTTP listener and the command endpoints: this runner starts,
+	// moves and stops them, whatever the mode.
+	stopHTTP func()            // nil: not serving
+	httpCfg  config.HTTPConfig // what stopHTTP serves
+	control  *nats.Conn        // the connection commands are served on; nil: the upstream one
+	cmdsOn   *nats.Conn        // where svc serves them
+	svc      micro.Service
 }
 
 type reconfig struct {
@@ -74,28 +70,21 @@ func sig(v ...any) string {
 	return string(b)
 }
 
-// runConfigs runs the gateway on c until ctx ends: everything but the
-// HTTP listener, moving to each new config conf brings (nil: none).
-// commands: serve the command endpoints on the upstream connection
-// (without a fleet; the fleet's control connection serves them otherwise).
-func (g *Gateway) runConfigs(ctx context.Context, c *config.Config, commands bool, conf chan reconfig) (err error) {
-	r := &runner{g: g, ctx: ctx, errs: make(chan error, 1), conf: conf}
-	if commands {
-		r.cmds = func(nc *nats.Conn) {
-			svc, err := g.serveCommands(nc)
-			if err != nil {
-				g.log.Warn("the command endpoints are not served", "err", err)
-				return
-			}
-			r.svc = svc
-		}
-	}
+// runConfigs runs the gateway on c until ctx ends, moving to each new
+// config conf brings (nil: none). The command endpoints are served on
+// control (the fleet's connection), or with none on the upstream
+// connection.
+func (g *Gateway) runConfigs(ctx context.Context, c *config.Config, control *nats.Conn, conf chan reconfig) (err error) {
+	r := &runner{g: g, ctx: ctx, errs: make(chan error, 1), conf: conf, control: control}
 	defer func() {
 		if r.svc != nil {
 			r.svc.Stop()
 		}
 		if serr := r.stopAll(); err == nil {
 			err = serr
+		}
+		if r.stopHTTP != nil {
+			r.stopHTTP()
 		}
 		g.log.Info("edgegw stopped", "err", err)
 	}()
@@ -156,14 +145,13 @@ func (r *runner) stopAll() error {
 			err = serr
 		}
 	}
-	r.srcs = nil
 	if r.fwd != nil {
 		r.fwd.stop()
-		r.fwd = nil
 	}
-	if cerr := r.reopen(nil); err == nil {
+	if cerr := r.reopen(nil); err == nil { // shows the stopped parts to Stats
 		err = cerr
 	}
+	r.srcs, r.fwd = nil, nil
 	return err
 }
 
@@ -173,12 +161,10 @@ func (r *runner) reopen(c *config.Config) error {
 	r.qr.mu.Lock()
 	defer r.qr.mu.Unlock()
 	var err error
-	if r.qr.q != nil {
-		r.g.mu.Lock()
-		r.g.q = nil // closed: not ready, no buffer metrics; the rest stays for Stats
-		r.g.mu.Unlock()
-		err = r.qr.q.Close()
+	if q := r.qr.q; q != nil {
 		r.qr.q = nil
+		r.publish() // closed: not ready, no buffer metrics; the rest stays for Stats
+		err = q.Close()
 	}
 	if c == nil {
 		return err
@@ -193,6 +179,9 @@ func (r *runner) reopen(c *config.Config) error {
 
 // reconfigure moves the running parts to c.
 func (r *runner) reconfigure(c *config.Config) error {
+	if err := r.serveHTTP(c.HTTP); err != nil {
+		return err
+	}
 	if r.qr.q == nil || sig(c.Buffer, c.Gateway) != sig(r.c.Buffer, r.c.Gateway) {
 		if r.qr.q != nil {
 			r.g.log.Info("the buffer's settings changed: reopening it")
@@ -223,6 +212,7 @@ func (r *runner) reconfigure(c *config.Config) error {
 		}
 		r.fwd = p
 	}
+	r.serveCommands()
 	if err := r.reconcileSources(c, subs); err != nil {
 		return err
 	}
@@ -305,10 +295,6 @@ func (r *runner) startForwarder(c *config.Config, subs []mqttroute.Subscription,
 		nc.Close()
 		return nil, err
 	}
-	if r.cmds != nil {
-		r.cmds(nc)
-		r.cmds = nil // once: without a fleet there is one upstream connection
-	}
 	stop := r.start(fwd.Run)
 	return &part{key: "forward", sig: s, fwd: fwd, nc: nc, stop: func() error {
 		err := stop()
@@ -317,7 +303,51 @@ func (r *runner) startForwarder(c *config.Config, subs []mqttroute.Subscription,
 	}}, nil
 }
 
-// publish shows the running parts to Status.
+// serveHTTP serves h, moving the listener only when the section changed.
+func (r *runner) serveHTTP(h config.HTTPConfig) error {
+	if r.stopHTTP != nil && reflect.DeepEqual(h, r.httpCfg) {
+		return nil
+	}
+	if r.stopHTTP != nil {
+		r.stopHTTP()
+		r.stopHTTP = nil
+	}
+	stop, err := r.g.startHTTP(h)
+	if err != nil {
+		return err
+	}
+	r.stopHTTP, r.httpCfg = stop, h
+	return nil
+}
+
+// serveCommands serves the command endpoints on the control connection,
+// or without one on the upstream connection, and moves them with it.
+func (r *runner) serveCommands() {
+	nc := r.control
+	if nc == nil && r.fwd != nil {
+		nc = r.fwd.nc
+	}
+	if nc == r.cmdsOn {
+		return
+	}
+	if r.svc != nil {
+		r.svc.Stop()
+		r.svc = nil
+	}
+	r.cmdsOn = nc
+	if nc == nil {
+		return
+	}
+	svc, err := r.g.serveCommands(nc)
+	if err != nil {
+		r.g.log.Warn("the command endpoints are not served", "err", err)
+		return
+	}
+	r.svc = svc
+}
+
+// publish shows the running parts to Status: the only writer of the
+// gateway's view of them.
 func (r *runner) publish() {
 	var srcs []*source
 	for _, p := range r.srcs {

@@ -2,59 +2,13 @@ package gateway
 
 import (
 	"context"
-	"fmt"
-	"strings"
-	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/edgegw/edgegw/buffer"
-	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/gateway/web"
 )
-
-// source is a running source with the counters the gateway keeps for it:
-// every event passes through its emit.
-type source struct {
-	event.Source
-	kind                              string
-	ingested, duplicates, storeErrors atomic.Uint64
-	setAside                          atomic.Uint64          // too large to store: in the dead-letter lane
-	last                              atomic.Int64           // UnixNano of the last commit
-	lastValue                         atomic.Pointer[string] // the last event's payload, cut short
-}
-
-// emit commits events to the buffer qr holds and counts them for this
-// source.
-func (s *source) emit(qr *queueRef) event.EmitFunc {
-	return func(ctx context.Context, events ...event.Event) error {
-		qr.mu.RLock()
-		defer qr.mu.RUnlock()
-		if qr.q == nil {
-			s.storeErrors.Add(1)
-			return fmt.Errorf("%w (it failed to reopen after a config change)", buffer.ErrClosed)
-		}
-		stored, dups, dead, err := store(ctx, qr.q, events)
-		if err != nil {
-			// Once per failed commit: a source retries the same events
-			// until they are stored, and they are not counted again.
-			s.storeErrors.Add(1)
-			return err
-		}
-		s.duplicates.Add(uint64(dups))
-		s.setAside.Add(uint64(dead))
-		if stored > 0 {
-			s.ingested.Add(uint64(stored))
-			s.last.Store(time.Now().UnixNano())
-			v := displayValue(events[len(events)-1].Payload)
-			s.lastValue.Store(&v)
-		}
-		return nil
-	}
-}
 
 // A reporter is a source that fills in its own part of its status.
 type reporter interface {
@@ -200,18 +154,6 @@ func (g *Gateway) watch(ctx context.Context, tick, after, again time.Duration) {
 			}
 		}
 	}
-}
-
-// displayValue is a payload as a person may read it: at most 120 bytes,
-// control bytes and invalid UTF-8 shown as '·'.
-func displayValue(p []byte) string {
-	p = p[:min(len(p), 120)]
-	return strings.Map(func(r rune) rune {
-		if r == utf8.RuneError || unicode.IsControl(r) {
-			return '·'
-		}
-		return r
-	}, string(p))
 }
 
 // history is the page's history, none before the web exists (New
