@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 func openT(t *testing.T, path string, o *buffer.Options) *buffer.Queue {
@@ -267,7 +268,7 @@ func TestMaxAgeExpiry(t *testing.T) {
 		q.Append(ctx, payload(i))
 	}
 	start := time.Now()
-	waitFor(t, ctx, "old events to expire", func() bool { return q.Stats().Events == 0 })
+	wait.For(t, "old events to expire", func() bool { return q.Stats().Events == 0 })
 	if el := time.Since(start); el < 200*time.Millisecond {
 		t.Fatalf("events expired after %s, before max_age", el)
 	}
@@ -472,19 +473,6 @@ func fill(t *testing.T, path string, n int) {
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
 	}
 }
 

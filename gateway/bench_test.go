@@ -25,6 +25,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/subject"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 const ingestN = 100_000
@@ -56,13 +57,7 @@ func BenchmarkIngestQoS1(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- src.Run(ctx, gateway.BufferEmitter(q)) }()
-			deadline := time.Now().Add(10 * time.Second)
-			for !src.Stats().Subscribed { // the broker's SUBACK
-				if time.Now().After(deadline) {
-					b.Fatal("the source never subscribed")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			wait.For(b, "the source's subscription (the broker's SUBACK)", func() bool { return src.Stats().Subscribed })
 			return func() uint64 { return src.Stats().Committed }, func() {
 				cancel()
 				<-done
@@ -192,13 +187,7 @@ func gatewayIntoStream(b *testing.B, cfg *config.Config, natsURL string, stopNat
 		}
 		return last.Load()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !g.Status().Ready {
-		if time.Now().After(deadline) {
-			b.Fatal("the gateway is not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(b, "the gateway ready", func() bool { return g.Status().Ready })
 	return count, func() {
 		nc.Close()
 		stopGW()
@@ -235,17 +224,13 @@ func bareSubscriber(b *testing.B, url string) (count func() uint64, stop func())
 // and waits until it takes connections.
 func startNatsProcess(b *testing.B, bin string) (url string, stop func()) {
 	n := startNatsNodes(b, bin, 1)[0]
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if nc, err := nats.Connect(n.url); err == nil {
+	wait.For(b, "nats-server to take connections", func() bool {
+		nc, err := nats.Connect(n.url)
+		if err == nil {
 			nc.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("nats-server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 	return n.url, n.stop
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // chromium finds a headless browser, or skips saying how to get one
@@ -44,7 +45,7 @@ func TestPageInABrowser(t *testing.T) {
 	g := startGateway(t, cfg)
 	srv.Shutdown() // a backlog, and the uplink down
 	newPublisher(t, broker.URL(), "pub", true).publish(0, 5, 5, 0)
-	waitFor(t, 30*time.Second, "5 held", func() bool { return g.Status().Buffer.Events == 5 })
+	wait.For(t, "5 held", func() bool { return g.Status().Buffer.Events == 5 })
 	url := "http://" + g.HTTPAddr().String() + "/"
 
 	run := func(args ...string) []byte {

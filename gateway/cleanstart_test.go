@@ -6,12 +6,12 @@ import (
 	"log/slog"
 	"regexp"
 	"testing"
-	"time"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 var loud = regexp.MustCompile(`(?m)^.*level=(WARN|ERROR).*$`)
@@ -49,14 +49,14 @@ func TestCleanStartLogsNoWarning(t *testing.T) {
 					t.Fatal(err)
 				}
 				stop = runGateway(t, g)
-				waitFor(t, time.Minute, "a reading in the stream", func() bool { return streamMsgs(t, srv.URL()) > 0 })
-				waitFor(t, time.Minute, "the fleet status entry", func() bool { st, err := newFleetHub(t, srv.URL()).status(); return err == nil && st.State != "" })
+				wait.For(t, "a reading in the stream", func() bool { return streamMsgs(t, srv.URL()) > 0 })
+				wait.For(t, "the fleet status entry", func() bool { st, err := newFleetHub(t, srv.URL()).status(); return err == nil && st.State != "" })
 			} else {
 				var g *gateway.Gateway
 				g, stop = startGatewayStop(t, cfg, log)
 				pub := newPublisher(t, url, "pub", true)
 				pub.publish(0, 1, 1, 0)
-				waitFor(t, time.Minute, "the reading in the stream", func() bool { return g.Stats().Forward.Acked == 1 })
+				wait.For(t, "the reading in the stream", func() bool { return g.Stats().Forward.Acked == 1 })
 			}
 			stop()
 			if bad := loud.FindAllString(logs.String(), -1); len(bad) > 0 {

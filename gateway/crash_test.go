@@ -18,6 +18,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 const childConfig = "EDGEGW_GATEWAY_CHILD_CONFIG"
@@ -147,7 +148,7 @@ func TestSIGKILLWhilePublishing(t *testing.T) {
 	if os.Getenv("EDGEGW_TEST_LOG") != "" {
 		checkExactlyOnce(t, srv.URL(), accepted)
 	}
-	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
+	wait.For(t, "every accepted message in the stream", func() bool {
 		return streamMsgs(t, srv.URL()) >= base+uint64(len(accepted))
 	})
 	// Anything extra (a copy) reaches the gateway before the sentinel and,
@@ -190,12 +191,12 @@ func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*m
 		pub.publish(0, total, 100, 100*time.Microsecond)
 	}()
 	for k := 1; k <= 2; k++ {
-		waitFor(t, time.Minute, "progress", func() bool { return g.Stats().MQTT.Committed > uint64(k*total/3) })
+		wait.For(t, "progress", func() bool { return g.Stats().MQTT.Committed > uint64(k*total/3) })
 		fault(broker, srv, g)
 	}
 	<-published
 	accepted := pub.acceptedSet()
-	waitFor(t, 2*time.Minute, "every accepted message in the stream", func() bool {
+	wait.For(t, "every accepted message in the stream", func() bool {
 		return streamMsgs(t, srv.URL()) >= base+uint64(len(accepted))
 	})
 	sentinel(t, pub, g, srv.URL()) // a copy would arrive before it
@@ -207,7 +208,7 @@ func ingestUnderFaults(t *testing.T, persist, cleanPublisher bool, fault func(*m
 func TestUplinkOutagesDuringIngest(t *testing.T) {
 	url, accepted, g := ingestUnderFaults(t, false, true, func(_ *mqtttest.Broker, srv *natstest.Server, g *gateway.Gateway) {
 		srv.Shutdown()
-		waitFor(t, time.Minute, "a backlog", func() bool { return g.Stats().Buffer.Events > 1000 })
+		wait.For(t, "a backlog", func() bool { return g.Stats().Buffer.Events > 1000 })
 		t.Logf("uplink down: %d events buffered", g.Stats().Buffer.Events)
 		srv.Restart()
 	})

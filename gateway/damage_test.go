@@ -13,6 +13,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // A buffer of 20,000 events, stopped cleanly and damaged as a failing SD
@@ -81,12 +82,12 @@ func TestDamagedBufferDoesNotStopTheUplink(t *testing.T) {
 	if damaged == 0 || salvaged < n-1000 {
 		t.Fatalf("the damage did not reach what the test is about: %d salvaged, %d damaged", salvaged, damaged)
 	}
-	waitFor(t, 10*time.Second-time.Since(start), "the 20 new readings in the stream within 10 s of the restart", func() bool {
+	wait.Within(t, 10*time.Second-time.Since(start), "the 20 new readings in the stream within 10 s of the restart", func() bool {
 		c, err := subjectCount(srv.URL(), "telemetry.gw1.sensors.>")
 		return err == nil && c == 20
 	})
 	t.Logf("20 new readings in the stream %v after the restart", time.Since(start).Round(time.Millisecond))
-	waitFor(t, time.Minute, "the salvaged backlog in the stream", func() bool {
+	wait.For(t, "the salvaged backlog in the stream", func() bool {
 		return g.Stats().Forward.Acked == uint64(salvaged+20)
 	})
 	seen := map[string]int{}

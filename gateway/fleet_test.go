@@ -24,6 +24,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // fleetFile writes a gateway config with a fleet section and a simulated
@@ -172,7 +173,7 @@ func (h *fleetHub) waitStateWithin(limit time.Duration, state string, rev uint64
 	h.t.Helper()
 	var st status.FleetStatus
 	var err error
-	waitFor(h.t, limit, fmt.Sprintf("state %s at revision %d", state, rev), func() bool {
+	wait.For(h.t, fmt.Sprintf("state %s at revision %d", state, rev), func() bool {
 		st, err = h.status()
 		return err == nil && st.State == state && st.DesiredRevision == rev
 	})
@@ -203,7 +204,7 @@ func TestFleetAppliesOverlaysLive(t *testing.T) {
 	if len(eff.Sensors) != 1 || eff.Sensors[0].Name != "hall" {
 		t.Errorf("sensors %+v: a list in an overlay replaces the file's", eff.Sensors)
 	}
-	waitFor(t, 30*time.Second, "the hall sensor's readings upstream", func() bool {
+	wait.For(t, "the hall sensor's readings upstream", func() bool {
 		n, _ := subjectCount(srv.URL(), "telemetry.gw1.hall")
 		return n > 0
 	})
@@ -257,7 +258,7 @@ func startFleetGateway(t testing.TB, cfg *config.Config) *gateway.Gateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g))
-	waitFor(t, 30*time.Second, "the forwarder to reach the stream", func() bool { return g.Status().Upstream.Connected })
+	wait.For(t, "the forwarder to reach the stream", func() bool { return g.Status().Upstream.Connected })
 	return g
 }
 
@@ -277,7 +278,7 @@ func TestFleetRejectsAnInvalidOverlay(t *testing.T) {
 		t.Fatal("the rejected overlay's window is running")
 	}
 	before, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
-	waitFor(t, 30*time.Second, "readings to keep flowing", func() bool {
+	wait.For(t, "readings to keep flowing", func() bool {
 		n, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
 		return n > before+20
 	})
@@ -320,7 +321,7 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 		t.Fatalf("after the rollback it runs %v window %d, want the last known good", s, g.Config().Upstream.Window)
 	}
 	before, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
-	waitFor(t, 30*time.Second, "readings upstream after the rollback", func() bool {
+	wait.For(t, "readings upstream after the rollback", func() bool {
 		n, _ := subjectCount(srv.URL(), "telemetry.gw1.room")
 		return n > before+20
 	})
@@ -328,8 +329,8 @@ func TestFleetRollsBackADeadUpstream(t *testing.T) {
 	// it is not tried a second time.
 	watches := g.FleetCaughtUp()
 	srv.Restart()
-	waitFor(t, 30*time.Second, "the gateway back on the restarted server", func() bool { return g.Status().Upstream.Connected })
-	waitFor(t, 30*time.Second, "a new watch to report the bad revision again", func() bool { return g.FleetCaughtUp() > watches })
+	wait.For(t, "the gateway back on the restarted server", func() bool { return g.Status().Upstream.Connected })
+	wait.For(t, "a new watch to report the bad revision again", func() bool { return g.FleetCaughtUp() > watches })
 	if again, err := hub.status(); err != nil || again.State != status.StateRolledBack || !again.At.Equal(st.At) {
 		t.Fatalf("after a reconnect: %+v %v; the rolled back revision was tried again", again, err)
 	}
@@ -368,7 +369,7 @@ func TestFleetLastKnownGoodAfterARestartOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer runGateway(t, g2)()
-	waitFor(t, 30*time.Second, "the cellar sensor to read, offline", func() bool {
+	wait.For(t, "the cellar sensor to read, offline", func() bool {
 		for _, s := range g2.Status().Sources {
 			if s.Name == "cellar" && s.Ingested > 0 {
 				return true
@@ -472,7 +473,7 @@ func TestFleetHeartbeat(t *testing.T) {
 	if hb.Gateway != "gw1" || !hb.Uplink || hb.DiskFreeBytes <= 0 || hb.GoVersion == "" || len(hb.Lanes) == 0 {
 		t.Fatalf("heartbeat %+v", hb)
 	}
-	waitFor(t, 10*time.Second, "the status entry to carry a heartbeat", func() bool {
+	wait.For(t, "the status entry to carry a heartbeat", func() bool {
 		st, err := hub.status()
 		return err == nil && st.Heartbeat != nil && st.Heartbeat.At.After(time.Now().Add(-3*time.Second))
 	})
@@ -514,14 +515,14 @@ func TestFleetPermissionsFromDeploy(t *testing.T) {
 	cfg := fleetFileWith(t, t.TempDir(), srv.URL(), "", "id: gw1", "id: lobby-pi-01", "create: true", "create: false",
 		"ack_timeout: 2s", "ack_timeout: 2s\n  user: lobby-pi-01\n  password: lobby-pw")
 	g := startFleetGateway(t, cfg)
-	waitFor(t, 30*time.Second, "lobby-pi-01 to apply its own key", func() bool {
+	wait.For(t, "lobby-pi-01 to apply its own key", func() bool {
 		st, ok := g.FleetStatus()
 		return ok && st.State == status.StateApplied && st.AppliedRevision == rev
 	})
 	if w := g.Config().Upstream.Window; w != 101 {
 		t.Fatalf("window %d", w)
 	}
-	waitFor(t, 30*time.Second, "its status entry", func() bool {
+	wait.For(t, "its status entry", func() bool {
 		kv, err := hub.js.KeyValue(ctx, config.DefaultStatusBucket)
 		if err != nil {
 			return false
@@ -650,7 +651,7 @@ func TestFleetTenChangesUnderLoad(t *testing.T) {
 `, broker.URL())
 	cfg := fleetFileWith(t, dir, srv.URL(), mqttPart, "create: true", "create: true\n    duplicates: 1s\n  drain: oldest_first")
 	g := startFleetGateway(t, cfg)
-	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 
 	const n = 4000
 	pub := newPublisher(t, broker.URL(), "device", false)
@@ -703,7 +704,7 @@ func TestFleetTenChangesUnderLoad(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitFor(t, time.Minute, "the buffer to drain", func() bool { return g.Status().Buffer.Events == 0 })
+	wait.For(t, "the buffer to drain", func() bool { return g.Status().Buffer.Events == 0 })
 
 	seen := map[uint64]int{}
 	var maxSeq uint64
@@ -781,12 +782,12 @@ outputs:
 	t.Cleanup(runGateway(t, g))
 	// Each part the test uses, ready: the endpoints, the output (opened
 	// at its initial level, low), the broker's listener.
-	waitFor(t, 30*time.Second, "the service", func() bool {
+	wait.For(t, "the service", func() bool {
 		_, err := hub.nc.Request("edgegw.gw1.status", nil, time.Second)
 		return err == nil
 	})
-	waitFor(t, 30*time.Second, "the output at its initial level (low)", func() bool { return pin.Read() == gpio.Low })
-	waitFor(t, 30*time.Second, "the broker to listen", func() bool {
+	wait.For(t, "the output at its initial level (low)", func() bool { return pin.Read() == gpio.Low })
+	wait.For(t, "the broker to listen", func() bool {
 		for _, s := range g.Status().Sources {
 			if s.Kind == status.KindMQTTServer {
 				return s.Up
@@ -869,7 +870,7 @@ func TestFleetRollsBackADeadBroker(t *testing.T) {
 	hub := newFleetHub(t, srv.URL())
 	cfg := fleetFile(t, t.TempDir(), srv.URL(), fmt.Sprintf("mqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\n", broker.URL()))
 	g := startFleetGateway(t, cfg)
-	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	rev := hub.put("gw.gw1", fmt.Sprintf("mqtt:\n  broker: tcp://127.0.0.1:%d\n", natstest.FreePort(t)))
 	st := hub.waitState(status.StateRolledBack, rev)
 	if !strings.Contains(st.Error, "mqtt") || st.AppliedRevision != 0 {
@@ -878,7 +879,7 @@ func TestFleetRollsBackADeadBroker(t *testing.T) {
 	if g.Config().MQTT.Broker != broker.URL() {
 		t.Fatalf("broker %s after the rollback", g.Config().MQTT.Broker)
 	}
-	waitFor(t, 30*time.Second, "the client back on the site's broker", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the client back on the site's broker", func() bool { return g.Stats().MQTT.Subscribed })
 	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub"), srv.URL())
 }
 
@@ -895,7 +896,7 @@ func TestFleetChangesWhileTheLinkIsDown(t *testing.T) {
 	hub.waitState(status.StateApplied, r1)
 
 	link.Cut()
-	waitFor(t, 30*time.Second, "the gateway to see the link down", func() bool { return !g.Status().Upstream.Connected })
+	wait.For(t, "the gateway to see the link down", func() bool { return !g.Status().Upstream.Connected })
 	hub.put("gw.gw1", "upstream:\n  window: 32\n")
 	r3 := hub.put("gw.gw1", "upstream:\n  window: 33\n")
 	// The cut link closed every connection and refuses new ones: nothing
@@ -920,7 +921,7 @@ func TestFleetServiceDiscovery(t *testing.T) {
 		startFleetGateway(t, fleetFileWith(t, t.TempDir(), srv.URL(), "", "id: gw1", "id: "+id))
 		ids[id] = true
 	}
-	waitFor(t, 30*time.Second, "both gateways to answer the discovery ping", func() bool {
+	wait.For(t, "both gateways to answer the discovery ping", func() bool {
 		inbox := nats.NewInbox()
 		sub, err := hub.nc.SubscribeSync(inbox)
 		if err != nil {

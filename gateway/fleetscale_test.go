@@ -19,6 +19,7 @@ import (
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // BenchmarkFleetScale runs N whole gateways (default 200) in this process
@@ -57,7 +58,7 @@ func BenchmarkFleetScale(b *testing.B) {
 		// Ready when JetStream answers (a cluster has elected its meta leader).
 		var ops *nats.Conn
 		var js jetstream.JetStream
-		waitFor(b, 30*time.Second, "nats-server to serve JetStream", func() bool {
+		wait.For(b, "nats-server to serve JetStream", func() bool {
 			nc, err := nats.Connect(url)
 			if err != nil {
 				return false
@@ -111,7 +112,7 @@ func BenchmarkFleetScale(b *testing.B) {
 				}
 			})
 		}
-		waitFor(b, 2*time.Minute, "every gateway to apply the defaults", func() bool {
+		wait.For(b, "every gateway to apply the defaults", func() bool {
 			for _, g := range gws {
 				if st, _ := g.FleetStatus(); st.AppliedRevision == 0 || !g.Status().Upstream.Connected {
 					return false

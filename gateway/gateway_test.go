@@ -22,6 +22,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // configFor writes a config for one gateway between broker and server.
@@ -89,7 +90,7 @@ func startGatewayStop(t testing.TB, cfg *config.Config, log *slog.Logger) (*gate
 	stop := runGateway(t, g)
 	t.Cleanup(stop)
 	if cfg.MQTT != nil && cfg.MQTT.Server.On() {
-		waitFor(t, time.Minute, "the gateway's broker to listen", func() bool {
+		wait.For(t, "the gateway's broker to listen", func() bool {
 			for _, s := range g.Status().Sources {
 				if s.Kind == status.KindMQTTServer {
 					return s.Up
@@ -99,7 +100,7 @@ func startGatewayStop(t testing.TB, cfg *config.Config, log *slog.Logger) (*gate
 		})
 	}
 	if cfg.MQTT != nil && cfg.MQTT.Broker != "" {
-		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+		wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	}
 	return g, stop
 }
@@ -147,25 +148,13 @@ func telemetryStream(t testing.TB, url string) (jetstream.JetStream, jetstream.S
 }
 
 // firstMsg returns the first message of the TELEMETRY stream.
-func firstMsg(t testing.TB, url string) *jetstream.RawStreamMsg {
+func firstMsg(t testing.TB, url string) jetstream.Msg {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
+	msgs := natstest.Messages(t, url)
+	if len(msgs) == 0 {
+		t.Fatal("the stream is empty")
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := s.GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return msgs[0]
 }
 
 // publisher is a paho client publishing numbered QoS 1 messages.
@@ -240,64 +229,29 @@ func (p *publisher) acceptedSet() map[int]bool {
 // number, how many times it is there, and the order they came in.
 func streamContents(t testing.TB, url string) (count map[int]int, order []int) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	count = map[int]int{}
-	if info.State.Msgs == 0 {
-		return count, nil
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for read := 0; read < int(info.State.Msgs); {
-		batch, err := c.Fetch(2000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
+	for _, m := range natstest.Messages(t, url) {
+		if m.Subject() == "telemetry.gw1.sensors.sentinel" {
+			continue
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			read++
-			if m.Subject() == "telemetry.gw1.sensors.sentinel" {
-				continue
-			}
-			var n, tt int
-			if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &n, &tt); err != nil {
-				t.Fatalf("message %q on %s is not one of ours", m.Data(), m.Subject())
-			}
-			if want := "telemetry.gw1." + strings.ReplaceAll(topicOf(n), "/", "."); m.Subject() != want {
-				t.Fatalf("message %d on subject %q, want %q", n, m.Subject(), want)
-			}
-			if !bytes.Equal(m.Data(), payloadOf(n)) {
-				t.Fatalf("message %d payload %q, want %q", n, m.Data(), payloadOf(n))
-			}
-			if h := m.Headers(); h.Get("Edgegw-Source") != topicOf(n) || h.Get("Edgegw-Gateway") != "gw1" || h.Get("Edgegw-Time") == "" {
-				t.Fatalf("message %d headers %v", n, h)
-			}
-			if n >= probeBase {
-				continue // a probe of waitSubscribed
-			}
-			count[n]++
-			order = append(order, n)
+		var n, tt int
+		if _, err := fmt.Sscanf(string(m.Data()), `{"n":%d,"t":%d.25}`, &n, &tt); err != nil {
+			t.Fatalf("message %q on %s is not one of ours", m.Data(), m.Subject())
 		}
-		if got == 0 {
-			t.Fatalf("stream read stalled at %d of %d", read, info.State.Msgs)
+		if want := "telemetry.gw1." + strings.ReplaceAll(topicOf(n), "/", "."); m.Subject() != want {
+			t.Fatalf("message %d on subject %q, want %q", n, m.Subject(), want)
 		}
+		if !bytes.Equal(m.Data(), payloadOf(n)) {
+			t.Fatalf("message %d payload %q, want %q", n, m.Data(), payloadOf(n))
+		}
+		if h := m.Headers(); h.Get("Edgegw-Source") != topicOf(n) || h.Get("Edgegw-Gateway") != "gw1" || h.Get("Edgegw-Time") == "" {
+			t.Fatalf("message %d headers %v", n, h)
+		}
+		if n >= probeBase {
+			continue // a probe of waitSubscribed
+		}
+		count[n]++
+		order = append(order, n)
 	}
 	return count, order
 }
@@ -332,7 +286,7 @@ func sentinelThen(t testing.TB, p *publisher, natsURL string, drained func() boo
 	if tok := p.c.Publish("sensors/sentinel", 1, false, "sentinel"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("sentinel: %v", tok.Error())
 	}
-	waitFor(t, time.Minute, "the sentinel in the stream and the buffer empty", func() bool {
+	wait.For(t, "the sentinel in the stream and the buffer empty", func() bool {
 		n, err := subjectCount(natsURL, "telemetry.gw1.sensors.sentinel")
 		return err == nil && n > before && drained()
 	})
@@ -397,7 +351,7 @@ func TestEndToEnd50kQoS1(t *testing.T) {
 	if len(pub.acceptedSet()) != n {
 		t.Fatalf("broker accepted %d of %d", len(pub.acceptedSet()), n)
 	}
-	waitFor(t, 2*time.Minute, "all messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= base+n })
+	wait.For(t, "all messages in the stream", func() bool { return streamMsgs(t, srv.URL()) >= base+n })
 	count, order := streamContents(t, srv.URL())
 	if len(order) != n || len(count) != n {
 		t.Fatalf("stream holds %d messages, %d distinct; want %d", len(order), len(count), n)
@@ -463,10 +417,7 @@ func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
 	send("sensors/after", []byte("after"))  // and the next message flows
 
 	want := base + uint64(len(hostile)) + 1
-	deadline := time.Now().Add(20 * time.Second)
-	for streamMsgs(t, srv.URL()) < want && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, "the hostile topics' messages and the one after them in the stream", func() bool { return streamMsgs(t, srv.URL()) >= want })
 	nc, _ := nats.Connect(srv.URL())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
@@ -494,17 +445,6 @@ func TestHostileTopicsAndOversizedPayloads(t *testing.T) {
 	}
 	if st := g.Stats().MQTT; st.TooLarge != 2 {
 		t.Errorf("TooLarge = %d, want 2", st.TooLarge)
-	}
-}
-
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -543,7 +483,7 @@ func deliverOne(t *testing.T, o *paho.ClientOptions, natsURL string) {
 		t.Fatalf("publisher: %v", tok.Error())
 	}
 	defer c.Disconnect(100)
-	waitFor(t, time.Minute, "a message in the stream", func() bool {
+	wait.For(t, "a message in the stream", func() bool {
 		c.Publish(topicOf(1), 1, false, payloadOf(1)).Wait()
 		return streamMsgs(t, natsURL) >= 1
 	})

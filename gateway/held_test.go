@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // Two routes, one outside the hub stream's subjects (the stream was made
@@ -44,12 +45,12 @@ func TestRouteTheStreamRefusesHoldsOnlyItself(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, 2*time.Second-time.Since(start), "the telemetry route's readings within 2 s", func() bool {
+	wait.Within(t, 2*time.Second-time.Since(start), "the telemetry route's readings within 2 s", func() bool {
 		c, err := subjectCount(srv.URL(), "telemetry.>")
 		return err == nil && c == n
 	})
 	t.Logf("telemetry in the stream %v after the first publish", time.Since(start).Round(time.Millisecond))
-	waitFor(t, time.Minute, "/readyz to name the held route", func() bool {
+	wait.For(t, "/readyz to name the held route", func() bool {
 		code, body := get(t, g, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "route alarms.gw1.>") &&
 			strings.Contains(body, fmt.Sprintf("(%d events waiting)", n)) && strings.Contains(body, "add alarms.gw1.> to the stream's subjects")
@@ -68,11 +69,11 @@ func TestRouteTheStreamRefusesHoldsOnlyItself(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, scfg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "the held alarms in the stream", func() bool {
+	wait.For(t, "the held alarms in the stream", func() bool {
 		c, err := subjectCount(srv.URL(), "alarms.>")
 		return err == nil && c == n
 	})
-	waitFor(t, time.Minute, "ready again", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK })
+	wait.For(t, "ready again", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK })
 	var got []string
 	seen := map[string]int{}
 	for _, m := range natstest.Messages(t, srv.URL()) {

@@ -25,6 +25,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // login sends a 3.1.1 CONNECT from the loopback address local to the
@@ -137,7 +138,7 @@ func TestWrongPasswordFlood(t *testing.T) {
 		})
 	}
 	// The flood is under way once the backoff has refused some.
-	waitFor(t, time.Minute, "the flood's addresses refused without a check", func() bool {
+	wait.For(t, "the flood's addresses refused without a check", func() bool {
 		return statusOf(g).Refused[mqttbroker.RefusedBackoff] > 40
 	})
 	var worst time.Duration
@@ -306,8 +307,8 @@ func TestRefusalsAreLoggedOncePerMinute(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Publish("other/y", 1, false, "x").WaitTimeout(3 * time.Second)
-	waitFor(t, 10*time.Second, "the 3.1.1 client disconnected", func() bool { return !old.IsConnectionOpen() })
-	waitFor(t, 10*time.Second, "201 ACL refusals counted", func() bool { return statusOf(g).Refused[mqttbroker.RefusedACL] >= 201 })
+	wait.For(t, "the 3.1.1 client disconnected", func() bool { return !old.IsConnectionOpen() })
+	wait.For(t, "201 ACL refusals counted", func() bool { return statusOf(g).Refused[mqttbroker.RefusedACL] >= 201 })
 
 	text := logs.String()
 	if n := strings.Count(text, `msg="MQTT client denied by its ACL"`); n != 1 {
@@ -362,7 +363,7 @@ func TestSessionsFileMovedAsideAtStart(t *testing.T) {
 			g := startGatewayLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 			pub := newPublisher(t, url, "pub", true)
 			pub.publish(0, 1, 1, 0)
-			waitFor(t, time.Minute, "the reading in the stream", func() bool { return g.Stats().Forward.Acked == 1 })
+			wait.For(t, "the reading in the stream", func() bool { return g.Stats().Forward.Acked == 1 })
 			moved, _ := filepath.Glob(path + "." + tc.kind + "-*")
 			if len(moved) != 1 || !strings.Contains(logs.String(), "sessions file was moved aside") {
 				t.Fatalf("moved aside: %v\n%s", moved, logs.String())

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
@@ -23,6 +22,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // get fetches a path from the gateway's listener.
@@ -137,7 +137,7 @@ func TestMetricsFollowTheEvents(t *testing.T) {
 	last := before
 	for k := 1; k <= 5; k++ {
 		pub.publish((k-1)*n/5, k*n/5, 200, 0)
-		waitFor(t, 30*time.Second, "ingested_total to follow", func() bool {
+		wait.For(t, "ingested_total to follow", func() bool {
 			now := scrapeMetrics(t, g)
 			for _, c := range counters {
 				if a, b := last.must(t, c), now.must(t, c); b < a {
@@ -154,9 +154,9 @@ func TestMetricsFollowTheEvents(t *testing.T) {
 	if len(pub.acceptedSet()) != n {
 		t.Fatalf("broker accepted %d of %d", len(pub.acceptedSet()), n)
 	}
-	waitFor(t, time.Minute, "the stream to hold everything", func() bool { return streamMsgs(t, srv.URL()) >= base+n })
+	wait.For(t, "the stream to hold everything", func() bool { return streamMsgs(t, srv.URL()) >= base+n })
 	var after scrape
-	waitFor(t, 10*time.Second, "the buffer to drain", func() bool {
+	wait.For(t, "the buffer to drain", func() bool {
 		after = scrapeMetrics(t, g)
 		return after.must(t, "edgegw_buffer_events") == 0 && after.must(t, "edgegw_upstream_lag_events") == 0
 	})
@@ -214,7 +214,7 @@ func TestReadyzWithTheUplinkDown(t *testing.T) {
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	pub.publish(0, n, 100, 0)
 	var m scrape
-	waitFor(t, 30*time.Second, "the backlog in the metrics", func() bool {
+	wait.For(t, "the backlog in the metrics", func() bool {
 		m = scrapeMetrics(t, g)
 		return m.must(t, "edgegw_buffer_events") >= n
 	})
@@ -240,7 +240,7 @@ func TestReadyzWithTheUplinkDown(t *testing.T) {
 
 	broker.Shutdown()
 	var code int
-	waitFor(t, 30*time.Second, "/readyz to say not ready", func() bool {
+	wait.For(t, "/readyz to say not ready", func() bool {
 		code, body = get(t, g, "/readyz")
 		return code == http.StatusServiceUnavailable
 	})
@@ -277,7 +277,7 @@ func TestHTTPListen(t *testing.T) {
 	g, _ = gateway.New(cfg, gateway.Options{})
 	stop := runGateway(t, g)
 	defer stop()
-	waitFor(t, 30*time.Second, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	if a := g.HTTPAddr(); a != nil {
 		t.Fatalf("http.listen off, yet serving on %s", a)
 	}
@@ -293,7 +293,7 @@ func TestMetricsDocumented(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "sensors:\n  - name: sim\n    driver: sim\n    interval: 20ms\n")
 	g := startGateway(t, cfg)
-	waitFor(t, 10*time.Second, "a reading", func() bool { return g.Stats().Sensors["sim"].Reads > 0 })
+	wait.For(t, "a reading", func() bool { return g.Stats().Sensors["sim"].Reads > 0 })
 	n := 0
 	for name := range scrapeMetrics(t, g) {
 		if strings.HasPrefix(name, "edgegw_") {
@@ -350,7 +350,7 @@ http:
 	stop := runGateway(t, g)
 	defer stop()
 	var m scrape
-	waitFor(t, 30*time.Second, "readings to be refused", func() bool {
+	wait.For(t, "readings to be refused", func() bool {
 		if g.HTTPAddr() == nil {
 			return false
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // Messages that together are larger than buffer.max_bytes (20 × 200 KB
@@ -48,7 +49,7 @@ func TestBatchLargerThanMaxBytesDoesNotStopIngest(t *testing.T) {
 		}
 	}
 	pub.publish(100, 110, 10, 0)
-	waitFor(t, time.Minute, "all 30 messages committed", func() bool { return g.Stats().MQTT.Committed == 30 })
+	wait.For(t, "all 30 messages committed", func() bool { return g.Stats().MQTT.Committed == 30 })
 	st := g.Stats().Buffer
 	if st.Bytes > 1<<20 || st.DroppedFull == 0 || st.Appended != 30 {
 		t.Fatalf("buffer %+v: want 30 appended, the oldest dropped to stay within 1 MiB", st)
@@ -67,7 +68,7 @@ func TestMaxAgeDropsAreCounted(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "buffer:\n  max_age: 300ms\n")
 	g := startGateway(t, cfg)
 	newPublisher(t, broker.URL(), "pub", true).publish(0, 5, 5, 0)
-	waitFor(t, time.Minute, "5 events dropped for age, in the metric", func() bool {
+	wait.For(t, "5 events dropped for age, in the metric", func() bool {
 		v, _ := scrapeMetrics(t, g).value("edgegw_buffer_dropped_total", "reason", "age")
 		return v == 5
 	})
@@ -99,7 +100,7 @@ func TestEventLargerThanMaxBytesIsSetAside(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
-	waitFor(t, time.Minute, "the 5 small messages committed", func() bool { return g.Stats().Buffer.Appended == 5 })
+	wait.For(t, "the 5 small messages committed", func() bool { return g.Stats().Buffer.Appended == 5 })
 	st := g.Status()
 	if st.Buffer.DeadLetters != 1 || st.Sources[0].SetAside != 1 {
 		t.Fatalf("buffer %+v, source %+v: want the large one set aside", st.Buffer, st.Sources[0])
@@ -154,7 +155,7 @@ func TestHostileTopicFloodKeepsTheLogSmall(t *testing.T) {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	t.Cleanup(runGateway(t, g))
-	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	const n = 1000
 	long := strings.Repeat("x", 60_000) // a subject over NATS' limits: unmappable
@@ -168,7 +169,7 @@ func TestHostileTopicFloodKeepsTheLogSmall(t *testing.T) {
 			toks = toks[:0]
 		}
 	}
-	waitFor(t, time.Minute, "every hostile topic counted", func() bool { return g.Stats().MQTT.Unmappable == n })
+	wait.For(t, "every hostile topic counted", func() bool { return g.Stats().MQTT.Unmappable == n })
 	if size := len(logs.String()); size > 20_000 {
 		t.Fatalf("the log grew %d bytes for %d dropped topics", size, n)
 	}
@@ -193,17 +194,17 @@ func TestRetainedCopiesAreNotNewReadings(t *testing.T) {
 	for start := range 3 {
 		g, _ := gateway.New(cfg, gateway.Options{})
 		stop := runGateway(t, g)
-		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+		wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 		want := 3.0 // r0..r2; from the second start live0 too, retained since
 		if start > 0 {
 			want = 4
 		}
-		waitFor(t, time.Minute, "the retained copies skipped", func() bool {
+		wait.For(t, "the retained copies skipped", func() bool {
 			v, _ := scrapeMetrics(t, g).value("edgegw_source_dropped_total", "source", "mqtt", "reason", "retained")
 			return v == want
 		})
 		pub.c.Publish(fmt.Sprintf("sensors/live%d", start), 1, start == 0, "live").WaitTimeout(10 * time.Second)
-		waitFor(t, time.Minute, "the live one in the stream", func() bool { return streamMsgs(t, srv.URL()) == uint64(start+1) })
+		wait.For(t, "the live one in the stream", func() bool { return streamMsgs(t, srv.URL()) == uint64(start+1) })
 		stop()
 	}
 
@@ -215,7 +216,7 @@ func TestRetainedCopiesAreNotNewReadings(t *testing.T) {
 	cfg2.MQTT.Subscriptions[0].Subject = "telemetry.gw2.{topic}"
 	g2 := startGateway(t, cfg2)
 	// r0..r2 and live0 (published retained) are retained now: 4.
-	waitFor(t, time.Minute, "the retained copies forwarded", func() bool { return g2.Stats().Forward.Acked == 4 })
+	wait.For(t, "the retained copies forwarded", func() bool { return g2.Stats().Forward.Acked == 4 })
 	nc, _ := nats.Connect(srv.URL())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
@@ -268,7 +269,7 @@ func TestFullDiskIsNotReady(t *testing.T) {
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "ready again once there is room", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK })
+	wait.For(t, "ready again once there is room", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK })
 }
 
 // A stream deleted under a running gateway: it keeps buffering, and
@@ -284,19 +285,19 @@ func TestUpstreamConfigErrorIsNotReady(t *testing.T) {
 	g := startGateway(t, cfg)
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	pub.publish(0, 1, 1, 0)
-	waitFor(t, time.Minute, "the first message delivered", func() bool { return g.Stats().Forward.Acked == 1 })
+	wait.For(t, "the first message delivered", func() bool { return g.Stats().Forward.Acked == 1 })
 	if err := js.DeleteStream(ctx, "TELEMETRY"); err != nil {
 		t.Fatal(err)
 	}
 	pub.publish(1, 2, 1, 0)
-	waitFor(t, time.Minute, "/readyz to say the upstream refuses", func() bool {
+	wait.For(t, "/readyz to say the upstream refuses", func() bool {
 		code, body := get(t, g, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "upstream refuses") && strings.Contains(body, "not found")
 	})
 	if _, err := js.CreateStream(ctx, scfg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "ready again with the stream back", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK && g.Stats().Forward.Acked == 2 })
+	wait.For(t, "ready again with the stream back", func() bool { c, _ := get(t, g, "/readyz"); return c == http.StatusOK && g.Stats().Forward.Acked == 2 })
 }
 
 // PUBACKs lost on the way to the broker (the link drops right after the
@@ -316,7 +317,7 @@ func TestLostPubacksAreNotStoredTwice(t *testing.T) {
 	pub := newPublisher(t, broker.URL(), "pub", true)
 	const n = 200
 	pub.publish(0, n, 20, time.Millisecond)
-	waitFor(t, time.Minute, "the lost PUBACKs", func() bool { return lose.Lost() == 3 })
+	wait.For(t, "the lost PUBACKs", func() bool { return lose.Lost() == 3 })
 	// mochi itself loses a message now and then across a client's
 	// reconnects (docs/mqtt.md): judge copies, not losses (the mosquitto
 	// tests judge those), once a sentinel says every redelivery is in.
@@ -347,13 +348,13 @@ func TestRefusedMessagesStayAtTheBroker(t *testing.T) {
 	cfg.Buffer.MaxBytes, cfg.Buffer.WhenFull, cfg.MQTT.MaxPayload = 64<<10, "reject", 16<<10 // as config check allows
 	g, _ := gateway.New(cfg, gateway.Options{})
 	stop := runGateway(t, g)
-	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	pub := newPublisher(t, broker.URL(), "pub", false)
 	const n = 20
 	for i := range n {
 		pub.c.Publish(topicOf(i), 1, false, append(bytes.Repeat([]byte("x"), 10_000), payloadOf(i)...)).WaitTimeout(10 * time.Second)
 	}
-	waitFor(t, time.Minute, "the buffer to refuse", func() bool { return g.Stats().MQTT.Retries > 0 })
+	wait.For(t, "the buffer to refuse", func() bool { return g.Stats().MQTT.Retries > 0 })
 	if st := g.Stats(); st.Buffer.Events >= n {
 		t.Fatalf("the buffer took all %d: %+v", n, st.Buffer)
 	}
@@ -362,7 +363,7 @@ func TestRefusedMessagesStayAtTheBroker(t *testing.T) {
 	srv.Restart()
 	cfg.Buffer.MaxBytes = 1 << 20
 	g = startGateway(t, cfg)
-	waitFor(t, time.Minute, "all of them in the stream", func() bool { return streamMsgs(t, srv.URL()) >= n })
+	wait.For(t, "all of them in the stream", func() bool { return streamMsgs(t, srv.URL()) >= n })
 	sentinel(t, pub, g, srv.URL())
 	if got := streamMsgs(t, srv.URL()); got != n+1 {
 		t.Fatalf("stream holds %d, want %d and the sentinel", got, n)
@@ -381,10 +382,10 @@ func TestDebugLogSaysWhereEachMessageWent(t *testing.T) {
 		var logs syncLog
 		g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))})
 		stop := runGateway(t, g)
-		waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+		wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 		pub := newPublisher(t, broker.URL(), "pub", true)
 		pub.publish(0, 50, 50, 0)
-		waitFor(t, time.Minute, "50 in the stream", func() bool { return g.Stats().Forward.Acked == 50 })
+		wait.For(t, "50 in the stream", func() bool { return g.Stats().Forward.Acked == 50 })
 		stop()
 		stored := strings.Count(logs.String(), "topic=sensors/room1/temp subject=telemetry.gw1.sensors.room1.temp")
 		inStream := strings.Count(logs.String(), `msg="event in the stream"`)
@@ -420,7 +421,7 @@ func TestRoutesPriorityAndTTL(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
-	waitFor(t, time.Minute, "3 readings dropped by ttl, in the metric", func() bool {
+	wait.For(t, "3 readings dropped by ttl, in the metric", func() bool {
 		v, _ := scrapeMetrics(t, g).value("edgegw_buffer_dropped_total", "reason", "ttl", "priority", "7")
 		return v == 3
 	})
@@ -446,7 +447,7 @@ func TestRoutesPriorityAndTTL(t *testing.T) {
 	}
 
 	srv.Restart()
-	waitFor(t, time.Minute, "the alarms in the stream", func() bool { return g.Status().Upstream.Acked == 2 })
+	wait.For(t, "the alarms in the stream", func() bool { return g.Status().Upstream.Acked == 2 })
 	nc, err := nats.Connect(srv.URL())
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // serverConfigFor makes edgegw the site's broker on a free loopback port
@@ -100,10 +101,10 @@ func TestEmbeddedBrokerAcksAfterTheCommit(t *testing.T) {
 			accepted[from+k] = true
 		}
 	}
-	waitFor(t, 30*time.Second, "the local subscriber to receive all 600", func() bool { return local.Load() >= 600 })
+	wait.For(t, "the local subscriber to receive all 600", func() bool { return local.Load() >= 600 })
 
 	srv.Restart()
-	waitFor(t, time.Minute, "600 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 600 })
+	wait.For(t, "600 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 600 })
 	checkExactlyOnce(t, srv.URL(), accepted)
 	var st status.SourceStatus
 	for _, s := range g.Status().Sources {
@@ -149,7 +150,7 @@ func TestEmbeddedBrokerFullBufferGivesNoSuccess(t *testing.T) {
 		}
 		return status.SourceStatus{}
 	}
-	waitFor(t, time.Minute, "the buffer to refuse messages", func() bool { return broker().StoreErrors > 2 })
+	wait.For(t, "the buffer to refuse messages", func() bool { return broker().StoreErrors > 2 })
 	if st := g.Stats().Buffer; st.Bytes > 64<<10 || st.Rejected == 0 {
 		t.Fatalf("buffer %+v: want refusals and at most 64 KiB held", st)
 	}
@@ -159,7 +160,7 @@ func TestEmbeddedBrokerFullBufferGivesNoSuccess(t *testing.T) {
 	for i := range 1500 {
 		all[i] = true
 	}
-	waitFor(t, 2*time.Minute, "1500 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1500 })
+	wait.For(t, "1500 messages upstream", func() bool { return streamMsgs(t, srv.URL()) >= 1500 })
 	checkExactlyOnce(t, srv.URL(), all)
 	if st := broker(); st.Ingested != 1500 {
 		t.Fatalf("broker source %+v: want 1500 stored, each once", st)
@@ -207,7 +208,7 @@ func TestEmbeddedBrokerUsersAndACL(t *testing.T) {
 	}
 	tok := c.Publish("sensors/room2/temp", 1, false, payloadOf(2))
 	tok.WaitTimeout(3 * time.Second)
-	waitFor(t, 10*time.Second, "the denied client disconnected", func() bool { return !c.IsConnectionOpen() })
+	wait.For(t, "the denied client disconnected", func() bool { return !c.IsConnectionOpen() })
 	// A sentinel, published after the denied message was refused: once
 	// it is in the stream, message 2 would be too.
 	c2, err := connect("dev1-sentinel", "dev1", "s3cret")
@@ -218,7 +219,7 @@ func TestEmbeddedBrokerUsersAndACL(t *testing.T) {
 	if tok := c2.Publish(topicOf(11), 1, false, payloadOf(11)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("sentinel: %v", tok.Error())
 	}
-	waitFor(t, 30*time.Second, "the sentinel upstream", func() bool { count, _ := streamContents(t, srv.URL()); return count[11] == 1 })
+	wait.For(t, "the sentinel upstream", func() bool { count, _ := streamContents(t, srv.URL()); return count[11] == 1 })
 	if count, _ := streamContents(t, srv.URL()); count[1] != 1 || count[2] != 0 {
 		t.Fatalf("stream %v: want message 1 once and message 2 never", count)
 	}
@@ -279,14 +280,14 @@ func TestEmbeddedBrokerMQTT5ReasonCodes(t *testing.T) {
 		t.Fatalf("%d stored by the buffer, %d acknowledged as stored", appended, len(stored))
 	}
 	srv.Restart()
-	waitFor(t, time.Minute, "the buffer to drain", func() bool { return g.Stats().Buffer.Events == 0 })
+	wait.For(t, "the buffer to drain", func() bool { return g.Stats().Buffer.Events == 0 })
 	for _, i := range []int{full, full + 1} {
 		if code, err := publish(i, 1); code != 0 || err != nil {
 			t.Fatalf("publish %d again after the drain: %#x %v", i, code, err)
 		}
 		stored[i] = true
 	}
-	waitFor(t, time.Minute, "everything upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(stored)) })
+	wait.For(t, "everything upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(stored)) })
 	checkExactlyOnce(t, srv.URL(), stored)
 }
 
@@ -326,7 +327,7 @@ func TestEmbeddedBrokerKeepsLocalSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g2))
-	waitFor(t, time.Minute, "the subscriber back", func() bool { return sub.IsConnectionOpen() })
+	wait.For(t, "the subscriber back", func() bool { return sub.IsConnectionOpen() })
 	dev := newPublisher(t, url, "device", true)
 	if tok := dev.c.Publish("alerts/door", 1, false, "open"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
@@ -370,7 +371,7 @@ func TestEmbeddedBrokerRetains(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no retained message for a later subscriber")
 	}
-	waitFor(t, 30*time.Second, "the message upstream", func() bool { return streamMsgs(t, srv.URL()) == 1 })
+	wait.For(t, "the message upstream", func() bool { return streamMsgs(t, srv.URL()) == 1 })
 }
 
 // The WebSocket listener: a device over ws:// is stored like any other.
@@ -445,14 +446,14 @@ func TestDiskFullOnARealFileSystem(t *testing.T) {
 			// back and ingest resumes by itself.
 			c.Disconnect(0)
 			c = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("device").SetCleanSession(true).SetAutoReconnect(false))
-			waitFor(t, 30*time.Second, "the device back", func() bool { tok := c.Connect(); return tok.WaitTimeout(2*time.Second) && tok.Error() == nil })
+			wait.For(t, "the device back", func() bool { tok := c.Connect(); return tok.WaitTimeout(2*time.Second) && tok.Error() == nil })
 			for j := i; j < i+20; j++ {
 				if !publish(j) {
 					t.Fatalf("publish %d after space returned failed", j)
 				}
 			}
 			srv.Restart()
-			waitFor(t, time.Minute, "everything acknowledged upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(acked)) })
+			wait.For(t, "everything acknowledged upstream", func() bool { return streamMsgs(t, srv.URL()) >= uint64(len(acked)) })
 			count := streamNs(t, srv.URL())
 			for n := range acked {
 				if count[n] != 1 {
@@ -513,7 +514,7 @@ func TestEmbeddedBrokerLimits(t *testing.T) {
 	}
 	big := append(payloadOf(2), make([]byte, 4<<10)...)
 	b.Publish("sensors/b", 1, false, big).WaitTimeout(3 * time.Second)
-	waitFor(t, 10*time.Second, "the device over max_packet_size disconnected", func() bool { return !b.IsConnectionOpen() })
+	wait.For(t, "the device over max_packet_size disconnected", func() bool { return !b.IsConnectionOpen() })
 	// A sentinel after the oversized packet was refused.
 	if tok := a.Publish("sensors/a", 1, false, payloadOf(3)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("sentinel: %v", tok.Error())
@@ -525,7 +526,7 @@ func TestEmbeddedBrokerLimits(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, 30*time.Second, "the sentinel upstream", func() bool { return payloads()[string(payloadOf(3))] == 1 })
+	wait.For(t, "the sentinel upstream", func() bool { return payloads()[string(payloadOf(3))] == 1 })
 	if got := payloads(); len(got) != 2 || got[string(payloadOf(1))] != 1 {
 		t.Fatalf("the stream holds %v, want only the two within the limit", got)
 	}

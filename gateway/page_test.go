@@ -16,6 +16,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqttbroker"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // The page at / shows the gateway, the uplink, the buffer with its lanes
@@ -27,7 +28,7 @@ func TestPageShowsTheFacts(t *testing.T) {
 	cfg, _ := configFor(t, broker.URL(), srv.URL(), "")
 	g := startGateway(t, cfg)
 	newPublisher(t, broker.URL(), "pub", true).publish(0, 3, 3, 0)
-	waitFor(t, 30*time.Second, "3 upstream", func() bool { return g.Status().Upstream.Acked == 3 })
+	wait.For(t, "3 upstream", func() bool { return g.Status().Upstream.Acked == 3 })
 	code, body := get(t, g, "/")
 	if code != http.StatusOK {
 		t.Fatalf("GET /: %d\n%s", code, body)
@@ -77,7 +78,7 @@ func TestHTTPOffLoopbackNeedsUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(runGateway(t, g))
-	waitFor(t, 30*time.Second, "serving", func() bool { return g.HTTPAddr() != nil })
+	wait.For(t, "serving", func() bool { return g.HTTPAddr() != nil })
 	port := g.HTTPAddr().(interface{ String() string }).String()
 	port = port[strings.LastIndex(port, ":"):]
 	do := func(path, user, pass string) int {
@@ -118,7 +119,7 @@ func TestCommandEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	waitFor(t, 30*time.Second, "the service to answer a PING", func() bool {
+	wait.For(t, "the service to answer a PING", func() bool {
 		m, err := nc.Request("$SRV.PING.edgegw", nil, time.Second)
 		return err == nil && strings.Contains(string(m.Data), `"gateway":"gw1"`)
 	})

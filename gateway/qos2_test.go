@@ -3,12 +3,12 @@ package gateway_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // A device with a persistent session publishes QoS 2 packet id 7 "A",
@@ -65,7 +65,7 @@ func TestQoS2PacketIDReuseNeverLosesAMessage(t *testing.T) {
 			dev.Send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel}, PacketID: 9})
 			dev.Expect(packets.Pubcomp, 9)
 
-			waitFor(t, time.Minute, "the sentinel in the stream", func() bool {
+			wait.For(t, "the sentinel in the stream", func() bool {
 				for _, m := range natstest.Messages(t, srv.URL()) {
 					if string(m.Data()) == "end" {
 						return true

@@ -17,6 +17,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // Every place a secret can go in a config (URLs, passwords, tokens, creds
@@ -76,12 +77,12 @@ http:
 	var logs syncLog
 	g, _ := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	stop := runGateway(t, g)
-	waitFor(t, time.Minute, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
+	wait.For(t, "the gateway to subscribe", func() bool { return g.Stats().MQTT.Subscribed })
 	deliverOne(t, paho.NewClientOptions().AddBroker(broker.URL()).SetClientID("pub").SetUsername("pub").SetPassword("pub"), withCreds(srv.URL(), "edge", secrets["upstream URL"]))
 	// Both sides drop and come back: the reconnect lines name servers.
 	broker.Restart()
 	srv.Restart()
-	waitFor(t, time.Minute, "both sides back", func() bool { st := g.Status(); return st.Ready && st.Upstream.Connected })
+	wait.For(t, "both sides back", func() bool { st := g.Status(); return st.Ready && st.Upstream.Connected })
 	for _, p := range []string{"/status", "/metrics", "/readyz"} {
 		_, body := get(t, g, p)
 		seen.WriteString(body)

@@ -19,6 +19,7 @@ import (
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -78,20 +79,20 @@ upstream:
 	}
 	start := time.Now()
 	stop := runGateway(t, g)
-	waitFor(t, time.Minute, "five readings in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 5 })
+	wait.For(t, "five readings in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 5 })
 	stop()
 
 	m := firstMsg(t, srv.URL())
-	if m.Subject != "telemetry.gw1.lobby-climate" || m.Header.Get("Edgegw-Source") != "lobby-climate" {
-		t.Fatalf("subject %q source %q", m.Subject, m.Header.Get("Edgegw-Source"))
+	if m.Subject() != "telemetry.gw1.lobby-climate" || m.Headers().Get("Edgegw-Source") != "lobby-climate" {
+		t.Fatalf("subject %q source %q", m.Subject(), m.Headers().Get("Edgegw-Source"))
 	}
 	var p sensors.Payload
-	if err := json.Unmarshal(m.Data, &p); err != nil {
+	if err := json.Unmarshal(m.Data(), &p); err != nil {
 		t.Fatal(err)
 	}
 	if p.Sensor != "lobby-climate" || math.Abs(p.Values["temperature_c"]-23.72) > 0.005 ||
 		math.Abs(p.Values["humidity_pct"]-65.31) > 0.005 || math.Abs(p.Values["pressure_hpa"]-1009.43) > 0.005 {
-		t.Fatalf("payload %s", m.Data)
+		t.Fatalf("payload %s", m.Data())
 	}
 	if p.TS.Before(start) || p.TS.After(time.Now()) {
 		t.Fatalf("reading time %s is not when it was taken", p.TS)
@@ -111,7 +112,7 @@ func TestMissingBusIsReportedNotFatal(t *testing.T) {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	g, _ := gateway.New(cfg, gateway.Options{OpenI2C: func(name string) (i2c.BusCloser, error) { return nil, fmt.Errorf("no such bus") }})
 	stop := runGateway(t, g)
-	waitFor(t, time.Minute, "sim readings while the other sensor is missing", func() bool {
+	wait.For(t, "sim readings while the other sensor is missing", func() bool {
 		st := g.Stats()
 		return st.Sensors["sim"].Reads >= 3 && st.Sensors["shed"].Failures >= 1
 	})
@@ -148,12 +149,12 @@ func TestGPIOEdgeToJetStream(t *testing.T) {
 		t.Fatal("the pin was never configured")
 	}
 	pin.EdgesChan <- gpio.High
-	waitFor(t, time.Minute, "the door event in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
+	wait.For(t, "the door event in the stream", func() bool { return streamMsgs(t, srv.URL()) >= 1 })
 	stop()
 	m := firstMsg(t, srv.URL())
 	var p sensors.EdgePayload
-	if err := json.Unmarshal(m.Data, &p); err != nil || m.Subject != "telemetry.gw1.front-door" || !p.Level || p.Edge != "rising" {
-		t.Fatalf("%s %s (%v)", m.Subject, m.Data, err)
+	if err := json.Unmarshal(m.Data(), &p); err != nil || m.Subject() != "telemetry.gw1.front-door" || !p.Level || p.Edge != "rising" {
+		t.Fatalf("%s %s (%v)", m.Subject(), m.Data(), err)
 	}
 }
 

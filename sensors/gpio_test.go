@@ -11,6 +11,7 @@ import (
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
+	"github.com/edgegw/edgegw/gateway/wait"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -78,17 +79,6 @@ func edges(t *testing.T, c *collector) []sensors.EdgePayload {
 	return out
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // A door contact that bounces: three edges inside the debounce window are
 // one change; a glitch that returns to the old level is none.
 func TestEdgeDebounce(t *testing.T) {
@@ -110,17 +100,17 @@ func TestEdgeDebounce(t *testing.T) {
 	pin.EdgesChan <- gpio.Low
 	pin.EdgesChan <- gpio.High
 	// Emitted once the window has closed.
-	waitUntil(t, "the opening", func() bool { return len(edges(t, &c)) == 1 })
+	wait.For(t, "the opening", func() bool { return len(edges(t, &c)) == 1 })
 
 	pin.EdgesChan <- gpio.Low // a glitch: back to high inside the window
 	pin.EdgesChan <- gpio.High
 	// Two bounces for the opening, two for the glitch (its second edge,
 	// and a level that did not change), the last counted after its
 	// window closed.
-	waitUntil(t, "the glitch", func() bool { return s.Bounces() == 4 })
+	wait.For(t, "the glitch", func() bool { return s.Bounces() == 4 })
 
 	pin.EdgesChan <- gpio.Low // closes
-	waitUntil(t, "the closing", func() bool { return len(edges(t, &c)) == 2 })
+	wait.For(t, "the closing", func() bool { return len(edges(t, &c)) == 2 })
 
 	got := edges(t, &c)
 	if !got[0].Level || got[0].Edge != "rising" || got[1].Level || got[1].Edge != "falling" {
@@ -142,10 +132,10 @@ func TestEdgeRisingOnly(t *testing.T) {
 	for _, l := range []gpio.Level{gpio.High, gpio.Low, gpio.High, gpio.Low} {
 		pin.EdgesChan <- l
 		// Taken by the source, and its 1 ms window well past.
-		waitUntil(t, "the edge taken", func() bool { return len(pin.EdgesChan) == 0 })
+		wait.For(t, "the edge taken", func() bool { return len(pin.EdgesChan) == 0 })
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitUntil(t, "two rising edges", func() bool { return len(edges(t, &c)) == 2 })
+	wait.For(t, "two rising edges", func() bool { return len(edges(t, &c)) == 2 })
 	time.Sleep(30 * time.Millisecond)
 	for _, e := range edges(t, &c) {
 		if e.Edge != "rising" {
@@ -181,19 +171,19 @@ func TestPulseCounter(t *testing.T) {
 	for i := range 10 { // ten clean pulses, each counted before the next
 		pin.EdgesChan <- gpio.High
 		pin.EdgesChan <- gpio.Low
-		waitUntil(t, "the pulse counted", func() bool { return p.Total() == uint64(i+1) })
+		wait.For(t, "the pulse counted", func() bool { return p.Total() == uint64(i+1) })
 		time.Sleep(10 * time.Millisecond) // past the 5 ms debounce from its count
 	}
 	for range 5 { // contact bounce: five edges inside one debounce
 		pin.EdgesChan <- gpio.High
 		pin.EdgesChan <- gpio.Low
 	}
-	waitUntil(t, "the bouncing pulse counted once", func() bool { return p.Total() == 11 })
+	wait.For(t, "the bouncing pulse counted once", func() bool { return p.Total() == 11 })
 	time.Sleep(50 * time.Millisecond)
 	if p.Total() != 11 {
 		t.Fatalf("total %d, want 11", p.Total())
 	}
-	waitUntil(t, "a report", func() bool { return c.count("water") >= 1 })
+	wait.For(t, "a report", func() bool { return c.count("water") >= 1 })
 	c.mu.Lock()
 	last := c.events[len(c.events)-1]
 	c.mu.Unlock()

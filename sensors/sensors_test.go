@@ -14,6 +14,7 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 	"periph.io/x/conn/v3/onewire/onewiretest"
 
+	"github.com/edgegw/edgegw/gateway/wait"
 	"github.com/edgegw/edgegw/sensors"
 )
 
@@ -172,10 +173,9 @@ func TestFailingSensorDoesNotStopOthers(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.Run(ctx, c.emit) }()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for (failing.Stats().Failures < 2 || c.count("lobby") < 20) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, "two failures of the failing sensor and 20 readings of the healthy one", func() bool {
+		return failing.Stats().Failures >= 2 && c.count("lobby") >= 20
+	})
 	cancel()
 	wg.Wait()
 	fs := failing.Stats()

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // edgegw as the site's broker, SIGKILLed 5 times while 3 devices publish
@@ -90,13 +89,7 @@ http:
 			}
 		})
 	}
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	streamCount := func() uint64 { n, _ := streamCountOK(js); return n }
+	streamCount := func() uint64 { n, _ := natstest.StreamMsgs(srv.URL(), "TELEMETRY"); return n }
 	for k := range 5 {
 		time.Sleep(600 * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
@@ -106,9 +99,7 @@ http:
 	}
 	wg.Wait()
 	deadline := time.Now().Add(2 * time.Minute)
-	for streamCount() < devices*per && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Within(t, time.Until(deadline), "every device's acknowledged messages in the stream", func() bool { return streamCount() >= devices*per })
 	// A sentinel after every device's last PUBACK: sent oldest first, it
 	// is in the stream only after everything stored before it, a copy
 	// included.

@@ -8,13 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // The fleet commands against a real hub and a real gateway: set checks an
@@ -68,17 +68,10 @@ func TestFleetCommands(t *testing.T) {
 			t.Errorf("run: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.For(t, "fleet status showing gw1 applied with a heartbeat", func() bool {
 		code, out, errb = fleet("status")
-		if code == 0 && gatewayRow(out, "gw1", "applied", "1", "1", "up") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fleet status never showed gw1 applied with a heartbeat: exit %d\n%s%s", code, out, errb)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return code == 0 && gatewayRow(out, "gw1", "applied", "1", "1", "up")
+	})
 	if !strings.HasPrefix(out, "GATEWAY") || !strings.Contains(out, " ago") {
 		t.Fatalf("status table:\n%s", out)
 	}
@@ -106,13 +99,7 @@ func TestFleetCommands(t *testing.T) {
 	if code, out, errb := fleet("unset", "gw1"); code != 0 {
 		t.Fatalf("unset: %d %s%s", code, out, errb)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for g.Config().Upstream.Window != config.DefaultWindow {
-		if time.Now().After(deadline) {
-			t.Fatalf("after unset the window is %d", g.Config().Upstream.Window)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.For(t, "the default window back after unset", func() bool { return g.Config().Upstream.Window == config.DefaultWindow })
 }
 
 // gatewayRow reports whether the status table has a row for id whose

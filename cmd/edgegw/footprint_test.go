@@ -24,6 +24,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // BenchmarkFootprint measures what issue 6 asks: the size of the stripped
@@ -130,17 +131,10 @@ log:
 	total := accepted.Load() // PUBACKed by the broker, not merely sent
 	// Everything the broker accepted in both phases must reach the stream:
 	// a footprint of a gateway that dropped its ingest means nothing.
-	waitStream := time.Now()
-	for {
+	wait.For(b, fmt.Sprintf("the backlog %d and the %d messages accepted in the stream", backlog, total), func() bool {
 		n, err := natstest.StreamMsgs(srv.URL(), "TELEMETRY")
-		if err == nil && n >= backlog+uint64(total) {
-			break
-		}
-		if time.Since(waitStream) > time.Minute {
-			b.Fatalf("the stream holds %d, want the backlog %d and the %d messages accepted", n, backlog, total)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err == nil && n >= backlog+uint64(total)
+	})
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
@@ -207,15 +201,14 @@ func freeAddr(tb testing.TB) string {
 
 func waitReady(tb testing.TB, addr string) {
 	tb.Helper()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if r, err := http.Get("http://" + addr + "/readyz"); err == nil {
-			r.Body.Close()
-			if r.StatusCode == http.StatusOK {
-				return
-			}
+	wait.For(tb, "edgegw ready (/readyz 200)", func() bool {
+		r, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
 		}
-	}
-	tb.Fatal("edgegw not ready within a minute")
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
 }
 
 // publishAt publishes QoS 1 messages at rate per second until ctx ends,

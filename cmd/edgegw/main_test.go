@@ -25,6 +25,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/mqtttest"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // TestMain runs edgegw itself when a test starts this binary as a child
@@ -102,29 +103,26 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "edgegw running") {
-		if time.Now().After(deadline) {
+	defer func() {
+		if t.Failed() {
 			cmd.Process.Kill()
-			t.Fatalf("never started:\n%s", logs.String())
+			t.Logf("edgegw's log:\n%s", logs.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	wait.For(t, "edgegw running", func() bool { return strings.Contains(logs.String(), "edgegw running") })
 	// edgegw health asks the running service.
 	m := regexp.MustCompile(`"msg":"serving /metrics[^"]*","addr":"([^"]+)"`).FindStringSubmatch(logs.String())
 	if m == nil {
 		t.Fatalf("no serving line with the address:\n%s", logs.String())
 	}
-	for code := 1; code != 0; {
-		var out, errb bytes.Buffer
+	var health bytes.Buffer
+	wait.For(t, "edgegw health to say ready", func() bool {
+		health.Reset()
 		// As http.listen, or as a URL (it fetched http://http//… before).
-		if code = run([]string{"health", "--addr", "http://" + m[1] + "/"}, &out, &errb); code == 0 && out.String() != "ready\n" {
-			t.Fatalf("health: %q", out.String())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgegw health never said ready: %s%s", out.String(), errb.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return run([]string{"health", "--addr", "http://" + m[1] + "/"}, &health, io.Discard) == 0
+	})
+	if health.String() != "ready\n" {
+		t.Fatalf("health: %q", health.String())
 	}
 	var live bytes.Buffer
 	if code := run([]string{"health", "--live", "--addr", m[1]}, &live, io.Discard); code != 0 || live.String() != "ok\n" {
@@ -151,27 +149,18 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 		pub.Publish(fmt.Sprintf("sensors/r%d", i), 1, false, "21.5").WaitTimeout(10 * time.Second)
 	}
 	pub.Disconnect(100)
-	for held := 0.0; held != 5; {
+	wait.For(t, "the buffer holding the 5 published with the uplink down", func() bool {
 		resp, err := http.Get("http://" + m[1] + "/status")
-		if err == nil {
-			var st struct{ Buffer struct{ Events float64 } }
-			json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			held = st.Buffer.Events
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline.Add(30 * time.Second)) {
-			t.Fatalf("buffer holds %v, want the 5 published with the uplink down", held)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer resp.Body.Close()
+		var st struct{ Buffer struct{ Events float64 } }
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Buffer.Events == 5
+	})
 	// SIGHUP is answered, not ignored and not fatal.
 	cmd.Process.Signal(syscall.SIGHUP)
-	for !strings.Contains(logs.String(), "does not reload its config") {
-		if time.Now().After(deadline.Add(30 * time.Second)) {
-			t.Fatalf("no answer to SIGHUP:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, "the answer to SIGHUP", func() bool { return strings.Contains(logs.String(), "does not reload its config") })
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

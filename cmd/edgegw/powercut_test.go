@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/powercuttest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // edgegw as the site's broker, its data_dir on a file system that forgets
@@ -151,13 +152,10 @@ http:
 	want := len(acked)
 	ackMu.Unlock()
 	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		c, _ := streamCountOK(js)
-		if c >= uint64(want) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Within(t, time.Until(deadline), fmt.Sprintf("the %d acknowledged messages in the stream", want), func() bool {
+		c, _ := natstest.StreamMsgs(srv.URL(), "TELEMETRY")
+		return c >= uint64(want)
+	})
 	// A sentinel after the device's last PUBACK: sent oldest first, it is
 	// in the stream only after everything stored before it, what would
 	// come twice included.

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // TestSoak runs the real binary for EDGEGW_SOAK_MINUTES minutes (skipped
@@ -121,9 +122,10 @@ loop:
 	want := len(acked)
 	mu.Unlock()
 	deadline := time.Now().Add(5 * time.Minute)
-	for c, _ := streamCountOK(js); c < uint64(want) && time.Now().Before(deadline); c, _ = streamCountOK(js) {
-		time.Sleep(200 * time.Millisecond)
-	}
+	wait.Within(t, time.Until(deadline), fmt.Sprintf("the %d acknowledged readings in the stream", want), func() bool {
+		c, _ := natstest.StreamMsgs(srv.URL(), "TELEMETRY")
+		return c >= uint64(want)
+	})
 	sentinelThrough(t, fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), srv.URL(), "sensors/device", deadline)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

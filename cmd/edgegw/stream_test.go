@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -10,21 +9,10 @@ import (
 
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // The tests' view of the TELEMETRY stream.
-
-func streamCountOK(js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(context.Background(), "TELEMETRY")
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
-}
 
 type streamMsg struct{ id, data string }
 
@@ -56,12 +44,7 @@ func sentinelThrough(t *testing.T, brokerURL, natsURL, topic string, deadline ti
 	if tok := c.Publish(topic, 1, false, "sentinel"); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
 		t.Fatalf("sentinel: %v", tok.Error())
 	}
-	for !natstest.Holds(t, natsURL, "sentinel") {
-		if time.Now().After(deadline) {
-			t.Fatal("the sentinel never reached the stream")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Within(t, time.Until(deadline), "the sentinel in the stream", func() bool { return natstest.Holds(t, natsURL, "sentinel") })
 }
 
 // drainedBuffer fails the test unless the buffer file of a stopped edgegw

@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // writeBytes is what process pid has sent to storage (/proc/<pid>/io).
@@ -173,16 +174,10 @@ http:
 			b.Fatal(tok.Error())
 		}
 	}
-	for deadline := time.Now().Add(time.Minute); ; {
+	wait.For(b, "the warm-up readings in the stream", func() bool {
 		n, _ := natstest.StreamMsgs(srv.URL(), "TELEMETRY")
-		if n >= devices {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the warm-up readings never reached the stream")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n >= devices
+	})
 	before := writeBytes(cmd.Process.Pid)
 	var devBefore int64
 	if disk != nil {
@@ -221,16 +216,10 @@ http:
 	// Everything acknowledged upstream and deleted: the deletes' writes
 	// count too.
 	want := uint64(devices + len(lat))
-	for deadline := time.Now().Add(time.Minute); ; {
+	wait.For(b, fmt.Sprintf("the %d readings in the stream", want), func() bool {
 		n, _ := natstest.StreamMsgs(srv.URL(), "TELEMETRY")
-		if n >= want {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d readings in the stream", n, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n >= want
+	})
 	written := writeBytes(cmd.Process.Pid) - before
 	perReading = -1
 	if disk != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // A 3-node JetStream cluster with an R3 stream; the stream leader's server
@@ -52,7 +53,7 @@ func TestClusterLeaderLossMidDrain(t *testing.T) {
 
 	var survivor string
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool { return f.Stats().Acked >= n/3 })
+		wait.For(t, "f.Stats().Acked >= n/3", func() bool { return f.Stats().Acked >= n/3 })
 		leader := streamLeader(t, urls)
 		for _, s := range nodes {
 			if s.Name() == leader {

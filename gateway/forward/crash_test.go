@@ -17,6 +17,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 const (
@@ -181,7 +182,7 @@ func TestSIGKILLMidDrain(t *testing.T) {
 					break
 				}
 				target := uint64(n * (k + 1) / (tt.kills + 2))
-				waitFor(t, func() bool { return stored() >= target })
+				wait.For(t, "stored() >= target", func() bool { return stored() >= target })
 				cmd.Process.Signal(syscall.SIGKILL)
 				cmd.Wait()
 				t.Logf("killed run %d with %d messages in the stream", k, stored())

@@ -17,6 +17,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // appendEvents appends each event to q, one append each.
@@ -165,7 +166,7 @@ func TestRefusedTwiceWhileLaterOnesStored(t *testing.T) {
 		// A failed window of 9 (seqs 2..10), then the re-send of the gap
 		// (seq 2 alone: 3..10 were read back from the stream) failed as
 		// well.
-		waitFor(t, func() bool { return f.Stats().Resent >= n })
+		wait.For(t, "f.Stats().Resent >= n", func() bool { return f.Stats().Resent >= n })
 		cfg.MaxMsgsPerSubject = 10
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			t.Fatal(err)
@@ -245,11 +246,11 @@ func TestAuthFailureOnReconnectIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool { return f.Stats().Acked == 10 })
+		wait.For(t, "f.Stats().Acked == 10", func() bool { return f.Stats().Acked == 10 })
 		srv.RestartWith(func(o *server.Options) { o.Password = "B" })
 		// nats.go gives up after the same auth error twice, unless told
 		// otherwise: let it see it many times.
-		waitFor(t, func() bool { return nc.Stats().Reconnects == 0 && !nc.IsConnected() })
+		wait.For(t, "nc.Stats().Reconnects == 0 && !nc.IsConnected()", func() bool { return nc.Stats().Reconnects == 0 && !nc.IsConnected() })
 		deadline := time.Now().Add(2 * time.Second)
 		for time.Now().Before(deadline) {
 			if nc.IsClosed() {

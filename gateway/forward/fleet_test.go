@@ -20,6 +20,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // The fleet's upstream as deploy/ defines it: the hub's nats-server config
@@ -153,7 +154,7 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- typo.Run(runCtx) }()
-	waitFor(t, func() bool {
+	wait.For(t, "a config error naming upstream.stream.name", func() bool {
 		st := typo.Stats()
 		return st.ConfigError && strings.Contains(st.LastError, forward.ErrConfig.Error()) && strings.Contains(st.LastError, "upstream.stream.name")
 	})

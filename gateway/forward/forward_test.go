@@ -19,6 +19,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/event"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 const gw = "gw1"
@@ -119,89 +120,39 @@ func checkStream(t testing.TB, url string, n int) { checkStreamOrder(t, url, n, 
 // is there exactly once, in any order.
 func checkStreamOrder(t testing.TB, url string, n int, inOrder bool) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	// Right after a leader change the stream may have no leader yet for a
-	// moment: ask until it answers.
-	var s jetstream.Stream
-	var info *jetstream.StreamInfo
-	for {
-		if s, err = js.Stream(ctx, "TELEMETRY"); err == nil {
-			if info, err = s.Info(ctx); err == nil {
-				break
-			}
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("stream info: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if info.State.Msgs != uint64(n) {
-		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, n)
-	}
-	var c jetstream.Consumer
-	for {
-		if c, err = s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("ordered consumer: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	msgs := natstest.Messages(t, url)
+	if len(msgs) != n {
+		t.Errorf("stream holds %d messages, want %d", len(msgs), n)
 	}
 	var firstSeq uint64
 	seen := map[uint64]bool{}
 	outOfOrder := 0
-	for i := 0; i < int(info.State.Msgs); {
-		batch, err := c.Fetch(min(1000, int(info.State.Msgs)-i), jetstream.FetchMaxWait(5*time.Second))
+	for i, m := range msgs {
+		h := m.Headers()
+		seq, err := strconv.ParseUint(strings.TrimPrefix(h.Get(jetstream.MsgIDHeader), gw+"-"), 10, 64)
 		if err != nil {
-			if ctx.Err() != nil {
-				t.Fatal(err)
-			}
-			continue // a cluster still settling; the ordered consumer resumes
+			t.Fatalf("message %d: msg id %q", i, h.Get(jetstream.MsgIDHeader))
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			h := m.Headers()
-			seq, err := strconv.ParseUint(strings.TrimPrefix(h.Get(jetstream.MsgIDHeader), gw+"-"), 10, 64)
-			if err != nil {
-				t.Fatalf("message %d: msg id %q", i, h.Get(jetstream.MsgIDHeader))
-			}
-			if i == 0 {
-				firstSeq = seq // buffer seqs start at 1 in these tests
-			}
-			if seen[seq] {
-				t.Fatalf("message %d: buffer seq %d is in the stream twice", i, seq)
-			}
-			seen[seq] = true
-			if seq != firstSeq+uint64(i) {
-				if inOrder {
-					t.Fatalf("message %d has buffer seq %d, want %d: out of order", i, seq, firstSeq+uint64(i))
-				}
-				outOfOrder++
-			}
-			want := testEvent(int(seq - 1))
-			if m.Subject() != want.Subject || !bytes.Equal(m.Data(), want.Payload) {
-				t.Fatalf("message %d (seq %d): %s %q, want %s %q", i, seq, m.Subject(), m.Data(), want.Subject, want.Payload)
-			}
-			if h.Get(forward.HeaderGateway) != gw || h.Get(forward.HeaderSource) != want.Source ||
-				h.Get(forward.HeaderTime) != want.Time.Format(time.RFC3339Nano) {
-				t.Fatalf("message %d headers: %v", i, h)
-			}
-			i++
+		if i == 0 {
+			firstSeq = seq // buffer seqs start at 1 in these tests
 		}
-		if err := batch.Error(); err != nil && ctx.Err() != nil {
-			t.Fatal(err)
+		if seen[seq] {
+			t.Fatalf("message %d: buffer seq %d is in the stream twice", i, seq)
 		}
-		if got == 0 && ctx.Err() != nil {
-			t.Fatalf("ordered consumer stalled at %d of %d", i, info.State.Msgs)
+		seen[seq] = true
+		if seq != firstSeq+uint64(i) {
+			if inOrder {
+				t.Fatalf("message %d has buffer seq %d, want %d: out of order", i, seq, firstSeq+uint64(i))
+			}
+			outOfOrder++
+		}
+		want := testEvent(int(seq - 1))
+		if m.Subject() != want.Subject || !bytes.Equal(m.Data(), want.Payload) {
+			t.Fatalf("message %d (seq %d): %s %q, want %s %q", i, seq, m.Subject(), m.Data(), want.Subject, want.Payload)
+		}
+		if h.Get(forward.HeaderGateway) != gw || h.Get(forward.HeaderSource) != want.Source ||
+			h.Get(forward.HeaderTime) != want.Time.Format(time.RFC3339Nano) {
+			t.Fatalf("message %d headers: %v", i, h)
 		}
 	}
 	if outOfOrder > 0 {
@@ -241,7 +192,7 @@ func TestServerRestartsMidDrain(t *testing.T) {
 	}
 	runForwarder(t, f, q, func() {
 		for k := 1; k <= 3; k++ {
-			waitFor(t, func() bool { return f.Stats().Acked >= uint64(k*n/5) })
+			wait.For(t, "f.Stats().Acked >= uint64(k*n/5)", func() bool { return f.Stats().Acked >= uint64(k*n/5) })
 			srv.Shutdown()
 			time.Sleep(300 * time.Millisecond) // an outage, not a blip
 			srv.Restart()
@@ -271,7 +222,7 @@ func TestMissingStreamWithoutCreateIsAClearError(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool {
+		wait.For(t, "a config error naming the missing stream TELEMETRY", func() bool {
 			st := f.Stats()
 			return st.ConfigError && strings.Contains(st.LastError, "stream TELEMETRY not found")
 		})
@@ -313,7 +264,7 @@ func TestUncapturedSubjectHoldsOnlyItsEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool {
+		wait.For(t, "10 acked and 60 held on six routes", func() bool {
 			h := f.Stats().Held
 			// The 60 held stay in the buffer; the acked ones leave it.
 			return f.Stats().Acked == 10 && len(h) == 6 && h[0].Route == "telemetry.gw1.room1" && h[0].Events == 10 && q.Stats().Events == 60
@@ -473,17 +424,6 @@ func TestOptionsValidation(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // lockedBuffer collects a child's output.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -573,7 +513,7 @@ func TestGracefulStopLeavesTheRestBuffered(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	waitFor(t, func() bool { return f.Stats().Acked > n/4 })
+	wait.For(t, "f.Stats().Acked > n/4", func() bool { return f.Stats().Acked > n/4 })
 	stopped := time.Now()
 	cancel()
 	if err := <-done; err != nil {
@@ -621,12 +561,12 @@ func TestDisconnectedForwarderWaitsWithEverythingBuffered(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool { return f.Stats().Acked > n/4 })
+		wait.For(t, "f.Stats().Acked > n/4", func() bool { return f.Stats().Acked > n/4 })
 		srv.Shutdown()
-		waitFor(t, func() bool { return !f.Stats().Connected })
+		wait.For(t, "!f.Stats().Connected", func() bool { return !f.Stats().Connected })
 		// An outage reads as one, not as what nats.go says of a publish
 		// into a dropped connection.
-		waitFor(t, func() bool { return strings.HasPrefix(f.Stats().LastError, "uplink down since ") })
+		wait.For(t, "strings.HasPrefix(f.Stats().LastError, \"uplink down since \")", func() bool { return strings.HasPrefix(f.Stats().LastError, "uplink down since ") })
 		if st := f.Stats(); st.DownSince.IsZero() || time.Since(st.DownSince) > time.Minute {
 			t.Errorf("DownSince = %v", st.DownSince)
 		}
@@ -668,15 +608,7 @@ func TestStreamDeletedUnderARunningForwarder(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(runCtx) }()
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s: forwarder %+v", what, f.Stats())
-			}
-		}
-	}
-	waitUntil("the first 100", func() bool { return f.Stats().Acked == 100 })
+	wait.For(t, "the first 100 acked", func() bool { return f.Stats().Acked == 100 })
 
 	if err := js.DeleteStream(ctx, "TELEMETRY"); err != nil {
 		t.Fatal(err)
@@ -699,7 +631,7 @@ func TestStreamDeletedUnderARunningForwarder(t *testing.T) {
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil("the next 100", func() bool { return f.Stats().Acked == 200 })
+	wait.For(t, "the next 100 acked", func() bool { return f.Stats().Acked == 200 })
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/buffer"
 	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/wait"
 )
 
 // stored is one message of the stream, as the lane tests look at it.
@@ -104,7 +105,7 @@ func TestLiveFirstSendsNewEventsBeforeTheBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool { return f.Stats().Acked > 1000 })
+		wait.For(t, "f.Stats().Acked > 1000", func() bool { return f.Stats().Acked > 1000 })
 		appendTo(t, q, buffer.DefaultLane, backlog, backlog+50)
 		appendTo(t, q, buffer.Lane{Priority: 0}, backlog+50, backlog+51)
 	})
@@ -200,9 +201,9 @@ func TestReadBackAfterTheDuplicateWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f, q, func() {
-		waitFor(t, func() bool { return f.Stats().Acked > 1000 })
+		wait.For(t, "f.Stats().Acked > 1000", func() bool { return f.Stats().Acked > 1000 })
 		appendTo(t, q, buffer.Lane{Priority: 2}, 6000, 6500)
-		waitFor(t, func() bool { return f.Stats().Acked > 2500 })
+		wait.For(t, "f.Stats().Acked > 2500", func() bool { return f.Stats().Acked > 2500 })
 		// The uplink drops (PubAcks of stored messages lost with it) for
 		// longer than the duplicate window.
 		srv.Shutdown()

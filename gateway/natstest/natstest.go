@@ -176,7 +176,9 @@ func StreamMsgs(url, stream string) (uint64, error) {
 }
 
 // Messages reads every message of the stream TELEMETRY at url, in stream
-// order, with an ordered consumer.
+// order, with an ordered consumer: the tests' one way to read a stream. Right
+// after a leader change a clustered stream may not answer for a moment, so
+// it asks again until a minute has passed.
 func Messages(t testing.TB, url string) []jetstream.Msg {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -187,26 +189,40 @@ func Messages(t testing.TB, url string) []jetstream.Msg {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		t.Fatal(err)
+	retry := func(what string, err error) {
+		t.Helper()
+		if ctx.Err() != nil {
+			t.Fatalf("reading the stream: %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
+	var info *jetstream.StreamInfo
+	var c jetstream.Consumer
+	for {
+		s, err := js.Stream(ctx, "TELEMETRY")
+		if err == nil {
+			if info, err = s.Info(ctx); err == nil {
+				if c, err = s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err == nil {
+					break
+				}
+			}
+		}
+		retry("stream info", err)
 	}
 	var out []jetstream.Msg
 	for len(out) < int(info.State.Msgs) {
 		batch, err := c.Fetch(min(1000, int(info.State.Msgs)-len(out)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			retry("fetch", err) // a cluster still settling; the ordered consumer resumes
+			continue
 		}
+		got := 0
 		for m := range batch.Messages() {
 			out = append(out, m)
+			got++
+		}
+		if got == 0 {
+			retry(fmt.Sprintf("stalled at %d of %d", len(out), info.State.Msgs), batch.Error())
 		}
 	}
 	return out
