@@ -182,16 +182,7 @@ func (a *fleetAgent) lastKnownGood() *config.Config {
 }
 
 func (a *fleetAgent) run(ctx context.Context) error {
-	cfg := a.lastKnownGood()
-	a.desired = maps.Clone(a.saved.Applied)
-	st := a.saved.Status
-	st.Gateway = a.local.Gateway.ID
-	if st.State == "" || st.State == status.StateApplying {
-		st.State = status.StateApplied
-	}
-	a.setStatus(st)
-
-	a.gen = a.g.startGeneration(ctx, cfg, a.nc)
+	a.gen = a.g.startGeneration(ctx, a.resume(), a.nc)
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	updates := make(chan kvUpdate)
@@ -263,6 +254,21 @@ func (a *fleetAgent) run(ctx context.Context) error {
 			a.heartbeat(ctx)
 		}
 	}
+}
+
+// resume takes up where the saved state left off: the overlays last
+// applied are the desired ones, a status a restart left at "applying"
+// reads "applied" again, and the config to start is the last known good.
+func (a *fleetAgent) resume() *config.Config {
+	cfg := a.lastKnownGood()
+	a.desired = maps.Clone(a.saved.Applied)
+	st := a.saved.Status
+	st.Gateway = a.local.Gateway.ID
+	if st.State == "" || st.State == status.StateApplying {
+		st.State = status.StateApplied
+	}
+	a.setStatus(st)
+	return cfg
 }
 
 // note records an update from the watch and says whether the desired

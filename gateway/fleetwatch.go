@@ -54,7 +54,25 @@ func (a *fleetAgent) watch(ctx context.Context, out chan<- kvUpdate) {
 	}
 }
 
-func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
+// recheckBucket says whether the bucket the watch reads is still the one it
+// opened: deleted is an error, made again is errRestart; a bucket that does
+// not answer this time is not news.
+func (a *fleetAgent) recheckBucket(ctx context.Context, kv jetstream.KeyValue, created time.Time) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := bucketCreated(rctx, kv)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("bucket %s: %w", a.f.ConfigBucket, err)
+	case err == nil && !c.Equal(created):
+		return errRestart // recreated
+	}
+	return nil
+}
+
+// waitConnected returns once the control connection is up, or why it
+// never will be.
+func (a *fleetAgent) waitConnected(ctx context.Context) error {
 	for !a.nc.IsConnected() {
 		if a.nc.IsClosed() {
 			return errors.New("the control connection is closed")
@@ -67,23 +85,40 @@ func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
 		case <-t.C:
 		}
 	}
-	reconnects := a.nc.Stats().Reconnects
+	return nil
+}
+
+// openBucket opens the config bucket and reads when it was created (a
+// bucket made again is a new history).
+func (a *fleetAgent) openBucket(ctx context.Context) (jetstream.KeyValue, time.Time, error) {
 	js, err := jetstream.New(a.nc)
 	if err != nil {
-		return err
+		return nil, time.Time{}, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	kv, err := js.KeyValue(rctx, a.f.ConfigBucket)
 	var created time.Time
 	if err == nil {
 		created, err = bucketCreated(rctx, kv)
 	}
-	cancel()
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return fmt.Errorf("%w: no bucket %s yet (edgegw fleet set makes it)", errNoBucket, a.f.ConfigBucket)
+		return nil, time.Time{}, fmt.Errorf("%w: no bucket %s yet (edgegw fleet set makes it)", errNoBucket, a.f.ConfigBucket)
 	}
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", a.f.ConfigBucket, err)
+		return nil, time.Time{}, fmt.Errorf("bucket %s: %w", a.f.ConfigBucket, err)
+	}
+	return kv, created, nil
+}
+
+func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
+	if err := a.waitConnected(ctx); err != nil {
+		return err
+	}
+	reconnects := a.nc.Stats().Reconnects
+	kv, created, err := a.openBucket(ctx)
+	if err != nil {
+		return err
 	}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -145,15 +180,7 @@ func (a *fleetAgent) watchOnce(ctx context.Context, out chan<- kvUpdate) error {
 				return errRestart // the watch may have missed what happened meanwhile
 			}
 		case <-recheck.C:
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			c, cerr := bucketCreated(rctx, kv)
-			cancel()
-			switch {
-			case errors.Is(cerr, jetstream.ErrBucketNotFound) || errors.Is(cerr, jetstream.ErrStreamNotFound):
-				err = fmt.Errorf("bucket %s: %w", a.f.ConfigBucket, cerr)
-			case cerr == nil && !c.Equal(created):
-				err = errRestart // recreated
-			}
+			err = a.recheckBucket(ctx, kv, created)
 		}
 		if err != nil {
 			return err
