@@ -95,6 +95,10 @@ upstream:
 		{"max_bytes unit", good + "buffer:\n  max_bytes: 1 gigabyte\n", "buffer.max_bytes", 11, "not a size"},
 		{"duration", good + "sensors:\n  - name: a\n    driver: sim\n    interval: 5 minutes\n", "sensors[0].interval", 13, "not a duration like 30s"},
 		{"typo", strings.Replace(good, "subscriptions:", "subscriptons:", 1), "mqtt.subscriptons", 5, "did you mean subscriptions?"},
+		{"typo without a missing key", strings.Replace(good, "broker:", "usename: x\n  broker:", 1), "mqtt.usename", 4, "did you mean username?"},
+		{"unknown key far from any", good + "  colour: red\n", "upstream.colour", 10, "the keys here are servers,"},
+		{"days and a unit yaml does not know", good + "buffer:\n  max_age: 7 days\n", "buffer.max_age", 11, `"7 days" is not a duration like 30s, 5m, 2h or 7d`},
+		{"a number that is not", strings.Replace(good, "qos: 1", "qos: one", 1), "mqtt.subscriptions[0].qos", 7, `"one" is not a number`},
 		{"same I2C address", good + "sensors:\n  - name: a\n    driver: ads1115\n    address: 0x48\n    channels: [{input: \"0\", name: v}]\n  - name: b\n    driver: ads1115\n    address: 0x48\n    channels: [{input: \"0\", name: v}]\n", "sensors[1].address", 17, "also sensors[0]"},
 		{"negative max_age", good + "buffer:\n  max_age: -1h\n", "buffer.max_age", 11, "negative"},
 		{"card without endurance", strings.Replace(good, "id: gw1", "id: gw1\n  storage: {size: 32GB}", 1), "gateway.storage.rated_writes", 0, "full writes the card is rated for"},
@@ -290,4 +294,57 @@ upstream:
 	if err != nil || cfg.Upstream.Drain != "live_first" {
 		t.Fatalf("default drain %q, %v", cfg.Upstream.Drain, err)
 	}
+}
+
+// Durations take days, as Prometheus and Telegraf users write them, in
+// every duration key; what is not a duration says what would be.
+func TestDurationsInDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"7d": 7 * 24 * time.Hour, "1d12h": 36 * time.Hour, "1.5d": 36 * time.Hour, "90m": 90 * time.Minute,
+		"2h30m": 150 * time.Minute, "0": 0, "-1d": -24 * time.Hour, " 3d ": 72 * time.Hour,
+	} {
+		if got, err := config.ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"7days", "d", "1d-1h", "1e3d", "soon", "1d1d", ""} {
+		if d, err := config.ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
+		} else if !strings.Contains(err.Error(), "not a duration like 30s, 5m, 2h or 7d") {
+			t.Errorf("ParseDuration(%q): %v", in, err)
+		}
+	}
+	cfg, err := config.Parse("test.yaml", []byte(`gateway: {id: gw1}
+mqtt:
+  broker: tcp://127.0.0.1:1883
+  subscriptions: [{topic: "sensors/#", qos: 1, ttl: 2d}]
+upstream: {servers: ["nats://127.0.0.1:4222"]}
+buffer: {max_age: 7d}
+`), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Buffer.MaxAge != 7*24*time.Hour || cfg.MQTT.Subscriptions[0].TTL != 48*time.Hour {
+		t.Fatalf("max_age %v, ttl %v", cfg.Buffer.MaxAge, cfg.MQTT.Subscriptions[0].TTL)
+	}
+}
+
+func FuzzParseDuration(f *testing.F) {
+	for _, s := range []string{"7d", "1d12h", "1.5d", "30s", "-1d", "5 minutes", "1d-1h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := config.ParseDuration(s)
+		if err != nil {
+			if !strings.Contains(err.Error(), "not a duration") {
+				t.Fatalf("%q: %v", s, err)
+			}
+			return
+		}
+		if !strings.Contains(s, "d") {
+			if want, err := time.ParseDuration(strings.TrimSpace(s)); err != nil || want != d {
+				t.Fatalf("%q: %v, time.ParseDuration says %v, %v", s, d, want, err)
+			}
+		}
+	})
 }

@@ -81,7 +81,7 @@ func TestOverlayProblems(t *testing.T) {
 	for _, tt := range []struct{ data, want string }{
 		{"upstream:\n  window: -1\n", "upstream.window (gw.gw1 line 2)"},
 		{"upstream:\n  windw: 5\n", "upstream.windw (gw.gw1 line 2): unknown key"},
-		{"upstream:\n  ack_timeout: soon\n", "upstream.ack_timeout (gw.gw1 line 2): not a duration"},
+		{"upstream:\n  ack_timeout: soon\n", "upstream.ack_timeout (gw.gw1 line 2): \"soon\" is not a duration"},
 		{"- a\n- b\n", "(gw.gw1): an overlay is a YAML mapping"},
 		{"upstream: [\n", "(gw.gw1): yaml"},
 		{"gateway:\n  id: gw2\n", "gateway.id (fleet): cannot be changed remotely"},

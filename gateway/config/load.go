@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -87,13 +88,19 @@ func typeProblem(msg string, lines map[string]int) Problem {
 			want := text[j+len(" into "):]
 			switch want {
 			case "time.Duration":
-				want = "a duration like 30s, 5m or 2h"
+				want = "a duration like 30s, 5m, 2h or 7d"
 			case "int", "int64", "uint16", "uint64", "float64", "byte", "uint8":
 				want = "a number"
 			case "bool":
 				want = "true or false"
 			}
-			text = "not " + want + " (" + strings.TrimPrefix(text[i:j], "cannot unmarshal ") + ")"
+			got := strings.TrimPrefix(text[i:j], "cannot unmarshal ")
+			text = "not " + want
+			if v := strings.Index(got, "`"); v >= 0 {
+				text = fmt.Sprintf("%q is %s", strings.Trim(got[v:], "`"), text) // the value, as yaml quoted it
+			} else if strings.HasPrefix(got, "!!seq") || strings.HasPrefix(got, "!!map") {
+				text = "a list or a map is " + text
+			}
 		}
 	}
 	return Problem{Path: path, Line: line, Msg: text}
@@ -136,8 +143,13 @@ func splitPath(p string) (dir, name string) {
 
 // closeTo: an edit distance of at most 2.
 func closeTo(a, b string) bool {
-	if a == b || abs(len(a)-len(b)) > 2 {
-		return false
+	return a != b && distance(a, b) <= 2
+}
+
+// distance is the edit distance of a and b, or 3 when it is more than 2.
+func distance(a, b string) int {
+	if abs(len(a)-len(b)) > 2 {
+		return 3
 	}
 	prev := make([]int, len(b)+1)
 	for j := range prev {
@@ -155,7 +167,7 @@ func closeTo(a, b string) bool {
 		}
 		prev = cur
 	}
-	return prev[len(b)] <= 2
+	return min(prev[len(b)], 3)
 }
 
 func abs(n int) int {
@@ -335,7 +347,7 @@ func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, looku
 			if t != nil && t.Kind() == reflect.Struct {
 				f, ok := fieldByTag(t, k.Value)
 				if !ok {
-					ce.Problems = append(ce.Problems, Problem{Path: p, Line: k.Line, Msg: "unknown key; see docs/config.md"})
+					ce.Problems = append(ce.Problems, Problem{Path: p, Line: k.Line, Msg: unknownKey(t, k.Value)})
 					continue
 				}
 				ft = f
@@ -354,24 +366,109 @@ func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, looku
 		}
 	case yaml.ScalarNode:
 		lines[path] = n.Line
-		if !strings.Contains(n.Value, "${") {
+		if !expand(n, path, lookup, ce) || t != durationType || n.Tag == "!!null" {
 			return
 		}
-		n.Value = envRE.ReplaceAllStringFunc(n.Value, func(ref string) string {
-			m := envRE.FindStringSubmatch(ref)
-			if v, ok := lookup(m[1]); ok {
-				return v
+		d, err := ParseDuration(n.Value)
+		if err != nil {
+			ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, Msg: err.Error()})
+		}
+		n.Value, n.Tag, n.Style = d.String(), "!!str", 0 // what yaml decodes into a time.Duration
+	}
+}
+
+// expand replaces ${VAR} and ${VAR:-default} in a scalar's value, and
+// says whether every variable was there.
+func expand(n *yaml.Node, path string, lookup func(string) (string, bool), ce *Error) bool {
+	if !strings.Contains(n.Value, "${") {
+		return true
+	}
+	ok := true
+	n.Value = envRE.ReplaceAllStringFunc(n.Value, func(ref string) string {
+		m := envRE.FindStringSubmatch(ref)
+		if v, ok := lookup(m[1]); ok {
+			return v
+		}
+		if m[2] != "" {
+			return m[3]
+		}
+		ok = false
+		ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, unset: true, Msg: fmt.Sprintf("environment variable %s is not set (in the environment, or the env file: --env-file, default /etc/edgegw/edgegw.env; or use ${%s:-default} for a default)", m[1], m[1])})
+		return ""
+	})
+	if n.Tag == "!!str" && n.Style == 0 {
+		n.Tag = "" // let the expanded value resolve as a number or bool
+	}
+	return ok
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+var daysRE = regexp.MustCompile(`^\s*(-?)([0-9]+(?:\.[0-9]+)?)d(.*)$`)
+
+// ParseDuration reads a duration as time.ParseDuration does, and days too,
+// as Prometheus and Telegraf users write them: 7d, 1d12h, 1.5d.
+func ParseDuration(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a duration like 30s, 5m, 2h or 7d", s)
+	if m := daysRE.FindStringSubmatch(s); m != nil {
+		days, err := strconv.ParseFloat(m[2], 64)
+		if err != nil || days > 100_000 {
+			return 0, bad
+		}
+		d := time.Duration(days * float64(24*time.Hour))
+		if rest := strings.TrimSpace(m[3]); rest != "" {
+			r, err := time.ParseDuration(rest)
+			if err != nil || r < 0 {
+				return 0, bad
 			}
-			if m[2] != "" {
-				return m[3]
-			}
-			ce.Problems = append(ce.Problems, Problem{Path: path, Line: n.Line, unset: true, Msg: fmt.Sprintf("environment variable %s is not set (in the environment, or the env file: --env-file, default /etc/edgegw/edgegw.env; or use ${%s:-default} for a default)", m[1], m[1])})
-			return ""
-		})
-		if n.Tag == "!!str" && n.Style == 0 {
-			n.Tag = "" // let the expanded value resolve as a number or bool
+			d += r
+		}
+		if m[1] == "-" {
+			d = -d
+		}
+		return d, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, bad
+	}
+	return d, nil
+}
+
+// unknownKey says what to do about a key that t does not have: the key it
+// is closest to, or the keys there are.
+func unknownKey(t reflect.Type, key string) string {
+	keys := keysOf(t)
+	best, bestD := "", 3
+	for _, k := range keys {
+		if d := distance(strings.ToLower(key), k); d < bestD || (d == bestD && best == "") {
+			best, bestD = k, d
 		}
 	}
+	if best != "" && bestD <= 2 {
+		return fmt.Sprintf("unknown key; did you mean %s?", best)
+	}
+	for _, k := range keys {
+		if len(key) >= 3 && (strings.HasPrefix(k, key) || strings.HasPrefix(key, k)) {
+			return fmt.Sprintf("unknown key; did you mean %s?", k)
+		}
+	}
+	return fmt.Sprintf("unknown key; the keys here are %s (docs/config.md)", strings.Join(keys, ", "))
+}
+
+// keysOf lists the YAML keys of struct t, those of inlined structs too.
+func keysOf(t reflect.Type) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")
+		switch {
+		case len(tag) > 1 && tag[1] == "inline" && t.Field(i).Type.Kind() == reflect.Struct:
+			keys = append(keys, keysOf(t.Field(i).Type)...)
+		case tag[0] != "" && tag[0] != "-":
+			keys = append(keys, tag[0])
+		}
+	}
+	return keys
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
