@@ -4,6 +4,7 @@
 //	edgegw config check --config /etc/edgegw/edgegw.yaml
 //	edgegw buffer stats --config /etc/edgegw/edgegw.yaml   (or --path buffer.db)
 //	edgegw buffer dead-letters --config /etc/edgegw/edgegw.yaml [--export FILE] [--drop]
+//	edgegw mqtt user add|passwd|remove|list [NAME] [--users-file FILE]
 //	edgegw health [--addr 127.0.0.1:9180] [--live]
 //	edgegw fleet set|unset|status|call ...   (docs/fleet.md)
 //	edgegw version
@@ -38,6 +39,7 @@ const usage = `usage:
   edgegw buffer dead-letters (--config FILE | --path BUFFER_FILE) [--export FILE] [--drop]
   edgegw sensors read --config FILE
   edgegw i2c scan [--bus 1]
+  edgegw mqtt user add|passwd|remove|list [NAME] [--users-file FILE]   (the embedded broker's users)
   edgegw mqtt hash-password [--password-file FILE]   (else the password on stdin)
   edgegw health [--addr 127.0.0.1:9180] [--live]
   edgegw status [--addr 127.0.0.1:9180] [--watch [--every 2s]]
@@ -81,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdI2CScan(args[2:], stdout, stderr)
 	case args[0] == "sensors" && len(args) > 1 && args[1] == "read":
 		return cmdSensorsRead(args[2:], stdout, stderr)
+	case args[0] == "mqtt" && len(args) > 1 && args[1] == "user":
+		return cmdMQTTUser(args[2:], os.Stdin, stdout, stderr)
 	case args[0] == "mqtt" && len(args) > 1 && args[1] == "hash-password":
 		return cmdHashPassword(args[2:], os.Stdin, stdout, stderr)
 	case args[0] == "status":

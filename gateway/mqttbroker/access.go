@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +39,9 @@ type User struct {
 // LoadUsers reads a users file: YAML with a list under users.
 func LoadUsers(path string) ([]User, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("mqtt.server.users_file: %w: the service's dynamic user cannot read a root-only file; hand it over with LoadCredential=mqtt-users.yaml:%s in the unit and users_file: ${CREDENTIALS_DIRECTORY:-%s}/mqtt-users.yaml (docs/mqtt-server.md)", err, path, filepath.Dir(path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mqtt.server.users_file: %w", err)
 	}
