@@ -28,8 +28,12 @@ type source struct {
 	ingested, duplicates, storeErrors atomic.Uint64
 	setAside                          atomic.Uint64          // too large to store: in the dead-letter lane
 	last                              atomic.Int64           // UnixNano of the last commit
-	lastValue                         atomic.Pointer[string] // the last event's payload, cut short
+	lastValue                         atomic.Pointer[lastValue] // the last event's, for a person to read
 }
+
+// lastValue is the last stored event as the page shows it: where it came
+// from (the MQTT topic or the sensor) and its payload, cut short.
+type lastValue struct{ from, value string }
 
 // emit commits events to the buffer qr holds and counts them for this
 // source.
@@ -53,8 +57,8 @@ func (s *source) emit(qr *queueRef) event.EmitFunc {
 		if stored > 0 {
 			s.ingested.Add(uint64(stored))
 			s.last.Store(time.Now().UnixNano())
-			v := displayValue(events[len(events)-1].Payload)
-			s.lastValue.Store(&v)
+			e := events[len(events)-1]
+			s.lastValue.Store(&lastValue{from: displayValue([]byte(e.Source)), value: displayValue(e.Payload)})
 		}
 		return nil
 	}

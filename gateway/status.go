@@ -25,7 +25,7 @@ func (s *source) status(now time.Time) status.SourceStatus {
 		SetAside:    s.setAside.Load(),
 	}
 	if v := s.lastValue.Load(); v != nil {
-		st.LastValue = *v
+		st.LastFrom, st.LastValue = v.from, v.value
 	}
 	if ns := s.last.Load(); ns != 0 {
 		st.LastReading = time.Unix(0, ns).UTC()
@@ -64,6 +64,9 @@ func (g *Gateway) Status() status.Status {
 	}
 	for _, s := range srcs {
 		st.Sources = append(st.Sources, s.status(now))
+	}
+	if free, ok := diskFree(c.Buffer.Path); ok {
+		st.Buffer.DiskFree = &free
 	}
 	var bs buffer.Stats
 	if q != nil {

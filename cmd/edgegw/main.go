@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -246,10 +247,15 @@ func versionString() string {
 // health check for images without curl (deploy/Dockerfile) and scripts.
 func cmdHealth(args []string, stdout, stderr io.Writer) int {
 	fs := flags("health", stderr)
-	addr := fs.String("addr", config.DefaultHTTPListen, "the gateway's http.listen")
+	addr := fs.String("addr", "", "the gateway's http.listen (default: as the config says, else "+config.DefaultHTTPListen+")")
+	cf := addConfigFlags(fs, defaultConfig)
 	live := fs.Bool("live", false, "ask /healthz (alive) instead of /readyz (ready)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if err := findAddr(fs, addr, cf); err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return 1
 	}
 	path := "/readyz"
 	if *live {
@@ -268,6 +274,44 @@ func cmdHealth(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// findAddr sets addr, unless --addr gave it, from the config's http.listen
+// as run reads it: --config, or the default config when it is there; else
+// the default address. A wildcard listener is asked on loopback.
+func findAddr(fs *flag.FlagSet, addr *string, cf configFlags) error {
+	if *addr != "" {
+		return nil
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	if _, err := os.Stat(*cf.config); !explicit && errors.Is(err, os.ErrNotExist) {
+		*addr = config.DefaultHTTPListen
+		return nil
+	}
+	cfg, err := cf.load(true)
+	if err != nil && !explicit {
+		*addr = config.DefaultHTTPListen // the default config is not for this; ask the default address
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w\n(the address comes from http.listen; or give --addr)", err)
+	}
+	if cfg.HTTP.Listen == "off" {
+		return fmt.Errorf("%s: http.listen is off: the gateway serves no status to ask", *cf.config)
+	}
+	host, port, err := net.SplitHostPort(cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("%s: http.listen %q: %w", *cf.config, cfg.HTTP.Listen, err)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	*addr = net.JoinHostPort(host, port)
+	return nil
 }
 
 // baseURL is the gateway's HTTP address, taken as http.listen is written

@@ -50,7 +50,8 @@ func writeConfig(t *testing.T, broker, nats string) (cfgPath, dataDir string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath = filepath.Join(dir, "edgegw.yaml")
-	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nmqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [%s]\n  stream:\n    create: true\nhttp:\n  listen: 127.0.0.1:0\n", dir, broker, nats)
+	text := fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nmqtt:\n  broker: %s\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [%s]\n  stream:\n    create: true\nhttp:\n  listen: 0.0.0.0:%d\n  users_file: %s\n", dir, broker, nats, natstest.FreePort(t), filepath.Join(dir, "http-users.yaml"))
+	os.WriteFile(filepath.Join(dir, "http-users.yaml"), []byte("users:\n  - {name: ops, password_hash: \"$2a$10$48LthTbj3xXxg4Fz2geXEuinKOhjNNJqqSaTrcT64AnfbcqmnPkau\"}\n"), 0o600)
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +130,25 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatalf("health --live: %d %q", code, live.String())
 	}
 	// edgegw status: the same facts on one screen.
-	var status bytes.Buffer
-	if code := run([]string{"status", "--addr", m[1]}, &status, io.Discard); code != 0 {
-		t.Fatalf("status: exit %d\n%s", code, status.String())
+	// edgegw status and health find the address in the config, as run
+	// does: a wildcard listener asked on loopback.
+	var status, errb bytes.Buffer
+	if code := run([]string{"status", "--config", cfgPath}, &status, &errb); code != 1 || !strings.Contains(errb.String(), "asks for a login (http.users_file): give --user NAME") {
+		t.Fatalf("status without a login: exit %d\n%s", code, errb.String())
 	}
-	for _, want := range []string{"edgegw gw1", "READY", "● connected", "stream TELEMETRY", "0 events", "drain live_first", "source", "● mqtt (mqtt)", "receiving"} {
+	t.Setenv("EDGEGW_HTTP_PASSWORD", "wrong")
+	if code := run([]string{"status", "--config", cfgPath, "--user", "ops"}, &status, &errb); code != 1 || !strings.Contains(errb.String(), "refused the login of ops") {
+		t.Fatalf("status with a wrong password: exit %d\n%s", code, errb.String())
+	}
+	t.Setenv("EDGEGW_HTTP_PASSWORD", "change-me-too")
+	status.Reset()
+	if code := run([]string{"status", "--config", cfgPath, "--user", "ops"}, &status, io.Discard); code != 0 {
+		t.Fatalf("status --config: exit %d\n%s", code, status.String())
+	}
+	if code := run([]string{"health", "--config", cfgPath}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("health --config: exit %d", code)
+	}
+	for _, want := range []string{"edgegw gw1", "READY", "● connected", "stream TELEMETRY", "0 events", "drain live_first", "source", "● mqtt (mqtt)", "receiving", "disk free ", "acked 0 since start"} {
 		if !strings.Contains(status.String(), want) {
 			t.Errorf("edgegw status lacks %q:\n%s", want, status.String())
 		}
@@ -150,7 +165,9 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 	pub.Disconnect(100)
 	wait.For(t, "the buffer holding the 5 published with the uplink down", func() bool {
-		resp, err := http.Get("http://" + m[1] + "/status")
+		req, _ := http.NewRequest(http.MethodGet, "http://"+m[1]+"/status", nil)
+		req.SetBasicAuth("ops", "change-me-too") // http.users_file
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false
 		}
@@ -172,7 +189,8 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"edgegw stopped"`) {
 		t.Fatalf("no JSON stop line in the logs:\n%s", logs.String())
 	}
-	var out, errb bytes.Buffer
+	var out bytes.Buffer
+	errb.Reset()
 	if code := run([]string{"buffer", "stats", "--path", filepath.Join(dir, "buffer.db")}, &out, &errb); code != 0 {
 		t.Fatalf("buffer stats after stop: %s", errb.String())
 	}
@@ -356,7 +374,7 @@ func TestStatusScreen(t *testing.T) {
 		Buffer:   status.BufferStatus{Events: 5000, Bytes: 3 << 20, Appended: 12000, Lanes: []status.LaneStatus{{Priority: 0, Events: 10}, {Priority: 5, TTL: "6h0m0s", Events: 4990}}},
 		Upstream: status.UpstreamStatus{Stream: "TELEMETRY", DownSince: time.Now().Add(-time.Minute), Acked: 7000, LastError: "uplink down since …", Drain: "live_first"},
 		Sources: []status.SourceStatus{
-			{Name: "mqtt-server", Kind: "mqtt-server", Up: true, Ingested: 12000, LastReadingAge: new(float64)},
+			{Name: "mqtt-server", Kind: "mqtt-server", Up: true, Ingested: 12000, LastReadingAge: new(float64), LastFrom: "sensors/lobby/temp", LastValue: `{"t":21.5}`},
 			{Name: "tank", Kind: "sensor", Up: false, LastError: `I²C bus "1": no such file`},
 			{Name: "door", Kind: "gpio", Up: true, LastReadingAge: &age},
 		},
@@ -371,5 +389,15 @@ func TestStatusScreen(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status screen lacks %q:\n%s", want, out.String())
 		}
+	}
+	if !regexp.MustCompile(`last value +sensors/lobby/temp +\{"t":21.5\}`).MatchString(out.String()) {
+		t.Errorf("status screen lacks the last value with its topic:\n%s", out.String())
+	}
+	// A slow sensor's rate is not rounded away: one reading in 2 s.
+	prev.Buffer.Appended, prev.Upstream.Acked = st.Buffer.Appended-1, st.Upstream.Acked-1
+	out.Reset()
+	renderStatus(&out, st, &prev, 2*time.Second)
+	if !strings.Contains(out.String(), "ingest 0.5/s") {
+		t.Errorf("status screen at 0.5 readings/s:\n%s", out.String())
 	}
 }

@@ -66,6 +66,9 @@ type BufferStatus struct {
 	DroppedTTL       uint64    `json:"dropped_ttl"`
 	// ClockSynced: the wall clock is synchronized now (docs/lanes.md).
 	ClockSynced bool `json:"clock_synced"`
+	// DiskFree is what an unprivileged writer may still use on the
+	// buffer's file system; absent when it cannot be read.
+	DiskFree *int64 `json:"disk_free,omitempty"`
 	// Lanes: one per priority and TTL that holds or has counted events.
 	Lanes []LaneStatus `json:"lanes"`
 }
@@ -149,6 +152,7 @@ type SourceStatus struct {
 	LastError string `json:"last_error,omitempty"`
 
 	LastValue      string    `json:"last_value,omitempty"` // the last reading's payload, at most 120 bytes
+	LastFrom       string    `json:"last_from,omitempty"`  // its MQTT topic or sensor
 	LastReading    time.Time `json:"last_reading,omitzero"`
 	LastReadingAge *float64  `json:"last_reading_age_seconds,omitempty"`
 }
