@@ -26,8 +26,8 @@ type source struct {
 	event.Source
 	kind                              string
 	ingested, duplicates, storeErrors atomic.Uint64
-	setAside                          atomic.Uint64          // too large to store: in the dead-letter lane
-	last                              atomic.Int64           // UnixNano of the last commit
+	setAside                          atomic.Uint64             // too large to store: in the dead-letter lane
+	last                              atomic.Int64              // UnixNano of the last commit
 	lastValue                         atomic.Pointer[lastValue] // the last event's, for a person to read
 }
 
