@@ -32,7 +32,7 @@ func (g *Gateway) serveCommands(nc *nats.Conn) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        "edgegw",
 		Version:     semver(version),
-		Description: "edgegw IoT edge gateway",
+		Description: "edgegw gateway " + id, // what nats micro ls shows beside the instance's id
 		Metadata:    map[string]string{"gateway": id, "version": version},
 	})
 	if err != nil {
@@ -140,7 +140,11 @@ func (g *Gateway) sensorsRead(r micro.Request) {
 		reply.Readings = append(reply.Readings, reading)
 	}
 	if !found {
-		r.Error("404", fmt.Sprintf("no polled sensor %q is running", req.Sensor), nil)
+		if req.Sensor == "" {
+			r.Error("404", "this gateway runs no polled sensor (sensors: in its config)", nil)
+		} else {
+			r.Error("404", fmt.Sprintf("no polled sensor %q is running", req.Sensor), nil)
+		}
 		return
 	}
 	r.RespondJSON(reply)

@@ -928,19 +928,22 @@ func TestFleetServiceDiscovery(t *testing.T) {
 			return false
 		}
 		defer sub.Unsubscribe()
-		hub.nc.PublishRequest("$SRV.PING.edgegw", inbox, nil)
+		hub.nc.PublishRequest("$SRV.INFO.edgegw", inbox, nil)
 		seen := map[string]bool{}
 		for {
 			m, err := sub.NextMsg(500 * time.Millisecond)
 			if err != nil {
 				break
 			}
-			var ping struct {
-				Name     string            `json:"name"`
-				Metadata map[string]string `json:"metadata"`
+			var info struct {
+				Name        string            `json:"name"`
+				Description string            `json:"description"`
+				Metadata    map[string]string `json:"metadata"`
 			}
-			if json.Unmarshal(m.Data, &ping) == nil && ping.Name == "edgegw" {
-				seen[ping.Metadata["gateway"]] = true
+			// Each instance names its gateway in its metadata and in the
+			// description nats micro ls shows.
+			if json.Unmarshal(m.Data, &info) == nil && info.Name == "edgegw" && info.Description == "edgegw gateway "+info.Metadata["gateway"] {
+				seen[info.Metadata["gateway"]] = true
 			}
 		}
 		return len(seen) == len(ids) && seen["gw1"] && seen["gw2"]

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -324,6 +325,7 @@ func cmdFleetUnset(args []string, stdout, stderr io.Writer) int {
 func cmdFleetStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flags("fleet status", stderr)
 	ff := addFleetFlags(fs)
+	asJSON := fs.Bool("json", false, "every gateway's status as JSON (the status bucket's records, whole)")
 	if _, ok := positional(fs, args, 0, stderr); !ok {
 		return 2
 	}
@@ -357,11 +359,20 @@ func cmdFleetStatus(args []string, stdout, stderr io.Writer) int {
 			rows = append(rows, st)
 		}
 	}
+	if len(rows) == 0 && *asJSON {
+		fmt.Fprintln(stdout, "[]")
+		return 0
+	}
 	if len(rows) == 0 {
-		fmt.Fprintln(stdout, "no gateway has reported yet")
+		fmt.Fprintln(stdout, "no gateway has reported yet (a gateway writes its status when it starts with a fleet: section, and on every heartbeat)")
 		return 0
 	}
 	slices.SortFunc(rows, func(a, b status.FleetStatus) int { return strings.Compare(a.Gateway, b.Gateway) })
+	if *asJSON {
+		out, _ := json.MarshalIndent(rows, "", "  ")
+		fmt.Fprintln(stdout, string(out))
+		return 0
+	}
 	printFleetTable(stdout, rows, time.Now())
 	return 0
 }
@@ -381,9 +392,6 @@ func printFleetTable(w io.Writer, rows []status.FleetStatus, now time.Time) {
 		msg := st.Error
 		if msg == "" && st.Heartbeat != nil && st.Heartbeat.NotReady != "" {
 			msg = "not ready: " + st.Heartbeat.NotReady
-		}
-		if len(msg) > 60 {
-			msg = msg[:57] + "..."
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", st.Gateway, st.State, st.DesiredRevision, st.AppliedRevision, uplink, backlog, oldest, beat, msg)
 	}
@@ -430,12 +438,38 @@ func cmdFleetCall(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgegw: %s: %s %s\n", subj, code, m.Header.Get("Nats-Service-Error"))
 		return 1
 	}
-	var out bytes.Buffer
-	if json.Indent(&out, m.Data, "", "  ") == nil {
-		out.WriteByte('\n')
-		stdout.Write(out.Bytes())
-	} else {
-		stdout.Write(m.Data)
-	}
+	printReply(stdout, m.Data)
 	return 0
+}
+
+// printReply writes an endpoint's answer for a person: JSON indented, and
+// a text of many lines in it (the config endpoint's YAML) as itself, after
+// the rest, not as one escaped string.
+func printReply(w io.Writer, data []byte) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) != nil {
+		var out bytes.Buffer
+		if json.Indent(&out, data, "", "  ") != nil {
+			w.Write(data)
+			return
+		}
+		fmt.Fprintln(w, out.String())
+		return
+	}
+	texts := map[string]string{}
+	for k, v := range fields {
+		var s string
+		if json.Unmarshal(v, &s) == nil && strings.Contains(s, "\n") {
+			texts[k] = s
+			delete(fields, k)
+		}
+	}
+	out, _ := json.MarshalIndent(fields, "", "  ")
+	fmt.Fprintln(w, string(out))
+	for _, k := range slices.Sorted(maps.Keys(texts)) {
+		fmt.Fprintf(w, "\n%s:\n%s", k, texts[k])
+		if !strings.HasSuffix(texts[k], "\n") {
+			fmt.Fprintln(w)
+		}
+	}
 }

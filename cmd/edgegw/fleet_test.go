@@ -3,17 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
+	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/gateway/wait"
 )
 
@@ -79,13 +82,24 @@ func TestFleetCommands(t *testing.T) {
 		t.Fatalf("window %d", g.Config().Upstream.Window)
 	}
 
+	code, out, errb = fleet("status", "--json")
+	var rows []status.FleetStatus
+	if err := json.Unmarshal([]byte(out), &rows); code != 0 || err != nil || len(rows) != 1 || rows[0].Gateway != "gw1" || rows[0].State != status.StateApplied || rows[0].Heartbeat == nil {
+		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errb)
+	}
+	// The config's YAML as itself, not as one escaped JSON string.
 	code, out, errb = fleet("call", "gw1", "config")
-	if code != 0 || !strings.Contains(out, `"applied_revision": 1`) || !strings.Contains(out, "window: 42") {
+	if code != 0 || !strings.Contains(out, `"applied_revision": 1`) || !strings.Contains(out, "\nconfig:\n") || !strings.Contains(out, "\n  window: 42\n") || strings.Contains(out, `\n`) {
 		t.Fatalf("call config: exit %d\n%s%s", code, out, errb)
 	}
 	code, out, _ = fleet("call", "gw1", "sensors.read", `{"sensor":"room"}`)
 	if code != 0 || !strings.Contains(out, `"temperature_c"`) {
 		t.Fatalf("call sensors.read: exit %d\n%s", code, out)
+	}
+	// No request reads every sensor, as docs/fleet.md says.
+	code, out, errb = fleet("call", "gw1", "sensors.read")
+	if code != 0 || !strings.Contains(out, `"sensor": "room"`) {
+		t.Fatalf("call sensors.read without a request: exit %d\n%s%s", code, out, errb)
 	}
 	if code, _, errb := fleet("call", "gw1", "gpio.set", `{"name":"pump","level":"high"}`); code != 1 || !strings.Contains(errb, "404") {
 		t.Fatalf("call gpio.set of no output: exit %d %s", code, errb)
@@ -162,5 +176,15 @@ func TestFleetNATSContext(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"fleet", "status", "--context", "nope"}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "nats context ls") {
 		t.Fatalf("a missing context: exit %d\n%s", code, errb.String())
+	}
+}
+
+// The fleet table never cuts the reason a config was refused.
+func TestFleetTableKeepsTheReason(t *testing.T) {
+	why := "upstream.lower_share (gw.gw1 line 5): 0.9 is outside 0..0.5; the share of the uplink lower lanes may take"
+	var out bytes.Buffer
+	printFleetTable(&out, []status.FleetStatus{{Gateway: "gw1", State: status.StateRejected, DesiredRevision: 3, AppliedRevision: 2, Error: why}}, time.Now())
+	if !strings.Contains(out.String(), why) {
+		t.Fatalf("the reason is cut:\n%s", out.String())
 	}
 }
