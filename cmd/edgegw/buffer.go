@@ -56,8 +56,12 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	if !st.Oldest.IsZero() {
 		oldest = fmt.Sprintf("%s (%s ago)", st.Oldest.UTC().Format(time.RFC3339), st.OldestAge.Round(time.Second))
 	}
-	fmt.Fprintf(stdout, "buffer:          %s\nfile size:       %d bytes\nevents held:     %d\nbytes held:      %d\noldest event:    %s\nseq range:       %d .. %d\nappended total:  %d\nacked total:     %d\ndropped (full):  %d\ndropped (age):   %d\n",
-		*path, st.FileBytes, st.Events, st.Bytes, oldest, st.FirstSeq, st.NextSeq-1, st.Appended, st.Acked, st.DroppedFull, st.DroppedAge)
+	seqs := fmt.Sprintf("%d .. %d", st.FirstSeq, st.NextSeq-1)
+	if st.Events == 0 {
+		seqs = fmt.Sprintf("- (empty; the next event is seq %d)", st.NextSeq)
+	}
+	fmt.Fprintf(stdout, "buffer:          %s\nfile size:       %d bytes\nevents held:     %d\nbytes held:      %d\noldest event:    %s\nseq range:       %s\nappended total:  %d (the file's life)\nacked total:     %d (the file's life)\ndropped (full):  %d\ndropped (age):   %d\n",
+		*path, st.FileBytes, st.Events, st.Bytes, oldest, seqs, st.Appended, st.Acked, st.DroppedFull, st.DroppedAge)
 	fmt.Fprintf(stdout, "dropped (ttl):   %d\n", st.DroppedTTL)
 	if len(st.Lanes) > 0 {
 		fmt.Fprintf(stdout, "lanes:\n  %-8s %-8s %10s %12s %14s %10s %10s %10s %10s\n", "priority", "ttl", "events", "bytes", "oldest age", "acked", "drop:full", "drop:age", "drop:ttl")

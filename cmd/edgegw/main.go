@@ -34,21 +34,26 @@ import (
 var version = ""
 
 const usage = `usage:
-  edgegw run --config FILE [--log-format text|json] [--log-level LEVEL]
-  edgegw config check --config FILE
-  edgegw buffer stats (--config FILE | --path BUFFER_FILE)
-  edgegw buffer dead-letters (--config FILE | --path BUFFER_FILE) [--export FILE] [--drop]
-  edgegw sensors read --config FILE
+  edgegw run [--config FILE] [--log-format text|json] [--log-level LEVEL]
+  edgegw config check [--config FILE]
+  edgegw buffer stats [--config FILE | --path BUFFER_FILE]
+  edgegw buffer dead-letters [--config FILE | --path BUFFER_FILE] [--export FILE] [--drop]
+  edgegw sensors read [--config FILE]
   edgegw i2c scan [--bus 1]
   edgegw mqtt user add|passwd|remove|list [NAME] [--users-file FILE]   (the embedded broker's users)
   edgegw mqtt hash-password [--password-file FILE]   (else the password on stdin)
-  edgegw health [--addr 127.0.0.1:9180] [--live]
-  edgegw status [--addr 127.0.0.1:9180] [--watch [--every 2s]]
+  edgegw health [--config FILE | --addr 127.0.0.1:9180] [--live]
+  edgegw status [--config FILE | --addr 127.0.0.1:9180] [--user NAME] [--watch [--every 2s]]
   edgegw fleet set <gateway id|defaults> FILE [--base LOCAL_CONFIG]
   edgegw fleet unset <gateway id|defaults>
-  edgegw fleet status
+  edgegw fleet status [--json]
   edgegw fleet call <gateway id> <endpoint> [JSON]   (fleet: --server URL, --creds FILE)
   edgegw version
+
+--config defaults to /etc/edgegw/edgegw.yaml; the commands that read it also read the
+config's ${VAR}s from --env-file (default /etc/edgegw/edgegw.env, as the unit's
+EnvironmentFile=; skipped when absent). edgegw COMMAND --help lists a command's flags.
+Docs: docs/quickstart.md, docs/config.md, docs/operations.md.
 `
 
 // defaultConfig is where the packaged service keeps its config, and

@@ -86,6 +86,10 @@ func TestUsageAndVersion(t *testing.T) {
 		t.Fatalf("unknown command: exit %d", code)
 	}
 	out.Reset()
+	if code := run([]string{"--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "edgegw run [--config FILE]") || !strings.Contains(out.String(), "--env-file (default /etc/edgegw/edgegw.env") {
+		t.Fatalf("--help: exit %d\n%s", code, out.String())
+	}
+	out.Reset()
 	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "edgegw ") {
 		t.Fatalf("version: exit %d, %q", code, out.String())
 	}
@@ -399,5 +403,22 @@ func TestStatusScreen(t *testing.T) {
 	renderStatus(&out, st, &prev, 2*time.Second)
 	if !strings.Contains(out.String(), "ingest 0.5/s") {
 		t.Errorf("status screen at 0.5 readings/s:\n%s", out.String())
+	}
+}
+
+// buffer stats of an empty buffer says it is empty, not "seq range 1 .. 0".
+func TestBufferStatsOfAnEmptyBuffer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	q, err := buffer.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	var out, errb bytes.Buffer
+	if code := run([]string{"buffer", "stats", "--path", path}, &out, &errb); code != 0 {
+		t.Fatalf("buffer stats: exit %d %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "seq range:       - (empty; the next event is seq 1)\n") || !strings.Contains(out.String(), "appended total:  0 (the file's life)") {
+		t.Fatalf("buffer stats of an empty buffer:\n%s", out.String())
 	}
 }
