@@ -74,8 +74,11 @@ func demo(ctx context.Context, devices, rate int, forever, verbose bool) error {
 	fmt.Printf("edgegw demo: %d devices x %d readings/s -> MQTT broker %s -> edgegw -> JetStream %s\n", devices, rate, w.brokerAddr, w.natsURL)
 	fmt.Println("the uplink will be cut and restored; every reading must arrive exactly once")
 	if a := w.g.HTTPAddr(); a != nil {
-		fmt.Printf("watch it: http://%s/metrics and http://%s/status\n", a, a)
+		fmt.Printf("watch it: the page at http://%s/ (also /status and /metrics)\n", a)
 	}
+	fmt.Println("each line: accepted = PUBACKed by the broker to the devices; ingested = committed to edgegw's")
+	fmt.Println("buffer; buffered = in the buffer now, not yet acknowledged upstream; delivered = in the")
+	fmt.Println("JetStream stream; duplicates dropped = copies the broker redelivered, stored once")
 
 	f, err := startDevices(ctx, w.brokerAddr, devices, rate)
 	if err != nil {
