@@ -6,6 +6,7 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +101,7 @@ func renderPage(d pageData) string {
 	bs := st.Buffer
 	p("<section id=\"buffer\">\n<h2>Buffer: %d events held (%s)</h2>\n<table>\n", bs.Events, e(d.Held))
 	p("<tr><td>oldest</td><td>%s</td><td>clock</td><td id=\"clock\" class=\"%s\">%s</td></tr>\n",
-		e(d.Oldest), class(bs.ClockSynced, "good", "bad"), class(bs.ClockSynced, "synchronized", "not synchronized"))
+		e(d.Oldest), class(bs.ClockSynced, "good", "bad"), class(bs.ClockSynced, "synchronized", "not synchronized: enable NTP (timedatectl set-ntp true), or fit an RTC; ages count by the boot clock meanwhile"))
 	sw := st.Storage
 	p("<tr><td>disk free</td><td>%s</td><td>written per reading</td><td id=\"per-reading\">%s <small>(SD wear)</small></td></tr>\n", e(d.DiskFree), e(bytesText(int64(sw.PerReading))))
 	p("<tr><td>written per day</td><td id=\"per-day\">%s%s</td><td>card life</td><td id=\"card-life\">%s</td></tr>\n", e(bytesText(int64(sw.PerDay))), e(filesText(sw.Files)), e(sw.Life))
@@ -114,13 +115,21 @@ func renderPage(d pageData) string {
 		if l.TTL != "" {
 			ttl = ", ttl " + l.TTL
 		}
-		p("<tr class=\"lane\"><td>priority %d%s</td><td>%d events</td><td>oldest %s</td><td>%d acked</td></tr>\n", l.Priority, e(ttl), l.Events, secs(l.OldestAgeSeconds), l.Acked)
+		p("<tr class=\"lane\"><td>priority %d%s</td><td>%d events</td><td>oldest %s</td><td>%d acked <small>(file's life)</small></td></tr>\n", l.Priority, e(ttl), l.Events, secs(l.OldestAgeSeconds), l.Acked)
 	}
 	p("</table>\n</section>\n\n<section id=\"sources\">\n<h2>Sources</h2>\n<table>\n")
 	for _, s := range d.Sources {
-		p("<tr class=\"source\"><td><span class=\"dot %s\"></span><b>%s</b> <small>%s</small></td><td>%s</td><td>%d in · last %s</td></tr>\n",
-			s.Class, e(s.S.Name), e(s.S.Kind), e(s.State), s.S.Ingested, e(s.Age))
-		p("<tr><td colspan=\"3\" class=\"val\">%s</td></tr>\n", e(s.S.LastValue))
+		kind := ""
+		if s.S.Kind != s.S.Name {
+			kind = " <small>" + e(s.S.Kind) + "</small>"
+		}
+		p("<tr class=\"source\"><td><span class=\"dot %s\"></span><b>%s</b>%s</td><td>%s</td><td>%d stored since start · last %s</td></tr>\n",
+			s.Class, e(s.S.Name), kind, e(s.State), s.S.Ingested, e(s.Age))
+		from := ""
+		if s.S.LastFrom != "" {
+			from = "<small>" + e(s.S.LastFrom) + "</small> "
+		}
+		p("<tr><td colspan=\"3\" class=\"val\">%s%s</td></tr>\n", from, e(s.S.LastValue))
 		if b := s.S; b.Kind == status.KindMQTTServer && b.Pending != nil {
 			var refused uint64
 			for _, n := range b.Refused {
@@ -152,7 +161,7 @@ func renderUplink(p func(string, ...any), d pageData) {
 	p("<section id=\"uplink\">\n<h2><span class=\"dot %s\"></span>Uplink: %s</h2>\n<table>\n", class(u.Connected, "ok", "err"), e(state))
 	p("<tr><td>stream</td><td>%s</td><td>round trip</td><td>%s</td></tr>\n", e(u.Stream), e(d.RTT))
 	p("<tr><td>last PubAck</td><td>%s</td><td>time to drain</td><td>%s</td></tr>\n", e(d.LastAck), e(d.TimeToDrain))
-	p("<tr><td>acknowledged</td><td>%d</td><td>drain</td><td>%s (%d backfill)</td></tr>\n", u.Acked, e(u.Drain), u.Backfill)
+	p("<tr><td>acknowledged since start</td><td>%d</td><td>drain</td><td>%s (%d backfill)</td></tr>\n", u.Acked, e(u.Drain), u.Backfill)
 	if u.LastError != "" {
 		p("<tr><td>last error</td><td colspan=\"3\" class=\"bad\">%s</td></tr>\n", e(u.LastError))
 	}
@@ -199,7 +208,8 @@ func sparks(hist []Sample) []spark {
 		}
 		now := "—"
 		if len(v) > 0 {
-			now = fmt.Sprintf("%.0f%s", v[len(v)-1], unit)
+			// The scale: the line's top is the window's maximum.
+			now = fmt.Sprintf("%.0f%s (top %.0f%s)", v[len(v)-1], unit, slices.Max(v), unit)
 		}
 		return spark{Title: title, Now: now, SVG: sparkline(v)}
 	}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func TestPageGolden(t *testing.T) {
 				Lanes: []status.LaneStatus{{Priority: 0}, {Priority: 5, TTL: "6h0m0s", Events: 120, OldestAgeSeconds: 40, Acked: 30}}},
 			Upstream: status.UpstreamStatus{Stream: "TELEMETRY", DownSince: down, Acked: 30, Drain: "live_first", Backfill: 12, LastError: "uplink down since 2026-11-25T09:30:00Z"},
 			Sources: []status.SourceStatus{
-				{Name: "mqtt-server", Kind: status.KindMQTTServer, Up: true, Ingested: 150, LastValue: `{"t":21.5}`, LastReadingAge: &age},
+				{Name: "mqtt-server", Kind: status.KindMQTTServer, Up: true, Ingested: 150, LastValue: `{"t":21.5}`, LastFrom: "sensors/lobby/temp", LastReadingAge: &age},
 				{Name: "tank", Kind: status.KindSensor, Up: false, LastError: `I²C bus "1": no such device`},
 				{Name: "door", Kind: status.KindGPIO, Up: true, LastReadingAge: &stale},
 			},
@@ -62,5 +63,13 @@ func TestPageGolden(t *testing.T) {
 	if !bytes.Equal(buf.Bytes(), want) {
 		os.WriteFile(filepath.Join(t.TempDir(), "page.html"), buf.Bytes(), 0o644)
 		t.Fatalf("the page differs from %s; if the change is intended, run with -update and read the diff", golden)
+	}
+}
+
+// A red item says what to do: an unsynchronized clock names the fix.
+func TestPageClockHint(t *testing.T) {
+	page := renderPage(pageData{S: status.Status{Gateway: "gw1"}, Now: "now", RTT: "—", LastAck: "never", TimeToDrain: "—", DiskFree: "—"})
+	if !strings.Contains(page, `class="bad">not synchronized: enable NTP (timedatectl set-ntp true), or fit an RTC`) {
+		t.Fatalf("no hint with the clock:\n%s", page)
 	}
 }
