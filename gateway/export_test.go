@@ -76,3 +76,6 @@ func BufferEmitter(q *buffer.Queue) event.EmitFunc {
 		return err
 	}
 }
+
+// ChangedSections is what the log names after a config change.
+var ChangedSections = changedSections

@@ -367,5 +367,7 @@ func (a *fleetAgent) done(state string, want map[string]kvValue, msg string) {
 	if err := a.save(); err != nil {
 		a.log.Error("the fleet state cannot be saved; after a restart the last change may be tried again", "file", a.path, "err", err)
 	}
-	a.putStatus(context.Background())
+	// A heartbeat with the outcome, so that the fleet's table shows the
+	// uplink as it is now, not as the last beat before the change saw it.
+	a.heartbeat(context.Background())
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -948,4 +949,38 @@ func TestFleetServiceDiscovery(t *testing.T) {
 		}
 		return len(seen) == len(ids) && seen["gw1"] && seen["gw2"]
 	})
+}
+
+// An apply's outcome carries a heartbeat taken after it: the fleet's
+// table shows the uplink as it is, not as a beat an hour old saw it.
+func TestFleetApplyBeats(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	startFleetGateway(t, fleetFileWith(t, t.TempDir(), srv.URL(), "", "heartbeat: 1s", "heartbeat: 1h"))
+	wait.For(t, "the first heartbeat in the status entry", func() bool {
+		st, err := hub.status()
+		return err == nil && st.Heartbeat != nil
+	})
+	before := time.Now()
+	rev := hub.put("gw.gw1", "upstream:\n  window: 77\n")
+	st := hub.waitState(status.StateApplied, rev)
+	if hb := st.Heartbeat; hb == nil || hb.At.Before(before) || !hb.Uplink || hb.AppliedRevision != rev {
+		t.Fatalf("the applied status carries heartbeat %+v (the change was put at %s)", hb, before)
+	}
+}
+
+// After a change the log names the sections that changed; it does not say
+// "edgegw running" again as if it had restarted.
+func TestChangedSections(t *testing.T) {
+	a := fleetFile(t, t.TempDir(), "nats://127.0.0.1:4222", "")
+	b := *a
+	b.Upstream.Window = a.Upstream.Window + 1
+	b.Sensors = append([]config.SensorConfig(nil), a.Sensors...)
+	b.Sensors[0].Interval *= 2
+	if got := gateway.ChangedSections(a, &b); !slices.Equal(got, []string{"upstream", "sensors"}) {
+		t.Fatalf("changed sections %v, want [upstream sensors] (in the config's order)", got)
+	}
+	if got := gateway.ChangedSections(a, a); len(got) != 0 {
+		t.Fatalf("no change: %v", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -179,6 +180,7 @@ func (r *runner) reopen(c *config.Config) error {
 
 // reconfigure moves the running parts to c.
 func (r *runner) reconfigure(c *config.Config) error {
+	old := r.c
 	if err := r.serveHTTP(c.HTTP); err != nil {
 		return err
 	}
@@ -225,9 +227,28 @@ func (r *runner) reconfigure(c *config.Config) error {
 	r.g.outputs = outs
 	r.g.mu.Unlock()
 	r.publish()
-	r.g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
-		"buffered", r.qr.q.Stats().Events, "sources", len(r.srcs))
+	if old == nil {
+		r.g.log.Info("edgegw running", "gateway", c.Gateway.ID, "buffer", c.Buffer.Path,
+			"buffered", r.qr.q.Stats().Events, "sources", len(r.srcs))
+	} else {
+		r.g.log.Info("config changed; edgegw runs it", "sections", changedSections(old, c), "sources", len(r.srcs))
+	}
 	return nil
+}
+
+// changedSections names the config's top-level sections that differ
+// between old and c: what a change restarted or updated.
+func changedSections(old, c *config.Config) []string {
+	var out []string
+	ov, nv := reflect.ValueOf(old).Elem(), reflect.ValueOf(c).Elem()
+	for i := 0; i < nv.NumField(); i++ {
+		f := nv.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if f.IsExported() && name != "" && name != "-" && !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // reconcileSources runs c's sources: those whose settings did not change
