@@ -51,8 +51,9 @@ func (g *Gateway) Status() status.Status {
 		Started: started,
 		Buffer:  status.BufferStatus{Path: c.Buffer.Path, MaxBytes: int64(c.Buffer.MaxBytes)},
 		Upstream: status.UpstreamStatus{
-			Stream: c.Upstream.Stream.Name,
-			Drain:  c.Upstream.Drain,
+			Stream:  c.Upstream.Stream.Name,
+			Drain:   c.Upstream.Drain,
+			Servers: secret.URLs(c.Upstream.Servers),
 		},
 		Sources: make([]status.SourceStatus, 0, len(srcs)),
 	}

@@ -218,7 +218,7 @@ func checkOverlay(target, key string, data []byte, basePath string) error {
 			id = "any-gateway"
 		}
 		minimal := fmt.Sprintf("gateway:\n  id: %s\nmqtt:\n  broker: tcp://127.0.0.1:1883\n  subscriptions:\n    - topic: sensors/#\nupstream:\n  servers: [nats://127.0.0.1:4222]\n", id)
-		base, err = config.Parse("(a minimal config)", []byte(minimal), func(string) (string, bool) { return "x", true })
+		base, err = config.Parse("(a stand-in for the gateway's own file: give --base FILE to check over it)", []byte(minimal), func(string) (string, bool) { return "x", true })
 	}
 	if err != nil {
 		return fmt.Errorf("--base: %w", err)

@@ -223,6 +223,9 @@ func TestQuickstart(t *testing.T) {
 	if !strings.Contains(string(page), "<small>"+topic+"</small> {&#34;t&#34;:21.5}") || !strings.Contains(string(page), "<b>mqtt-server</b>") {
 		t.Fatalf("the page does not show the reading from %s:\n%s", topic, page)
 	}
+	if !strings.Contains(string(page), "<td>hub</td><td colspan=\"3\">"+hub.URL()+"</td>") || !strings.Contains(string(page), "at mqtt://"+mqttAddr) {
+		t.Fatalf("the page does not say where the hub and the broker are:\n%s", page)
+	}
 	status := words(strings.TrimPrefix(q.find(t, "sudo edgegw status"), "sudo edgegw "))
 	out.Reset()
 	if code := run(append(status, paths...), &out, &errb); code != 0 || !strings.Contains(out.String(), topic) || !strings.Contains(out.String(), payload) {

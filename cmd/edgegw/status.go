@@ -141,6 +141,9 @@ func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.D
 		fmt.Fprintf(tw, "uplink\t○ not connected\tstream %s\t\t\n", u.Stream)
 	}
 	fmt.Fprintf(tw, "\tdrain %s\tbackfill %d\tresent %d\tskipped %d\n", u.Drain, u.Backfill, u.Resent, u.Skipped)
+	if u.Servers != "" {
+		fmt.Fprintf(tw, "\thub %s\t\t\t\n", u.Servers)
+	}
 	if u.LastError != "" {
 		fmt.Fprintf(tw, "\tlast error: %s\t\t\t\n", u.LastError)
 	}
@@ -187,6 +190,9 @@ func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.D
 			last = roundDur(*s.LastReadingAge) + " ago"
 		}
 		fmt.Fprintf(tw, "source\t%s %s (%s)\t%s\tingested %d since start\tlast %s\n", dot, s.Name, s.Kind, state, s.Ingested, last)
+		if s.Address != "" {
+			fmt.Fprintf(tw, "\t  at\t%s\t\t\n", s.Address)
+		}
 		if s.LastValue != "" {
 			fmt.Fprintf(tw, "\t  last value\t%s\t%s\t\n", s.LastFrom, s.LastValue)
 		}

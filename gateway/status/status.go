@@ -100,6 +100,7 @@ type UpstreamStatus struct {
 	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
 	LastError  string  `json:"last_error,omitempty"`
 	Drain      string  `json:"drain"`    // live_first or oldest_first
+	Servers    string  `json:"servers"`  // the hub's URLs, credentials hidden
 	Backfill   uint64  `json:"backfill"` // events sent behind live ones
 	// ConfigError: the stream is missing or refuses this gateway; retrying
 	// will not help until the hub or the config changes.
@@ -133,6 +134,9 @@ type SourceStatus struct {
 	TooLarge   uint64 `json:"too_large,omitempty"`
 	Unmappable uint64 `json:"unmappable,omitempty"`
 	Clients    *int64 `json:"clients,omitempty"` // the embedded broker: devices connected
+	// Address is where the source is: the broker it subscribes to
+	// (credentials hidden), or the embedded broker's listeners.
+	Address string `json:"address,omitempty"`
 	// The embedded broker's limits (docs/mqtt-server.md): connections
 	// not logged in yet, connections and logins refused by reason,
 	// retained messages kept and their bytes, the sessions file's size.

@@ -125,6 +125,9 @@ func renderPage(d pageData) string {
 		}
 		p("<tr class=\"source\"><td><span class=\"dot %s\"></span><b>%s</b>%s</td><td>%s</td><td>%d stored since start · last %s</td></tr>\n",
 			s.Class, e(s.S.Name), kind, e(s.State), s.S.Ingested, e(s.Age))
+		if s.S.Address != "" {
+			p("<tr><td colspan=\"3\"><small>at %s</small></td></tr>\n", e(s.S.Address))
+		}
 		from := ""
 		if s.S.LastFrom != "" {
 			from = "<small>" + e(s.S.LastFrom) + "</small> "
@@ -159,6 +162,7 @@ func renderUplink(p func(string, ...any), d pageData) {
 		}
 	}
 	p("<section id=\"uplink\">\n<h2><span class=\"dot %s\"></span>Uplink: %s</h2>\n<table>\n", class(u.Connected, "ok", "err"), e(state))
+	p("<tr><td>hub</td><td colspan=\"3\">%s</td></tr>\n", e(u.Servers))
 	p("<tr><td>stream</td><td>%s</td><td>round trip</td><td>%s</td></tr>\n", e(u.Stream), e(d.RTT))
 	p("<tr><td>last PubAck</td><td>%s</td><td>time to drain</td><td>%s</td></tr>\n", e(d.LastAck), e(d.TimeToDrain))
 	p("<tr><td>acknowledged since start</td><td>%d</td><td>drain</td><td>%s (%d backfill)</td></tr>\n", u.Acked, e(u.Drain), u.Backfill)
