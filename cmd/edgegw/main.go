@@ -35,7 +35,7 @@ var version = ""
 
 const usage = `usage:
   edgegw run [--config FILE] [--log-format text|json] [--log-level LEVEL]
-  edgegw config check [--config FILE]
+  edgegw config check [--config FILE] [--connect]
   edgegw buffer stats [--config FILE | --path BUFFER_FILE]
   edgegw buffer dead-letters [--config FILE | --path BUFFER_FILE] [--export FILE] [--drop]
   edgegw sensors read [--config FILE]
@@ -193,6 +193,7 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flags("config check", stderr)
 	cf := addConfigFlags(fs, defaultConfig)
 	cfgPath := cf.config
+	connect := fs.Bool("connect", false, "also try the broker (or the embedded broker's listeners), the hub, its credentials and the stream")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -213,6 +214,22 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: OK\n# effective config, secrets hidden:\n%s", *cfgPath, cfg.Summary())
+	if !*connect {
+		return 0
+	}
+	failed := 0
+	for _, ck := range gateway.CheckConnections(context.Background(), cfg) {
+		if ck.Problem != "" {
+			failed++
+			fmt.Fprintf(stderr, "FAIL %s: %s\n", ck.What, ck.Problem)
+		} else {
+			fmt.Fprintf(stdout, "ok   %s: %s\n", ck.What, ck.Found)
+		}
+	}
+	if failed > 0 {
+		fmt.Fprintf(stderr, "%d connection check(s) failed\n", failed)
+		return 1
+	}
 	return 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegw/edgegw/buffer"
@@ -420,5 +422,51 @@ func TestBufferStatsOfAnEmptyBuffer(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "seq range:       - (empty; the next event is seq 1)\n") || !strings.Contains(out.String(), "appended total:  0 (the file's life)") {
 		t.Fatalf("buffer stats of an empty buffer:\n%s", out.String())
+	}
+}
+
+// config check --connect tries what the config connects to and says which
+// failed and why: the broker's login, the hub's credentials, a stream that
+// is not there, an embedded broker's port already taken.
+func TestConfigCheckConnect(t *testing.T) {
+	broker := mqtttest.Start(t, mqtttest.Options{Users: map[string]string{"edgegw": "mqtt-pw"}})
+	hub := natstest.Start(t, func(o *server.Options) { o.Username, o.Password = "gw1", "hub-pw" })
+	dir := t.TempDir()
+	check := func(mqttPW, hubPW, hubURL string, create bool, extra string) (int, string) {
+		t.Helper()
+		cfg := filepath.Join(dir, "edgegw.yaml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("gateway:\n  id: gw1\n  data_dir: %s\nmqtt:\n  broker: %s\n  username: edgegw\n  password: %s\n  subscriptions:\n    - topic: sensors/#\n%supstream:\n  servers: [%s]\n  user: gw1\n  password: %s\n  stream:\n    create: %v\n",
+			dir, broker.URL(), mqttPW, extra, hubURL, hubPW, create)), 0o600)
+		var out, errb bytes.Buffer
+		code := run([]string{"config", "check", "--connect", "--config", cfg, "--env-file", ""}, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	code, out := check("mqtt-pw", "hub-pw", hub.URL(), true, "")
+	for _, want := range []string{"ok   mqtt.broker " + broker.URL() + ": logged in", "ok   upstream " + hub.URL() + ": connected to", "ok   upstream.stream TELEMETRY: not there yet: edgegw makes it"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("all good: exit %d, lacks %q:\n%s", code, want, out)
+		}
+	}
+	taken := natstest.FreePort(t)
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", taken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tc := range []struct {
+		name, mqttPW, hubPW, hubURL string
+		create                      bool
+		extra, want                 string
+	}{
+		{"broker password", "wrong", "hub-pw", hub.URL(), true, "", "FAIL mqtt.broker " + broker.URL() + ": not Authorized (check mqtt.broker, mqtt.username and mqtt.password"},
+		{"hub password", "mqtt-pw", "wrong", hub.URL(), true, "", "FAIL upstream " + hub.URL() + ": upstream: connect to"},
+		{"hub unreachable", "mqtt-pw", "hub-pw", fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePort(t)), true, "", "unreachable: no server answered"},
+		{"no stream", "mqtt-pw", "hub-pw", hub.URL(), false, "", "FAIL upstream.stream TELEMETRY: no such stream, and upstream.stream.create is false"},
+		{"listener taken", "mqtt-pw", "hub-pw", hub.URL(), true, fmt.Sprintf("  server:\n    listen: 127.0.0.1:%d\n    allow_anonymous: true\n", taken), fmt.Sprintf("FAIL mqtt.server listener 127.0.0.1:%d: ", taken)},
+	} {
+		code, out := check(tc.mqttPW, tc.hubPW, tc.hubURL, tc.create, tc.extra)
+		if code != 1 || !strings.Contains(out, tc.want) || !strings.Contains(out, "connection check(s) failed") {
+			t.Errorf("%s: exit %d, want 1 and %q:\n%s", tc.name, code, tc.want, out)
+		}
 	}
 }

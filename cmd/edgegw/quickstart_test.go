@@ -157,8 +157,8 @@ func TestQuickstart(t *testing.T) {
 	}
 	check := words(strings.TrimPrefix(q.find(t, "sudo edgegw config check"), "sudo edgegw "))
 	var out, errb bytes.Buffer
-	if code := run(append(check, paths...), &out, &errb); code != 0 {
-		t.Fatalf("%v: exit %d %s", check, code, errb.String())
+	if code := run(append(check, paths...), &out, &errb); code != 0 || !strings.Contains(out.String(), "ok   upstream.stream TELEMETRY: 0 messages") {
+		t.Fatalf("%v: exit %d %s%s", check, code, out.String(), errb.String())
 	}
 
 	// 3. Run it.
