@@ -381,6 +381,30 @@ func TestEmbeddedBrokerWebSocket(t *testing.T) {
 	cfg, _ := serverConfigFor(t, srv.URL(), fmt.Sprintf("    allow_anonymous: true\n    websocket: 127.0.0.1:%d", port), "")
 	startGateway(t, cfg)
 	deliverOne(t, paho.NewClientOptions().AddBroker(fmt.Sprintf("ws://127.0.0.1:%d/", port)).SetClientID("ws-device"), srv.URL())
+
+	// Its port taken: the start fails and says so (mochi's own WebSocket
+	// listener bound it later, only logged the failure, and the broker
+	// reported itself listening).
+	cfg2, _ := serverConfigFor(t, srv.URL(), fmt.Sprintf("    allow_anonymous: true\n    websocket: 127.0.0.1:%d", port), "")
+	g, err := gateway.New(cfg2, gateway.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	wait.For(t, "the start to fail", func() bool {
+		for _, s := range g.Status().Sources {
+			if s.Kind == status.KindMQTTServer && s.Up {
+				t.Fatal("the broker reports itself listening without its WebSocket port")
+			}
+		}
+		return len(done) > 0
+	})
+	if err, want := <-done, fmt.Sprintf("127.0.0.1:%d: bind: address already in use (is another broker on that port?)", port); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("the WebSocket port taken: %v, want %q", err, want)
+	}
 }
 
 // A disk that fills up for real (a 4 MiB tmpfs; needs root, as .ci/run

@@ -291,7 +291,7 @@ func (b *Broker) Run(ctx context.Context, emit event.EmitFunc) error {
 			return listeners.NewTCP(listeners.Config{ID: "tls", Address: b.o.TLSListen, TLSConfig: b.o.TLS})
 		}},
 		{b.o.WebSocket != "", func() listeners.Listener {
-			return listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.o.WebSocket})
+			return newWSListener(b.o.WebSocket)
 		}},
 	} {
 		if !l.on {
