@@ -96,7 +96,7 @@ func (g *Gateway) Status() status.Status {
 		fs := fwd.Stats()
 		u := &st.Upstream
 		u.Connected = fs.Connected
-		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.LastSeq
+		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.Expired, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.Expired, fs.LastSeq
 		u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
 		u.Backfill = fs.Backfill
 		for _, h := range fs.Held {

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -34,6 +35,33 @@ type Event struct {
 	// encoding (the lane is where it is stored).
 	Priority int
 	TTL      time.Duration
+	// MQTT holds the MQTT 5 properties the message came with that go
+	// upstream (nil: none, as for every sensor reading and MQTT 3.1.1).
+	MQTT *Properties
+}
+
+// Properties are the MQTT 5 PUBLISH properties kept with an event: stored
+// in its encoding, sent upstream as headers.
+type Properties struct {
+	ContentType string
+	// PayloadFormat is the payload format indicator as sent (0: bytes,
+	// 1: UTF-8), when PayloadFormatSet.
+	PayloadFormat    byte
+	PayloadFormatSet bool
+	// Expiry is the message expiry interval counted from the event's
+	// Time (0: none). An event past it is not sent.
+	Expiry time.Duration
+	// User is the user properties in the order sent; names may repeat.
+	User []UserProperty
+}
+
+// UserProperty is one MQTT 5 user property.
+type UserProperty struct{ Key, Value string }
+
+// Expired says whether e had an MQTT message expiry that has passed at
+// now; shift corrects e.Time as its record's clock correction does.
+func (e *Event) Expired(now time.Time, shift time.Duration) bool {
+	return e.MQTT != nil && e.MQTT.Expiry > 0 && !e.Time.IsZero() && !now.Before(e.Time.Add(shift+e.MQTT.Expiry))
 }
 
 // Once identifies a message whose transport may deliver it again: MQTT
@@ -67,6 +95,7 @@ const (
 	encodingV2 = 2
 
 	flagRetained = 1 << 0
+	flagMQTT     = 1 << 1 // MQTT 5 properties follow the time
 )
 
 // MaxFieldLen bounds Subject and Source. NATS subjects and MQTT topics are
@@ -81,7 +110,8 @@ var ErrMalformed = errors.New("malformed event encoding")
 //
 // Layout: version byte (2 followed by a flags byte when a flag is set),
 // uvarint len + subject, uvarint len + source,
-// varint unix nanoseconds (0 for a zero time), then the payload to the end.
+// varint unix nanoseconds (0 for a zero time), with flagMQTT the
+// properties (see appendProperties), then the payload to the end.
 func (e *Event) Marshal(dst []byte) ([]byte, error) {
 	if len(e.Subject) > MaxFieldLen {
 		return dst, fmt.Errorf("event: subject is %d bytes, more than %d", len(e.Subject), MaxFieldLen)
@@ -93,18 +123,104 @@ func (e *Event) Marshal(dst []byte) ([]byte, error) {
 	if !e.Time.IsZero() {
 		ns = e.Time.UnixNano()
 	}
+	var flags byte
 	if e.Retained {
-		dst = append(dst, encodingV2, flagRetained)
+		flags |= flagRetained
+	}
+	if e.MQTT != nil {
+		if err := e.MQTT.check(); err != nil {
+			return dst, err
+		}
+		flags |= flagMQTT
+	}
+	if flags != 0 {
+		dst = append(dst, encodingV2, flags)
 	} else {
 		dst = append(dst, encodingV1)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(e.Subject)))
-	dst = append(dst, e.Subject...)
-	dst = binary.AppendUvarint(dst, uint64(len(e.Source)))
-	dst = append(dst, e.Source...)
+	dst = appendField(dst, e.Subject)
+	dst = appendField(dst, e.Source)
 	dst = binary.AppendVarint(dst, ns)
+	if e.MQTT != nil {
+		dst = e.MQTT.AppendTo(dst)
+	}
 	dst = append(dst, e.Payload...)
 	return dst, nil
+}
+
+func appendField(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func (p *Properties) check() error {
+	if len(p.ContentType) > MaxFieldLen {
+		return fmt.Errorf("event: content type is %d bytes, more than %d", len(p.ContentType), MaxFieldLen)
+	}
+	if p.PayloadFormat > 1 || p.Expiry < 0 {
+		return fmt.Errorf("event: payload format %d or expiry %s out of range", p.PayloadFormat, p.Expiry)
+	}
+	for _, u := range p.User {
+		if len(u.Key) > MaxFieldLen || len(u.Value) > MaxFieldLen {
+			return fmt.Errorf("event: a user property of %d+%d bytes, more than %d each", len(u.Key), len(u.Value), MaxFieldLen)
+		}
+	}
+	return nil
+}
+
+// AppendTo appends the properties' encoding: uvarint len + content type, a byte for the
+// payload format (0: not given, 1 + the indicator), uvarint expiry in
+// milliseconds, uvarint count of user properties, each as uvarint len +
+// name, uvarint len + value.
+func (p *Properties) AppendTo(dst []byte) []byte {
+	dst = appendField(dst, p.ContentType)
+	pf := byte(0)
+	if p.PayloadFormatSet {
+		pf = 1 + p.PayloadFormat
+	}
+	dst = append(dst, pf)
+	dst = binary.AppendUvarint(dst, uint64(p.Expiry/time.Millisecond))
+	dst = binary.AppendUvarint(dst, uint64(len(p.User)))
+	for _, u := range p.User {
+		dst = appendField(dst, u.Key)
+		dst = appendField(dst, u.Value)
+	}
+	return dst
+}
+
+func readProperties(b []byte) (*Properties, []byte, error) {
+	var p Properties
+	var err error
+	if p.ContentType, b, err = field(b, "content type"); err != nil {
+		return nil, nil, err
+	}
+	if len(b) == 0 || b[0] > 2 {
+		return nil, nil, fmt.Errorf("%w: bad payload format", ErrMalformed)
+	}
+	p.PayloadFormatSet, p.PayloadFormat = b[0] > 0, max(b[0], 1)-1
+	b = b[1:]
+	ms, n := binary.Uvarint(b)
+	if n <= 0 || ms > uint64(math.MaxInt64/time.Millisecond) {
+		return nil, nil, fmt.Errorf("%w: bad expiry", ErrMalformed)
+	}
+	p.Expiry, b = time.Duration(ms)*time.Millisecond, b[n:]
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > uint64(len(b)-n)/2 { // each takes two bytes at least
+		return nil, nil, fmt.Errorf("%w: bad user property count", ErrMalformed)
+	}
+	b = b[n:]
+	if count > 0 {
+		p.User = make([]UserProperty, count)
+	}
+	for i := range p.User {
+		if p.User[i].Key, b, err = field(b, "user property name"); err != nil {
+			return nil, nil, err
+		}
+		if p.User[i].Value, b, err = field(b, "user property value"); err != nil {
+			return nil, nil, err
+		}
+	}
+	return &p, b, nil
 }
 
 // Unmarshal decodes b into e. e.Payload aliases b; copy b first if it is
@@ -118,7 +234,7 @@ func (e *Event) Unmarshal(b []byte) error {
 	case encodingV1:
 		b = b[1:]
 	case encodingV2:
-		if len(b) < 2 || b[1]&^flagRetained != 0 {
+		if len(b) < 2 || b[1]&^(flagRetained|flagMQTT) != 0 {
 			return fmt.Errorf("%w: bad flags", ErrMalformed)
 		}
 		flags, b = b[1], b[2:]
@@ -138,7 +254,13 @@ func (e *Event) Unmarshal(b []byte) error {
 		return fmt.Errorf("%w: bad time", ErrMalformed)
 	}
 	b = b[n:]
-	*e = Event{Subject: subject, Source: source, Payload: b, Retained: flags&flagRetained != 0}
+	var props *Properties
+	if flags&flagMQTT != 0 {
+		if props, b, err = readProperties(b); err != nil {
+			return err
+		}
+	}
+	*e = Event{Subject: subject, Source: source, Payload: b, Retained: flags&flagRetained != 0, MQTT: props}
 	if ns != 0 {
 		e.Time = time.Unix(0, ns)
 	}

@@ -50,6 +50,20 @@ const (
 	HeaderPriority = "Edgegw-Priority"
 )
 
+// Headers of a message that came with MQTT 5 properties (docs/mqtt-server.md,
+// "MQTT 5"). Values are escaped as EscapeHeader does.
+const (
+	HeaderContentType   = "Mqtt-Content-Type"
+	HeaderPayloadFormat = "Mqtt-Payload-Format" // "0" (bytes) or "1" (UTF-8), as sent
+	// HeaderMessageExpiry is the seconds left of the message's expiry
+	// interval when it was sent upstream.
+	HeaderMessageExpiry = "Mqtt-Message-Expiry"
+	// HeaderUserProperty has one value per user property, in order:
+	// the escaped name (its '=' escaped too), '=', the escaped value.
+	// UserProperty reads one back.
+	HeaderUserProperty = "Mqtt-User-Property"
+)
+
 // Drain is the order in which the forwarder sends what the buffer holds.
 type Drain int
 
@@ -142,6 +156,7 @@ type Stats struct {
 	Resent    uint64 // publishes sent again after a go-back
 	Skipped   uint64 // events found already in the stream on (re)connect
 	Rejected  uint64 // events the stream can never take, set aside
+	Expired   uint64 // events past their MQTT 5 message expiry, not sent
 	LastSeq   uint64 // highest seq acknowledged
 	Backfill  uint64 // events sent behind live ones (LiveFirst)
 	LastError string // why the last session ended, until one makes progress again
@@ -168,12 +183,12 @@ type Forwarder struct {
 	evLm *rate.Limiter
 	byLm *rate.Limiter
 
-	published, acked, resent, skipped, rejected, lastSeq, backfill atomic.Uint64
-	lastErr                                                        atomic.Pointer[string]
-	configErr                                                      atomic.Bool
-	downSince, lastAck                                             atomic.Int64 // UnixNano; 0: none
-	sessions                                                       atomic.Uint64
-	held                                                           atomic.Pointer[[]Held]
+	published, acked, resent, skipped, rejected, expired, lastSeq, backfill atomic.Uint64
+	lastErr                                                                 atomic.Pointer[string]
+	configErr                                                               atomic.Bool
+	downSince, lastAck                                                      atomic.Int64 // UnixNano; 0: none
+	sessions                                                                atomic.Uint64
+	held                                                                    atomic.Pointer[[]Held]
 
 	gwHeader []string // shared by every message; nobody modifies it
 
@@ -253,6 +268,7 @@ func (f *Forwarder) Stats() Stats {
 		Resent:    f.resent.Load(),
 		Skipped:   f.skipped.Load(),
 		Rejected:  f.rejected.Load(),
+		Expired:   f.expired.Load(),
 		LastSeq:   f.lastSeq.Load(),
 		Backfill:  f.backfill.Load(),
 	}

@@ -154,9 +154,14 @@ func (s *sess) publish(ctx context.Context, rec buffer.Record, backfill bool) (w
 	if rec.Damaged != nil {
 		return w, true, f.setAside(ctx, rec.Seq, rec.Damaged)
 	}
-	msg, bad := f.message(rec, backfill)
+	msg, expired, bad := f.message(rec, backfill, time.Now())
 	if bad != nil {
 		return w, true, f.setAside(ctx, rec.Seq, bad)
+	}
+	if expired {
+		// Past its MQTT message expiry: dropped, acknowledged in its turn.
+		f.expired.Add(1)
+		return w, true, nil
 	}
 	if !s.okSubj[msg.Subject] {
 		if !subject.Covers(s.captured, msg.Subject) {

@@ -302,13 +302,16 @@ func (f *Forwarder) heldUpstream(ctx context.Context, s jetstream.Stream) (uint6
 
 // message builds the NATS message for rec; an error means the event can
 // never be published.
-func (f *Forwarder) message(rec buffer.Record, backfill bool) (*nats.Msg, error) {
+func (f *Forwarder) message(rec buffer.Record, backfill bool, now time.Time) (msg *nats.Msg, expired bool, err error) {
 	var e event.Event
 	if err := e.Unmarshal(rec.Data); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !subject.Valid(e.Subject) {
-		return nil, fmt.Errorf("subject %q is not a valid NATS subject to publish to", e.Subject)
+		return nil, false, fmt.Errorf("subject %q is not a valid NATS subject to publish to", e.Subject)
+	}
+	if e.Expired(now, rec.Shift) {
+		return nil, true, nil
 	}
 	// The keys are already in canonical form: no need for Header.Set.
 	h := make(nats.Header, 4)
@@ -334,7 +337,71 @@ func (f *Forwarder) message(rec buffer.Record, backfill bool) (*nats.Msg, error)
 	if rec.Lane.Priority != buffer.DefaultPriority {
 		h[HeaderPriority] = []string{strconv.Itoa(rec.Lane.Priority)}
 	}
-	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Payload}, nil
+	if e.MQTT != nil {
+		mqttHeaders(h, &e, rec.Shift, now)
+	}
+	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Payload}, false, nil
+}
+
+// mqttHeaders sets the headers of e's MQTT 5 properties.
+func mqttHeaders(h nats.Header, e *event.Event, shift time.Duration, now time.Time) {
+	p := e.MQTT
+	if p.ContentType != "" {
+		h[HeaderContentType] = []string{EscapeHeader(p.ContentType)}
+	}
+	if p.PayloadFormatSet {
+		h[HeaderPayloadFormat] = []string{strconv.Itoa(int(p.PayloadFormat))}
+	}
+	if p.Expiry > 0 && !e.Time.IsZero() {
+		left := e.Time.Add(shift + p.Expiry).Sub(now)
+		h[HeaderMessageExpiry] = []string{strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10)}
+	}
+	if len(p.User) > 0 {
+		v := make([]string, len(p.User))
+		for i, u := range p.User {
+			v[i] = escape(u.Key, true) + "=" + EscapeHeader(u.Value)
+		}
+		h[HeaderUserProperty] = v
+	}
+}
+
+// UserProperty reads back one value of HeaderUserProperty.
+func UserProperty(v string) (name, value string, err error) {
+	n, val, ok := strings.Cut(v, "=")
+	if !ok {
+		return "", "", fmt.Errorf("user property header %q has no '='", v)
+	}
+	if name, err = UnescapeHeader(n); err != nil {
+		return "", "", err
+	}
+	if value, err = UnescapeHeader(val); err != nil {
+		return "", "", err
+	}
+	return name, value, nil
+}
+
+// UnescapeHeader reverses EscapeHeader.
+func UnescapeHeader(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b = append(b, s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("header value %q: '%%' without two hex digits", s)
+		}
+		c, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("header value %q: '%%' without two hex digits", s)
+		}
+		b = append(b, byte(c))
+		i += 2
+	}
+	return string(b), nil
 }
 
 // trueHeader is shared by every message that sets a flag header; nobody
@@ -345,10 +412,13 @@ var trueHeader = []string{"true"}
 // LF would start a new header line), '%', and leading or trailing spaces
 // become %XX. Printable text, spaces inside and UTF-8 pass unchanged, so a
 // normal MQTT topic reads as itself.
-func EscapeHeader(s string) string {
+func EscapeHeader(s string) string { return escape(s, false) }
+
+// escape is EscapeHeader; a name escapes '=' too.
+func escape(s string, name bool) string {
 	esc := func(i int) bool {
 		c := s[i]
-		return c < 0x20 || c == 0x7f || c == '%' || c == ' ' && (i == 0 || i == len(s)-1)
+		return c < 0x20 || c == 0x7f || c == '%' || c == ' ' && (i == 0 || i == len(s)-1) || name && c == '='
 	}
 	n := 0
 	for i := 0; i < len(s); i++ {

@@ -85,10 +85,15 @@ func (h *ingest) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		h.b.refusals.add(RefusedRetained, "retained messages not kept: mqtt.server.max_retained or max_retained_bytes reached", "client", cl.ID, "topic", pk.TopicName)
 	}
 	if cl.Net.Inline {
-		return pk, nil // the worker's own publish to local subscribers
+		// The worker's delivery to local subscribers (or mqtt.publish's):
+		// from the device that sent it, for its subscriptions' no local.
+		if pk.Connect.ClientIdentifier != "" {
+			pk.Origin, pk.Connect.ClientIdentifier = pk.Connect.ClientIdentifier, ""
+		}
+		return pk, nil
 	}
 	e, err := mqttroute.Route(h.b.o.Routes, h.b.o.MaxPayload, "server/"+cl.ID, mqttroute.Message{
-		Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Dup: pk.FixedHeader.Dup, ID: pk.PacketID,
+		Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Dup: pk.FixedHeader.Dup, ID: pk.PacketID, MQTT: propertiesOf(pk),
 	}, time.Now())
 	switch {
 	case errors.Is(err, mqttroute.ErrNoRoute):
@@ -252,6 +257,12 @@ func (w *worker) done(batch []item, err error) {
 	}
 	for _, it := range batch {
 		pk, cl := it.pk, it.cl
+		if pk.FixedHeader.Qos > 0 {
+			// Local subscribers get it (and a retained one is kept)
+			// before the device hears it is stored; a QoS 0 message mochi
+			// delivered itself.
+			w.h.deliver(it)
+		}
 		switch pk.FixedHeader.Qos {
 		case 2:
 			// PUBREL finds it in flight, and mochi answers PUBCOMP.
@@ -264,12 +275,31 @@ func (w *worker) done(batch []item, err error) {
 			_ = cl.WritePacket(ack(pk, packets.CodeSuccess))
 		}
 		b.committed.Add(1)
-		if pk.FixedHeader.Qos > 0 {
-			// Local subscribers get it now (a QoS 0 message mochi
-			// delivered itself).
-			_ = srv.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos)
-		}
 	}
+}
+
+// deliver hands a stored message to local subscribers as mochi would have
+// (mochi was told to do nothing with it): its MQTT 5 properties, retain
+// flag and QoS kept, its expiry counted down by the time it waited for
+// the commit, and from the device that sent it, so a subscription with
+// no local skips it (OnPublish sets the origin from the carrier field).
+func (h *ingest) deliver(it item) {
+	inline, ok := h.srv.Clients.Get(mqtt.InlineClientId)
+	if !ok {
+		return
+	}
+	pk := it.pk
+	pk.FixedHeader.Dup = false
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // resolved on the way in
+	if exp := pk.Properties.MessageExpiryInterval; exp > 0 {
+		waited := uint32(time.Since(it.ev.Time) / time.Second)
+		if waited >= exp {
+			return // expired while it was being stored
+		}
+		pk.Properties.MessageExpiryInterval = exp - waited
+	}
+	pk.Connect.ClientIdentifier = it.cl.ID
+	_ = h.srv.InjectPacket(inline, pk)
 }
 
 // ack is the PUBACK (QoS 1) or PUBREC (QoS 2) of pk with code.
@@ -283,4 +313,27 @@ func ack(pk packets.Packet, code packets.Code) packets.Packet {
 		a.Properties.ReasonString = code.Reason
 	}
 	return a
+}
+
+// propertiesOf is what of pk's MQTT 5 properties goes upstream with its
+// event: content type, payload format, expiry and user properties (nil
+// when it has none of them).
+func propertiesOf(pk packets.Packet) *event.Properties {
+	pp := &pk.Properties
+	if pp.ContentType == "" && !pp.PayloadFormatFlag && pp.MessageExpiryInterval == 0 && len(pp.User) == 0 {
+		return nil
+	}
+	p := &event.Properties{
+		ContentType:      pp.ContentType,
+		PayloadFormat:    min(pp.PayloadFormat, 1), // past 1 is malformed: taken as UTF-8
+		PayloadFormatSet: pp.PayloadFormatFlag,
+		Expiry:           time.Duration(pp.MessageExpiryInterval) * time.Second,
+	}
+	if len(pp.User) > 0 {
+		p.User = make([]event.UserProperty, len(pp.User))
+		for i, u := range pp.User {
+			p.User[i] = event.UserProperty{Key: u.Key, Value: u.Val}
+		}
+	}
+	return p
 }

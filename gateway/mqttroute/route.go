@@ -40,6 +40,8 @@ type Message struct {
 	Retained bool // a retained copy sent because of a subscription
 	Dup      bool // the sender says this may be a copy it sent before
 	ID       uint16
+	// MQTT is the MQTT 5 properties kept with the event (nil: none).
+	MQTT *event.Properties
 }
 
 // Errors of Route: the message is not stored.
@@ -81,12 +83,19 @@ func Route(subs []Subscription, maxPayload int, session string, m Message, now t
 	if err != nil {
 		return event.Event{}, err
 	}
-	e := event.Event{Subject: subj, Source: m.Topic, Time: now, Payload: m.Payload, Retained: m.Retained, Priority: sub.Priority, TTL: sub.TTL}
+	e := event.Event{Subject: subj, Source: m.Topic, Time: now, Payload: m.Payload, Retained: m.Retained, Priority: sub.Priority, TTL: sub.TTL, MQTT: m.MQTT}
 	if m.QoS > 0 {
 		h := sha256.New()
 		h.Write([]byte(m.Topic))
 		h.Write([]byte{0, m.QoS})
 		h.Write(m.Payload)
+		if m.MQTT != nil {
+			// Another message under a reused id may differ only in its
+			// properties; the expiry is left out (a resend counts it down).
+			p := *m.MQTT
+			p.Expiry = 0
+			h.Write(p.AppendTo(nil))
+		}
 		e.Once = &event.Once{
 			Group:       "mqtt/" + session,
 			Slot:        "mqtt/" + session + "/" + string([]byte{byte(m.ID >> 8), byte(m.ID)}),

@@ -95,6 +95,7 @@ type UpstreamStatus struct {
 	Resent     uint64  `json:"resent"`
 	Skipped    uint64  `json:"skipped"`
 	Rejected   uint64  `json:"rejected"`
+	Expired    uint64  `json:"expired"` // past their MQTT 5 message expiry, not sent
 	LastSeq    uint64  `json:"last_acked_seq"`
 	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
 	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those

@@ -59,7 +59,7 @@ type collector struct {
 	bufDead, bufDeadBytes, bufDeadTotal, bufDeadDropped, bufQuarantined   *prometheus.Desc
 	laneEvents, laneBytes, laneOldestAge, clockSynced, upBackfill         *prometheus.Desc
 
-	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upLagEvents, upLagSeconds *prometheus.Desc
+	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upExpired, upLagEvents, upLagSeconds *prometheus.Desc
 
 	written, writtenPerReading, writtenPerDay, cardLife *prometheus.Desc
 }
@@ -115,6 +115,7 @@ func newCollector(rt Runtime) *collector {
 		upResent:     d("upstream_resent_total", "Publishes sent again after a failure (go-back-N)."),
 		upSkipped:    d("upstream_skipped_total", "Events found already in the stream on (re)connect and not sent again."),
 		upRejected:   d("upstream_rejected_total", "Events the stream can never take, set aside."),
+		upExpired:    d("upstream_expired_total", "Events past their MQTT 5 message expiry, dropped unsent."),
 		upLagEvents:  d("upstream_lag_events", "Buffered events not yet acknowledged by the stream."),
 		upLagSeconds: d("upstream_lag_seconds", "Age of the oldest event not yet acknowledged by the stream (0 when none)."),
 
@@ -169,6 +170,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.upSkipped, u.Skipped)
 	counter(c.upBackfill, u.Backfill)
 	counter(c.upRejected, u.Rejected)
+	counter(c.upExpired, u.Expired)
 	if b.Open {
 		gauge(c.upLagEvents, float64(u.LagEvents))
 		gauge(c.upLagSeconds, u.LagSeconds)
