@@ -78,7 +78,7 @@ func TestQoS2PacketIDReuseNeverLosesAMessage(t *testing.T) {
 				got = append(got, string(m.Data()))
 			}
 			if fmt.Sprint(got) != "[A C B end]" {
-				t.Fatalf("stream holds %q, want A, C, B, end once each", got)
+				t.Fatalf("stream holds %q, want A, C, B, end once each (forwarder %+v)", got, g.Stats().Forward)
 			}
 		})
 	}
