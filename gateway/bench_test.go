@@ -148,6 +148,30 @@ func BenchmarkIntoStream(b *testing.B) {
 	}
 }
 
+// BenchmarkEmbeddedLimit puts the embedded path (publisher → edgegw's own
+// broker → buffer → forwarder → nats-server, a process, until the stream
+// holds every message) beside the publisher's own limit in the same run:
+// the same publisher (paho, 100,000 QoS 1 messages of 128 bytes, 1000 in
+// flight) against mosquitto with no subscriber and no persistence, a
+// broker that acks and keeps nothing.
+//
+//	EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto go test -run '^$' -bench EmbeddedLimit -benchtime 1x -count 3 ./gateway/
+func BenchmarkEmbeddedLimit(b *testing.B) {
+	if !mqtttest.Mosquitto() {
+		b.Skip("set EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto: the limit is mosquitto as a separate process")
+	}
+	natsBin := buildNatsServer(b)
+	for range b.N {
+		broker := mqtttest.Start(b, mqtttest.Options{})
+		limit := publishUntil(b, broker.URL(), func() uint64 { return ingestN }) // every PUBACK is in
+		broker.Shutdown()
+		embedded := intoStreamEmbedded(b, natsBin, "")
+		b.ReportMetric(limit, "limit-msgs/s")
+		b.ReportMetric(embedded, "embedded-msgs/s")
+		b.ReportMetric(embedded/limit, "embedded-x-limit")
+	}
+}
+
 // intoStreamEmbedded is ingestRun with edgegw as the broker; extra is
 // more of its config.
 func intoStreamEmbedded(b *testing.B, natsBin, extra string) float64 {

@@ -25,6 +25,10 @@ func TestQoS2PacketIDReuseNeverLosesAMessage(t *testing.T) {
 		t.Run(fmt.Sprintf("MQTT protocol level %d", version), func(t *testing.T) {
 			srv := natstest.Start(t, nil)
 			cfg, url := serverConfigFor(t, srv.URL(), "    allow_anonymous: true", "")
+			// In the order stored: with live_first (the default), what was
+			// stored before the uplink's first session is sent after what
+			// came later (loaded runs saw B, end, A, C).
+			cfg.Upstream.Drain = "oldest_first"
 			g := startGateway(t, cfg)
 			id := fmt.Sprintf("device-v%d", version)
 
