@@ -43,6 +43,9 @@ type Options struct {
 	// client's PUBACK and the broker, and sends the message again, DUP
 	// set, when the client is back. mochi only.
 	LosePubacks *LosePubacks
+	// InProcess runs mochi in the test's process even when
+	// EDGEGW_TEST_MOSQUITTO is set.
+	InProcess bool
 }
 
 // LosePubacks: see Options.
@@ -126,7 +129,7 @@ func (b *Broker) Shutdown() {
 func (b *Broker) Restart() {
 	b.t.Helper()
 	b.Shutdown()
-	if Mosquitto() {
+	if Mosquitto() && !b.o.InProcess {
 		b.startMosquitto()
 		return
 	}
