@@ -130,8 +130,18 @@ func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.D
 	}
 	fmt.Fprintf(w, "edgegw %s  %s  up %s  %s\n\n", st.Gateway, st.Version, roundDur(st.UptimeSeconds), ready)
 
-	u := st.Upstream
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	renderUplink(tw, &st.Upstream)
+	renderBuffer(tw, st)
+	renderSources(tw, st.Sources)
+	if prev != nil && dt > 0 {
+		renderRates(tw, st, prev, dt)
+	}
+	tw.Flush()
+}
+
+// renderUplink writes the uplink's lines.
+func renderUplink(tw io.Writer, u *status.UpstreamStatus) {
 	switch {
 	case u.Connected:
 		fmt.Fprintf(tw, "uplink\t● connected\tstream %s\tacked %d since start\tlast ack %s\n", u.Stream, u.Acked, ago(u.LastAck))
@@ -150,6 +160,10 @@ func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.D
 	for _, h := range u.Held {
 		fmt.Fprintf(tw, "\tHELD %s: %d events waiting: %s\t\t\t\n", h.Route, h.Events, h.Why)
 	}
+}
+
+// renderBuffer writes the buffer's lines, its storage and lanes.
+func renderBuffer(tw io.Writer, st *status.Status) {
 	b := st.Buffer
 	clock := "clock synchronized"
 	if !b.ClockSynced {
@@ -174,7 +188,11 @@ func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.D
 		fmt.Fprintf(tw, "  lane\tpriority %d, ttl %s\t%d events\toldest %s\tacked %d (file's life)\n", l.Priority, ttl, l.Events, roundDur(l.OldestAgeSeconds), l.Acked)
 	}
 	fmt.Fprintln(tw, "\t\t\t\t")
-	for _, s := range st.Sources {
+}
+
+// renderSources writes a line or three per source.
+func renderSources(tw io.Writer, sources []status.SourceStatus) {
+	for _, s := range sources {
 		dot, state := "●", "receiving"
 		switch {
 		case !s.Up:
@@ -197,20 +215,22 @@ func renderStatus(w io.Writer, st *status.Status, prev *status.Status, dt time.D
 			fmt.Fprintf(tw, "\t  last value\t%s\t%s\t\n", s.LastFrom, s.LastValue)
 		}
 	}
-	if prev != nil && dt > 0 {
-		in := float64(b.Appended-prev.Buffer.Appended) / dt.Seconds()
-		out := float64(u.Acked-prev.Upstream.Acked) / dt.Seconds()
-		drain := "—"
-		if b.Events == 0 {
-			drain = "drained"
-		} else if out > in {
-			drain = roundDur(float64(b.Events) / (out - in))
-		} else {
-			drain = "not draining"
-		}
-		fmt.Fprintf(tw, "\t\t\t\t\nrates\tingest %s\tdrain %s\ttime to drain %s\t\n", rate(in), rate(out), drain)
+}
+
+// renderRates writes ingest and drain rates between prev and st.
+func renderRates(tw io.Writer, st, prev *status.Status, dt time.Duration) {
+	b, u := st.Buffer, st.Upstream
+	in := float64(b.Appended-prev.Buffer.Appended) / dt.Seconds()
+	out := float64(u.Acked-prev.Upstream.Acked) / dt.Seconds()
+	drain := "—"
+	if b.Events == 0 {
+		drain = "drained"
+	} else if out > in {
+		drain = roundDur(float64(b.Events) / (out - in))
+	} else {
+		drain = "not draining"
 	}
-	tw.Flush()
+	fmt.Fprintf(tw, "\t\t\t\t\nrates\tingest %s\tdrain %s\ttime to drain %s\t\n", rate(in), rate(out), drain)
 }
 
 // rate says a per-second rate with a decimal below 10/s: 0.5 readings a
