@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +157,13 @@ func BenchmarkIntoStream(b *testing.B) {
 // no persistence: mosquitto (a process of its own), and mochi in the
 // benchmark's process, where edgegw's broker runs too.
 //
+// Each leg is CPU-bound on a 2-core box, so it also reports the CPU each
+// message costs: the benchmark's process (publisher and broker, plus
+// buffer and forwarder on the embedded leg) and nats-server's (the hub,
+// on the same cores here). ceiling-x-limit is the ratio the embedded path
+// could reach if edgegw cost nothing beyond mochi: the limit's CPU over
+// the limit's plus the hub's.
+//
 //	EDGEGW_TEST_MOSQUITTO=/usr/sbin/mosquitto go test -run '^$' -bench EmbeddedLimit -benchtime 1x -count 3 ./gateway/
 func BenchmarkEmbeddedLimit(b *testing.B) {
 	if !mqtttest.Mosquitto() {
@@ -168,13 +176,36 @@ func BenchmarkEmbeddedLimit(b *testing.B) {
 			defer broker.Shutdown()
 			return publishUntil(b, broker.URL(), func() uint64 { return ingestN }) // every PUBACK is in
 		}
-		mosq, mochi := limit(mqtttest.Options{}), limit(mqtttest.Options{InProcess: true})
+		mosq := limit(mqtttest.Options{})
+		self, hub := cpuUsed()
+		mochi := limit(mqtttest.Options{InProcess: true})
+		self2, _ := cpuUsed()
 		embedded := intoStreamEmbedded(b, natsBin, "")
+		self3, hub3 := cpuUsed()
+		perMsg := func(d time.Duration) float64 { return float64(d.Microseconds()) / ingestN }
+		limitCPU, gwCPU, hubCPU := perMsg(self2-self), perMsg(self3-self2), perMsg(hub3-hub)
 		b.ReportMetric(mosq, "limit-mosquitto-msgs/s")
 		b.ReportMetric(mochi, "limit-mochi-msgs/s")
 		b.ReportMetric(embedded, "embedded-msgs/s")
 		b.ReportMetric(embedded/max(mosq, mochi), "embedded-x-limit")
+		b.ReportMetric(limitCPU, "limit-cpu-us/msg")
+		b.ReportMetric(gwCPU, "embedded-cpu-us/msg")
+		b.ReportMetric(hubCPU, "hub-cpu-us/msg")
+		b.ReportMetric(limitCPU/(limitCPU+hubCPU), "ceiling-x-limit")
 	}
+}
+
+// cpuUsed is the CPU time (user and system) this process has used, and
+// its children that have ended.
+func cpuUsed() (self, children time.Duration) {
+	sum := func(who int) time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(who, &ru); err != nil {
+			return 0
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return sum(syscall.RUSAGE_SELF), sum(syscall.RUSAGE_CHILDREN)
 }
 
 // intoStreamEmbedded is ingestRun with edgegw as the broker; extra is
