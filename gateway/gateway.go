@@ -67,6 +67,8 @@ type Gateway struct {
 	srcs     []*source
 	outputs  map[string]*output // by name; kept across fleet config changes
 
+	modbus *sensors.ModbusPorts // the modbus sensors' connections, shared by URL
+
 }
 
 // New checks cfg; it opens and starts nothing.
@@ -78,7 +80,7 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{o: o, local: cfg, cfg: cfg, log: log}
+	g := &Gateway{o: o, local: cfg, cfg: cfg, log: log, modbus: sensors.NewModbusPorts(log.With("component", "modbus"))}
 	g.web = web.New(g, g.log)
 	return g, nil
 }
@@ -181,13 +183,36 @@ func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig) (*sourc
 	case "pulse_counter":
 		r, err = sensors.NewPulseCounter(sc.Name, sensors.PulseOptions{Pin: sc.Pin, Pull: pull, Debounce: sc.Debounce, Interval: sc.Interval, Scale: sc.Scale, Unit: sc.Unit}, open, g.log)
 	default:
-		r, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
-		kind = status.KindSensor
+		var p *sensors.Poller
+		p, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
+		if p != nil {
+			p.Stagger(stagger(c.Sensors, sc))
+		}
+		r, kind = p, status.KindSensor
 	}
 	if err != nil {
 		return nil, err
 	}
 	return &source{Source: sensorSource{r, subj, sc.Lane()}, kind: kind}, nil
+}
+
+// stagger is how long sc's first poll waits: the modbus devices that share
+// a URL (a serial port, a TCP gateway) are spread evenly across the
+// interval, so their polls do not queue for the line all at once.
+func stagger(all []config.SensorConfig, sc config.SensorConfig) time.Duration {
+	if sc.Driver != "modbus" {
+		return 0
+	}
+	k, n := 0, 0
+	for _, o := range all {
+		if o.Driver == "modbus" && o.URL == sc.URL {
+			if o.Name == sc.Name {
+				k = n
+			}
+			n++
+		}
+	}
+	return sc.Interval * time.Duration(k) / time.Duration(max(n, 1))
 }
 
 // hostPin opens a GPIO input of this machine.
@@ -226,7 +251,8 @@ func (g *Gateway) opener(sc config.SensorConfig) sensors.OpenFunc {
 		}
 		return onBus(open, sc.Bus, "I²C bus %q: %w (is I²C enabled, e.g. raspi-config, and is the user in group i2c?)",
 			func(b i2c.BusCloser) (sensors.Reader, error) { return d.OpenI2C(b, spec) })
-	case sensors.BusNone:
+	case sensors.BusNone, sensors.BusModbus:
+		spec.ModbusPorts = g.modbus
 		return func() (sensors.Reader, error) { return d.Open(spec) }
 	}
 	return func() (sensors.Reader, error) { return nil, fmt.Errorf("driver %q opens no reader", sc.Driver) }

@@ -223,7 +223,8 @@ func TestEveryDriverFromConfig(t *testing.T) {
 			if err != nil || len(ps) != 1 {
 				t.Fatalf("pollers: %v", err)
 			}
-			_, vals, err := ps[0].ReadOnce()
+			r, err := ps[0].ReadOnce()
+			vals := r.Values
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -257,7 +258,8 @@ func TestDS18B20FromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, vals, err := ps[0].ReadOnce()
+	r, err := ps[0].ReadOnce()
+	vals := r.Values
 	if err != nil || vals["temperature_c"] != 30 {
 		t.Fatalf("%v, %v", vals, err)
 	}

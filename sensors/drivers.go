@@ -17,6 +17,7 @@ const (
 	BusI2C     BusKind = "i2c"
 	BusOneWire BusKind = "1-wire"
 	BusGPIO    BusKind = "gpio"
+	BusModbus  BusKind = "modbus" // TCP, RTU (RS-485) or RTU over TCP
 	BusNone    BusKind = "none" // simulated
 )
 
@@ -34,6 +35,11 @@ type Spec struct {
 	Edge     string        // gpio_edge
 	Pull     string        // up, down, none
 	Debounce time.Duration // gpio_edge, pulse_counter
+
+	Modbus *ModbusSpec // modbus
+	// ModbusPorts shares the connections of the modbus sensors: the
+	// gateway's; nil, the device gets its own.
+	ModbusPorts *ModbusPorts
 }
 
 // A SpecError is a problem with one field of a Spec: the config check
@@ -107,6 +113,14 @@ var Drivers = []Driver{
 		OpenOneWire: func(b onewire.Bus, s Spec) (Reader, error) { return OpenDS18B20(b, onewire.Address(s.ROM), s.Bits) }},
 	{Name: "register", Bus: BusI2C, Check: checkRegister,
 		OpenI2C: func(b i2c.Bus, s Spec) (Reader, error) { return OpenRegister(b, s.register()) }},
+	{Name: "modbus", Bus: BusModbus, Parts: "Modbus device", Check: checkModbus,
+		Open: func(s Spec) (Reader, error) {
+			ports := s.ModbusPorts
+			if ports == nil {
+				ports = NewModbusPorts(nil)
+			}
+			return OpenModbus(ports, *s.Modbus)
+		}},
 	{Name: "sim", Bus: BusNone,
 		Open: func(s Spec) (Reader, error) { return NewSim(s.Seed), nil }},
 	{Name: "gpio_edge", Bus: BusGPIO, Check: checkGPIO},
@@ -220,6 +234,17 @@ func (s Spec) register() Register {
 	r := *s.Register
 	r.Addr = s.Address
 	return r
+}
+
+func checkModbus(s Spec) []*SpecError {
+	if s.Modbus == nil {
+		return []*SpecError{specErr("url", "missing; a modbus sensor needs url, unit_id and registers")}
+	}
+	errs := s.Modbus.Check()
+	if t := s.Modbus.Timeout; t > 0 && s.Interval > 0 && t >= s.Interval {
+		errs = append(errs, specErr("timeout", "%s is not shorter than the interval (%s)", t, s.Interval))
+	}
+	return errs
 }
 
 func checkGPIO(s Spec) []*SpecError {

@@ -27,11 +27,66 @@ type Reader interface {
 // recovers on its own.
 type OpenFunc func() (Reader, error)
 
-// Payload is the JSON a reading is published as.
+// Payload is the JSON a reading is published as. Text values (a Modbus
+// device's model or serial number) sit in "values" beside the numbers.
 type Payload struct {
 	Sensor string             `json:"sensor"`
 	TS     time.Time          `json:"ts"`
 	Values map[string]float64 `json:"values"`
+	Text   map[string]string  `json:"-"`
+}
+
+// A TextReader also has text values, those of its last Read.
+type TextReader interface {
+	Strings() map[string]string
+}
+
+type payloadJSON struct {
+	Sensor string         `json:"sensor"`
+	TS     time.Time      `json:"ts"`
+	Values map[string]any `json:"values"`
+}
+
+// MarshalJSON puts the text values among the numbers.
+func (p Payload) MarshalJSON() ([]byte, error) {
+	if len(p.Text) == 0 {
+		type plain Payload
+		return json.Marshal(plain(p))
+	}
+	vals := make(map[string]any, len(p.Values)+len(p.Text))
+	for k, v := range p.Values {
+		vals[k] = v
+	}
+	for k, v := range p.Text {
+		vals[k] = v
+	}
+	return json.Marshal(payloadJSON{Sensor: p.Sensor, TS: p.TS, Values: vals})
+}
+
+// UnmarshalJSON sorts the values into numbers and text.
+func (p *Payload) UnmarshalJSON(b []byte) error {
+	var j payloadJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*p = Payload{Sensor: j.Sensor, TS: j.TS}
+	for k, v := range j.Values {
+		switch v := v.(type) {
+		case float64:
+			if p.Values == nil {
+				p.Values = map[string]float64{}
+			}
+			p.Values[k] = v
+		case string:
+			if p.Text == nil {
+				p.Text = map[string]string{}
+			}
+			p.Text[k] = v
+		default:
+			return fmt.Errorf("value %q: %T is neither a number nor text", k, v)
+		}
+	}
+	return nil
 }
 
 // Poller reads one sensor every Interval and emits each reading.
@@ -41,6 +96,7 @@ type Poller struct {
 	open     OpenFunc
 	log      *slog.Logger
 	now      chan chan<- nowReading // ReadNow's requests, served by Run
+	phase    time.Duration          // before the first read (Stagger)
 
 	health
 }
@@ -67,6 +123,11 @@ func NewPoller(name string, interval time.Duration, open OpenFunc, log *slog.Log
 // Name is the sensor's name.
 func (p *Poller) Name() string { return p.name }
 
+// Stagger delays the first read by d, so devices that share a line (a
+// serial port, a Modbus gateway) are polled spread across the interval,
+// not all at once. Call it before Run.
+func (p *Poller) Stagger(d time.Duration) { p.phase = d }
+
 // Run reads every interval until ctx ends. A failing sensor (missing bus,
 // NACK, CRC error) is closed, counted, logged (the first failure and then
 // at most once a minute) and reopened with backoff from one interval up to
@@ -88,6 +149,9 @@ func (p *Poller) Run(ctx context.Context, emit EmitFunc) error {
 		if failLog.ok() {
 			p.log.Warn("sensor unavailable; retrying", "err", msg, "retry_in", backoff, "failures", p.failures.Load())
 		}
+	}
+	if p.phase > 0 && !sleep(ctx, p.phase) {
+		return nil
 	}
 	tick := time.NewTicker(p.interval)
 	defer tick.Stop()
@@ -119,7 +183,7 @@ func (p *Poller) Run(ctx context.Context, emit EmitFunc) error {
 			p.log.Info("sensor back", "failures", p.failures.Load())
 		}
 		backoff = p.interval
-		b, err := json.Marshal(Payload{Sensor: p.name, TS: ts, Values: vals})
+		b, err := json.Marshal(Payload{Sensor: p.name, TS: ts, Values: vals, Text: textOf(r)})
 		if err != nil {
 			return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
 		}
@@ -138,7 +202,7 @@ func (p *Poller) Run(ctx context.Context, emit EmitFunc) error {
 				fail("read", err)
 				continue // the next pass reopens it
 			}
-			reply <- nowReading{p: Payload{Sensor: p.name, TS: ts, Values: vals}}
+			reply <- nowReading{p: Payload{Sensor: p.name, TS: ts, Values: vals, Text: textOf(r)}}
 			goto wait
 		}
 	}
@@ -167,17 +231,25 @@ func (p *Poller) ReadNow(ctx context.Context) (Payload, error) {
 }
 
 // ReadOnce opens, reads and closes: `edgegw sensors read`.
-func (p *Poller) ReadOnce() (time.Time, map[string]float64, error) {
+func (p *Poller) ReadOnce() (Payload, error) {
 	r, err := p.open()
 	if err != nil {
-		return time.Time{}, nil, fmt.Errorf("%s: open: %w", p.name, err)
+		return Payload{}, fmt.Errorf("%s: open: %w", p.name, err)
 	}
 	defer r.Close()
 	ts, vals, err := read(r)
 	if err != nil {
-		return ts, nil, fmt.Errorf("%s: read: %w", p.name, err)
+		return Payload{}, fmt.Errorf("%s: read: %w", p.name, err)
 	}
-	return ts, vals, nil
+	return Payload{Sensor: p.name, TS: ts, Values: vals, Text: textOf(r)}, nil
+}
+
+// textOf is r's text values, if it has any.
+func textOf(r Reader) map[string]string {
+	if t, ok := r.(TextReader); ok {
+		return t.Strings()
+	}
+	return nil
 }
 
 func read(r Reader) (time.Time, map[string]float64, error) {

@@ -85,24 +85,36 @@ func cmdSensorsRead(args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	for _, p := range pollers {
-		ts, vals, err := p.ReadOnce()
+		r, err := p.ReadOnce()
 		if err != nil {
 			fmt.Fprintf(stdout, "%-24s FAILED  %v\n", p.Name(), err)
 			code = 1
 			continue
 		}
-		names := make([]string, 0, len(vals))
-		for k := range vals {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		var b strings.Builder
-		for _, k := range names {
-			fmt.Fprintf(&b, "  %s=%g", k, vals[k])
-		}
-		fmt.Fprintf(stdout, "%-24s %s%s\n", p.Name(), ts.Format(time.RFC3339), b.String())
+		fmt.Fprintf(stdout, "%-24s %s%s\n", p.Name(), r.TS.Format(time.RFC3339), valuesLine(r))
 	}
 	return code
+}
+
+// valuesLine is a reading's values, sorted by name: "  a=1  model=EM340".
+func valuesLine(r sensors.Payload) string {
+	names := make([]string, 0, len(r.Values)+len(r.Text))
+	for k := range r.Values {
+		names = append(names, k)
+	}
+	for k := range r.Text {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, k := range names {
+		if t, ok := r.Text[k]; ok {
+			fmt.Fprintf(&b, "  %s=%q", k, t)
+		} else {
+			fmt.Fprintf(&b, "  %s=%g", k, r.Values[k])
+		}
+	}
+	return b.String()
 }
 
 func busNames() string {

@@ -83,6 +83,10 @@ type SensorConfig struct {
 	Scale    float64       `yaml:"scale,omitempty"`    // pulse_counter: unit per pulse
 	Unit     string        `yaml:"unit,omitempty"`     // pulse_counter: e.g. litres
 
+	// Modbus (docs/modbus.md): url, unit_id, timeout, serial, byte_order,
+	// word_order, frame_gap, registers.
+	sensors.ModbusSpec `yaml:",inline"`
+
 	Route `yaml:",inline"`
 }
 
@@ -322,6 +326,10 @@ func (s SensorConfig) Spec() (sensors.Spec, error) {
 		Pin: s.Pin, Edge: s.Edge, Pull: s.Pull, Debounce: s.Debounce}
 	for _, c := range s.Channels {
 		sp.Channels = append(sp.Channels, c.adc())
+	}
+	if s.Driver == "modbus" {
+		m := s.ModbusSpec
+		sp.Modbus = &m
 	}
 	var err error
 	if s.Register != nil {
