@@ -18,7 +18,7 @@ const (
 	BusOneWire BusKind = "1-wire"
 	BusGPIO    BusKind = "gpio"
 	BusModbus  BusKind = "modbus" // TCP, RTU (RS-485) or RTU over TCP
-	BusNone    BusKind = "none" // simulated
+	BusNone    BusKind = "none"   // simulated
 )
 
 // Spec is one configured sensor, in the terms the drivers need.

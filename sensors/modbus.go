@@ -231,5 +231,4 @@ func overlaps(regs []ModbusRegister) []*SpecError {
 	return errs
 }
 
-
 func oneOf(s string, of ...string) bool { return slices.Contains(of, s) }
