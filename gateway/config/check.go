@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +164,9 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 				}
 			}
 		}
+		if s.Driver == "modbus" {
+			checkModbusShared(k, c.Sensors, i)
+		}
 		s.Route.check(k, p)
 		if s.Interval < 0 {
 			k.bad(p+".interval", "must be positive")
@@ -180,6 +184,25 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 		}
 	}
 	return filters
+}
+
+// checkModbusShared checks sensors[i] against the modbus sensors before
+// it at the same URL, which share its connection: one unit id each, and
+// one set of serial settings.
+func checkModbusShared(k checker, all []SensorConfig, i int) {
+	s := all[i]
+	for j, o := range all[:i] {
+		if o.Driver != "modbus" || o.URL != s.URL || s.URL == "" {
+			continue
+		}
+		if o.UnitID == s.UnitID {
+			k.bad(fmt.Sprintf("sensors[%d].unit_id", i), "%d at %s is also sensors[%d]'s: one unit, one sensor (list all its registers there)", s.UnitID, s.URL, j)
+		}
+		if !reflect.DeepEqual(o.Serial, s.Serial) {
+			k.bad(fmt.Sprintf("sensors[%d].serial", i), "differs from sensors[%d]'s on the same port %s: a port has one speed and framing", j, s.URL)
+		}
+		return
+	}
 }
 
 // checkUpstream checks the uplink; filters are where this gateway

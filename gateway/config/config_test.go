@@ -129,6 +129,20 @@ upstream:
 		{"log format", good + "log:\n  format: xml\n", "log.format", 11, "text or json"},
 		{"unset env", strings.Replace(good, "id: gw1", "id: ${NOPE}", 1), "gateway.id", 2, "NOPE is not set"},
 		{"sensor driver", good + "sensors:\n  - name: s1\n    driver: dht22\n", "sensors[0].driver", 12, "is not one of bme280"},
+		{"modbus table", good + modbus("    registers:\n      - {name: a, table: holdings, address: 0, type: uint16}\n"), "sensors[0].registers[0].table", 0, "not holding, input, coil or discrete"},
+		{"modbus address", good + modbus("    registers:\n      - {name: a, table: input, address: 65535, type: uint32}\n"), "sensors[0].registers[0].address", 0, "outside 0..65535"},
+		{"modbus string length", good + modbus("    registers:\n      - {name: model, table: holding, address: 100, type: string}\n"), "sensors[0].registers[0].length", 0, "a string needs its length"},
+		{"modbus scale on bool", good + modbus("    registers:\n      - {name: run, table: holding, address: 1, type: bool, scale: 0.1}\n"), "sensors[0].registers[0].scale", 0, "a bool has no scale"},
+		{"modbus overlap", good + modbus("    registers:\n      - {name: e, table: input, address: 10, type: uint32}\n      - {name: f, table: input, address: 11, type: uint16}\n"), "sensors[0].registers[1].address", 0, "overlaps registers[0] (e, 10..11)"},
+		{"modbus type", good + modbus("    registers:\n      - {name: a, table: holding, address: 0, type: float}\n"), "sensors[0].registers[0].type", 0, "not one of int16"},
+		{"modbus coil type", good + modbus("    registers:\n      - {name: a, table: coil, address: 0, type: uint16}\n"), "sensors[0].registers[0].type", 0, "its type is bool"},
+		{"modbus url", good + strings.Replace(modbus("    registers:\n      - {name: a, table: holding, address: 0, type: uint16}\n"), "tcp://127.0.0.1:502", "modbus://x", 1), "sensors[0].url", 0, "not tcp, rtu or rtuovertcp"},
+		{"modbus unit", good + strings.Replace(modbus("    registers:\n      - {name: a, table: holding, address: 0, type: uint16}\n"), "unit_id: 1", "unit_id: 300", 1), "sensors[0].unit_id", 0, "outside 1..255"},
+		{"modbus unknown key", good + modbus("    registers:\n      - {name: a, table: holding, adress: 0, type: uint16}\n"), "sensors[0].registers[0].adress", 0, "unknown key"},
+		{"modbus no registers", good + modbus(""), "sensors[0].registers", 0, "missing"},
+		{"modbus serial on tcp", good + modbus("    serial: {baud: 9600}\n    registers:\n      - {name: a, table: holding, address: 0, type: uint16}\n"), "sensors[0].serial", 0, "only an rtu://"},
+		{"modbus parity", good + strings.Replace(modbus("    serial: {baud: 9600, parity: mark}\n    registers:\n      - {name: a, table: holding, address: 0, type: uint16}\n"), "tcp://127.0.0.1:502", "rtu:///dev/ttyUSB0", 1), "sensors[0].serial.parity", 0, "not none, even or odd"},
+		{"modbus same unit", good + modbus("    registers:\n      - {name: a, table: holding, address: 0, type: uint16}\n") + strings.Replace(modbus("    registers:\n      - {name: a, table: holding, address: 0, type: uint16}\n"), "sensors:\n  - name: meter", "  - name: meter2", 1), "sensors[1].unit_id", 0, "also sensors[0]'s"},
 		{"sensor name", good + "sensors:\n  - driver: sim\n", "sensors[0].name", 0, "missing"},
 		{"duplicate sensor", good + "sensors:\n  - name: a\n    driver: sim\n  - name: a\n    driver: sim\n", "sensors[1].name", 13, "used by another"},
 		{"bme280 address", good + "sensors:\n  - name: a\n    driver: bme280\n", "sensors[0].address", 0, "0x76"},
@@ -176,6 +190,11 @@ upstream:
 			t.Fatalf("no problem at %s (line %d) with %q in:\n%v", tt.path, tt.line, tt.msg, err)
 		})
 	}
+}
+
+// modbus is a modbus sensor's config with the registers part given.
+func modbus(regs string) string {
+	return "sensors:\n  - name: meter\n    driver: modbus\n    url: tcp://127.0.0.1:502\n    unit_id: 1\n" + regs
 }
 
 func TestEveryProblemAtOnce(t *testing.T) {
