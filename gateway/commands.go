@@ -20,7 +20,8 @@ import (
 // serveCommands registers the gateway as an instance of the NATS micro
 // service "edgegw" on nc (nats micro ls finds every gateway), with its
 // endpoints under edgegw.<gateway id>. (docs/fleet.md, "Commands"):
-// status, buffer, config, sensors.read, mqtt.publish and gpio.set. A hub
+// status, buffer, config, sensors.read, mqtt.publish, gpio.set and
+// modbus.write. A hub
 // that does not grant the subjects gets permission errors on them and
 // nothing else changes.
 func (g *Gateway) serveCommands(nc *nats.Conn) (micro.Service, error) {
@@ -46,6 +47,7 @@ func (g *Gateway) serveCommands(nc *nats.Conn) (micro.Service, error) {
 		"sensors.read": g.sensorsRead,
 		"mqtt.publish": g.mqttPublish,
 		"gpio.set":     g.gpioSet,
+		"modbus.write": g.modbusWrite,
 	} {
 		// micro's endpoint names take no dots; the subjects do.
 		if err := grp.AddEndpoint(strings.ReplaceAll(name, ".", "_"), h, micro.WithEndpointSubject(name)); err != nil {

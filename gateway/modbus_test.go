@@ -112,3 +112,72 @@ upstream:
 		}
 	}
 }
+
+// modbus.write, the fleet command: a register marked writable is set and
+// read back through the gateway's connection; nothing else is writable,
+// and a value its type cannot hold is refused.
+func TestFleetModbusWrite(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	hub := newFleetHub(t, srv.URL())
+	u := modbussim.NewUnit()
+	u.Holding[10], u.Holding[11] = 200, 1
+	sim, err := modbussim.Start("127.0.0.1:0", map[uint8]*modbussim.Unit{5: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	cfg := fleetFileWith(t, t.TempDir(), srv.URL(), "", "sensors:\n", fmt.Sprintf(`sensors:
+  - name: ahu
+    driver: modbus
+    url: %s
+    unit_id: 5
+    interval: 1s
+    registers:
+      - {name: setpoint_c, table: holding, address: 10, type: int16, scale: 0.1, writable: true}
+      - {name: mode, table: holding, address: 11, type: uint16}
+`, sim.URL))
+	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(runGateway(t, g))
+	wait.For(t, "the service", func() bool {
+		_, err := hub.nc.Request("edgegw.gw1.status", nil, time.Second)
+		return err == nil
+	})
+	call := func(body string) (string, string) {
+		t.Helper()
+		m, err := hub.nc.Request("edgegw.gw1.modbus.write", []byte(body), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(m.Data), m.Header.Get("Nats-Service-Error-Code") + " " + m.Header.Get("Nats-Service-Error")
+	}
+	if data, code := call(`{"name":"setpoint_c","value":19.5}`); code != " " {
+		t.Fatalf("write: %s %s", code, data)
+	} else {
+		var rep gateway.ModbusWriteReply
+		if err := json.Unmarshal([]byte(data), &rep); err != nil || rep.Sensor != "ahu" || rep.Value != 19.5 {
+			t.Fatalf("reply %s: %v", data, err)
+		}
+	}
+	sim.Do(func(units map[uint8]*modbussim.Unit) {
+		if w := units[5].Holding[10]; w != 195 {
+			t.Errorf("register 10 holds %d, want 195", w)
+		}
+	})
+	for body, want := range map[string]string{
+		`{"name":"mode","value":3}`:                        "404 no modbus sensor has a register \"mode\" marked writable",
+		`{"sensor":"ahu","name":"setpoint_c","value":4e3}`: "400 ahu: setpoint_c: 4000 is outside the range of its type, int16",
+		`{"value":3}`: "400 name missing",
+	} {
+		if _, code := call(body); !strings.HasPrefix(code, want) {
+			t.Errorf("%s: %q, want %q", body, code, want)
+		}
+	}
+	sim.Do(func(units map[uint8]*modbussim.Unit) {
+		if w := units[5].Holding[11]; w != 1 {
+			t.Errorf("mode holds %d after refused writes, want 1", w)
+		}
+	})
+}

@@ -174,7 +174,7 @@ func (r ModbusRegister) encode(v float64, byteOrder, wordOrder string) ([]uint16
 		raw = math.Round(raw)
 	}
 	if raw < lo || raw > hi {
-		return nil, fmt.Errorf("%s: %v is outside what a %s holds (%v..%v after scale and offset)", r.Name, v, t, lo*r.scale()+r.Offset, hi*r.scale()+r.Offset)
+		return nil, fmt.Errorf("%s: %v is outside the range of its type, %s: %v..%v with its scale and offset", r.Name, v, t, lo*r.scale()+r.Offset, hi*r.scale()+r.Offset)
 	}
 	b := make([]byte, 2*max(modbusTypes[t], 1))
 	switch t {
