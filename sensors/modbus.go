@@ -78,6 +78,10 @@ func (r ModbusRegister) width() int {
 	return modbusTypes[r.Type]
 }
 
+// Width is how many registers (or bits) r takes; 0 for a string without
+// its length.
+func (r ModbusRegister) Width() int { return r.width() }
+
 // typ is r's type, bool where a bit table leaves it out.
 func (r ModbusRegister) typ() string {
 	if r.Type == "" && bits(r.Table) {

@@ -40,6 +40,7 @@ const usage = `usage:
   edgegw buffer dead-letters [--config FILE | --path BUFFER_FILE] [--export FILE] [--drop]
   edgegw sensors read [--config FILE]
   edgegw i2c scan [--bus 1]
+  edgegw modbus read --url URL [--unit 1] [--table holding] [--address 0] [--type uint16] [--count 1]
   edgegw mqtt user add|passwd|remove|list [NAME] [--users-file FILE]   (the embedded broker's users)
   edgegw mqtt hash-password [--password-file FILE]   (else the password on stdin)
   edgegw health [--config FILE | --addr 127.0.0.1:9180] [--live]
@@ -87,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDeadLetters(args[2:], stdout, stderr)
 	case args[0] == "i2c" && len(args) > 1 && args[1] == "scan":
 		return cmdI2CScan(args[2:], stdout, stderr)
+	case args[0] == "modbus" && len(args) > 1 && args[1] == "read":
+		return cmdModbusRead(args[2:], stdout, stderr)
 	case args[0] == "sensors" && len(args) > 1 && args[1] == "read":
 		return cmdSensorsRead(args[2:], stdout, stderr)
 	case args[0] == "mqtt" && len(args) > 1 && args[1] == "user":
