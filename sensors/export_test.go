@@ -7,3 +7,12 @@ func (s *EdgeSource) Bounces() uint64 { return s.bounces.Load() }
 
 // Total is the pulses counted since start.
 func (p *PulseCounter) Total() uint64 { return p.total.Load() }
+
+// Decode and Encode are a register's value from its words and back.
+func (r ModbusRegister) Decode(words []uint16, byteOrder, wordOrder string) (float64, string, bool) {
+	return r.decode(words, byteOrder, wordOrder)
+}
+
+func (r ModbusRegister) Encode(v float64, byteOrder, wordOrder string) ([]uint16, error) {
+	return r.encode(v, byteOrder, wordOrder)
+}

@@ -406,7 +406,7 @@ func TestDriverTable(t *testing.T) {
 			if d.OpenOneWire == nil {
 				t.Errorf("driver %s: no OpenOneWire", d.Name)
 			}
-		case sensors.BusNone:
+		case sensors.BusNone, sensors.BusModbus:
 			if d.Open == nil {
 				t.Errorf("driver %s: no Open", d.Name)
 			}
