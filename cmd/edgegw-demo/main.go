@@ -31,8 +31,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
@@ -78,7 +76,8 @@ func demo(ctx context.Context, devices, rate int, forever, verbose bool) error {
 	}
 	fmt.Println("each line: accepted = PUBACKed by the broker to the devices; ingested = committed to edgegw's")
 	fmt.Println("buffer; buffered = in the buffer now, not yet acknowledged upstream; delivered = in the")
-	fmt.Println("JetStream stream; duplicates dropped = copies the broker redelivered, stored once")
+	fmt.Println("JetStream stream; duplicates dropped = copies the broker redelivered, stored once; meter = readings of the")
+	fmt.Println("simulated Modbus energy meter (the field bus), stored like the rest")
 
 	f, err := startDevices(ctx, w.brokerAddr, devices, rate)
 	if err != nil {
@@ -106,6 +105,7 @@ type world struct {
 	brokerAddr string
 	g          *gateway.Gateway
 	gstop      func()
+	meter      interface{ Close() error } // the field bus: a simulated Modbus TCP meter
 }
 
 // startWorld starts JetStream (the cloud), an MQTT broker (the building)
@@ -131,9 +131,16 @@ func startWorld(ctx context.Context, dir string, verbose bool) (*world, error) {
 		w.close()
 		return nil, err
 	}
+	meter, meterCfg, err := startMeter()
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	w.meter = meter
 	cfgText := fmt.Sprintf(`gateway:
   id: demo-gw
   data_dir: %s/gateway
+%s
 mqtt:
   broker: tcp://%s
   subscriptions:
@@ -148,7 +155,7 @@ upstream:
     create: true
 http:
   listen: 127.0.0.1:0   # any free port; a real gateway uses 127.0.0.1:9180
-`, dir, w.brokerAddr, w.natsURL)
+`, dir, meterCfg, w.brokerAddr, w.natsURL)
 	cfg, err := config.Parse("demo.yaml", []byte(cfgText), os.LookupEnv)
 	if err != nil {
 		w.close()
@@ -179,6 +186,9 @@ func (w *world) close() {
 	}
 	if w.broker != nil {
 		w.broker.Close()
+	}
+	if w.meter != nil {
+		w.meter.Close()
 	}
 	if w.cloud != nil {
 		w.cloud.Shutdown()
@@ -242,8 +252,8 @@ func (w *world) status(phase string, f *devices) {
 		uplink = "DOWN"
 	}
 	m := mqttOf(st)
-	fmt.Printf("%-22s accepted %7d  ingested %7d  buffered %6d  delivered %7d  duplicates dropped %d  uplink %s\n",
-		phase, f.accepted.Load(), m.Ingested, st.Buffer.Events, st.Upstream.Acked, m.Duplicates, uplink)
+	fmt.Printf("%-22s accepted %7d  ingested %7d  buffered %6d  delivered %7d  duplicates dropped %d  meter %3d  uplink %s\n",
+		phase, f.accepted.Load(), m.Ingested, st.Buffer.Events, st.Upstream.Acked, m.Duplicates, meterOf(st).Ingested, uplink)
 }
 
 // phases runs the show: streaming, the uplink cut, restored; a line a
@@ -297,16 +307,17 @@ func (w *world) check(f *devices) error {
 	want := f.accepted.Load()
 	if err := waitUntil(context.Background(), 30*time.Second, func() bool {
 		st := w.g.Status()
-		return mqttOf(st).Ingested >= uint64(want) && st.Buffer.Events == 0 && st.Upstream.Acked >= uint64(want)
+		return mqttOf(st).Ingested >= uint64(want) && st.Upstream.Acked >= uint64(want)+meterOf(st).Ingested // each one stored is in the stream
 	}); err != nil {
 		w.status("drain timed out", f)
 	}
 	w.status("drained", f)
 
-	got, dups, err := readStream(w.natsURL)
+	got, dups, meter, err := readStream(w.natsURL)
 	if err != nil {
 		return err
 	}
+	fmt.Printf("\nfield bus: %d readings of the Modbus meter %s in the stream (1 a second, through the outage too)\n", meter, meterName)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	lost := 0
@@ -324,7 +335,7 @@ func (w *world) check(f *devices) error {
 			unacked++
 		}
 	}
-	fmt.Printf("\nresult: %d readings accepted by the broker, %d in the stream, %d lost, %d duplicated\n", len(f.set), len(got), lost, dups)
+	fmt.Printf("result: %d readings accepted by the broker, %d in the stream, %d lost, %d duplicated\n", len(f.set), len(got), lost, dups)
 	if unacked > 0 {
 		fmt.Printf("        (%d of those in the stream were published as the devices stopped: the broker took them, its PUBACK never reached the device; each is there once)\n", unacked)
 	}
@@ -333,67 +344,6 @@ func (w *world) check(f *devices) error {
 	}
 	fmt.Println("OK: every reading arrived exactly once, through an uplink outage")
 	return nil
-}
-
-// readStream counts every reading in the stream by device and number.
-func readStream(url string) (map[string]int, int, error) {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "TELEMETRY")
-	if err != nil {
-		return nil, 0, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, 0, err
-	}
-	got, dups := map[string]int{}, 0
-	for read := uint64(0); read < info.State.Msgs; {
-		batch, err := c.Fetch(5000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, 0, err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var r reading
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				return nil, 0, fmt.Errorf("message %q: %w", m.Data(), err)
-			}
-			k := fmt.Sprintf("%s/%d", r.Device, r.N)
-			if got[k]++; got[k] > 1 {
-				dups++
-			}
-		}
-		if n == 0 {
-			return nil, 0, fmt.Errorf("stream read stalled at %d of %d", read, info.State.Msgs)
-		}
-		read += uint64(n)
-	}
-	return got, dups, nil
-}
-
-func startNATS(o *server.Options) (*server.Server, error) {
-	cp := *o
-	s, err := server.NewServer(&cp)
-	if err != nil {
-		return nil, err
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		return nil, fmt.Errorf("nats server not ready")
-	}
-	return s, nil
 }
 
 func freePort() int {
