@@ -169,4 +169,3 @@ func TestModbusRTUOverTCP(t *testing.T) {
 	}()
 	checkRTULine(t, "rtuovertcp://"+l.Addr().String(), r)
 }
-
