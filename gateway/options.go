@@ -50,6 +50,7 @@ func connOptions(c *config.Config) forward.ConnOptions {
 		CAFile:       u.TLS.CAFile,
 		CertFile:     u.TLS.CertFile,
 		KeyFile:      u.TLS.KeyFile,
+		Compression:  u.Compression,
 		InboxPrefix:  cmp.Or(u.InboxPrefix, forward.InboxPrefix(c.Gateway.ID)),
 	}
 }

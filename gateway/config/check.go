@@ -217,6 +217,13 @@ func (c *Config) checkUpstream(k checker, filters []string) {
 			k.bad(fmt.Sprintf("upstream.servers[%d]", i), "%q is not a NATS URL like nats://host:4222", secret.URL(s))
 		}
 	}
+	if up.Compression {
+		for i, s := range up.Servers {
+			if u, err := url.Parse(s); err == nil && u.Host != "" && !oneOf(u.Scheme, "ws", "wss") {
+				k.bad(fmt.Sprintf("upstream.servers[%d]", i), "%q: compression works over WebSocket only; use wss://host:443 (the hub's websocket listener) or turn upstream.compression off", secret.URL(s))
+			}
+		}
+	}
 	auth := 0
 	for _, set := range []bool{up.User != "", up.Token != "", up.NKeySeedFile != "", up.CredsFile != ""} {
 		if set {

@@ -251,6 +251,9 @@ type UpstreamConfig struct {
 	NKeySeedFile string    `yaml:"nkey_seed_file,omitempty"`
 	CredsFile    string    `yaml:"creds_file,omitempty"`
 	TLS          TLSConfig `yaml:"tls,omitempty"`
+	// Compression turns on per-message deflate over a ws:// or wss://
+	// server (docs/upstream.md, "Metered links").
+	Compression bool `yaml:"compression,omitempty"`
 	// InboxPrefix is where the hub sends replies to this gateway
 	// (default _INBOX_<gateway id>: a hub can then grant each gateway
 	// its own replies only; docs/upstream.md).

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,6 +25,7 @@ const (
 	childBuf  = "EDGEGW_FORWARD_CHILD_BUFFER"
 	childURL  = "EDGEGW_FORWARD_CHILD_URL"
 	childLive = "EDGEGW_FORWARD_CHILD_LIVE"
+	childCA   = "EDGEGW_FORWARD_CHILD_CA" // set: over wss:// with compression, trusting this CA
 )
 
 // appendLive is the child's live source under live_first: 200 events, one
@@ -57,7 +59,7 @@ func TestForwarderChild(t *testing.T) {
 		fmt.Println("open:", err)
 		os.Exit(3)
 	}
-	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{os.Getenv(childURL)}}, nil)
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{os.Getenv(childURL)}, CAFile: os.Getenv(childCA), Compression: os.Getenv(childCA) != ""}, nil)
 	if err != nil {
 		fmt.Println("connect:", err)
 		os.Exit(3)
@@ -116,19 +118,29 @@ func TestSIGKILLMidDrain(t *testing.T) {
 		kills      int
 		pause      time.Duration // between the kill and the restart
 		live       bool          // live_first, with live events in two more lanes during each run
+		wss        bool          // over wss:// with compression
 	}{
-		{"default duplicate window", 2 * time.Minute, 3, 0, false},
+		{"default duplicate window", 2 * time.Minute, 3, 0, false, false},
 		// The restart comes after the duplicate window has passed: only the
 		// read-back past the cursor on connect keeps the stream free of
 		// duplicates.
-		{"restart after the duplicate window", time.Second, 1, 3 * time.Second, false},
+		{"restart after the duplicate window", time.Second, 1, 3 * time.Second, false, false},
 		// Acknowledged out of seq order: live events first, three lanes.
-		{"live first", time.Second, 5, 1500 * time.Millisecond, true},
+		{"live first", time.Second, 5, 1500 * time.Millisecond, true, false},
+		// The metered link's uplink: WebSocket, TLS, per-message deflate.
+		{"over wss with compression", 2 * time.Minute, 3, 0, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const n = 40_000
 			srv := natstest.Start(t, nil)
+			dial, ca := srv.URL(), ""
+			if tt.wss {
+				var mod func(*server.Options)
+				mod, ca = natstest.WSS(t)
+				srv.RestartWith(mod)
+				dial = srv.WSURL()
+			}
 			nc, err := nats.Connect(srv.URL())
 			if err != nil {
 				t.Fatal(err)
@@ -155,7 +167,7 @@ func TestSIGKILLMidDrain(t *testing.T) {
 			}
 			for k := 0; k <= tt.kills; k++ {
 				cmd := selfCommand("-test.run=^TestForwarderChild$")
-				cmd.Env = append(os.Environ(), childBuf+"="+path, childURL+"="+srv.URL())
+				cmd.Env = append(os.Environ(), childBuf+"="+path, childURL+"="+dial, childCA+"="+ca)
 				if tt.live {
 					cmd.Env = append(cmd.Env, childLive+"=1")
 				}

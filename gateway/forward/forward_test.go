@@ -178,15 +178,22 @@ func TestForwards100kOnceInOrderWithHeaders(t *testing.T) {
 }
 
 // The server goes away three times mid-drain and comes back on the same
-// port and store: every event arrives exactly once, in order.
+// port and store: every event arrives exactly once, in order, over plain
+// NATS and over wss:// with compression.
 func TestServerRestartsMidDrain(t *testing.T) {
+	for _, u := range uplinks {
+		t.Run(u.name, func(t *testing.T) { serverRestartsMidDrain(t, u) })
+	}
+}
+
+func serverRestartsMidDrain(t *testing.T, u uplink) {
 	const n = 60_000
-	srv := natstest.Start(t, nil)
+	srv, nc := u.start(t)
 	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, n)
 	defer q.Close()
 	o := options()
 	o.RateEvents = 20_000 // slow enough that the restarts land mid-drain
-	f, err := forward.New(q, connect(t, srv.URL()), o)
+	f, err := forward.New(q, nc, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,8 +177,13 @@ func TestLowerLaneDoesNotStarve(t *testing.T) {
 // whose PubAcks never reach the forwarder (the connection is cut after
 // the server stored them), then the duplicate window passes.
 func TestReadBackAfterTheDuplicateWindow(t *testing.T) {
-	srv := natstest.Start(t, nil)
-	nc := connect(t, srv.URL())
+	for _, u := range uplinks {
+		t.Run(u.name, func(t *testing.T) { readBackAfterTheDuplicateWindow(t, u) })
+	}
+}
+
+func readBackAfterTheDuplicateWindow(t *testing.T, u uplink) {
+	srv, nc := u.start(t)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: 500 * time.Millisecond}); err != nil {
