@@ -101,4 +101,3 @@ func (r *relay) pipe(dst, src net.Conn, n *atomic.Int64) {
 }
 
 func (r *relay) addr() string { return r.l.Addr().String() }
-
