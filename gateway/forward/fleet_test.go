@@ -31,6 +31,9 @@ import (
 func TestFleetUpstreamFromDeploy(t *testing.T) {
 	// The hub's accounts and users, on one loopback node.
 	srv := natstest.StartHub(t, "../../deploy/upstream/hub.conf")
+	if hub := natstest.HubOptions(t, "../../deploy/upstream/hub.conf"); !hub.Websocket.Compression || hub.Websocket.TLSConfig == nil || hub.Websocket.Port != 443 {
+		t.Fatalf("hub.conf should include the metered links' WebSocket listener: %+v", hub.Websocket)
+	}
 
 	// The stream, created by an operator from the definition.
 	data, err := os.ReadFile("../../deploy/upstream/telemetry-stream.json")
@@ -171,14 +174,19 @@ func TestFleetUpstreamFromDeploy(t *testing.T) {
 // non-clustered mode"), a gateway with its own user, and a consumer that
 // reads the data back as `nats sub --stream` would.
 func TestSingleNodeHubFromDeploy(t *testing.T) {
-	hub := natstest.HubOptions(t, "../../deploy/upstream/hub-single.conf")
+	hub := natstest.HubWithWebSocket(t, "../../deploy/upstream/hub-single.conf")
 	if !hub.JetStream || hub.Cluster.Port != 0 || len(hub.Routes) != 0 {
 		t.Fatalf("hub-single.conf should run JetStream on one node, no routes: %+v", hub.Cluster)
 	}
+	if !hub.Websocket.Compression || hub.Websocket.TLSConfig == nil || hub.Websocket.NoTLS {
+		t.Fatalf("websocket.conf should be a WebSocket listener with compression behind TLS: %+v", hub.Websocket)
+	}
+	wsPort := natstest.FreePort(t)
 	srv := natstest.Start(t, func(o *server.Options) {
 		port, store := o.Port, o.StoreDir
 		*o = *hub
 		o.Host, o.Port, o.StoreDir = "127.0.0.1", port, store
+		o.Websocket.Host, o.Websocket.Port = "127.0.0.1", wsPort
 		o.HTTPHost, o.HTTPPort = "", 0
 		o.NoLog, o.NoSigs = true, true
 	})
@@ -221,7 +229,10 @@ func TestSingleNodeHubFromDeploy(t *testing.T) {
 		b, _ := e.Marshal(nil)
 		q.Append(ctx, b)
 	}
-	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.URL()}, User: "lobby-pi-01", Password: "lobby-pw", InboxPrefix: forward.InboxPrefix("lobby-pi-01")}, nil)
+	// The gateway on a metered link: wss:// with compression, as
+	// docs/upstream.md gives it.
+	nc, err := forward.Connect(forward.ConnOptions{Servers: []string{srv.WSURL()}, User: "lobby-pi-01", Password: "lobby-pw", InboxPrefix: forward.InboxPrefix("lobby-pi-01"),
+		CAFile: natstest.HubCA(hub), Compression: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,13 @@
 package natstest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -228,6 +231,28 @@ func Messages(t testing.TB, url string) []jetstream.Msg {
 	return out
 }
 
+// HubWithWebSocket is HubOptions of the config at path with its
+// metered-link include (# include ./websocket.conf) turned on, as
+// docs/upstream.md says to once the hub has a certificate.
+func HubWithWebSocket(t testing.TB, path string) *server.Options {
+	t.Helper()
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(conf, []byte("# include ./websocket.conf")) {
+		t.Fatalf("%s has no commented include of websocket.conf", path)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"accounts.conf", "websocket.conf"} {
+		data, _ := os.ReadFile(filepath.Join(filepath.Dir(path), f))
+		os.WriteFile(filepath.Join(dir, f), data, 0o600)
+	}
+	out := filepath.Join(dir, filepath.Base(path))
+	os.WriteFile(out, bytes.Replace(conf, []byte("# include ./websocket.conf"), []byte("include ./websocket.conf"), 1), 0o600)
+	return HubOptions(t, out)
+}
+
 // HubOptions parses a hub config of deploy/upstream (hub.conf,
 // hub-single.conf) with its users' passwords set in the environment:
 // ops-pw, lobby-pw (lobby-pi-01), van-pw (van-07), sys-pw.
@@ -236,11 +261,53 @@ func HubOptions(t testing.TB, path string) *server.Options {
 	for k, v := range map[string]string{"OPS_PASSWORD": "ops-pw", "LOBBY_PI_01_PASSWORD": "lobby-pw", "VAN_07_PASSWORD": "van-pw", "SYS_PASSWORD": "sys-pw"} {
 		t.Setenv(k, v)
 	}
-	o, err := server.ProcessConfigFile(path)
+	o, err := server.ProcessConfigFile(hubCopy(t, path))
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return o
+}
+
+// hubCopy is the hub config at path in a temp dir, beside a copy of its
+// accounts.conf, with its TLS files (/etc/nats/tls/…) replaced by a test
+// CA's certificate for 127.0.0.1 (CAFile in that dir: ca.pem).
+func hubCopy(t testing.TB, path string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ca, caKey := NewCert(t, nil, nil, "edgegw test hub CA", true)
+	cert, key := NewCert(t, ca, caKey, "127.0.0.1", false)
+	files := map[string][]byte{"ca.pem": PEMCert(ca), "server.pem": PEMCert(cert), "server-key.pem": PEMKey(t, key)}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inc := range []string{"accounts.conf", "websocket.conf"} {
+		data, err := os.ReadFile(filepath.Join(filepath.Dir(path), inc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = bytes.ReplaceAll(data, []byte("/etc/nats/tls/"), []byte(dir+"/"))
+		os.WriteFile(filepath.Join(dir, inc), data, 0o600)
+	}
+	out := filepath.Join(dir, filepath.Base(path))
+	if err := os.WriteFile(out, conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// HubCA is the CA file hubCopy trusts for the hub config's TLS, given
+// the options HubOptions returned.
+func HubCA(o *server.Options) string {
+	if o.Websocket.TLSConfig == nil {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(o.ConfigFile), "ca.pem")
 }
 
 // StartHub runs a loopback JetStream server with the accounts and users
