@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -55,6 +56,9 @@ type markGroup struct {
 }
 
 type markIndex struct {
+	// mu guards slots against MarkToken's readers; the writer goroutine,
+	// the index's owner, reads without it and takes it to change slots.
+	mu     sync.RWMutex
 	slots  map[string]*markEntry
 	groups map[string]*markGroup
 	next   uint64   // the next log key
@@ -75,6 +79,8 @@ func (x *markIndex) token(slot []byte) []byte {
 
 // add enters a mark stored under log key key.
 func (x *markIndex) add(key uint64, group, slot, token []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	x.next = max(x.next, key+1)
 	g := x.groups[string(group)]
 	if g == nil {
@@ -256,4 +262,14 @@ func (m *markTxn) done() {
 	for _, a := range m.added {
 		m.x.add(a.key, a.group, a.slot, a.token)
 	}
+}
+
+// MarkToken is the token of the mark stored last in slot, or nil: a
+// source reads back what it stored with its last event (the readings a
+// sensor last sent, for report by exception) in the same commit.
+func (q *Queue) MarkToken(slot []byte) []byte {
+	x := q.marks
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return bytes.Clone(x.token(slot))
 }

@@ -164,7 +164,7 @@ func (g *Gateway) Pollers() ([]*sensors.Poller, error) {
 
 // sensorSource builds a configured sensor, pin or pulse counter as an
 // event source on its subject, with the kind /status shows.
-func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig) (*source, error) {
+func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig, q *buffer.Queue) (*source, error) {
 	open := g.o.OpenPin
 	if open == nil {
 		open = hostPin
@@ -187,6 +187,10 @@ func (g *Gateway) sensorSource(c *config.Config, sc config.SensorConfig) (*sourc
 		p, err = sensors.NewPoller(sc.Name, sc.Interval, g.opener(sc), g.log)
 		if p != nil {
 			p.Stagger(stagger(c.Sensors, sc))
+			if sc.Report != nil && q != nil {
+				// What it sent last, stored with that reading.
+				p.Report(*sc.Report, sensors.ParseLastSent(q.MarkToken([]byte(reportSlot(sc.Name)))))
+			}
 		}
 		r, kind = p, status.KindSensor
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgegw/edgegw/buffer"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
@@ -255,7 +257,7 @@ func changedSections(old, c *config.Config) []string {
 // keep running (updated in place where they can be), changed ones are
 // stopped before their successors start, removed ones stop.
 func (r *runner) reconcileSources(c *config.Config, subs []mqttroute.Subscription) error {
-	specs := r.g.sourceSpecs(c, subs)
+	specs := r.g.sourceSpecs(c, subs, r.qr.q)
 	running := map[string]*part{}
 	for _, p := range r.srcs {
 		running[p.key] = p
@@ -395,7 +397,7 @@ type sourceSpec struct {
 
 // sourceSpecs are c's sources: the MQTT client of mqtt.broker, the
 // embedded broker (mqtt.server), and every sensor, in that order.
-func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttroute.Subscription) []sourceSpec {
+func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttroute.Subscription, q *buffer.Queue) []sourceSpec {
 	var out []sourceSpec
 	if m := c.MQTT; m != nil && m.Broker != "" {
 		client := *m
@@ -429,7 +431,7 @@ func (g *Gateway) sourceSpecs(c *config.Config, subs []mqttroute.Subscription) [
 	}
 	for _, sc := range c.Sensors {
 		out = append(out, sourceSpec{key: "sensor/" + sc.Name, sig: sig(sc, c.Gateway.ID), build: func() (*source, error) {
-			return g.sensorSource(c, sc)
+			return g.sensorSource(c, sc, q)
 		}})
 	}
 	return out

@@ -29,9 +29,21 @@ var _ event.Source = sensorSource{}
 
 func (s sensorSource) Run(ctx context.Context, emit event.EmitFunc) error {
 	return s.sensorRunner.Run(ctx, func(ctx context.Context, r sensors.Reading) error {
-		return emit(ctx, event.Event{Subject: s.subject, Source: r.Sensor, Time: r.Time, Payload: r.Payload, Priority: s.lane.Priority, TTL: s.lane.TTL})
+		e := event.Event{Subject: s.subject, Source: r.Sensor, Time: r.Time, Payload: r.Payload, Priority: s.lane.Priority, TTL: s.lane.TTL}
+		if r.State != nil {
+			// Report by exception: what the sensor sent, kept with the
+			// reading in the same commit (a mark), read back at start.
+			e.Once = &event.Once{Group: reportGroup, Slot: reportSlot(r.Sensor), Token: string(r.State)}
+		}
+		return emit(ctx, e)
 	})
 }
+
+// The marks that keep what each sensor reporting by exception last sent:
+// one group, a slot per sensor.
+const reportGroup = "report"
+
+func reportSlot(sensor string) string { return "report/" + sensor }
 
 // Report fills in a sensor's part of its status: up once it reads, what
 // it could not store, its failures and the last error.
@@ -39,6 +51,7 @@ func (s sensorSource) Report(st *status.SourceStatus) {
 	ss := s.Stats()
 	st.Up = ss.Available
 	st.NotStored, st.Errors, st.LastError = ss.NotStored, ss.Failures, ss.LastError
+	st.Suppressed = ss.Suppressed
 	if !ss.Available && st.LastError == "" {
 		st.LastError = "not opened yet"
 	}

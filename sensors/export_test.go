@@ -1,5 +1,7 @@
 package sensors
 
+import "time"
+
 // What the tests look at, and nothing else does.
 
 // Bounces is the number of edges ignored inside a debounce window.
@@ -15,4 +17,10 @@ func (r ModbusRegister) Decode(words []uint16, byteOrder, wordOrder string) (flo
 
 func (r ModbusRegister) Encode(v float64, byteOrder, wordOrder string) ([]uint16, error) {
 	return r.encode(v, byteOrder, wordOrder)
+}
+
+// Due is Report.due.
+func (r Report) Due(last *LastSent, now time.Time, vals map[string]float64, text map[string]string) bool {
+	d, _ := r.due(last, now, vals, text)
+	return d
 }

@@ -13,19 +13,22 @@ type Stats struct {
 	Reads     uint64 // readings handed to the buffer and stored
 	Failures  uint64 // failed opens and reads
 	NotStored uint64 // readings the buffer refused (full under when_full: reject, disk error): skipped
-	LastError string
+	// Suppressed counts readings report by exception did not send: no
+	// value moved past its band and the heartbeat was not due.
+	Suppressed uint64
+	LastError  string
 }
 
 // health holds the counters every source in this package reports.
 type health struct {
-	reads, failures, notStored atomic.Uint64
-	available                  atomic.Bool
-	lastErr                    atomic.Pointer[string]
+	reads, failures, notStored, suppressed atomic.Uint64
+	available                              atomic.Bool
+	lastErr                                atomic.Pointer[string]
 }
 
 // Stats returns the counters.
 func (h *health) Stats() Stats {
-	s := Stats{Available: h.available.Load(), Reads: h.reads.Load(), Failures: h.failures.Load(), NotStored: h.notStored.Load()}
+	s := Stats{Available: h.available.Load(), Reads: h.reads.Load(), Failures: h.failures.Load(), NotStored: h.notStored.Load(), Suppressed: h.suppressed.Load()}
 	if e := h.lastErr.Load(); e != nil {
 		s.LastError = *e
 	}

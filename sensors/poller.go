@@ -97,6 +97,8 @@ type Poller struct {
 	log      *slog.Logger
 	now      chan chan<- nowReading // ReadNow's requests, served by Run
 	phase    time.Duration          // before the first read (Stagger)
+	report   *Report                // report by exception, if set
+	last     *LastSent              // what was sent last (Run's)
 
 	health
 }
@@ -122,6 +124,12 @@ func NewPoller(name string, interval time.Duration, open OpenFunc, log *slog.Log
 
 // Name is the sensor's name.
 func (p *Poller) Name() string { return p.name }
+
+// Report turns on report by exception: readings are sent only when r
+// says so (a value past its band, the heartbeat), the rest counted as
+// suppressed. last is what was sent before a restart (the gateway stores
+// it with each reading sent), or nil. Call it before Run.
+func (p *Poller) Report(r Report, last *LastSent) { p.report, p.last = &r, last }
 
 // Stagger delays the first read by d, so devices that share a line (a
 // serial port, a Modbus gateway) are polled spread across the interval,
@@ -183,11 +191,9 @@ func (p *Poller) Run(ctx context.Context, emit EmitFunc) error {
 			p.log.Info("sensor back", "failures", p.failures.Load())
 		}
 		backoff = p.interval
-		b, err := json.Marshal(Payload{Sensor: p.name, TS: ts, Values: vals, Text: textOf(r)})
-		if err != nil {
-			return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
+		if err := p.send(ctx, emit, ts, vals, textOf(r), &storeLog); err != nil {
+			return err
 		}
-		p.emitted(ctx, emit(ctx, Reading{Sensor: p.name, Time: ts, Payload: b}), p.log, &storeLog, "readings")
 	wait:
 		select {
 		case <-ctx.Done():
@@ -242,6 +248,33 @@ func (p *Poller) ReadOnce() (Payload, error) {
 		return Payload{}, fmt.Errorf("%s: read: %w", p.name, err)
 	}
 	return Payload{Sensor: p.name, TS: ts, Values: vals, Text: textOf(r)}, nil
+}
+
+// send emits a reading, or with report by exception counts it suppressed
+// when nothing moved.
+func (p *Poller) send(ctx context.Context, emit EmitFunc, ts time.Time, vals map[string]float64, text map[string]string, storeLog *throttle) error {
+	var state []byte
+	var sent *LastSent
+	if p.report != nil {
+		due, why := p.report.due(p.last, ts, vals, text)
+		if !due {
+			p.suppressed.Add(1)
+			return nil
+		}
+		sent = &LastSent{Time: ts, Values: vals, Text: text}
+		state = sent.encode()
+		p.log.Debug("reading sent", "why", why)
+	}
+	b, err := json.Marshal(Payload{Sensor: p.name, TS: ts, Values: vals, Text: text})
+	if err != nil {
+		return fmt.Errorf("sensors: %s: %w", p.name, err) // NaN or Inf: a driver bug
+	}
+	err = emit(ctx, Reading{Sensor: p.name, Time: ts, Payload: b, State: state})
+	if err == nil && sent != nil {
+		p.last = sent // only once stored: a reading not stored is no reference
+	}
+	p.emitted(ctx, err, p.log, storeLog, "readings")
+	return nil
 }
 
 // textOf is r's text values, if it has any.

@@ -12,6 +12,10 @@ type Reading struct {
 	Sensor  string
 	Time    time.Time
 	Payload []byte
+	// State, for a sensor that reports by exception, is what it sent
+	// (LastSent, encoded): stored with the reading, in the same commit,
+	// and given back at the next start (Poller.Report).
+	State []byte
 }
 
 // EmitFunc hands a reading on (the gateway stores it) and returns once it

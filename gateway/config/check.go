@@ -167,6 +167,14 @@ func (c *Config) checkSensors(k checker) (filters []string) {
 		if s.Driver == "modbus" {
 			checkModbusShared(k, c.Sensors, i)
 		}
+		if s.Report != nil {
+			if sensors.IsGPIO(s.Driver) {
+				k.bad(p+".report", "a %s reports each change as it happens; report by exception is for polled sensors", s.Driver)
+			}
+			for _, e := range s.Report.Check() {
+				k.bad(p+"."+e.Field, "%s", e.Msg)
+			}
+		}
 		s.Route.check(k, p)
 		if s.Interval < 0 {
 			k.bad(p+".interval", "must be positive")

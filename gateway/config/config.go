@@ -83,6 +83,9 @@ type SensorConfig struct {
 	Scale    float64       `yaml:"scale,omitempty"`    // pulse_counter: unit per pulse
 	Unit     string        `yaml:"unit,omitempty"`     // pulse_counter: e.g. litres
 
+	// Report by exception for a polled sensor (docs/sensors.md).
+	Report *sensors.Report `yaml:"report,omitempty"`
+
 	// Modbus (docs/modbus.md): url, unit_id, timeout, serial, byte_order,
 	// word_order, frame_gap, registers.
 	sensors.ModbusSpec `yaml:",inline"`

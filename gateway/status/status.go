@@ -154,7 +154,9 @@ type SourceStatus struct {
 	// Sensors and pins only.
 	NotStored uint64 `json:"not_stored,omitempty"` // readings skipped because the buffer refused them
 	Errors    uint64 `json:"errors,omitempty"`     // failed opens and reads
-	LastError string `json:"last_error,omitempty"`
+	// Suppressed: readings report by exception did not send.
+	Suppressed uint64 `json:"suppressed,omitempty"`
+	LastError  string `json:"last_error,omitempty"`
 
 	LastValue      string    `json:"last_value,omitempty"` // the last reading's payload, at most 120 bytes
 	LastFrom       string    `json:"last_from,omitempty"`  // its MQTT topic or sensor
