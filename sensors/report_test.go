@@ -19,7 +19,9 @@ func TestReportDue(t *testing.T) {
 	last := &sensors.LastSent{Time: t0, Values: map[string]float64{"temperature_c": 20, "humidity_pct": 50}}
 	r := sensors.Report{Deadband: 0.5, Heartbeat: time.Hour, Values: map[string]sensors.Band{"humidity_pct": {DeadbandPct: 10}}}
 	at := t0.Add(time.Minute)
-	vals := func(t, h float64) map[string]float64 { return map[string]float64{"temperature_c": t, "humidity_pct": h} }
+	vals := func(t, h float64) map[string]float64 {
+		return map[string]float64{"temperature_c": t, "humidity_pct": h}
+	}
 	for _, c := range []struct {
 		name string
 		last *sensors.LastSent
