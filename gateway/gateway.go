@@ -68,6 +68,7 @@ type Gateway struct {
 	outputs  map[string]*output // by name; kept across fleet config changes
 
 	modbus *sensors.ModbusPorts // the modbus sensors' connections, shared by URL
+	wire   *forward.Wire        // the uplink's bytes on the network since New
 
 }
 
@@ -80,7 +81,7 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{o: o, local: cfg, cfg: cfg, log: log, modbus: sensors.NewModbusPorts(log.With("component", "modbus"))}
+	g := &Gateway{o: o, local: cfg, cfg: cfg, log: log, modbus: sensors.NewModbusPorts(log.With("component", "modbus")), wire: &forward.Wire{}}
 	g.web = web.New(g, g.log)
 	return g, nil
 }

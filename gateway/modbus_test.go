@@ -181,3 +181,90 @@ func TestFleetModbusWrite(t *testing.T) {
 		}
 	})
 }
+
+// Report by exception through the gateway, across a restart: a
+// temperature whose noise stays inside its band is sent once; a move past
+// the band is sent; after a restart on the same buffer the gateway knows
+// what it sent last, so it neither sends the unchanged value again nor
+// misses the next move.
+func TestReportByExceptionAcrossRestart(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	u := modbussim.NewUnit()
+	u.Holding[0] = 2150 // 21.50 °C
+	sim, err := modbussim.Start("127.0.0.1:0", map[uint8]*modbussim.Unit{1: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	set := func(v uint16) { sim.Do(func(units map[uint8]*modbussim.Unit) { units[1].Holding[0] = v }) }
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edgegw.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf(`gateway:
+  id: gw1
+  data_dir: %s
+sensors:
+  - name: boiler
+    driver: modbus
+    url: %s
+    unit_id: 1
+    interval: 10ms
+    report: {deadband: 0.5, heartbeat: 1h}
+    registers:
+      - {name: flow_temp_c, table: holding, address: 0, type: int16, scale: 0.01}
+upstream:
+  servers: [%s]
+  stream:
+    create: true
+http:
+  listen: "off"
+`, dir, sim.URL, srv.URL())), 0o600)
+	start := func() (*gateway.Gateway, func()) {
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := gateway.New(cfg, gateway.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g, runGateway(t, g)
+	}
+	suppressed := func(g *gateway.Gateway) uint64 {
+		for _, s := range g.Status().Sources {
+			if s.Name == "boiler" {
+				return s.Suppressed
+			}
+		}
+		return 0
+	}
+	temps := func() []float64 {
+		var out []float64
+		for _, m := range natstest.Messages(t, srv.URL()) {
+			var p sensors.Payload
+			json.Unmarshal(m.Data(), &p)
+			out = append(out, p.Values["flow_temp_c"])
+		}
+		return out
+	}
+	g, stop := start()
+	wait.For(t, "the first reading and 20 suppressed", func() bool { return streamMsgs(t, srv.URL()) == 1 && suppressed(g) >= 20 })
+	set(2195) // +0.45: noise, inside the band
+	n := suppressed(g)
+	wait.For(t, "20 more polls suppressed", func() bool { return suppressed(g) >= n+20 })
+	set(2210) // +0.60: past it
+	wait.For(t, "the move in the stream", func() bool { return streamMsgs(t, srv.URL()) == 2 })
+	stop()
+
+	set(2240) // +0.30 from what was sent last: inside the band
+	g, stop = start()
+	defer stop()
+	wait.For(t, "20 polls suppressed after the restart", func() bool { return suppressed(g) >= 20 })
+	if got := temps(); len(got) != 2 || got[0] != 21.5 || got[1] != 22.1 {
+		t.Fatalf("the stream holds %v; want [21.5 22.1]: a restart must not send an unchanged value", got)
+	}
+	set(2070) // -1.40: past it
+	wait.For(t, "the move after the restart", func() bool { return streamMsgs(t, srv.URL()) == 3 })
+	if got := temps(); got[2] != 20.7 {
+		t.Fatalf("the stream holds %v; want 20.7 last", got)
+	}
+}

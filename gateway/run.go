@@ -309,7 +309,9 @@ func (r *runner) reconcileSources(c *config.Config, subs []mqttroute.Subscriptio
 // startForwarder connects upstream and starts a forwarder.
 func (r *runner) startForwarder(c *config.Config, subs []mqttroute.Subscription, s string) (*part, error) {
 	g := r.g
-	nc, err := forward.Connect(connOptions(c), g.log.With("component", "upstream"))
+	o := connOptions(c)
+	o.Wire = g.wire
+	nc, err := forward.Connect(o, g.log.With("component", "upstream"))
 	if err != nil {
 		return nil, err
 	}

@@ -102,6 +102,13 @@ func (g *Gateway) Status() status.Status {
 		for _, h := range fs.Held {
 			u.Held = append(u.Held, status.HeldRoute{Route: h.Route, Subject: h.Subject, Events: h.Events, Since: h.Since, Why: h.Why})
 		}
+		u.WireUp, u.WireDown = g.wire.Bytes()
+		if fs.Acked > 0 {
+			u.WirePerReading = float64(u.WireUp+u.WireDown) / float64(fs.Acked)
+		}
+		if st.UptimeSeconds > 0 {
+			u.WirePerDay = float64(u.WireUp+u.WireDown) / st.UptimeSeconds * 86400
+		}
 		if q != nil {
 			// Events held (acked ones leave the buffer within ackDelay:
 			// the writer deletes them in batches).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -147,6 +148,11 @@ func (r ModbusRegister) decode(words []uint16, byteOrder, wordOrder string) (v f
 	v = v*r.scale() + r.Offset
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, "", false
+	}
+	if r.Scale != nil || r.Offset != 0 {
+		// 2240 × 0.01 is 22.400000000000002 in binary: 12 significant
+		// digits are more than any register holds.
+		v, _ = strconv.ParseFloat(strconv.FormatFloat(v, 'g', 12, 64), 64)
 	}
 	return v, "", true
 }

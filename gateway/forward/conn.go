@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -36,6 +37,9 @@ type ConnOptions struct {
 	// compresses over WebSocket only): about a seventh of the bytes for
 	// small readings (docs/upstream.md).
 	Compression bool
+
+	// Wire, if set, counts the connection's bytes on the network.
+	Wire *Wire
 
 	// ReconnectWait is the base delay between reconnect attempts (default
 	// 2s); each attempt adds up to 1s of jitter, so a fleet does not
@@ -169,6 +173,9 @@ func (o ConnOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 	}
 	if o.Compression {
 		opts = append(opts, nats.Compression(true))
+	}
+	if o.Wire != nil {
+		opts = append(opts, nats.SetCustomDialer(wireDialer{w: o.Wire, d: net.Dialer{Timeout: dialTimeout}}))
 	}
 	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
 		cfg, err := tlsclient.Config(o.CAFile, o.CertFile, o.KeyFile)

@@ -88,21 +88,28 @@ type LaneStatus struct {
 
 // UpstreamStatus is the JetStream side of Status.
 type UpstreamStatus struct {
-	Connected  bool    `json:"connected"`
-	Stream     string  `json:"stream"`
-	Published  uint64  `json:"published"`
-	Acked      uint64  `json:"acked"`
-	Resent     uint64  `json:"resent"`
-	Skipped    uint64  `json:"skipped"`
-	Rejected   uint64  `json:"rejected"`
-	Expired    uint64  `json:"expired"` // past their MQTT 5 message expiry, not sent
-	LastSeq    uint64  `json:"last_acked_seq"`
-	LagEvents  uint64  `json:"lag_events"`  // buffered, not yet acknowledged upstream
-	LagSeconds float64 `json:"lag_seconds"` // age of the oldest of those
-	LastError  string  `json:"last_error,omitempty"`
-	Drain      string  `json:"drain"`    // live_first or oldest_first
-	Servers    string  `json:"servers"`  // the hub's URLs, credentials hidden
-	Backfill   uint64  `json:"backfill"` // events sent behind live ones
+	Connected bool   `json:"connected"`
+	Stream    string `json:"stream"`
+	Published uint64 `json:"published"`
+	Acked     uint64 `json:"acked"`
+	Resent    uint64 `json:"resent"`
+	Skipped   uint64 `json:"skipped"`
+	Rejected  uint64 `json:"rejected"`
+	Expired   uint64 `json:"expired"` // past their MQTT 5 message expiry, not sent
+	LastSeq   uint64 `json:"last_acked_seq"`
+	LagEvents uint64 `json:"lag_events"` // buffered, not yet acknowledged upstream
+	// The uplink's bytes on the network since start (below TLS, after
+	// compression: what a metered link bills), per reading acknowledged
+	// and per day at this rate.
+	WireUp         int64   `json:"wire_up_bytes"`
+	WireDown       int64   `json:"wire_down_bytes"`
+	WirePerReading float64 `json:"wire_bytes_per_reading"`
+	WirePerDay     float64 `json:"wire_bytes_per_day"`
+	LagSeconds     float64 `json:"lag_seconds"` // age of the oldest of those
+	LastError      string  `json:"last_error,omitempty"`
+	Drain          string  `json:"drain"`    // live_first or oldest_first
+	Servers        string  `json:"servers"`  // the hub's URLs, credentials hidden
+	Backfill       uint64  `json:"backfill"` // events sent behind live ones
 	// ConfigError: the stream is missing or refuses this gateway; retrying
 	// will not help until the hub or the config changes.
 	ConfigError bool `json:"config_error,omitempty"`

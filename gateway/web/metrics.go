@@ -60,6 +60,7 @@ type collector struct {
 	laneEvents, laneBytes, laneOldestAge, clockSynced, upBackfill         *prometheus.Desc
 
 	upConnected, upPublished, upAcked, upResent, upSkipped, upRejected, upExpired, upLagEvents, upLagSeconds *prometheus.Desc
+	upWire, upWirePerReading                                                                                 *prometheus.Desc
 
 	written, writtenPerReading, writtenPerDay, cardLife *prometheus.Desc
 }
@@ -75,7 +76,7 @@ func newCollector(rt Runtime) *collector {
 		srcUp:          d("source_up", "1 when the source can deliver: MQTT connected and subscribed, sensor read OK, pin open.", "source", "kind"),
 		srcIngested:    d("source_ingested_total", "Events from the source committed to the buffer.", "source"),
 		srcRejected:    d("source_rejected_total", "Messages refused as bad input (acknowledged and dropped), by reason.", "source", "reason"),
-		srcDropped:     d("source_dropped_total", "Events not stored, by reason: duplicate (a redelivered copy of a stored MQTT message), retained (a retained MQTT copy sent on (re)subscribe, not a new reading), not_stored (a sensor reading the buffer refused).", "source", "reason"),
+		srcDropped:     d("source_dropped_total", "Events not stored, by reason: duplicate (a redelivered copy of a stored MQTT message), retained (a retained MQTT copy sent on (re)subscribe, not a new reading), not_stored (a sensor reading the buffer refused), suppressed (a reading report by exception did not send: nothing moved past its band).", "source", "reason"),
 		srcStoreErrors: d("source_store_errors_total", "Commits of the source's events that the buffer refused (full under when_full: reject, or a write error), each retry once. MQTT messages stay unacknowledged and are retried.", "source"),
 		srcSetAside:    d("source_set_aside_total", "Events too large for buffer.max_bytes, put in the buffer's dead-letter lane instead.", "source"),
 		srcErrors:      d("source_errors_total", "Failed opens and reads of a sensor or pin.", "source"),
@@ -109,15 +110,17 @@ func newCollector(rt Runtime) *collector {
 		bufDeadDropped: d("buffer_dead_letters_dropped_total", "Dead letters dropped because the lane was at its bound."),
 		bufQuarantined: d("buffer_quarantined_total", "Damaged buffer files moved aside at open (their readable events salvaged)."),
 
-		upConnected:  d("upstream_connected", "1 while connected to a NATS server."),
-		upPublished:  d("upstream_published_total", "Publishes sent to JetStream, re-sends included."),
-		upAcked:      d("upstream_acked_total", "Events the stream acknowledged."),
-		upResent:     d("upstream_resent_total", "Publishes sent again after a failure (go-back-N)."),
-		upSkipped:    d("upstream_skipped_total", "Events found already in the stream on (re)connect and not sent again."),
-		upRejected:   d("upstream_rejected_total", "Events the stream can never take, set aside."),
-		upExpired:    d("upstream_expired_total", "Events past their MQTT 5 message expiry, dropped unsent."),
-		upLagEvents:  d("upstream_lag_events", "Buffered events not yet acknowledged by the stream."),
-		upLagSeconds: d("upstream_lag_seconds", "Age of the oldest event not yet acknowledged by the stream (0 when none)."),
+		upConnected:      d("upstream_connected", "1 while connected to a NATS server."),
+		upPublished:      d("upstream_published_total", "Publishes sent to JetStream, re-sends included."),
+		upAcked:          d("upstream_acked_total", "Events the stream acknowledged."),
+		upResent:         d("upstream_resent_total", "Publishes sent again after a failure (go-back-N)."),
+		upSkipped:        d("upstream_skipped_total", "Events found already in the stream on (re)connect and not sent again."),
+		upRejected:       d("upstream_rejected_total", "Events the stream can never take, set aside."),
+		upExpired:        d("upstream_expired_total", "Events past their MQTT 5 message expiry, dropped unsent."),
+		upWire:           d("upstream_wire_bytes_total", "Bytes of the uplink on the network since start, by direction (up, down): below TLS, after WebSocket compression, what a metered link bills.", "direction"),
+		upWirePerReading: d("upstream_wire_bytes_per_reading", "The uplink's bytes on the network, both directions, per event acknowledged since start."),
+		upLagEvents:      d("upstream_lag_events", "Buffered events not yet acknowledged by the stream."),
+		upLagSeconds:     d("upstream_lag_seconds", "Age of the oldest event not yet acknowledged by the stream (0 when none)."),
 
 		written:           d("storage_written_bytes_total", "Bytes written to storage since start, by file: buffer (its commits' pages), broker_sessions (the embedded broker's sessions file, estimated as three pages of the system page size per commit).", "file"),
 		writtenPerReading: d("storage_written_per_reading_bytes", "Bytes written to storage since start per reading appended since start (SD wear)."),
@@ -171,6 +174,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.upBackfill, u.Backfill)
 	counter(c.upRejected, u.Rejected)
 	counter(c.upExpired, u.Expired)
+	counter(c.upWire, uint64(u.WireUp), "up")
+	counter(c.upWire, uint64(u.WireDown), "down")
+	gauge(c.upWirePerReading, u.WirePerReading)
 	if b.Open {
 		gauge(c.upLagEvents, float64(u.LagEvents))
 		gauge(c.upLagSeconds, u.LagSeconds)
@@ -202,6 +208,7 @@ func (c *collector) sources(sources []status.SourceStatus, gauge func(*prometheu
 			counter(c.srcDropped, s.Retained, s.Name, "retained")
 		default:
 			counter(c.srcDropped, s.NotStored, s.Name, "not_stored")
+			counter(c.srcDropped, s.Suppressed, s.Name, "suppressed")
 			counter(c.srcErrors, s.Errors, s.Name)
 		}
 		if s.LastReadingAge != nil {

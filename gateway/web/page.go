@@ -166,6 +166,11 @@ func renderUplink(p func(string, ...any), d pageData) {
 	p("<tr><td>stream</td><td>%s</td><td>round trip</td><td>%s</td></tr>\n", e(u.Stream), e(d.RTT))
 	p("<tr><td>last PubAck</td><td>%s</td><td>time to drain</td><td>%s</td></tr>\n", e(d.LastAck), e(d.TimeToDrain))
 	p("<tr><td>acknowledged since start</td><td>%d</td><td>drain</td><td>%s (%d backfill)</td></tr>\n", u.Acked, e(u.Drain), u.Backfill)
+	p("<tr><td>on the wire per reading</td><td id=\"wire-per-reading\">%s <small>(%s up, %s down since start)</small></td><td>per day</td><td id=\"wire-per-day\">%s</td></tr>\n",
+		e(bytesText(int64(u.WirePerReading))), e(bytesText(u.WireUp)), e(bytesText(u.WireDown)), e(bytesText(int64(u.WirePerDay))))
+	if n := suppressed(d.S.Sources); n > 0 {
+		p("<tr><td>readings suppressed</td><td id=\"suppressed\" colspan=\"3\">%d <small>(report by exception: nothing moved past its band)</small></td></tr>\n", n)
+	}
 	if u.LastError != "" {
 		p("<tr><td>last error</td><td colspan=\"3\" class=\"bad\">%s</td></tr>\n", e(u.LastError))
 	}
@@ -173,6 +178,15 @@ func renderUplink(p func(string, ...any), d pageData) {
 		p("<tr><td>held route</td><td colspan=\"3\" class=\"bad\">%s: %d events waiting since %s. %s</td></tr>\n", e(h.Route), h.Events, e(h.Since.Format("15:04:05")), e(h.Why))
 	}
 	p("</table>\n</section>\n\n")
+}
+
+// suppressed is the readings report by exception kept back, all sensors.
+func suppressed(srcs []status.SourceStatus) uint64 {
+	var n uint64
+	for _, s := range srcs {
+		n += s.Suppressed
+	}
+	return n
 }
 
 // class is yes when ok, else no.

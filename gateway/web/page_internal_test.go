@@ -29,10 +29,10 @@ func TestPageGolden(t *testing.T) {
 		S: status.Status{Gateway: "lobby-pi-01", Version: "v1.4.0", Ready: false, NotReady: "no source can deliver",
 			Buffer: status.BufferStatus{Events: 120, Bytes: 20480, ClockSynced: true, DroppedTTL: 3,
 				Lanes: []status.LaneStatus{{Priority: 0}, {Priority: 5, TTL: "6h0m0s", Events: 120, OldestAgeSeconds: 40, Acked: 30}}},
-			Upstream: status.UpstreamStatus{Stream: "TELEMETRY", Servers: "tls://hub-1.example.com:4222, tls://hub-2.example.com:4222", DownSince: down, Acked: 30, Drain: "live_first", Backfill: 12, LastError: "uplink down since 2026-11-25T09:30:00Z"},
+			Upstream: status.UpstreamStatus{Stream: "TELEMETRY", Servers: "tls://hub-1.example.com:4222, tls://hub-2.example.com:4222", DownSince: down, Acked: 30, Drain: "live_first", Backfill: 12, WireUp: 870, WireDown: 270, WirePerReading: 38, WirePerDay: 328320, LastError: "uplink down since 2026-11-25T09:30:00Z"},
 			Sources: []status.SourceStatus{
 				{Name: "mqtt-server", Kind: status.KindMQTTServer, Up: true, Ingested: 150, LastValue: `{"t":21.5}`, LastFrom: "sensors/lobby/temp", Address: "mqtt://0.0.0.0:1883", LastReadingAge: &age},
-				{Name: "tank", Kind: status.KindSensor, Up: false, LastError: `I²C bus "1": no such device`},
+				{Name: "tank", Kind: status.KindSensor, Up: false, Suppressed: 1710, LastError: `I²C bus "1": no such device`},
 				{Name: "door", Kind: status.KindGPIO, Up: true, LastReadingAge: &stale},
 			},
 			Storage: status.StorageStatus{
