@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,17 +99,33 @@ func TestCompressedUplinkBytes(t *testing.T) {
 	}
 }
 
+// cpuUsed is the CPU time (user and system) this process has used.
+func cpuUsed() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // BenchmarkMeteredUplink is the metered-link figure: 20,000 readings of
 // about 60 bytes drained by the forwarder through a counting relay, over
 // plain NATS and over wss:// with per-message deflate, in the same run:
-// bytes per reading up and down, and the drain rate.
+// bytes per reading up and down, the drain rate, and the CPU per reading
+// of the whole process (the forwarder, the relay and the in-process
+// server: both ends of the deflate).
 //
 //	go test -run '^$' -bench MeteredUplink -benchtime 1x -count 3 ./gateway/forward/
 func BenchmarkMeteredUplink(b *testing.B) {
 	const n = 20_000
 	for range b.N {
+		c0 := cpuUsed()
 		plain := meter(b, uplink{name: "nats"}, n)
+		c1 := cpuUsed()
 		on := meter(b, uplink{name: "wss+compression", wss: true, compression: true}, n)
+		c2 := cpuUsed()
+		b.ReportMetric(float64((c1-c0).Microseconds())/n, "nats-cpu-us/reading")
+		b.ReportMetric(float64((c2-c1).Microseconds())/n, "wss-deflate-cpu-us/reading")
 		b.ReportMetric(float64(plain.up)/n, "nats-up-B/reading")
 		b.ReportMetric(float64(plain.down)/n, "nats-down-B/reading")
 		b.ReportMetric(float64(on.up)/n, "wss-deflate-up-B/reading")
