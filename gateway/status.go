@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/buffer"
+	"github.com/edgegw/edgegw/gateway/forward"
 	"github.com/edgegw/edgegw/gateway/secret"
 	"github.com/edgegw/edgegw/gateway/status"
 	"github.com/edgegw/edgegw/gateway/web"
@@ -93,27 +94,7 @@ func (g *Gateway) Status() status.Status {
 		}
 	}
 	if fwd != nil {
-		fs := fwd.Stats()
-		u := &st.Upstream
-		u.Connected = fs.Connected
-		u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.Expired, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.Expired, fs.LastSeq
-		u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
-		u.Backfill = fs.Backfill
-		for _, h := range fs.Held {
-			u.Held = append(u.Held, status.HeldRoute{Route: h.Route, Subject: h.Subject, Events: h.Events, Since: h.Since, Why: h.Why})
-		}
-		u.WireUp, u.WireDown = g.wire.Bytes()
-		if fs.Acked > 0 {
-			u.WirePerReading = float64(u.WireUp+u.WireDown) / float64(fs.Acked)
-		}
-		if st.UptimeSeconds > 0 {
-			u.WirePerDay = float64(u.WireUp+u.WireDown) / st.UptimeSeconds * 86400
-		}
-		if q != nil {
-			// Events held (acked ones leave the buffer within ackDelay:
-			// the writer deletes them in batches).
-			u.LagEvents, u.LagSeconds = bs.Events, bs.OldestAge.Seconds()
-		}
+		g.upstreamStatus(&st, fwd.Stats(), q != nil, bs)
 	}
 	var readings uint64
 	if q != nil {
@@ -122,6 +103,31 @@ func (g *Gateway) Status() status.Status {
 	st.Storage = storageStatus(c.Gateway.Storage, storageFiles(c, q != nil, bs, st.Sources), readings, now.Sub(started), g.history())
 	st.Ready, st.NotReady = status.Ready(st)
 	return st
+}
+
+// upstreamStatus fills st's upstream part from the forwarder's stats and
+// the wire counter; open says the buffer is, bs its stats.
+func (g *Gateway) upstreamStatus(st *status.Status, fs forward.Stats, open bool, bs buffer.Stats) {
+	u := &st.Upstream
+	u.Connected = fs.Connected
+	u.Published, u.Acked, u.Resent, u.Skipped, u.Rejected, u.Expired, u.LastSeq = fs.Published, fs.Acked, fs.Resent, fs.Skipped, fs.Rejected, fs.Expired, fs.LastSeq
+	u.LastError, u.ConfigError, u.DownSince, u.LastAck = fs.LastError, fs.ConfigError, fs.DownSince, fs.LastAck
+	u.Backfill = fs.Backfill
+	for _, h := range fs.Held {
+		u.Held = append(u.Held, status.HeldRoute{Route: h.Route, Subject: h.Subject, Events: h.Events, Since: h.Since, Why: h.Why})
+	}
+	u.WireUp, u.WireDown = g.wire.Bytes()
+	if fs.Acked > 0 {
+		u.WirePerReading = float64(u.WireUp+u.WireDown) / float64(fs.Acked)
+	}
+	if st.UptimeSeconds > 0 {
+		u.WirePerDay = float64(u.WireUp+u.WireDown) / st.UptimeSeconds * 86400
+	}
+	if open {
+		// Events held (acked ones leave the buffer within ackDelay:
+		// the writer deletes them in batches).
+		u.LagEvents, u.LagSeconds = bs.Events, bs.OldestAge.Seconds()
+	}
 }
 
 // watch logs a warning when the uplink or the MQTT broker has been down

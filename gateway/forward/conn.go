@@ -157,6 +157,16 @@ func (o ConnOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 			log.Warn("upstream error", "err", err)
 		}),
 	)
+	auth, err := o.authOptions()
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, auth...), nil
+}
+
+// authOptions are the credential, TLS, compression and wire counting of o.
+func (o ConnOptions) authOptions() ([]nats.Option, error) {
+	var opts []nats.Option
 	switch {
 	case o.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(o.CredsFile))
