@@ -2,12 +2,9 @@ package gateway_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/edgegw/edgegw/gateway"
-	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/natstest"
 	"github.com/edgegw/edgegw/gateway/wait"
 )
@@ -23,8 +20,7 @@ func TestGatewayCompressedUplink(t *testing.T) {
 	srv := natstest.Start(t, mod)
 	perReading := func(server, extra string) float64 {
 		dir := t.TempDir()
-		path := filepath.Join(dir, "edgegw.yaml")
-		os.WriteFile(path, []byte(fmt.Sprintf(`gateway:
+		path := writeConfig(t, dir, fmt.Sprintf(`gateway:
   id: gw1
   data_dir: %s
 sensors:
@@ -37,12 +33,8 @@ upstream:
     create: true
 http:
   listen: "off"
-`, dir, server, extra)), 0o600)
-		cfg, err := config.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := gateway.New(cfg, gateway.Options{})
+`, dir, server, extra))
+		g, err := gateway.New(loadConfig(t, path), gateway.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

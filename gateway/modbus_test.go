@@ -64,12 +64,7 @@ upstream:
   stream:
     create: true
 `, dir, sim.URL, srv.URL())
-	path := filepath.Join(dir, "edgegw.yaml")
-	os.WriteFile(path, []byte(text), 0o600)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, writeConfig(t, dir, text))
 	cfg.HTTP.Listen = "off"
 	g, err := gateway.New(cfg, gateway.Options{})
 	if err != nil {
@@ -198,8 +193,7 @@ func TestReportByExceptionAcrossRestart(t *testing.T) {
 	defer sim.Close()
 	set := func(v uint16) { sim.Do(func(units map[uint8]*modbussim.Unit) { units[1].Holding[0] = v }) }
 	dir := t.TempDir()
-	path := filepath.Join(dir, "edgegw.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf(`gateway:
+	path := writeConfig(t, dir, fmt.Sprintf(`gateway:
   id: gw1
   data_dir: %s
 sensors:
@@ -217,13 +211,9 @@ upstream:
     create: true
 http:
   listen: "off"
-`, dir, sim.URL, srv.URL())), 0o600)
+`, dir, sim.URL, srv.URL()))
 	start := func() (*gateway.Gateway, func()) {
-		cfg, err := config.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := gateway.New(cfg, gateway.Options{})
+		g, err := gateway.New(loadConfig(t, path), gateway.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,4 +257,24 @@ http:
 	if got := temps(); got[2] != 20.7 {
 		t.Fatalf("the stream holds %v; want 20.7 last", got)
 	}
+}
+
+// writeConfig writes a config file edgegw.yaml in dir.
+func writeConfig(t testing.TB, dir, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, "edgegw.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// loadConfig loads the config at path, as edgegw run does.
+func loadConfig(t testing.TB, path string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

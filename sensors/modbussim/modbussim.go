@@ -111,26 +111,10 @@ func (s *Server) unit(id uint8) (*Unit, error) {
 	return u, nil
 }
 
-func words(u *Unit, table map[uint16]uint16, addr, n uint16, write bool, args []uint16) ([]uint16, error) {
-	out := make([]uint16, n)
-	for k := range n {
-		a := addr + k
-		v, ok := table[a]
-		if !ok || u.Refused[a] {
-			return nil, modbus.ErrIllegalDataAddress
-		}
-		out[k] = v
-	}
-	if write {
-		for k, v := range args {
-			table[addr+uint16(k)] = v
-		}
-	}
-	return out, nil
-}
-
-func bits(u *Unit, table map[uint16]bool, addr, n uint16, write bool, args []bool) ([]bool, error) {
-	out := make([]bool, n)
+// access reads n values of table from addr, refusing any address the
+// unit does not hold, and then writes args there if write.
+func access[V uint16 | bool](u *Unit, table map[uint16]V, addr, n uint16, write bool, args []V) ([]V, error) {
+	out := make([]V, n)
 	for k := range n {
 		a := addr + k
 		v, ok := table[a]
@@ -154,7 +138,7 @@ func (s *Server) HandleCoils(r *modbus.CoilsRequest) ([]bool, error) {
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	return bits(u, u.Coils, r.Addr, r.Quantity, r.IsWrite, r.Args)
+	return access(u, u.Coils, r.Addr, r.Quantity, r.IsWrite, r.Args)
 }
 
 // HandleDiscreteInputs serves the discrete inputs.
@@ -164,7 +148,7 @@ func (s *Server) HandleDiscreteInputs(r *modbus.DiscreteInputsRequest) ([]bool, 
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	return bits(u, u.Discrete, r.Addr, r.Quantity, false, nil)
+	return access[bool](u, u.Discrete, r.Addr, r.Quantity, false, nil)
 }
 
 // HandleHoldingRegisters serves the holding registers.
@@ -174,7 +158,7 @@ func (s *Server) HandleHoldingRegisters(r *modbus.HoldingRegistersRequest) ([]ui
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	return words(u, u.Holding, r.Addr, r.Quantity, r.IsWrite, r.Args)
+	return access(u, u.Holding, r.Addr, r.Quantity, r.IsWrite, r.Args)
 }
 
 // HandleInputRegisters serves the input registers.
@@ -184,5 +168,5 @@ func (s *Server) HandleInputRegisters(r *modbus.InputRegistersRequest) ([]uint16
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	return words(u, u.Input, r.Addr, r.Quantity, false, nil)
+	return access[uint16](u, u.Input, r.Addr, r.Quantity, false, nil)
 }
