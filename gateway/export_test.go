@@ -79,3 +79,6 @@ func BufferEmitter(q *buffer.Queue) event.EmitFunc {
 
 // ChangedSections is what the log names after a config change.
 var ChangedSections = changedSections
+
+// Stagger is how long a sensor's first poll waits.
+var Stagger = stagger

@@ -278,3 +278,23 @@ func loadConfig(t testing.TB, path string) *config.Config {
 	}
 	return cfg
 }
+
+// Modbus devices that share a URL are polled spread across the interval;
+// others start at once.
+func TestModbusPollsStaggered(t *testing.T) {
+	m := func(name, url string) config.SensorConfig {
+		sc := config.SensorConfig{Name: name, Driver: "modbus", Interval: 30 * time.Second}
+		sc.URL = url
+		return sc
+	}
+	all := []config.SensorConfig{
+		m("a", "rtu:///dev/ttyUSB0"), {Name: "climate", Driver: "sim", Interval: 30 * time.Second},
+		m("b", "rtu:///dev/ttyUSB0"), m("meter", "tcp://10.0.0.20:502"), m("c", "rtu:///dev/ttyUSB0"),
+	}
+	want := map[string]time.Duration{"a": 0, "climate": 0, "b": 10 * time.Second, "meter": 0, "c": 20 * time.Second}
+	for _, sc := range all {
+		if got := gateway.Stagger(all, sc); got != want[sc.Name] {
+			t.Errorf("%s starts after %s, want %s", sc.Name, got, want[sc.Name])
+		}
+	}
+}
