@@ -407,3 +407,32 @@ func FuzzModbusDecode(f *testing.F) {
 		}
 	})
 }
+
+// frame_gap: the line is kept quiet that long between two transactions,
+// whichever devices they are for.
+func TestModbusFrameGap(t *testing.T) {
+	units := map[uint8]*modbussim.Unit{1: modbussim.NewUnit(), 2: modbussim.NewUnit()}
+	units[1].Holding[0], units[2].Holding[0] = 1, 2
+	sim := startSim(t, units)
+	ports := sensors.NewModbusPorts(nil)
+	const gap = 30 * time.Millisecond
+	var devs []*sensors.ModbusDevice
+	for id := 1; id <= 2; id++ {
+		d, err := sensors.OpenModbus(ports, sensors.ModbusSpec{URL: sim.URL, UnitID: id, FrameGap: gap,
+			Registers: []sensors.ModbusRegister{{Name: "v", Table: "holding", Address: 0, Type: "uint16"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		devs = append(devs, d)
+	}
+	start := time.Now()
+	for k := range 6 {
+		if _, err := devs[k%2].Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took < 5*gap {
+		t.Fatalf("6 transactions in %s: the 5 gaps between them need %s", took, 5*gap)
+	}
+}
