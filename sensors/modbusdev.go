@@ -162,7 +162,6 @@ type ModbusDevice struct {
 	spec  ModbusSpec
 	plan  []modbusRead
 	text  map[string]string // the strings of the last reading
-	reqs  int               // requests sent
 }
 
 // Read takes one reading: every register, in as few requests as the plan
@@ -213,7 +212,6 @@ func (d *ModbusDevice) Read() (map[string]float64, error) {
 }
 
 func (d *ModbusDevice) read(m modbusRead) (words []uint16, bits []bool, err error) {
-	d.reqs++
 	err = d.port.do(d.spec.UnitID, func(c *modbus.ModbusClient) error {
 		var err error
 		switch m.table {
