@@ -314,13 +314,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			continue
 		}
 		msg := err.Error()
-		if !f.nc.IsConnected() {
-			// What a publish into a dropped connection says ("outbound
-			// buffer limit exceeded") is not the news: the outage is.
-			f.noteDown()
-			msg = fmt.Sprintf("uplink down since %s (%s)", time.Unix(0, f.downSince.Load()).UTC().Format(time.RFC3339), msg)
-		}
 		f.lastErr.Store(&msg)
+		if !f.nc.IsConnected() {
+			f.sayDown()
+		}
 		f.configErr.Store(errors.Is(err, ErrConfig))
 		if errors.Is(err, buffer.ErrClosed) {
 			return err
@@ -343,12 +340,40 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 }
 
+// sayDown notes the outage and makes LastError say so, the last session's
+// error after it: what a publish into a dropped connection says ("outbound
+// buffer limit exceeded", a PubAck timeout) is not the news, the outage
+// is. A session can end a moment before nats.go sees the connection gone;
+// waitConnected then says it.
+func (f *Forwarder) sayDown() {
+	f.noteDown()
+	head := downPrefix + time.Unix(0, f.downSince.Load()).UTC().Format(time.RFC3339)
+	prev := f.lastErr.Load()
+	if prev != nil && strings.HasPrefix(*prev, head) {
+		return
+	}
+	msg := head
+	if prev != nil {
+		cause := *prev
+		if strings.HasPrefix(cause, downPrefix) { // an earlier outage's: keep its cause
+			_, cause, _ = strings.Cut(cause, " (")
+			cause = strings.TrimSuffix(cause, ")")
+		}
+		if cause != "" {
+			msg += " (" + cause + ")"
+		}
+	}
+	f.lastErr.Store(&msg)
+}
+
+const downPrefix = "uplink down since "
+
 // waitConnected returns when the connection is up, checking every 100ms.
 func (f *Forwarder) waitConnected(ctx context.Context) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for !f.nc.IsConnected() {
-		f.noteDown()
+		f.sayDown()
 		if f.nc.IsClosed() {
 			return errors.New("upstream connection closed")
 		}

@@ -647,3 +647,26 @@ func TestStreamDeletedUnderARunningForwarder(t *testing.T) {
 		t.Fatalf("new stream holds %d, want 100", n)
 	}
 }
+
+// An uplink down from the start reads as an outage in LastError too, not
+// as nothing: waitConnected says it, whether or not a session ended first.
+func TestUplinkDownFromTheStartIsSaid(t *testing.T) {
+	port := natstest.FreePort(t) // nothing listens there
+	q := fillQueue(t, filepath.Join(t.TempDir(), "buf.db"), 0, 10)
+	defer q.Close()
+	f, err := forward.New(q, connect(t, fmt.Sprintf("nats://127.0.0.1:%d", port)), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	wait.For(t, "LastError to say the uplink is down", func() bool { return strings.HasPrefix(f.Stats().LastError, "uplink down since ") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Events != 10 {
+		t.Fatalf("the buffer holds %d events, want all 10", st.Events)
+	}
+}
