@@ -67,8 +67,9 @@ var modbusTypes = map[string]int{ // registers each takes
 // bits says whether the table holds bits (coils, discrete inputs).
 func bits(table string) bool { return table == TableCoil || table == TableDiscrete }
 
-// width is how many registers (or bits) r takes.
-func (r ModbusRegister) width() int {
+// Width is how many registers (or bits) r takes; 0 for a string without
+// its length.
+func (r ModbusRegister) Width() int {
 	if bits(r.Table) {
 		return 1
 	}
@@ -77,10 +78,6 @@ func (r ModbusRegister) width() int {
 	}
 	return modbusTypes[r.Type]
 }
-
-// Width is how many registers (or bits) r takes; 0 for a string without
-// its length.
-func (r ModbusRegister) Width() int { return r.width() }
 
 // typ is r's type, bool where a bit table leaves it out.
 func (r ModbusRegister) typ() string {
@@ -193,8 +190,8 @@ func checkRegisters(regs []ModbusRegister) []*SpecError {
 		if t == "string" && (r.Length < 1 || r.Length > 125) {
 			bad("length", "a string needs its length in registers, 1..125 (two characters each)")
 		}
-		if r.Address < 0 || r.Address+max(r.width(), 1)-1 > 0xffff {
-			bad("address", "%d is outside 0..65535 (with its %d registers)", r.Address, max(r.width(), 1))
+		if r.Address < 0 || r.Address+max(r.Width(), 1)-1 > 0xffff {
+			bad("address", "%d is outside 0..65535 (with its %d registers)", r.Address, max(r.Width(), 1))
 		}
 		if (t == "bool" || t == "string") && (r.Scale != nil || r.Offset != 0) {
 			bad("scale", "a %s has no scale or offset", t)
@@ -213,7 +210,7 @@ func checkRegisters(regs []ModbusRegister) []*SpecError {
 func overlaps(regs []ModbusRegister) []*SpecError {
 	idx := make([]int, 0, len(regs))
 	for i, r := range regs {
-		if r.width() > 0 {
+		if r.Width() > 0 {
 			idx = append(idx, i)
 		}
 	}
@@ -227,9 +224,9 @@ func overlaps(regs []ModbusRegister) []*SpecError {
 	var errs []*SpecError
 	for k := 1; k < len(idx); k++ {
 		prev, cur := regs[idx[k-1]], regs[idx[k]]
-		if prev.Table == cur.Table && cur.Address < prev.Address+prev.width() {
+		if prev.Table == cur.Table && cur.Address < prev.Address+prev.Width() {
 			errs = append(errs, specErr(fmt.Sprintf("registers[%d].address", idx[k]),
-				"%d overlaps registers[%d] (%s, %d..%d)", cur.Address, idx[k-1], prev.Name, prev.Address, prev.Address+prev.width()-1))
+				"%d overlaps registers[%d] (%s, %d..%d)", cur.Address, idx[k-1], prev.Name, prev.Address, prev.Address+prev.Width()-1))
 		}
 	}
 	return errs

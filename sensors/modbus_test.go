@@ -30,6 +30,17 @@ func startSim(t *testing.T, units map[uint8]*modbussim.Unit) *modbussim.Server {
 	return s
 }
 
+// openModbus opens a device on ports for the test's length.
+func openModbus(t *testing.T, ports *sensors.ModbusPorts, spec sensors.ModbusSpec) *sensors.ModbusDevice {
+	t.Helper()
+	d, err := sensors.OpenModbus(ports, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 func put32(t map[uint16]uint16, addr uint16, v uint32, lowFirst bool) {
 	hi, lo := uint16(v>>16), uint16(v)
 	if lowFirst {
@@ -158,11 +169,7 @@ func TestModbusGrouping(t *testing.T) {
 		regs = append(regs, sensors.ModbusRegister{Name: "c" + itoa(a), Table: "coil", Address: a})
 	}
 	sim := startSim(t, map[uint8]*modbussim.Unit{7: u})
-	d, err := sensors.OpenModbus(sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 7, Registers: regs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := openModbus(t, sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 7, Registers: regs})
 	vals, err := d.Read()
 	if err != nil {
 		t.Fatal(err)
@@ -181,13 +188,9 @@ func TestModbusBridgeRefused(t *testing.T) {
 	u := modbussim.NewUnit()
 	u.Input[0], u.Input[1], u.Input[5] = 1, 2, 3 // 2..4 unmapped: illegal data address
 	sim := startSim(t, map[uint8]*modbussim.Unit{1: u})
-	d, err := sensors.OpenModbus(sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 1, Registers: []sensors.ModbusRegister{
+	d := openModbus(t, sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 1, Registers: []sensors.ModbusRegister{
 		{Name: "a", Table: "input", Address: 0, Type: "uint32"}, {Name: "b", Table: "input", Address: 5, Type: "uint16"},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
 	for range 2 {
 		vals, err := d.Read()
 		if err != nil || vals["a"] != 1<<16|2 || vals["b"] != 3 {
@@ -205,14 +208,10 @@ func TestModbusExceptionNamesTheRegister(t *testing.T) {
 	u := modbussim.NewUnit()
 	u.Holding[0] = 1
 	sim := startSim(t, map[uint8]*modbussim.Unit{1: u})
-	d, err := sensors.OpenModbus(sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 1, Registers: []sensors.ModbusRegister{
+	d := openModbus(t, sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 1, Registers: []sensors.ModbusRegister{
 		{Name: "ok", Table: "holding", Address: 0, Type: "uint16"}, {Name: "setpoint_c", Table: "holding", Address: 300, Type: "int16"},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	_, err = d.Read()
+	_, err := d.Read()
 	if !errors.Is(err, modbus.ErrIllegalDataAddress) || !strings.Contains(err.Error(), "holding 300..300 (setpoint_c)") || !strings.Contains(err.Error(), "unit 1") {
 		t.Fatalf("err = %v; want illegal data address naming holding 300..300 (setpoint_c)", err)
 	}
@@ -226,15 +225,11 @@ func TestModbusWrite(t *testing.T) {
 	u.Holding[11] = 5
 	u.Coils[3] = false
 	sim := startSim(t, map[uint8]*modbussim.Unit{1: u})
-	d, err := sensors.OpenModbus(sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 1, Registers: []sensors.ModbusRegister{
+	d := openModbus(t, sensors.NewModbusPorts(nil), sensors.ModbusSpec{URL: sim.URL, UnitID: 1, Registers: []sensors.ModbusRegister{
 		{Name: "setpoint_c", Table: "holding", Address: 10, Type: "int16", Scale: f64(0.1), Writable: true},
 		{Name: "mode", Table: "holding", Address: 11, Type: "uint16"},
 		{Name: "fan", Table: "coil", Address: 3, Writable: true},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
 	if got, err := d.Write("setpoint_c", -21.5); err != nil || got != -21.5 {
 		t.Fatalf("write setpoint_c: %v, %v", got, err)
 	}

@@ -195,7 +195,7 @@ func (d *ModbusDevice) Read() (map[string]float64, error) {
 					v = 1
 				}
 			} else {
-				v, text, ok = r.decode(words[off:off+r.width()], d.spec.ByteOrder, d.spec.WordOrder)
+				v, text, ok = r.decode(words[off:off+r.Width()], d.spec.ByteOrder, d.spec.WordOrder)
 			}
 			switch {
 			case r.typ() == "string":
@@ -277,7 +277,7 @@ func (d *ModbusDevice) Write(name string, v float64) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("write %s %d (%s): %w", r.Table, r.Address, name, err)
 	}
-	m := modbusRead{table: r.Table, start: r.Address, count: r.width(), regs: []int{i}}
+	m := modbusRead{table: r.Table, start: r.Address, count: r.Width(), regs: []int{i}}
 	back, bits, err := d.read(m)
 	if err != nil {
 		return 0, fmt.Errorf("read back %s (%s): %w", m, name, err)

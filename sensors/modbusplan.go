@@ -60,14 +60,14 @@ func planReads(regs []ModbusRegister, bridge bool) []modbusRead {
 		if n := len(out); n > 0 {
 			last := &out[n-1]
 			end := last.start + last.count // first address past it
-			if last.table == r.Table && r.Address <= end+gap && r.Address+r.width()-last.start <= limit {
-				last.count = max(last.count, r.Address+r.width()-last.start)
+			if last.table == r.Table && r.Address <= end+gap && r.Address+r.Width()-last.start <= limit {
+				last.count = max(last.count, r.Address+r.Width()-last.start)
 				last.bridged = last.bridged || r.Address > end
 				last.regs = append(last.regs, i)
 				continue
 			}
 		}
-		out = append(out, modbusRead{table: r.Table, start: r.Address, count: r.width(), regs: []int{i}})
+		out = append(out, modbusRead{table: r.Table, start: r.Address, count: r.Width(), regs: []int{i}})
 	}
 	return out
 }

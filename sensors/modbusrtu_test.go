@@ -96,12 +96,7 @@ func rtuDevice(t *testing.T, ports *sensors.ModbusPorts, url string, unit int) *
 	if strings.HasPrefix(url, "rtu://") {
 		spec.Serial = &sensors.SerialSpec{Baud: 115200, Parity: "none"}
 	}
-	d, err := sensors.OpenModbus(ports, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
+	return openModbus(t, ports, spec)
 }
 
 // checkRTULine reads units 1 and 2 on a line with a unit that answers as

@@ -35,6 +35,7 @@ import (
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/status"
+	"github.com/edgegw/edgegw/sensors/modbussim"
 )
 
 func main() {
@@ -105,7 +106,7 @@ type world struct {
 	brokerAddr string
 	g          *gateway.Gateway
 	gstop      func()
-	meter      interface{ Close() error } // the field bus: a simulated Modbus TCP meter
+	meter      *modbussim.Server // the field bus: a simulated Modbus TCP meter
 }
 
 // startWorld starts JetStream (the cloud), an MQTT broker (the building)
